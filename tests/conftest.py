@@ -1,0 +1,39 @@
+"""Suite-wide fixtures: no network beyond loopback, and a throwaway Holdfast home per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from holdfast.testing import netguard
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    netguard.install()
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_network() -> Iterator[None]:
+    netguard.take_violations()
+    yield
+    violations = netguard.take_violations()
+    if violations:
+        pytest.fail("test tried to reach the network outside loopback:\n" + "\n".join(violations))
+
+
+@pytest.fixture(autouse=True)
+def holdfast_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own HOLDFAST_HOME; nothing touches ~/.holdfast."""
+    home = tmp_path / "holdfast-home"
+    home.mkdir()
+    monkeypatch.setenv("HOLDFAST_HOME", str(home))
+    for var in ("HOLDFAST_MODEL", "HOLDFAST_DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
