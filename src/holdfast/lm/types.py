@@ -53,6 +53,8 @@ class Usage:
     latency_s: float = 0.0
     cost_usd: float = 0.0
     calls: int = 1
+    priced: bool = True
+    """False when a model in the sum had no entry in the price table (its cost counted as 0)."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -62,6 +64,7 @@ class Usage:
             latency_s=self.latency_s + other.latency_s,
             cost_usd=self.cost_usd + other.cost_usd,
             calls=self.calls + other.calls,
+            priced=self.priced and other.priced,
         )
 
     @property
@@ -76,6 +79,7 @@ class Usage:
             "latency_s": round(self.latency_s, 6),
             "cost_usd": self.cost_usd,
             "calls": self.calls,
+            "priced": self.priced,
         }
 
 
