@@ -4,6 +4,8 @@
 ``FakeOpenAIServer`` is a real HTTP server on 127.0.0.1 for exercising the real client code.
 """
 
+from holdfast.testing.fake_server import FakeOpenAIServer, RequestRecord
+from holdfast.testing.fake_wire import Fault, embed_text
 from holdfast.testing.scripted import (
     FunctionLM,
     RecordedCall,
@@ -14,10 +16,14 @@ from holdfast.testing.scripted import (
 )
 
 __all__ = [
+    "FakeOpenAIServer",
+    "Fault",
     "FunctionLM",
     "RecordedCall",
+    "RequestRecord",
     "ScriptExhausted",
     "ScriptedLM",
+    "embed_text",
     "reply",
     "tool_call",
 ]

@@ -1,0 +1,72 @@
+"""``get_lm("provider:model")``: the one way to build a model client from a name.
+
+Environment variables are not read here unless the caller passes them: the command line and the
+server hand in ``env=os.environ`` (the edge reads the environment, the library does not), and a
+program can do the same. Explicit arguments always win over ``env``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from holdfast.lm.base import BaseLM
+from holdfast.lm.prices import DEFAULT_PRICES, PriceTable
+from holdfast.lm.providers import ProviderSpec, parse_model_name
+from holdfast.lm.record import CallRecorder
+from holdfast.lm.retry import RetryPolicy
+
+
+def resolve_endpoint(
+    spec: ProviderSpec,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[str, str | None]:
+    """The base URL and API key to use: explicit values, then ``env``, then the provider default."""
+    env = env or {}
+    url = base_url or (env.get(spec.base_url_env) if spec.base_url_env else None) or spec.base_url
+    key = api_key or (env.get(spec.key_env) if spec.key_env else None) or None
+    return url, key
+
+
+def get_lm(
+    model: str,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    env: Mapping[str, str] | None = None,
+    max_concurrency: int | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float = 120.0,
+    prices: PriceTable = DEFAULT_PRICES,
+    call_log: CallRecorder | None = None,
+    **options: Any,
+) -> BaseLM:
+    """Build the client of ``model`` (``provider:model``).
+
+    ``base_url`` overrides the provider's default endpoint (any OpenAI-compatible server works as
+    ``vllm:<model>`` with a base URL); ``env`` is where to look up the provider's key and base-URL
+    variables (e.g. ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``) when they are not passed. Calls go
+    to ``call_log`` when one is attached. Extra ``options`` go to the client class.
+    """
+    spec, _ = parse_model_name(model)
+    url, key = resolve_endpoint(spec, base_url=base_url, api_key=api_key, env=env)
+    kwargs: dict[str, Any] = dict(
+        base_url=url,
+        api_key=key,
+        max_concurrency=max_concurrency,
+        retry=retry,
+        timeout=timeout,
+        prices=prices,
+        call_log=call_log,
+        **options,
+    )
+    if spec.wire == "anthropic":
+        from holdfast.lm.anthropic_lm import AnthropicLM
+
+        return AnthropicLM(model, **kwargs)
+    from holdfast.lm.openai_compat import OpenAICompatLM
+
+    return OpenAICompatLM(model, **kwargs)

@@ -1,0 +1,285 @@
+"""One transport for every OpenAI-compatible endpoint, over the official ``openai`` SDK.
+
+:class:`OpenAICompatLM` sends ``POST /chat/completions`` through ``AsyncOpenAI`` (its auth,
+headers and error types) with the SDK's own retries off: Holdfast retries itself (see
+:mod:`holdfast.lm.retry`) so that it can honour ``Retry-After``, release its concurrency slot while
+it backs off, and say what went wrong at the end. The HTTP pool is sized for hundreds of calls in
+flight with keep-alive; a per-endpoint limiter (:mod:`holdfast.lm.limiter`) bounds them. Cancelling
+the awaiting task closes the HTTP request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from holdfast.lm._portal import LoopThread
+from holdfast.lm.base import BaseLM, CallParams, T
+from holdfast.lm.errors import (
+    MissingAPIKey,
+    ProviderAuthError,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    excerpt,
+)
+from holdfast.lm.limiter import EndpointLimiter, endpoint_limiter
+from holdfast.lm.openai_wire import parse_completion, request_body
+from holdfast.lm.prices import DEFAULT_PRICES, Price, PriceTable
+from holdfast.lm.providers import ProviderSpec, parse_model_name
+from holdfast.lm.record import CallRecorder
+from holdfast.lm.retry import RetryPolicy, parse_retry_after, should_retry_status
+from holdfast.lm.types import Completion, Message
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from openai import AsyncOpenAI
+
+KEYLESS = "not-needed"
+_UNSET: Any = object()
+
+
+class OpenAICompatLM(BaseLM):
+    """A model behind any OpenAI-compatible chat-completions endpoint."""
+
+    chat_path = "/chat/completions"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_concurrency: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 120.0,
+        connect_timeout: float = 10.0,
+        prices: PriceTable = DEFAULT_PRICES,
+        price: Price | None = _UNSET,
+        call_log: CallRecorder | None = None,
+        extra_body: dict[str, Any] | None = None,
+        spec: ProviderSpec | None = None,
+    ) -> None:
+        parsed_spec, self.model_id = parse_model_name(model)
+        self.spec = spec or parsed_spec
+        url = (base_url or self.spec.base_url).rstrip("/")
+        if price is _UNSET:
+            price = prices.lookup(self.spec.name, self.model_id)
+        super().__init__(model, price=price, call_log=call_log, base_url=url)
+        if not api_key and self.spec.needs_key:
+            raise MissingAPIKey(
+                f"{self.spec.name} needs an API key for {model}: pass api_key=... "
+                f"(the command line reads it from {self.spec.key_env})",
+                env_var=self.spec.key_env,
+            )
+        self.api_key = api_key or KEYLESS
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.extra_body = dict(extra_body or {})
+        self.limiter: EndpointLimiter = endpoint_limiter(
+            url, max_concurrency, default=self.spec.max_concurrency
+        )
+        self._clients: dict[asyncio.AbstractEventLoop, AsyncOpenAI] = {}
+        self._portal = LoopThread(f"holdfast-lm-{self.spec.name}")
+
+    @property
+    def url(self) -> str:
+        assert self.base_url is not None
+        return self.base_url
+
+    def _client(self) -> AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            for stale in [lp for lp in self._clients if lp.is_closed()]:
+                del self._clients[stale]
+            client = self._clients[loop] = self._new_client()
+        return client
+
+    def _new_client(self) -> AsyncOpenAI:
+        import openai
+
+        httpx = _httpx_module()
+        pool = max(512, 2 * self.limiter.limit)
+        http_client = openai.DefaultAsyncHttpx2Client(
+            limits=httpx.Limits(
+                max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=60.0
+            ),
+            timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+        )
+        return openai.AsyncOpenAI(
+            base_url=self.url, api_key=self.api_key, max_retries=0, http_client=http_client
+        )
+
+    async def _acall(self, messages: list[Message], params: CallParams) -> tuple[Completion, int]:
+        timeout = params.timeout if params.timeout is not None else self.timeout
+        client = self._client()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.limiter.slot():
+                    return await self._send(client, messages, params, timeout), attempt
+            except Exception as exc:
+                wait = self._classify(exc, attempt, timeout)
+            await asyncio.sleep(wait)
+
+    async def _send(
+        self, client: Any, messages: list[Message], params: CallParams, timeout: float
+    ) -> Completion:
+        """One HTTP attempt: build the body, post it, parse the reply."""
+        body = request_body(
+            self.model_id,
+            messages,
+            params,
+            max_tokens_param=self.spec.max_tokens_param,
+            extra=self.extra_body,
+        )
+        raw = await self._post(client, self.chat_path, body, timeout)
+        return parse_completion(raw, body, url=self.url)
+
+    async def _post(self, client: Any, path: str, body: dict[str, Any], timeout: float) -> bytes:
+        httpx = _httpx_module()
+        response = await client.post(
+            path,
+            cast_to=httpx.Response,
+            body=body,
+            options={"timeout": httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout))},
+        )
+        data: bytes = await response.aread()
+        return data
+
+    def _sdk(self) -> Any:
+        """The SDK module whose exception types this client raises."""
+        import openai
+
+        return openai
+
+    def _classify(self, exc: Exception, attempt: int, timeout: float) -> float:
+        """The wait before retrying ``exc``, or raise the typed error it ends in."""
+        sdk = self._sdk()
+        policy = self.retry
+        last = attempt >= policy.max_attempts
+        url = f"{self.url}{self.chat_path}"
+        if isinstance(exc, sdk.APIStatusError):
+            status = exc.status_code
+            body = excerpt(exc.response.text)
+            if not should_retry_status(status):
+                raise self._rejected(status, body, attempt) from None
+            retry_after = parse_retry_after(exc.response.headers)
+            if retry_after is not None and retry_after > policy.max_retry_after:
+                raise RateLimited(
+                    f"{url} asked to wait {retry_after:.0f} s (Retry-After) before retrying, "
+                    f"longer than max_retry_after={policy.max_retry_after:.0f} s",
+                    attempts=attempt,
+                    url=url,
+                    status=status,
+                    retry_after=retry_after,
+                ) from None
+            if last:
+                cls = RateLimited if status == 429 else ProviderUnavailable
+                what = "kept rate-limiting" if status == 429 else "kept failing"
+                raise cls(
+                    f"{url} {what} (HTTP {status}) after {attempt} attempts: {body}",
+                    attempts=attempt,
+                    url=url,
+                    status=status,
+                ) from None
+            return policy.delay(attempt, retry_after)
+        if isinstance(exc, sdk.APITimeoutError):
+            if last:
+                raise ProviderTimeout(
+                    f"{url} did not answer within {timeout:g} s, {attempt} attempts",
+                    attempts=attempt,
+                    url=url,
+                    timeout=timeout,
+                ) from None
+            return policy.delay(attempt, None)
+        if isinstance(exc, sdk.APIConnectionError):
+            if last:
+                cause = exc.__cause__ or exc
+                raise ProviderUnavailable(
+                    f"could not reach {self.url} after {attempt} attempts: "
+                    f"{type(cause).__name__}: {cause}",
+                    attempts=attempt,
+                    url=self.url,
+                ) from None
+            return policy.delay(attempt, None)
+        raise exc
+
+    def _rejected(self, status: int, body: str, attempts: int) -> Exception:
+        url = f"{self.url}{self.chat_path}"
+        if status in (401, 403):
+            return ProviderAuthError(
+                f"{url} refused the API key (HTTP {status}): {body}; check the key "
+                f"(the command line reads {self.spec.key_env})",
+                status=status,
+                url=url,
+                attempts=attempts,
+            )
+        if status == 404:
+            return ProviderRejected(
+                f"{url} answered HTTP 404 for model {self.model_id!r}: {body}; check the model "
+                "name and the base URL",
+                status=status,
+                url=url,
+                attempts=attempts,
+            )
+        return ProviderRejected(
+            f"{url} rejected the request (HTTP {status}): {body}",
+            status=status,
+            url=url,
+            attempts=attempts,
+        )
+
+    async def list_models(self, timeout: float = 5.0) -> list[str]:
+        """The model ids the endpoint serves (``GET /models``)."""
+        client = self._client()
+        httpx = _httpx_module()
+        response = await client.get("/models", cast_to=httpx.Response, options={"timeout": timeout})
+        data = json.loads(await response.aread())
+        return sorted(str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict))
+
+    def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._portal.run(coro)
+
+    async def aclose(self) -> None:
+        """Close this LM's HTTP clients on every loop it used, and its sync loop thread."""
+        current = asyncio.get_running_loop()
+        clients, self._clients = self._clients, {}
+        for loop, client in clients.items():
+            if loop is current:
+                await client.close()
+            elif not loop.is_closed() and loop.is_running():
+                future = asyncio.run_coroutine_threadsafe(client.close(), loop)
+                try:
+                    await asyncio.wait_for(asyncio.wrap_future(future), 5)
+                except (TimeoutError, RuntimeError):
+                    pass
+        if self._portal.loop is not current:
+            self._portal.stop()
+
+    def close(self) -> None:
+        if self._portal.loop is not None:
+            self._portal.run(self.aclose())
+            self._portal.stop()
+        elif self._clients:
+            from holdfast.lm.base import run_sync
+
+            run_sync(self.aclose())
+
+
+def _httpx_module() -> Any:
+    """The HTTP library under the installed ``openai`` SDK (``httpx2`` from 3.x, else ``httpx``)."""
+    try:
+        import httpx2
+
+        return httpx2
+    except ImportError:  # pragma: no cover - older SDKs
+        import httpx
+
+        return httpx

@@ -1,0 +1,417 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1, for exercising real client code offline.
+
+:class:`FakeOpenAIServer` runs an asyncio server in a background thread (its own event loop), with
+a deep accept backlog and HTTP/1.1 keep-alive, so hundreds of concurrent connections never queue
+behind ``listen()``. It speaks ``POST /v1/chat/completions`` (plain JSON and ``stream=true``
+server-sent events), ``POST /v1/embeddings`` (deterministic hashed bag-of-words vectors) and
+``GET /v1/models``.
+
+Replies come from a script (a list of str / Completion / raw dict bodies / :class:`Fault`),
+or a function of the parsed request body (sync or async, run on the server's loop), else the
+``default_reply`` (by default an echo of the last user message). :meth:`inject` puts faults or
+replies in front of the script for the next requests. Every request is recorded (``requests``
+holds the JSON bodies, ``request_log`` the full records), and ``max_in_flight`` and
+``disconnects`` let tests observe concurrency limits and cancelled requests.
+
+Run ``python -m holdfast.testing.fake_server --latency 0.2`` to serve from a separate process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import inspect
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from holdfast.lm.types import Completion
+from holdfast.testing.fake_wire import (
+    Fault,
+    completion_body,
+    embeddings_body,
+    error_body,
+    shape_reply,
+    stream_chunks,
+)
+
+ServerReply = str | Completion | dict[str, Any] | Fault
+Handler = Callable[[dict[str, Any]], Any]
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+}
+_DROP = object()
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One HTTP request the server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+    received_at: float = field(default_factory=time.monotonic)
+
+
+class FakeOpenAIServer:
+    """A local OpenAI-compatible server with scripted replies and injectable faults."""
+
+    def __init__(
+        self,
+        replies: Sequence[ServerReply] | Handler | None = None,
+        *,
+        latency: float = 0.0,
+        default_reply: str | None = None,
+        embedding_dim: int = 64,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        backlog: int = 4096,
+    ) -> None:
+        self._handler: Handler | None = replies if callable(replies) else None
+        self._script: collections.deque[ServerReply] = collections.deque(
+            [] if replies is None or callable(replies) else list(replies)
+        )
+        self._injected: collections.deque[ServerReply] = collections.deque()
+        self.latency = latency
+        self.default_reply = default_reply
+        self.embedding_dim = embedding_dim
+        self.api_key = api_key
+        self.host = host
+        self.port = port
+        self.backlog = backlog
+        self.request_log: list[RequestRecord] = []
+        self.disconnects: list[float] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+        self._stopping: asyncio.Event | None = None
+
+    # -- public surface ---------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, ``http://127.0.0.1:<port>/v1``."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """The JSON bodies of every POST request received, in arrival order."""
+        return [r.body for r in list(self.request_log) if r.body is not None]
+
+    def inject(self, *items: ServerReply) -> None:
+        """Serve ``items`` (faults or replies) to the next requests, before the script."""
+        with self._lock:
+            self._injected.extend(items)
+
+    def reset_stats(self) -> None:
+        """Forget recorded requests, disconnects and the in-flight high-water mark."""
+        with self._lock:
+            self.request_log.clear()
+            self.disconnects.clear()
+            self.max_in_flight = self.in_flight
+
+    def start(self) -> FakeOpenAIServer:
+        """Start serving in a background thread; returns once the port is bound."""
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._bind())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-openai-server", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop serving: close every connection (pending requests are abandoned) and join."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FakeOpenAIServer:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # -- server internals -------------------------------------------------------------------
+
+    async def _bind(self) -> None:
+        self._stopping = asyncio.Event()
+        self._server = await asyncio.start_server(
+            self._connection, self.host, self.port, backlog=self.backlog, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        assert self._stopping is not None
+        self._stopping.set()
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._conns):
+            task.cancel()
+        await asyncio.gather(*self._conns, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        buf = bytearray()
+        try:
+            while True:
+                request = await _read_request(reader, buf)
+                if request is None:
+                    return
+                method, path, headers, raw = request
+                work = asyncio.ensure_future(self._respond(method, path, headers, raw))
+                watch: asyncio.Future[bytes] | None = asyncio.ensure_future(reader.read(65536))
+                try:
+                    while not work.done():
+                        waiting = {work} if watch is None else {work, watch}
+                        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                        if watch is not None and watch.done() and not work.done():
+                            data = watch.result()
+                            watch = None
+                            if not data:
+                                self.disconnects.append(time.monotonic())
+                                return
+                            buf += data
+                finally:
+                    if not work.done():
+                        work.cancel()
+                    if watch is not None:
+                        watch.cancel()
+                        await asyncio.wait([watch])
+                        if not watch.cancelled() and watch.exception() is None:
+                            buf += watch.result()
+                response = work.result()
+                if response is _DROP:
+                    return
+                for part in response:
+                    writer.write(part)
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return
+        finally:
+            self._conns.discard(task)
+            writer.close()
+
+    async def _respond(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Any:
+        body: dict[str, Any] | None = None
+        bad_json = False
+        if raw:
+            try:
+                parsed = json.loads(raw)
+                body = parsed if isinstance(parsed, dict) else {"_": parsed}
+            except ValueError:
+                bad_json = True
+        self.request_log.append(RequestRecord(method, path, headers, body))
+        route = path.split("?", 1)[0].rstrip("/")
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            return _json_response(401, error_body("invalid api key", "invalid_api_key"))
+        if bad_json:
+            return _json_response(400, error_body("request body is not JSON", "invalid_json"))
+        if method == "GET" and route.endswith("/models"):
+            model = {"id": "fake-model", "object": "model", "created": 0, "owned_by": "holdfast"}
+            return _json_response(200, json.dumps({"object": "list", "data": [model]}))
+        if method == "POST" and route.endswith("/embeddings"):
+            return _json_response(200, json.dumps(embeddings_body(body or {}, self.embedding_dim)))
+        if method == "POST" and route.endswith("/chat/completions"):
+            return await self._chat(body or {})
+        return _json_response(404, error_body(f"no route {method} {path}", "not_found"))
+
+    async def _chat(self, body: dict[str, Any]) -> Any:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency > 0:
+                await asyncio.sleep(self.latency)
+            item = await self._next_reply(body)
+            if isinstance(item, Fault):
+                return await self._fault(item)
+            if isinstance(item, dict):
+                return _json_response(200, json.dumps(item))
+            completion = shape_reply(item, body)
+            if body.get("stream"):
+                return _sse_response(stream_chunks(completion, body))
+            return _json_response(200, json.dumps(completion_body(completion, body)))
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _next_reply(self, body: dict[str, Any]) -> ServerReply:
+        with self._lock:
+            if self._injected:
+                return self._injected.popleft()
+            if self._script:
+                return self._script.popleft()
+        if self._handler is not None:
+            out = self._handler(body)
+            if inspect.isawaitable(out):
+                out = await out
+            if not isinstance(out, (str, Completion, dict, Fault)):
+                return Fault.status(500, f"handler returned {type(out).__name__}")
+            return out
+        if self.default_reply is not None:
+            return self.default_reply
+        return "echo: " + _last_user_text(body)
+
+    async def _fault(self, fault: Fault) -> Any:
+        if fault.kind == "status":
+            extra = {} if fault.retry_after is None else {"retry-after": f"{fault.retry_after:g}"}
+            return _json_response(fault.http_status, fault.body, extra)
+        if fault.kind == "malformed":
+            return _json_response(200, fault.body)
+        if fault.kind == "hang":
+            assert self._stopping is not None
+            if fault.seconds is None:
+                await self._stopping.wait()
+            else:
+                await asyncio.sleep(fault.seconds)
+        return _DROP
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for msg in reversed(body.get("messages") or []):
+        if isinstance(msg, dict) and msg.get("role") == "user":
+            content = msg.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
+def _json_response(status: int, body: str, extra: dict[str, str] | None = None) -> list[bytes]:
+    data = body.encode()
+    head = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+        "content-type: application/json",
+        f"content-length: {len(data)}",
+        *(f"{k}: {v}" for k, v in (extra or {}).items()),
+    ]
+    return [("\r\n".join(head) + "\r\n\r\n").encode() + data]
+
+
+def _sse_response(events: Any) -> list[bytes]:
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    parts = [head]
+    for event in [*(json.dumps(e) for e in events), "[DONE]"]:
+        data = f"data: {event}\n\n".encode()
+        parts.append(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+    parts.append(b"0\r\n\r\n")
+    return parts
+
+
+async def _read_request(
+    reader: asyncio.StreamReader, buf: bytearray
+) -> tuple[str, str, dict[str, str], bytes] | None:
+    """Read one HTTP/1.1 request from ``reader`` (``buf`` keeps bytes between requests)."""
+    while (end := buf.find(b"\r\n\r\n")) < 0:
+        data = await reader.read(65536)
+        if not data:
+            return None
+        buf += data
+    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    del buf[: end + 4]
+    method, target, _ = lines[0].split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = bytearray()
+        while True:
+            while (eol := buf.find(b"\r\n")) < 0:
+                buf += await _read_more(reader)
+            size = int(bytes(buf[:eol]).split(b";")[0], 16)
+            del buf[: eol + 2]
+            while len(buf) < size + 2:
+                buf += await _read_more(reader)
+            body += buf[:size]
+            del buf[: size + 2]
+            if size == 0:
+                return method, target, headers, bytes(body)
+    length = int(headers.get("content-length") or 0)
+    while len(buf) < length:
+        buf += await _read_more(reader)
+    raw = bytes(buf[:length])
+    del buf[:length]
+    return method, target, headers, raw
+
+
+async def _read_more(reader: asyncio.StreamReader) -> bytes:
+    data = await reader.read(65536)
+    if not data:
+        raise asyncio.IncompleteReadError(b"", None)
+    return data
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve from this process until interrupted; prints the base URL on the first line."""
+    parser = argparse.ArgumentParser(description="A local fake OpenAI-compatible server.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per chat reply")
+    parser.add_argument("--reply", default=None, help="fixed reply text (default: echo)")
+    args = parser.parse_args(argv)
+    server = FakeOpenAIServer(latency=args.latency, default_reply=args.reply, port=args.port)
+    with server:
+        print(server.base_url, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The OpenAI wire format as :class:`FakeOpenAIServer` speaks it: replies, faults, embeddings.
+
+Kept apart from the HTTP machinery so the shapes of chat-completion bodies, stream chunks and
+embedding vectors can be read (and tested) on their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import struct
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from holdfast.lm.base import apply_stop
+from holdfast.lm.tokens import estimate_tokens, estimate_tools_tokens
+from holdfast.lm.types import Completion
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A failure the fake server injects instead of a normal reply.
+
+    Build them with the class methods: :meth:`rate_limit`, :meth:`status`, :meth:`hang`,
+    :meth:`malformed`, :meth:`drop`.
+    """
+
+    kind: str
+    http_status: int = 200
+    body: str = ""
+    retry_after: float | None = None
+    seconds: float | None = None
+
+    @classmethod
+    def rate_limit(cls, retry_after: float | None = 1.0) -> Fault:
+        """HTTP 429 with a ``Retry-After`` header (seconds; None to leave it out)."""
+        return cls(
+            "status", 429, error_body("rate limit reached", "rate_limit_exceeded"), retry_after
+        )
+
+    @classmethod
+    def status(
+        cls, status: int, message: str = "injected error", *, body: str | None = None
+    ) -> Fault:
+        """Any HTTP status with an OpenAI-style JSON error body (or ``body`` verbatim)."""
+        return cls(
+            "status", status, body if body is not None else error_body(message, f"http_{status}")
+        )
+
+    @classmethod
+    def hang(cls, seconds: float | None = None) -> Fault:
+        """Send nothing: until the client gives up (None), or ``seconds`` then drop the connection."""
+        return cls("hang", seconds=seconds)
+
+    @classmethod
+    def malformed(cls, body: str = '{"id": "chatcmpl-broken", "choices": [{"mess') -> Fault:
+        """HTTP 200 whose body is not valid JSON."""
+        return cls("malformed", 200, body)
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Close the connection without sending a response."""
+        return cls("drop")
+
+
+def error_body(message: str, code: str) -> str:
+    return json.dumps({"error": {"message": message, "type": "fake_server_error", "code": code}})
+
+
+def _usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
+
+
+def shape_reply(reply: str | Completion, request: dict[str, Any]) -> Completion:
+    """Apply the request's stop sequences and max_tokens to a reply, as a real server would."""
+    completion = reply if isinstance(reply, Completion) else Completion(text=reply)
+    stop = request.get("stop")
+    stop_list = [stop] if isinstance(stop, str) else list(stop or [])
+    text, stopped = apply_stop(completion.text, stop_list)
+    reason = completion.finish_reason or ("tool_calls" if completion.tool_calls else "stop")
+    if stopped:
+        reason = "stop"
+    limit = request.get("max_completion_tokens") or request.get("max_tokens")
+    if isinstance(limit, int) and estimate_tokens(text) > limit:
+        while text and estimate_tokens(text) > limit:
+            text = text[: max(0, min(len(text) - 1, limit * 4))]
+        reason = "length"
+    return Completion(
+        text=text,
+        tool_calls=completion.tool_calls,
+        finish_reason=reason,
+        usage=completion.usage,
+        model=completion.model,
+    )
+
+
+def token_counts(completion: Completion, request: dict[str, Any]) -> tuple[int, int, int]:
+    """(prompt, completion, cached) tokens: the reply's own usage if it set any, else estimates."""
+    given = completion.usage
+    if given.input_tokens or given.output_tokens:
+        return given.input_tokens, given.output_tokens, given.cached_tokens
+    prompt = estimate_tokens(request.get("messages") or []) + estimate_tools_tokens(
+        request.get("tools")
+    )
+    out = estimate_tokens(completion.text) + sum(
+        estimate_tokens(t.name) + estimate_tokens(t.arguments) for t in completion.tool_calls
+    )
+    return prompt, out, given.cached_tokens
+
+
+def completion_body(completion: Completion, request: dict[str, Any]) -> dict[str, Any]:
+    """A ``chat.completion`` response body."""
+    prompt, out, cached = token_counts(completion, request)
+    message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+    if completion.tool_calls:
+        message["tool_calls"] = [tc.to_message_dict() for tc in completion.tool_calls]
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": completion.model or request.get("model", "fake"),
+        "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason}],
+        "usage": _usage(prompt, out, cached),
+    }
+
+
+_PIECES = re.compile(r"\S+\s*|\s+")
+
+
+def stream_chunks(completion: Completion, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The ``chat.completion.chunk`` events of a streamed reply, word by word."""
+    cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+    model = completion.model or request.get("model", "fake")
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    yield chunk({"role": "assistant", "content": ""})
+    for piece in _PIECES.findall(completion.text):
+        yield chunk({"content": piece})
+    for i, tc in enumerate(completion.tool_calls):
+        yield chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": i,
+                        "id": tc.id,
+                        "type": "function",
+                        "function": {"name": tc.name, "arguments": tc.arguments},
+                    }
+                ]
+            }
+        )
+    yield chunk({}, completion.finish_reason)
+    if (request.get("stream_options") or {}).get("include_usage"):
+        prompt, out, cached = token_counts(completion, request)
+        yield {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": _usage(prompt, out, cached),
+        }
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def embed_text(text: str, dim: int) -> list[float]:
+    """A deterministic unit vector: a signed, hashed bag of lower-cased words.
+
+    Texts sharing words get a positive cosine similarity; the same text always gets the same vector.
+    """
+    vec = [0.0] * dim
+    for word in _WORDS.findall(text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        n = int.from_bytes(digest, "little")
+        vec[n % dim] += 1.0 if (n >> 63) & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vec))
+    if norm == 0:
+        vec[0] = 1.0
+        return vec
+    return [v / norm for v in vec]
+
+
+def embeddings_body(request: dict[str, Any], default_dim: int) -> dict[str, Any]:
+    """An ``/v1/embeddings`` response body (float lists, or base64 float32 when asked)."""
+    raw = request.get("input", "")
+    inputs = [raw] if isinstance(raw, str) else list(raw)
+    texts = [x if isinstance(x, str) else " ".join(map(str, x)) for x in inputs]
+    dim = int(request.get("dimensions") or default_dim)
+    as_b64 = request.get("encoding_format") == "base64"
+    data = []
+    for i, text in enumerate(texts):
+        vec = embed_text(text, dim)
+        encoded: Any = (
+            base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode("ascii") if as_b64 else vec
+        )
+        data.append({"object": "embedding", "index": i, "embedding": encoded})
+    tokens = sum(estimate_tokens(t) for t in texts)
+    return {
+        "object": "list",
+        "data": data,
+        "model": request.get("model", "fake-embedding"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
