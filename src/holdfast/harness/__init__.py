@@ -1,1 +1,88 @@
-"""holdfast.harness"""
+"""The durable control plane: tasks, leases and workers, the step contract, receipts, budgets,
+permission gates and steering, on SQLite or PostgreSQL.
+
+A runner does its work through a :class:`StepContext`::
+
+    def run(ctx: StepContext) -> dict:
+        n = ctx.step("charge-card", "payments.charge", {"amount": 5}, lambda key: charge(5, key),
+                     idempotent=True)
+        ctx.checkpoint({"charged": n})
+        return {"charged": n}
+
+    h = Harness.open()                       # <holdfast home>/holdfast.db, or a postgresql:// URL
+    h.registry.register(TaskKind("pay", run, tools={"payments.charge": ToolSpec(idempotent=True)}))
+    task = h.submit({"kind": "pay", "policy": {"rules": [{"tool": "payments.*", "action": "ask"}]}})
+"""
+
+from holdfast.harness.api import STEER_KINDS, Harness, open_store
+from holdfast.harness.budget import BudgetMeter
+from holdfast.harness.cancel import CancelToken
+from holdfast.harness.context import PermissionDenied, StepContext, StepFailed, TaskInterrupt
+from holdfast.harness.policy import Decision, Policy, Rule
+from holdfast.harness.receipts import (
+    Ed25519Signer,
+    HMACSigner,
+    ReceiptSealer,
+    Signer,
+    VerifyResult,
+    canonical_json,
+    load_signer,
+    verify_chain,
+)
+from holdfast.harness.registry import Registry, Runner, TaskKind, ToolSpec, default_registry
+from holdfast.harness.spec import Budget, TaskSpec
+from holdfast.harness.worker import Worker, WorkerSettings
+from holdfast.store.harness_types import (
+    TASK_STATUSES,
+    TERMINAL_STATUSES,
+    ApprovalRow,
+    LeaseLost,
+    ReceiptRow,
+    StepRow,
+    StoreUnavailable,
+    TaskNotFound,
+    TaskRow,
+    TaskStateError,
+)
+
+__all__ = [
+    "STEER_KINDS",
+    "TASK_STATUSES",
+    "TERMINAL_STATUSES",
+    "ApprovalRow",
+    "Budget",
+    "BudgetMeter",
+    "CancelToken",
+    "Decision",
+    "Ed25519Signer",
+    "HMACSigner",
+    "Harness",
+    "LeaseLost",
+    "PermissionDenied",
+    "Policy",
+    "ReceiptRow",
+    "ReceiptSealer",
+    "Registry",
+    "Rule",
+    "Runner",
+    "Signer",
+    "StepContext",
+    "StepFailed",
+    "StepRow",
+    "StoreUnavailable",
+    "TaskInterrupt",
+    "TaskKind",
+    "TaskNotFound",
+    "TaskRow",
+    "TaskSpec",
+    "TaskStateError",
+    "ToolSpec",
+    "VerifyResult",
+    "Worker",
+    "WorkerSettings",
+    "canonical_json",
+    "default_registry",
+    "load_signer",
+    "open_store",
+    "verify_chain",
+]

@@ -1,0 +1,471 @@
+"""The step context: the one way a task runner acts on the world.
+
+``ctx.step(name, tool, args, fn)`` runs the step contract: an intent receipt, the permission gate,
+the effect, a result receipt. Each step has a stable name within its task; on resume a finished
+step is not run again (its recorded result is returned), and a step that started but left no
+result is reconciled: an idempotent tool runs again with the same idempotency key, a
+non-idempotent one parks the task for a person to review. Step boundaries are where steering
+(stop, pause), a worker's shutdown and budgets take effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar
+
+from holdfast.errors import HoldfastError, InvalidInput, RetryableFailure, RuntimeFailure
+from holdfast.harness.budget import BudgetMeter
+from holdfast.harness.cancel import CancelToken
+from holdfast.harness.policy import Decision, Policy
+from holdfast.harness.receipts import canonical_json
+from holdfast.harness.registry import TaskKind
+from holdfast.harness.spec import TaskSpec
+from holdfast.store.harness_sql import SQLHarnessStore
+from holdfast.store.harness_types import (
+    ApprovalRow,
+    Draft,
+    LeaseLost,
+    SteeringRow,
+    StepRow,
+    TaskRow,
+)
+
+T = TypeVar("T")
+
+RESERVED_KINDS = frozenset(
+    {
+        "submitted",
+        "leased",
+        "intent",
+        "gate",
+        "result",
+        "reconcile",
+        "checkpoint",
+        "approval_requested",
+        "approval",
+        "approval_used",
+        "steer",
+        "steering_delivered",
+        "steering_applied",
+        "paused",
+        "released",
+        "lease_expired",
+        "succeeded",
+        "failed",
+        "cancelled",
+    }
+)
+
+
+class PermissionDenied(HoldfastError):
+    """The permission gate (or a person) refused a step. Runners may catch it and go on."""
+
+    code = "permission_denied"
+
+
+class StepFailed(RuntimeFailure):
+    """A step's effect raised; ``error`` holds the original error's code, type and message."""
+
+    code = "step_failed"
+
+
+class TaskInterrupt(BaseException):
+    """Control flow from a step boundary to the worker (stop, pause, park, release).
+
+    A ``BaseException`` so that a runner's ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, action: str, steering: SteeringRow | None = None, reason: str = "") -> None:
+        super().__init__(action)
+        self.action = action
+        self.steering = steering
+        self.reason = reason
+
+
+class StepContext:
+    """What a runner sees: its task, state, budget, cancellation, steering, and ``step``."""
+
+    def __init__(
+        self,
+        *,
+        store: SQLHarnessStore,
+        task: TaskRow,
+        token: str,
+        kind: TaskKind,
+        worker_id: str,
+        draining: threading.Event | None = None,
+        store_retry_s: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.task = task
+        self.token = token
+        self.kind = kind
+        self.worker_id = worker_id
+        self.spec = TaskSpec.from_dict(task.spec)
+        try:
+            self.policy = Policy.parse(task.spec.get("policy"), known_tools=kind.tools or None)
+        except InvalidInput as exc:
+            self.policy = Policy.broken(exc.message)
+        self.budget = BudgetMeter(self.spec.budget, task.usage)
+        self.cancel = CancelToken()
+        self.state: Any = task.checkpoint
+        self._draining = draining or threading.Event()
+        self._steer_flag = threading.Event()
+        self._steer_flag.set()
+        self._lost = threading.Event()
+        self._store_retry_s = store_retry_s
+
+    # -- read-only views -------------------------------------------------------------------
+
+    @property
+    def task_id(self) -> str:
+        return self.task.id
+
+    @property
+    def attempt(self) -> int:
+        return self.task.attempts
+
+    @property
+    def goal(self) -> str:
+        return self.spec.goal
+
+    @property
+    def input(self) -> dict[str, Any]:
+        return self.spec.input
+
+    @property
+    def workspace(self) -> str | None:
+        return self.spec.workspace
+
+    # -- the step contract -----------------------------------------------------------------
+
+    def step(
+        self,
+        name: str,
+        tool: str,
+        args: Mapping[str, Any],
+        fn: Callable[[str], T],
+        *,
+        idempotent: bool | None = None,
+        key: str | None = None,
+        effect: bool | None = None,
+    ) -> T | Any:
+        """Run ``fn(idempotency_key)`` as the step ``name`` of ``tool`` with ``args``, at most once.
+
+        Returns the effect's JSON result (the recorded one when the step already finished).
+        Raises :class:`PermissionDenied` when the gate or a person refuses it and
+        :class:`StepFailed` when the effect raised (now or in an earlier attempt).
+        """
+        if not name or not isinstance(name, str):
+            raise InvalidInput("a step needs a non-empty name, stable across attempts")
+        spec = self.kind.tools.get(tool)
+        effect = effect if effect is not None else (spec.effect if spec else True)
+        idempotent = idempotent if idempotent is not None else bool(spec and spec.idempotent)
+        key = key or f"{self.task_id}:{name}"
+        try:
+            args_json = canonical_json(dict(args))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"step {name!r}: arguments must be JSON ({exc})") from exc
+        self.boundary()
+        row = self.store.get_step(self.task_id, name)
+        base = StepRow(self.task_id, name, "intent", tool, key, idempotent)
+        if row is not None and row.tool != tool:
+            raise InvalidInput(
+                f"step {name!r} was recorded for tool {row.tool!r} and is now called with "
+                f"{tool!r}: step names must be unique within a task and stable across attempts"
+            )
+        if row is not None and row.status == "done":
+            return row.result
+        if row is not None and row.status in ("failed", "denied"):
+            raise _replayed(name, row)
+        if row is not None and row.status == "started":
+            self._reconcile(row, tool, idempotent)
+        else:
+            if row is None:
+                self.budget.check(next_step=True, partial=self.state, trace_id=self.task_id)
+                self.budget.steps += 1
+                self._call(
+                    self.store.write_step,
+                    self.task_id,
+                    self.token,
+                    base,
+                    Draft(
+                        "intent",
+                        {
+                            "tool": tool,
+                            "args_sha256": hashlib.sha256(args_json.encode()).hexdigest(),
+                            "args": _preview(args_json),
+                            "key": key,
+                            "idempotent": idempotent,
+                            "effect": effect,
+                        },
+                        step=name,
+                    ),
+                    self.budget.used(),
+                )
+            decision = self._gate(name, tool, args, effect)
+            if decision.action != "allow":
+                err = {"code": PermissionDenied.code, "message": decision.reason}
+                self._call(
+                    self.store.write_step,
+                    self.task_id,
+                    self.token,
+                    _with(base, status="denied", error=err),
+                    Draft("gate", decision.to_dict(), step=name),
+                )
+                raise PermissionDenied(f"step {name!r} ({tool}) denied: {decision.reason}")
+            self._call(
+                self.store.write_step,
+                self.task_id,
+                self.token,
+                _with(base, status="started"),
+                Draft("gate", decision.to_dict(), step=name),
+            )
+        return self._effect(base, fn, key)
+
+    def _gate(self, name: str, tool: str, args: Mapping[str, Any], effect: bool) -> Decision:
+        decision = self.policy.decide(tool, args, effect=effect)
+        if decision.action != "ask":
+            return decision
+        answer = self._take_decision(name)
+        if answer is None:
+            self._park(
+                name,
+                "gate",
+                {
+                    "tool": tool,
+                    "args": _preview(canonical_json(dict(args))),
+                    "reason": decision.reason,
+                    "message": f"step {name!r} ({tool}) needs approval: "
+                    f"holdfast approve {self.task_id} {name}  (or: holdfast deny ...)",
+                },
+            )
+        assert answer is not None
+        if answer.decision == "deny":
+            return Decision("deny", f"denied by {answer.decided_by}")
+        return Decision("allow", f"approved by {answer.decided_by}")
+
+    def _reconcile(self, row: StepRow, tool: str, idempotent: bool) -> None:
+        if idempotent:
+            self._call(
+                self.store.append_receipt,
+                self.task_id,
+                self.token,
+                Draft("reconcile", {"action": "rerun", "key": row.key}, step=row.name),
+            )
+            return
+        answer = self._take_decision(row.name)
+        if answer is None:
+            self._park(
+                row.name,
+                "review",
+                {
+                    "tool": tool,
+                    "message": f"step {row.name!r} ({tool}) started in an earlier attempt but "
+                    "its outcome is unknown, and the tool is not idempotent, so it was not run "
+                    "again. Check whether it took effect, then: holdfast approve "
+                    f"{self.task_id} {row.name}  to run it again, or  holdfast deny "
+                    f"{self.task_id} {row.name}  to record it as failed",
+                },
+            )
+        assert answer is not None
+        if answer.decision == "deny":
+            err = {"code": PermissionDenied.code, "message": f"denied by {answer.decided_by}"}
+            self._call(
+                self.store.write_step,
+                self.task_id,
+                self.token,
+                _with(row, status="denied", error=err),
+                Draft("reconcile", {"action": "denied", "by": answer.decided_by}, step=row.name),
+            )
+            raise PermissionDenied(f"step {row.name!r}: re-run denied by {answer.decided_by}")
+        self._call(
+            self.store.append_receipt,
+            self.task_id,
+            self.token,
+            Draft("reconcile", {"action": "rerun", "by": answer.decided_by}, step=row.name),
+        )
+
+    def _effect(self, base: StepRow, fn: Callable[[str], T], key: str) -> T | Any:
+        try:
+            result = fn(key)
+        except Exception as exc:
+            self._fail(base, _error_dict(exc), exc)
+        try:
+            body = canonical_json(result)
+        except (TypeError, ValueError) as exc:
+            err = {"code": "invalid_step_result", "message": f"the result is not JSON: {exc}"}
+            self._fail(base, err, exc)
+        self._call(
+            self.store.write_step,
+            self.task_id,
+            self.token,
+            _with(base, status="done", result=result),
+            Draft(
+                "result",
+                {
+                    "ok": True,
+                    "result_sha256": hashlib.sha256(body.encode()).hexdigest(),
+                    "result": _preview(body),
+                },
+                step=base.name,
+            ),
+            self.budget.used(),
+        )
+        self.boundary()
+        return result
+
+    def _fail(self, base: StepRow, err: dict[str, Any], exc: Exception) -> NoReturn:
+        self._call(
+            self.store.write_step,
+            self.task_id,
+            self.token,
+            _with(base, status="failed", error=err),
+            Draft("result", {"ok": False, "error": err}, step=base.name),
+            self.budget.used(),
+        )
+        raise StepFailed(
+            f"step {base.name!r} failed: {err['message']}", step=base.name, error=err
+        ) from exc
+
+    # -- the rest of the runner API --------------------------------------------------------
+
+    def checkpoint(self, state: Any) -> None:
+        """Save the runner's state (JSON) so a resumed attempt starts from it (``ctx.state``)."""
+        try:
+            body = canonical_json(state)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"checkpoint state must be JSON: {exc}") from exc
+        self._call(
+            self.store.checkpoint,
+            self.task_id,
+            self.token,
+            state,
+            self.budget.used(),
+            Draft("checkpoint", {"state_sha256": hashlib.sha256(body.encode()).hexdigest()}),
+        )
+        self.state = state
+        self.boundary()
+
+    def receipt(self, kind: str, payload: Mapping[str, Any] | None = None) -> None:
+        """Record a non-effect event (working-set update, memory flush, roll-over...)."""
+        if kind in RESERVED_KINDS:
+            raise InvalidInput(f"receipt kind {kind!r} is reserved for the harness")
+        self._call(
+            self.store.append_receipt,
+            self.task_id,
+            self.token,
+            Draft(kind, dict(payload or {}), actor="runner"),
+        )
+
+    def steering(self) -> list[str]:
+        """Messages sent with ``holdfast task steer`` since the last call (each receipted)."""
+        self.boundary()
+        rows = [
+            r
+            for r in self._call(self.store.pending_steering, [self.task_id])
+            if r.kind == "message"
+        ]
+        if not rows:
+            return []
+        taken = self._call(
+            self.store.consume_steering,
+            self.task_id,
+            self.token,
+            rows,
+            [Draft("steering_delivered", {"id": r.id, "message": r.message}) for r in rows],
+        )
+        return [r.message for r in taken]
+
+    def charge(self, *, tokens: int = 0, usd: float = 0.0) -> None:
+        """Account model usage to the task's budget (persisted; raises when exhausted)."""
+        self.budget.charge(tokens=tokens, usd=usd)
+        self._call(self.store.save_usage, self.task_id, self.token, self.budget.used())
+
+    def boundary(self) -> None:
+        """Apply what waits for a step boundary: lost lease, stop, pause, shutdown, budget."""
+        if self._lost.is_set():
+            raise LeaseLost(f"the lease on task {self.task_id} was lost", task_id=self.task_id)
+        if self._steer_flag.is_set():
+            self._steer_flag.clear()
+            for r in self._call(self.store.pending_steering, [self.task_id]):
+                if r.kind == "stop":
+                    self.cancel.cancel("stop requested")
+                    raise TaskInterrupt("stop", r)
+                if r.kind == "pause":
+                    raise TaskInterrupt("pause", r)
+        if self._draining.is_set():
+            raise TaskInterrupt("release", reason="the worker is shutting down")
+        if self.budget.exhausted() is not None:
+            self.budget.check(partial=self.state, trace_id=self.task_id)
+
+    # -- used by the worker ----------------------------------------------------------------
+
+    def notify_steering(self) -> None:
+        self._steer_flag.set()
+
+    def lose_lease(self) -> None:
+        self._lost.set()
+        self.cancel.cancel("lease lost")
+
+    def _take_decision(self, step: str) -> ApprovalRow | None:
+        def draft(row: ApprovalRow, expired: bool) -> Draft:
+            return Draft(
+                "approval_used",
+                {"decision": row.decision, "by": row.decided_by, "expired": expired},
+                step=step,
+            )
+
+        return self._call(self.store.take_decision, self.task_id, self.token, step, draft)
+
+    def _park(self, step: str, purpose: str, request: dict[str, Any]) -> NoReturn:
+        self._call(
+            self.store.park_for_approval,
+            self.task_id,
+            self.token,
+            step=step,
+            purpose=purpose,
+            request=request,
+            draft=Draft("approval_requested", {"purpose": purpose, **request}, step=step),
+            usage=self.budget.used(),
+        )
+        raise TaskInterrupt("parked", reason=request["message"])
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call, waiting out a store outage for up to ``store_retry_s``."""
+        deadline = time.monotonic() + self._store_retry_s
+        delay = 0.05
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except RetryableFailure:
+                if time.monotonic() + delay > deadline or self._lost.is_set():
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+def _with(row: StepRow, **changes: Any) -> StepRow:
+    data = {k: getattr(row, k) for k in row.__dataclass_fields__}
+    data.update(changes)
+    return StepRow(**data)
+
+
+def _preview(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _error_dict(exc: BaseException) -> dict[str, Any]:
+    code = exc.code if isinstance(exc, HoldfastError) else "effect_error"
+    return {"code": code, "type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
+
+
+def _replayed(name: str, row: StepRow) -> HoldfastError:
+    err = row.error or {}
+    msg = str(err.get("message", ""))
+    if row.status == "denied":
+        return PermissionDenied(f"step {name!r} ({row.tool}) denied: {msg}")
+    return StepFailed(f"step {name!r} failed: {msg}", step=name, error=err)

@@ -1,0 +1,382 @@
+"""Workers: lease tasks, keep their leases alive, run them, and let go cleanly.
+
+One worker process runs up to ``concurrency`` tasks in threads. A single ticker thread does three
+bounded jobs on a fixed tick (it sleeps on an event between ticks, so it can never spin): it
+extends held leases every ``heartbeat_s``, polls steering for running tasks (on PostgreSQL a
+LISTEN connection also wakes it at once), and cancels in-flight work whose wall-clock budget ran
+out. The main loop re-queues expired leases (the reaper), leases new work within the concurrency
+limits, and on SIGTERM/SIGINT stops leasing: running tasks give their lease back at their next
+step boundary, after finishing the current step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from holdfast.errors import BudgetExceeded, HoldfastError, RetryableFailure
+from holdfast.harness.context import StepContext, TaskInterrupt
+from holdfast.harness.registry import Registry
+from holdfast.store.harness_sql import SQLHarnessStore
+from holdfast.store.harness_types import Draft, LeaseLost, StoreUnavailable, TaskRow
+
+log = logging.getLogger("holdfast.harness.worker")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How a worker leases and runs tasks."""
+
+    concurrency: int = 1
+    queues: tuple[str, ...] | None = None
+    lease_ttl_s: float = 30.0
+    heartbeat_s: float | None = None
+    poll_s: float = 0.5
+    steer_poll_s: float = 0.5
+    reap_every_s: float | None = None
+    store_retry_s: float = 120.0
+    exit_when_idle: bool = False
+    max_tasks: int | None = None
+    worker_id: str | None = None
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_ttl_s / 3
+
+    @property
+    def reap_interval(self) -> float:
+        return self.reap_every_s if self.reap_every_s is not None else self.lease_ttl_s / 2
+
+
+class _Running:
+    def __init__(self, task: TaskRow, token: str, ctx: StepContext | None) -> None:
+        self.task = task
+        self.token = token
+        self.ctx = ctx
+
+
+class Worker:
+    """Runs tasks from a store with a registry of kinds. ``run()`` blocks until it stops."""
+
+    def __init__(
+        self, store: SQLHarnessStore, registry: Registry, settings: WorkerSettings | None = None
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings or WorkerSettings()
+        self.id = self.settings.worker_id or (
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        )
+        self.draining = threading.Event()
+        self._wake = threading.Event()
+        self._poll_now = threading.Event()
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+        self._threads: list[threading.Thread] = []
+        self.completed = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop leasing; running tasks release at their next step boundary."""
+        self.draining.set()
+        self._wake.set()
+
+    def run(self) -> int:
+        """Lease and run tasks until stopped (or idle, with ``exit_when_idle``). Returns tasks run."""
+        restore = self._install_signals()
+        ticker = threading.Thread(target=self._tick_loop, name="holdfast-ticker", daemon=True)
+        ticker.start()
+        listener = self._start_listener()
+        last_reap = 0.0
+        backoff = self.settings.poll_s
+        try:
+            while not self.draining.is_set():
+                try:
+                    now = time.monotonic()
+                    if now - last_reap >= self.settings.reap_interval:
+                        self.store.reap()
+                        last_reap = now
+                    leased = self._fill()
+                    backoff = self.settings.poll_s
+                except RetryableFailure as exc:
+                    log.warning("store unavailable (%s); waiting %.1fs", exc.message, backoff)
+                    self._wake.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if self._done_enough():
+                    break
+                if self.settings.exit_when_idle and not leased and not self._active():
+                    break
+                self._wake.wait(self.settings.poll_s)
+                self._wake.clear()
+        finally:
+            self.draining.set()
+            for t in list(self._threads):
+                t.join()
+            self._stopped.set()
+            self._poll_now.set()
+            ticker.join(timeout=5)
+            if listener is not None:
+                listener.join(timeout=5)
+            restore()
+        return self.completed
+
+    def _done_enough(self) -> bool:
+        m = self.settings.max_tasks
+        return m is not None and self.completed >= m and not self._active()
+
+    def _active(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def _install_signals(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %s: finishing current steps, then releasing leases", signum)
+            self.stop()
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+        return restore
+
+    def _fill(self) -> bool:
+        leased = False
+        while not self.draining.is_set() and self._active() < self.settings.concurrency:
+            m = self.settings.max_tasks
+            if m is not None and self.completed + self._active() >= m:
+                break
+            got = self.store.lease(self.id, self.settings.queues, self.settings.lease_ttl_s)
+            if got is None:
+                break
+            task, token = got
+            leased = True
+            entry = _Running(task, token, None)
+            with self._lock:
+                self._running[task.id] = entry
+            t = threading.Thread(
+                target=self._execute, args=(entry,), name=f"task-{task.id}", daemon=True
+            )
+            self._threads = [x for x in self._threads if x.is_alive()]
+            self._threads.append(t)
+            t.start()
+        return leased
+
+    # -- running one task ------------------------------------------------------------------
+
+    def _execute(self, entry: _Running) -> None:
+        task, token = entry.task, entry.token
+        try:
+            try:
+                kind = self.registry.get(task.kind)
+                ctx = StepContext(
+                    store=self.store,
+                    task=task,
+                    token=token,
+                    kind=kind,
+                    worker_id=self.id,
+                    draining=self.draining,
+                    store_retry_s=self.settings.store_retry_s,
+                )
+            except HoldfastError as exc:
+                self._finish(task, token, "failed", None, exc.to_dict(), {})
+                return
+            entry.ctx = ctx
+            self._drive(ctx)
+        except LeaseLost:
+            log.warning("task %s: lease lost; leaving it to its new holder", task.id)
+        except (StoreUnavailable, RetryableFailure) as exc:
+            log.warning("task %s abandoned, the store is unavailable: %s", task.id, exc)
+        except Exception:
+            log.exception("task %s: the worker failed to record its outcome", task.id)
+        finally:
+            with self._lock:
+                self._running.pop(task.id, None)
+                self.completed += 1
+            self._wake.set()
+
+    def _drive(self, ctx: StepContext) -> None:
+        task, token = ctx.task, ctx.token
+        try:
+            ctx.boundary()
+            result = ctx.kind.run(ctx)
+            ctx._call(ctx.store.get, task.id)  # a last liveness read before success
+        except TaskInterrupt as intr:
+            self._interrupted(ctx, intr)
+            return
+        except LeaseLost:
+            raise
+        except BudgetExceeded as exc:
+            partial = exc.partial if exc.partial is not None else ctx.state
+            err = exc.to_dict()
+            err.pop("partial", None)
+            self._finish(task, token, "failed", partial, err, ctx.budget.used(), ctx)
+            return
+        except Exception as exc:
+            if ctx.cancel.cancelled and ctx.cancel.reason == "stop requested":
+                self._interrupted(ctx, TaskInterrupt("stop"))
+                return
+            if (
+                isinstance(exc, RetryableFailure)
+                and not isinstance(exc, StoreUnavailable)
+                and task.attempts < task.max_attempts
+            ):
+                delay = min(2.0**task.attempts, 300.0)
+                ctx._call(
+                    self.store.release,
+                    task.id,
+                    token,
+                    status="queued",
+                    draft=Draft("released", {"reason": exc.message, "retry_in_s": delay}),
+                    run_after=delay,
+                    usage=ctx.budget.used(),
+                )
+                return
+            err = exc.to_dict() if isinstance(exc, HoldfastError) else _error(exc)
+            self._finish(task, token, "failed", ctx.state, err, ctx.budget.used(), ctx)
+            return
+        self._finish(task, token, "succeeded", result, None, ctx.budget.used(), ctx)
+
+    def _interrupted(self, ctx: StepContext, intr: TaskInterrupt) -> None:
+        task, token = ctx.task, ctx.token
+        consume = [intr.steering.id] if intr.steering is not None else []
+        usage = ctx.budget.used()
+        if intr.action == "stop":
+            self._finish(task, token, "cancelled", ctx.state, None, usage, ctx, consume)
+        elif intr.action in ("pause", "release"):
+            draft = (
+                Draft("paused", {"worker": self.id, "steering_id": consume[0] if consume else None})
+                if intr.action == "pause"
+                else Draft("released", {"worker": self.id, "reason": intr.reason})
+            )
+            ctx._call(
+                self.store.release,
+                task.id,
+                token,
+                status="paused" if intr.action == "pause" else "queued",
+                draft=draft,
+                usage=usage,
+                consume_steering=consume,
+            )
+
+    def _finish(
+        self,
+        task: TaskRow,
+        token: str,
+        status: str,
+        result: Any,
+        error: dict[str, Any] | None,
+        usage: dict[str, float],
+        ctx: StepContext | None = None,
+        consume: list[int] | None = None,
+    ) -> None:
+        payload: dict[str, Any] = {"worker": self.id}
+        if error is not None:
+            payload["error"] = error
+        if consume:
+            payload["steering_id"] = consume[0]
+        call = ctx._call if ctx is not None else _direct
+        call(
+            self.store.finish,
+            task.id,
+            token,
+            status=status,
+            result=_jsonable(result),
+            error=error,
+            usage=usage,
+            draft=Draft(status, payload),
+            consume_steering=consume or (),
+        )
+
+    # -- the ticker --------------------------------------------------------------------------
+
+    def _tick_loop(self) -> None:
+        s = self.settings
+        tick = max(0.05, min(s.heartbeat_interval, s.steer_poll_s))
+        next_beat = time.monotonic() + s.heartbeat_interval
+        while not self._stopped.is_set():
+            self._poll_now.wait(tick)
+            self._poll_now.clear()
+            if self._stopped.is_set():
+                return
+            with self._lock:
+                running = dict(self._running)
+            if not running:
+                continue
+            try:
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + s.heartbeat_interval
+                    lost = self.store.heartbeat(
+                        {k: v.token for k, v in running.items()}, s.lease_ttl_s
+                    )
+                    for tid in lost:
+                        ctx = running[tid].ctx
+                        if ctx is not None:
+                            ctx.lose_lease()
+                for row in self.store.pending_steering(list(running)):
+                    ctx = running[row.task_id].ctx
+                    if ctx is not None:
+                        ctx.notify_steering()
+                        if row.kind == "stop":
+                            ctx.cancel.cancel("stop requested")
+            except RetryableFailure as exc:
+                log.warning("ticker: store unavailable: %s", exc.message)
+            except Exception:
+                log.exception("ticker error")
+            for entry in running.values():
+                ctx = entry.ctx
+                if ctx is not None and ctx.budget.exhausted() == "wall_s":
+                    ctx.cancel.cancel("wall-clock budget exhausted")
+
+    def _start_listener(self) -> threading.Thread | None:
+        listen = getattr(self.store, "listen", None)
+        if listen is None:
+            return None
+
+        def on_notify(channel: str, payload: str) -> None:
+            if channel == "holdfast_tasks":
+                self._wake.set()
+            else:
+                self._poll_now.set()
+
+        t = threading.Thread(
+            target=listen,
+            args=(("holdfast_tasks", "holdfast_steering"), on_notify, self._stopped),
+            name="holdfast-listen",
+            daemon=True,
+        )
+        t.start()
+        return t
+
+
+def _direct(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    return {"code": "runner_error", "type": type(exc).__name__, "message": str(exc)}
+
+
+def _jsonable(value: Any) -> Any:
+    from holdfast.harness.receipts import canonical_json
+
+    try:
+        canonical_json(value)
+    except (TypeError, ValueError):
+        return {"unserializable": repr(value)[:2000]}
+    return value
