@@ -61,7 +61,7 @@ def _spec_of(fn: Callable[..., Any]) -> HostFunctionSpec:
         for p in sig.parameters.values():
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 params[p.name] = {}
-    signature_text = f"{name}{sig}" if sig is not None else name
+    signature_text = f"{name}({', '.join(params)})"
     description = f"{signature_text}: {doc[0]}" if doc else signature_text
     schema = {"type": "object", "properties": params} if params else {}
     return HostFunctionSpec(name=name, fn=fn, schema=schema, description=description)
