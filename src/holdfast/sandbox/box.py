@@ -1,0 +1,348 @@
+"""The isolated sandbox: a persistent worker that survives its own crashes by restarting.
+
+:class:`IsolatedSandbox` implements :class:`~holdfast.sandbox.types.Sandbox`. Variables persist
+across cells in the worker. After every cell the worker returns a snapshot of its JSON-safe
+globals (loaded inputs excluded); when a cell passes its wall-clock deadline, or the worker dies
+(``os._exit``, a limit, a forged frame), the host kills the process group and starts a new worker
+from that snapshot, re-loading the inputs, and the cell's result says so. If that restart fails the
+box is dead and every later call raises :class:`SandboxFatal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from holdfast.errors import InvalidInput
+from holdfast.sandbox.errors import SandboxError, SandboxFatal
+from holdfast.sandbox.process import BoxDied, BoxProcess
+from holdfast.sandbox.types import CellError, CellResult, HostFunctionSpec, SandboxPolicy
+
+InputMode = Literal["text", "bytes"]
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    """What isolation a running box actually has."""
+
+    isolation: str
+    seccomp: bool
+    process_limit: str
+    memory_limit: str
+    restarts: int
+
+
+@dataclass
+class _Input:
+    name: str
+    value: Any = None
+    fd: int | None = None
+    mode: InputMode = "text"
+
+
+class IsolatedSandbox:
+    """A persistent Python worker in its own namespaces (or a plain process, when asked)."""
+
+    def __init__(
+        self, policy: SandboxPolicy | None = None, functions: list[HostFunctionSpec] | None = None
+    ) -> None:
+        self.policy = policy or SandboxPolicy()
+        self._specs: dict[str, HostFunctionSpec] = {}
+        self._proc: BoxProcess | None = None
+        self._inputs: dict[str, _Input] = {}
+        self._snapshot: dict[str, Any] = {}
+        self._fatal: str | None = None
+        self._needs_restart = False
+        self._restarts = 0
+        self._lock: asyncio.Lock | None = None
+        self._closed = False
+        for spec in functions or []:
+            self.register(spec)
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts the worker; raises SandboxUnavailable (with a remedy) if isolation is missing."""
+        if self._proc is not None:
+            return
+        self._lock = asyncio.Lock()
+        self._proc = await self._spawn()
+
+    async def _spawn(self) -> BoxProcess:
+        proc = BoxProcess(self.policy, self._specs)
+        try:
+            await proc.start()
+        except BaseException:
+            await proc.close(graceful=False)
+            raise
+        return proc
+
+    async def shutdown(self) -> None:
+        """Stops the worker and frees its workspace, cgroup and input descriptors."""
+        self._closed = True
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await proc.close()
+        for item in self._inputs.values():
+            if item.fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(item.fd)
+        self._inputs.clear()
+
+    async def __aenter__(self) -> IsolatedSandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    @property
+    def info(self) -> SandboxInfo:
+        proc = self._live()
+        cg = proc.cgroup
+        if cg is not None:
+            plimit = f"cgroup v{cg.version} pids.max"
+        elif self.policy.isolation == "namespace" and os.getuid() != 0:
+            plimit = "RLIMIT_NPROC in the box's user namespace"
+        else:
+            plimit = "none (no writable pids cgroup; RLIMIT_NPROC does not bind root)"
+        mlimit = "cgroup memory.max" if cg is not None and cg.memory_limited else "RLIMIT_AS"
+        return SandboxInfo(
+            isolation=self.policy.isolation,
+            seccomp=bool(proc.status.get("seccomp")),
+            process_limit=plimit,
+            memory_limit=mlimit if self.policy.memory_mb else "none",
+            restarts=self._restarts,
+        )
+
+    def register(self, spec: HostFunctionSpec) -> None:
+        """Declares a host function; the box sees a proxy of that name (now, if running)."""
+        if not spec.name.isidentifier():
+            raise InvalidInput(f"host function name {spec.name!r} is not a Python identifier")
+        self._specs[spec.name] = spec
+        proc = self._proc
+        if proc is not None and proc.dead is None:
+            from holdfast.sandbox.hostcalls import param_names
+
+            msg = {"op": "define", "name": spec.name, "params": param_names(spec)}
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(proc.send(msg))
+
+    # cells ---------------------------------------------------------------------------------
+
+    async def execute(self, code: str, timeout: float | None = None) -> CellResult:
+        """Runs one cell. Never hangs: past ``timeout`` the worker is killed and restarted."""
+        if not isinstance(code, str):
+            raise InvalidInput("code must be a string")
+        proc = await self._ready()
+        limit = timeout if timeout is not None else self.policy.cell_timeout_s
+        started = time.perf_counter()
+        msg = {"op": "exec", "code": code, "echo": self.policy.echo_last_expression}
+        msg["snapshot"] = True
+        try:
+            reply = await asyncio.wait_for(proc.request(msg), limit)
+        except TimeoutError:
+            proc.kill(f"cell exceeded its {limit:g} s wall-clock limit")
+            note = await self._recover(proc)
+            return CellResult(
+                error=CellError(
+                    "TimeoutError",
+                    f"the cell ran past its {limit:g} s wall-clock limit and was killed; {note}",
+                    "",
+                ),
+                duration_s=time.perf_counter() - started,
+                timed_out=True,
+                fatal=self._fatal is not None,
+            )
+        except BoxDied as exc:
+            code_ = await asyncio.shield(proc.close(graceful=False))
+            note = await self._recover(proc)
+            return CellResult(
+                error=CellError(
+                    "SandboxDied",
+                    f"the worker ended during the cell ({exc.reason}; exit status {code_}); {note}",
+                    "",
+                ),
+                duration_s=time.perf_counter() - started,
+                fatal=self._fatal is not None,
+            )
+        except asyncio.CancelledError:
+            proc.kill("execute was cancelled")
+            self._needs_restart = True
+            raise
+        snap = reply.get("snapshot")
+        if isinstance(snap, dict):
+            self._snapshot = snap
+        err = reply.get("error")
+        return CellResult(
+            stdout=str(reply.get("stdout", "")),
+            stderr=str(reply.get("stderr", "")),
+            error=CellError(err["type"], err["message"], err["traceback"]) if err else None,
+            duration_s=float(reply.get("duration_s", time.perf_counter() - started)),
+            stdout_truncated=bool(reply.get("stdout_truncated")),
+            stderr_truncated=bool(reply.get("stderr_truncated")),
+            value_repr=reply.get("value_repr"),
+        )
+
+    # values and inputs ---------------------------------------------------------------------
+
+    async def load(
+        self,
+        name: str,
+        value: Any = None,
+        *,
+        path: str | Path | None = None,
+        mode: InputMode = "text",
+    ) -> None:
+        """Makes an input available as a variable, once per job.
+
+        With ``value`` (JSON-safe) the value is sent once. With ``path`` nothing of the file goes
+        through the protocol: a read-only descriptor is passed to the box, which reads it as
+        ``str`` (``mode="text"``) or maps it (``mode="bytes"``: a read-only ``mmap``).
+        """
+        _check_name(name)
+        if path is not None:
+            if mode not in ("text", "bytes"):
+                raise InvalidInput("mode must be 'text' or 'bytes'")
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise InvalidInput(f"cannot open input {path}: {exc.strerror}") from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise InvalidInput(f"input {path} is not a regular file")
+            item = _Input(name, fd=fd, mode=mode)
+        else:
+            _check_json(value, name)
+            item = _Input(name, value=value)
+        old = self._inputs.pop(name, None)
+        if old is not None and old.fd is not None:
+            os.close(old.fd)
+        self._inputs[name] = item
+        proc = await self._ready()
+        await self._send_input(proc, item)
+
+    async def _send_input(self, proc: BoxProcess, item: _Input) -> None:
+        if item.fd is not None:
+            msg = {"op": "load_fd", "name": item.name, "mode": item.mode}
+            reply = await self._call(proc.request(msg, (item.fd,)))
+        else:
+            reply = await self._call(
+                proc.request({"op": "load", "name": item.name, "value": item.value})
+            )
+        _raise_for(reply)
+
+    async def get(self, name: str) -> Any:
+        """A JSON-safe global of the box."""
+        proc = await self._ready()
+        reply = await self._call(proc.request({"op": "get", "name": name}))
+        _raise_for(reply)
+        return reply.get("value")
+
+    async def set(self, name: str, value: Any) -> None:
+        """Sets a global of the box to a JSON-safe value."""
+        _check_name(name)
+        _check_json(value, name)
+        proc = await self._ready()
+        _raise_for(await self._call(proc.request({"op": "set", "name": name, "value": value})))
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The JSON-safe globals of the box (inputs excluded), to resume on another worker."""
+        proc = await self._ready()
+        reply = await self._call(proc.request({"op": "snapshot"}))
+        _raise_for(reply)
+        value = reply.get("value")
+        self._snapshot = value if isinstance(value, dict) else {}
+        return dict(self._snapshot)
+
+    async def restore(self, snapshot: dict[str, Any]) -> None:
+        """Sets many globals at once, from a snapshot taken by this or another box."""
+        _check_json(snapshot, "snapshot")
+        proc = await self._ready()
+        _raise_for(await self._call(proc.request({"op": "restore", "value": snapshot})))
+        self._snapshot = {**self._snapshot, **snapshot}
+
+    # internals ------------------------------------------------------------------------------
+
+    def _live(self) -> BoxProcess:
+        if self._fatal is not None:
+            raise SandboxFatal(f"the sandbox is dead: {self._fatal}")
+        if self._proc is None:
+            raise SandboxError("the sandbox is not started (call start() first)")
+        return self._proc
+
+    async def _ready(self) -> BoxProcess:
+        proc = self._live()
+        if self._needs_restart or proc.dead is not None:
+            await self._recover(proc)
+            proc = self._live()
+        return proc
+
+    async def _call(self, aw: Any) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = await aw
+        except BoxDied as exc:
+            proc = self._proc
+            if proc is not None:
+                await self._recover(proc)
+            raise SandboxError(
+                f"the worker died during the request ({exc.reason}); {self._note()}"
+            ) from None
+        return result
+
+    def _note(self) -> str:
+        if self._fatal is not None:
+            return f"it could not be restarted: {self._fatal}"
+        return "it was restarted from the last snapshot"
+
+    async def _recover(self, dead: BoxProcess) -> str:
+        """Replaces a dead worker with a new one restored from the last snapshot."""
+        assert self._lock is not None
+        async with self._lock:
+            if self._proc is not dead or self._closed:
+                return self._note()
+            self._needs_restart = False
+            await dead.close(graceful=False)
+            try:
+                proc = await self._spawn()
+                for item in self._inputs.values():
+                    await self._send_input(proc, item)
+                if self._snapshot:
+                    _raise_for(await proc.request({"op": "restore", "value": self._snapshot}))
+            except Exception as exc:
+                self._fatal = f"restart failed: {exc}"
+                self._proc = None
+                return self._note()
+            self._proc = proc
+            self._restarts += 1
+            kept = len(self._snapshot)
+            return (
+                f"the worker was restarted from the last snapshot ({kept} JSON-safe variables "
+                "and the inputs restored; other values are lost)"
+            )
+
+
+def _raise_for(reply: dict[str, Any]) -> None:
+    if reply.get("ok"):
+        return
+    err = reply.get("error") or {}
+    raise SandboxError(f"{err.get('type', 'Error')}: {err.get('message', 'request failed')}")
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise InvalidInput(f"{name!r} is not a valid Python variable name")
+
+
+def _check_json(value: Any, name: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"the value for {name!r} is not JSON-safe: {exc}") from None

@@ -1,0 +1,140 @@
+"""Per-box control groups: a process-count and (on cgroup v2) a memory ceiling.
+
+``RLIMIT_NPROC`` counts every process of a user across the host and is not enforced at all for
+root, so a box's process count is held by a ``pids`` cgroup when one can be created: under our own
+cgroup on the unified (v2) hierarchy when the ``pids``/``memory`` controllers are delegated there,
+else on a v1 ``pids`` hierarchy. When neither can be created the box runs without one and
+:func:`cgroup_status` says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class BoxCgroup:
+    """A cgroup directory made for one box; ``procs`` is the file a launcher writes ``0`` to."""
+
+    path: Path
+    version: int
+    memory_limited: bool
+
+    @property
+    def procs(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    def kill_all(self) -> None:
+        """Kills every process in the group (a box that escaped its process group included)."""
+        if self.version == 2 and (self.path / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                (self.path / "cgroup.kill").write_text("1")
+            return
+        for _ in range(3):
+            try:
+                pids = [int(p) for p in self.procs.read_text().split()]
+            except OSError:
+                return
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def _own_path(controller: str | None) -> str | None:
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if controller is None and parts[0] == "0":
+            return parts[2]
+        if controller is not None and controller in parts[1].split(","):
+            return parts[2]
+    return None
+
+
+def _v2_parent() -> Path | None:
+    for mount in (_ROOT, _ROOT / "unified"):
+        controllers = mount / "cgroup.controllers"
+        if not controllers.exists():
+            continue
+        own = _own_path(None)
+        if own is None:
+            return None
+        parent = mount / own.lstrip("/")
+        try:
+            enabled = (parent / "cgroup.subtree_control").read_text().split()
+        except OSError:
+            return None
+        if "pids" in enabled:
+            return parent
+    return None
+
+
+def _v1_parent() -> Path | None:
+    mount = _ROOT / "pids"
+    own = _own_path("pids")
+    if own is None or not (mount / "cgroup.procs").exists():
+        return None
+    return mount / own.lstrip("/")
+
+
+def create_box_cgroup(max_processes: int, memory_bytes: int | None) -> BoxCgroup | None:
+    """Makes a cgroup for one box with ``pids.max`` (and ``memory.max`` on v2), or None."""
+    name = f"holdfast-box-{secrets.token_hex(6)}"
+    parent = _v2_parent()
+    if parent is not None:
+        path = parent / name
+        try:
+            path.mkdir()
+            (path / "pids.max").write_text(str(max_processes))
+            limited = False
+            if memory_bytes is not None and (path / "memory.max").exists():
+                (path / "memory.max").write_text(str(memory_bytes))
+                with contextlib.suppress(OSError):
+                    (path / "memory.swap.max").write_text("0")
+                limited = True
+            return BoxCgroup(path, 2, limited)
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    parent = _v1_parent()
+    if parent is not None:
+        path = parent / name
+        try:
+            path.mkdir()
+            (path / "pids.max").write_text(str(max_processes))
+            return BoxCgroup(path, 1, False)
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    return None
+
+
+def cgroup_status() -> tuple[bool, str]:
+    """Whether a per-box pids cgroup can be made here, and how."""
+    probe = create_box_cgroup(8, None)
+    if probe is None:
+        return False, (
+            "no writable pids cgroup: the process count falls back to RLIMIT_NPROC, which root "
+            "ignores; run as a non-root user or delegate a cgroup v2 subtree with pids enabled"
+        )
+    probe.remove()
+    memory = "memory.max and pids.max" if probe.version == 2 else "pids.max (memory by RLIMIT_AS)"
+    return True, f"cgroup v{probe.version}: {memory}"

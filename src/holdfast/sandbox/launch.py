@@ -1,0 +1,201 @@
+"""How a box's process is started: the bubblewrap command line, or a plain limited subprocess.
+
+The launcher itself starts with an empty environment, so nothing of the host's environment can be
+read from inside (``/proc/1/environ`` included). The worker script is passed with ``-c`` to the
+host's own interpreter, whose installation prefix is bind-mounted read-only at the same path; the
+rest of the host home stays out of sight.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from holdfast.sandbox.errors import SandboxUnavailable
+from holdfast.sandbox.types import SandboxPolicy
+
+WORKSPACE = "/workspace"
+BOX_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": WORKSPACE,
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "MALLOC_ARENA_MAX": "2",
+}
+_ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")
+_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
+
+
+@functools.lru_cache(maxsize=1)
+def worker_source() -> str:
+    """The text of the in-box worker program."""
+    return (Path(__file__).with_name("_worker.py")).read_text(encoding="utf-8")
+
+
+def interpreter() -> tuple[str, str]:
+    """The real interpreter binary and the installation prefix it needs (stdlib, libpython)."""
+    exe = os.path.realpath(sys.executable)
+    prefix = os.path.realpath(sys.base_prefix)
+    return exe, prefix
+
+
+@dataclass(frozen=True)
+class Launch:
+    """An argv and the environment to start a box with."""
+
+    argv: list[str]
+    env: dict[str, str]
+    workspace: str | None
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin:/usr/sbin")
+
+
+@functools.lru_cache(maxsize=4)
+def namespace_problem(bwrap: str) -> str | None:
+    """None when bubblewrap can create the namespaces here, else bubblewrap's own complaint."""
+    exe, prefix = interpreter()
+    argv = [bwrap, *_ns_flags(), *_mounts(prefix, 8), "--", exe, "-I", "-S", "-c", "pass"]
+    try:
+        proc = subprocess.run(argv, env={}, capture_output=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if proc.returncode != 0:
+        return proc.stderr.decode("utf-8", "replace").strip() or f"exit status {proc.returncode}"
+    return None
+
+
+def namespace_remedy(problem: str) -> str:
+    """What a user can do when user namespaces are blocked."""
+    hints = []
+    if "ermission" in problem or "Operation not permitted" in problem:
+        hints.append(
+            "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+            "or on Ubuntu kernel.apparmor_restrict_unprivileged_userns=0), or raise "
+            "user.max_user_namespaces; inside a container, run it with --privileged or a "
+            "seccomp profile that allows unshare/clone"
+        )
+    hints.append("or ask for SandboxPolicy(isolation='process'), which is not a security boundary")
+    return "; ".join(hints)
+
+
+def build_launch(policy: SandboxPolicy, sock_fd: int, cgroup_procs: str | None) -> Launch:
+    """The command that starts one box at the policy's isolation level (fails closed)."""
+    exe, prefix = interpreter()
+    worker = [exe, "-I", "-S", "-B", "-c", worker_source(), str(sock_fd)]
+    if policy.isolation == "process":
+        argv = worker
+        workspace = None
+    elif policy.isolation == "namespace":
+        bwrap = bwrap_path()
+        if bwrap is None:
+            raise SandboxUnavailable(
+                "the 'namespace' isolation level needs bubblewrap, which is not installed",
+                remedy="install it (apt-get install bubblewrap, dnf install bubblewrap) or ask "
+                "for SandboxPolicy(isolation='process'), which is not a security boundary",
+            )
+        problem = namespace_problem(bwrap)
+        if problem is not None:
+            raise SandboxUnavailable(
+                f"bubblewrap cannot create namespaces here: {problem}",
+                remedy=namespace_remedy(problem),
+            )
+        env_flags: list[str] = []
+        for key, value in BOX_ENV.items():
+            env_flags += ["--setenv", key, value]
+        argv = [
+            bwrap,
+            *_ns_flags(),
+            *_mounts(prefix, policy.workspace_mb),
+            *env_flags,
+            "--chdir",
+            WORKSPACE,
+            "--",
+            *worker,
+        ]
+        workspace = WORKSPACE
+    else:
+        raise SandboxUnavailable(
+            f"unknown isolation level {policy.isolation!r}",
+            remedy="use 'namespace' (the default) or 'process'",
+        )
+    if cgroup_procs is not None:
+        argv = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs, *argv]
+    env = {} if policy.isolation == "namespace" else dict(BOX_ENV)
+    return Launch(argv=argv, env=env, workspace=workspace)
+
+
+def _ns_flags() -> list[str]:
+    return [
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--cap-drop",
+        "ALL",
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+        "--hostname",
+        "box",
+    ]
+
+
+def _mounts(prefix: str, workspace_mb: int) -> list[str]:
+    args: list[str] = []
+    for path in _SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    if not any(prefix == d or prefix.startswith(d + "/") for d in _SYSTEM_DIRS):
+        args += ["--ro-bind", prefix, prefix]
+    for path in _ETC_FILES:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    size = str(max(workspace_mb, 1) * 1024 * 1024)
+    args += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        size,
+        "--tmpfs",
+        WORKSPACE,
+        "--size",
+        size,
+        "--tmpfs",
+        "/tmp",
+        "--remount-ro",
+        "/",
+    ]
+    return args
+
+
+def spawn(launch: Launch, sock_fd: int, stderr: int) -> subprocess.Popen[bytes]:
+    """Starts the box process in its own session (so a kill reaches the whole group)."""
+    return subprocess.Popen(
+        launch.argv,
+        env=launch.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        pass_fds=(sock_fd,),
+        close_fds=True,
+        start_new_session=True,
+        cwd="/",
+    )

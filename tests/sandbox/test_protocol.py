@@ -1,0 +1,115 @@
+"""Framing and the schema check on what a box may send: property-based, since it parses
+untrusted bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from holdfast.sandbox.hostcalls import validate
+from holdfast.sandbox.protocol import (
+    HEADER,
+    FrameReader,
+    ProtocolViolation,
+    check_box_message,
+    encode_frame,
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+messages = st.dictionaries(st.text(max_size=10), json_values, max_size=6)
+
+
+@given(st.lists(messages, min_size=1, max_size=5), st.data())
+@settings(max_examples=150, deadline=None)
+def test_frames_survive_any_chunking(msgs: list[dict[str, Any]], data: st.DataObject) -> None:
+    stream = b"".join(encode_frame(m, 1 << 20) for m in msgs)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    reader = FrameReader(1 << 20)
+    out: list[Any] = []
+    prev = 0
+    for cut in [*cuts, len(stream)]:
+        out += reader.feed(stream[prev:cut])
+        prev = cut
+    assert out == msgs and reader.pending == 0
+
+
+@given(st.integers(101, 2**32 - 1))
+def test_oversized_length_is_refused_before_buffering(size: int) -> None:
+    reader = FrameReader(100)
+    with pytest.raises(ProtocolViolation, match="exceeds"):
+        reader.feed(HEADER.pack(size) + b"{")
+
+
+@given(st.binary(min_size=1, max_size=64))
+def test_garbage_bodies_raise_protocol_violation_only(body: bytes) -> None:
+    reader = FrameReader(1000)
+    try:
+        for msg in reader.feed(HEADER.pack(len(body)) + body):
+            check_box_message(msg)
+    except ProtocolViolation:
+        pass
+
+
+@given(json_values)
+def test_check_box_message_never_crashes_on_any_json(value: Any) -> None:
+    try:
+        out = check_box_message(value)
+    except ProtocolViolation:
+        return
+    assert out["op"] in {"call", "result", "ready"}
+
+
+def test_encode_refuses_over_cap_and_non_json() -> None:
+    with pytest.raises(ValueError):
+        encode_frame({"x": "a" * 100}, 50)
+    with pytest.raises(ValueError):
+        encode_frame({"x": float("nan")}, 1000)
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {"op": "call", "call": 1, "name": "f", "args": [], "kwargs": {}, "extra": 1},
+        {"op": "call", "call": -1, "name": "f", "args": [], "kwargs": {}},
+        {"op": "call", "call": True, "name": "f", "args": [], "kwargs": {}},
+        {"op": "call", "call": 1, "name": 3, "args": [], "kwargs": {}},
+        {"op": "result", "id": 1, "ok": True, "stdout": 5},
+        {"op": "result", "id": 1, "ok": "yes"},
+        {"op": "result", "id": 1, "ok": False, "error": {"type": "X"}},
+        {"op": "result", "id": 1, "ok": True, "exec": "os.system('x')"},
+        {"op": "spawn"},
+        ["op", "call"],
+    ],
+)
+def test_malformed_messages_are_rejected(msg: Any) -> None:
+    with pytest.raises(ProtocolViolation):
+        check_box_message(msg)
+
+
+def test_schema_subset() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "prompt": {"type": "string", "maxLength": 5},
+            "n": {"type": "integer", "minimum": 1},
+            "tags": {"type": "array", "items": {"enum": ["a", "b"]}},
+        },
+        "required": ["prompt"],
+        "additionalProperties": False,
+    }
+    assert validate(schema, {"prompt": "hi", "n": 2, "tags": ["a"]}) == []
+    assert validate(schema, {"prompt": "hi", "n": 2.0}) == []
+    problems = validate(schema, {"n": True, "tags": ["c"], "zz": 1})
+    text = " ".join(problems)
+    assert "missing required 'prompt'" in text and "expected integer" in text
+    assert "not one of" in text and "unexpected 'zz'" in text
+    assert validate(schema, {"prompt": "toolong"}) != []
