@@ -240,7 +240,8 @@ class SQLHarnessStore(ABC):
             if queues:
                 sql += f" AND queue IN ({', '.join('?' for _ in queues)})"
                 params.extend(queues)
-            sql += " ORDER BY priority DESC, created_at, id LIMIT 16" + self.skip_locked
+            sql += " ORDER BY priority DESC, created_at, id LIMIT ?" + self.skip_locked
+            params.append(16 if limits else 1)
             for cand in self._rows(h, sql, params):
                 q = cand["queue"]
                 if q in limits and running.get(q, 0) >= limits[q]:

@@ -1,0 +1,300 @@
+"""The control plane on PostgreSQL (psycopg 3): many workers on many machines.
+
+Leases are taken with ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent leasers never wait on
+or share a row; every other mutation locks its task row first. Time comes from the server's clock,
+so workers on different machines agree on lease expiry. Steering and new work are announced with
+``NOTIFY`` (see :meth:`PostgresHarnessStore.listen`). A lost connection (server restart, network
+cut) surfaces as :class:`StoreUnavailable`, a retryable error; the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from holdfast.errors import ConfigError, RetryableFailure
+from holdfast.store.harness_sql import Row, SQLHarnessStore
+from holdfast.store.harness_types import Sealer, StoreUnavailable
+
+log = logging.getLogger("holdfast.store.postgres")
+
+COMPONENT = "harness"
+_MIGRATE_LOCK = 7_373_000
+_LIMIT_LOCK = 7_373_001
+
+MIGRATIONS = [
+    """
+    CREATE TABLE harness_tasks (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        status TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL DEFAULT 10,
+        idempotency_key TEXT UNIQUE,
+        lease_owner TEXT,
+        lease_token TEXT,
+        lease_expires DOUBLE PRECISION,
+        heartbeat_at DOUBLE PRECISION,
+        run_after DOUBLE PRECISION NOT NULL DEFAULT 0,
+        checkpoint TEXT,
+        result TEXT,
+        error TEXT,
+        usage TEXT NOT NULL DEFAULT '{}',
+        waiting TEXT,
+        head_seq BIGINT NOT NULL DEFAULT 0,
+        head_hash TEXT NOT NULL DEFAULT '',
+        head_sig TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX harness_tasks_ready ON harness_tasks (status, queue, priority, created_at);
+    CREATE INDEX harness_tasks_lease ON harness_tasks (status, lease_expires);
+    CREATE TABLE harness_receipts (
+        task_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        body TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        sig TEXT,
+        key_id TEXT,
+        PRIMARY KEY (task_id, seq)
+    );
+    CREATE FUNCTION harness_receipts_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'receipts are append-only'; END $$;
+    CREATE TRIGGER harness_receipts_no_change BEFORE UPDATE OR DELETE ON harness_receipts
+    FOR EACH ROW EXECUTE FUNCTION harness_receipts_append_only();
+    CREATE TABLE harness_steps (
+        task_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        key TEXT NOT NULL,
+        idempotent INTEGER NOT NULL,
+        result TEXT,
+        error TEXT,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (task_id, name)
+    );
+    CREATE TABLE harness_approvals (
+        id BIGSERIAL PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        step TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        request TEXT NOT NULL,
+        decision TEXT,
+        decided_by TEXT,
+        expires_at DOUBLE PRECISION,
+        consumed_at DOUBLE PRECISION,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX harness_approvals_step ON harness_approvals (task_id, step);
+    CREATE TABLE harness_steering (
+        id BIGSERIAL PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        consumed_at DOUBLE PRECISION
+    );
+    CREATE INDEX harness_steering_pending ON harness_steering (consumed_at, task_id);
+    CREATE TABLE harness_queues (
+        name TEXT PRIMARY KEY,
+        max_running INTEGER NOT NULL
+    );
+    """,
+]
+
+
+def pg_migrate(conn: Any, component: str, migrations: Sequence[str]) -> int:
+    """PostgreSQL twin of ``store.sqlite.migrate``: versioned, append-only, applied once."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, "
+            "version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL, "
+            "PRIMARY KEY (component, version))"
+        )
+        row = conn.execute(
+            "SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations WHERE component = %s",
+            (component,),
+        ).fetchone()
+        current = int(row["v"])
+        if current > len(migrations):
+            raise ConfigError(
+                f"the database has {component} schema version {current}, newer than this "
+                f"Holdfast knows ({len(migrations)}); upgrade Holdfast"
+            )
+        for version in range(current + 1, len(migrations) + 1):
+            conn.execute(migrations[version - 1])
+            conn.execute(
+                "INSERT INTO schema_migrations (component, version, applied_at) VALUES (%s, %s, %s)",
+                (component, version, time.time()),
+            )
+    return len(migrations)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(url)
+    except Exception:
+        return "postgresql://(unparseable URL)"
+    host = info.get("host") or "localhost"
+    port = info.get("port") or "5432"
+    return f"postgresql://{info.get('user') or ''}@{host}:{port}/{info.get('dbname') or ''}"
+
+
+class PostgresHarnessStore(SQLHarnessStore):
+    """The control-plane store in a PostgreSQL database."""
+
+    for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str, sealer: Sealer, *, connect_timeout_s: int = 5) -> None:
+        super().__init__(sealer)
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                "PostgreSQL needs the 'postgres' extra: pip install 'holdfast[postgres]'"
+            ) from exc
+        self._dsn = url
+        self.url = redact(url)
+        self._timeout = connect_timeout_s
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[Any] = []
+        pg_migrate(self._conn(), COMPONENT, MIGRATIONS)
+
+    def _connect(self) -> Any:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        try:
+            return psycopg.connect(
+                self._dsn, autocommit=True, row_factory=dict_row, connect_timeout=self._timeout
+            )
+        except psycopg.OperationalError as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(
+                f"cannot reach PostgreSQL at {self.url}: {reason}; check the URL "
+                "(--database-url / HOLDFAST_DATABASE_URL) and that the server is running",
+                url=self.url,
+            ) from exc
+        except psycopg.ProgrammingError as exc:
+            raise ConfigError(f"invalid PostgreSQL URL {self.url}: {exc}") from exc
+
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        import psycopg
+
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+                self._local.conn = None
+            if isinstance(
+                exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+            ):
+                raise RetryableFailure(f"PostgreSQL transaction conflict: {exc}") from exc
+            raise StoreUnavailable(
+                f"lost the connection to PostgreSQL at {self.url}: {str(exc).strip()[:200]}",
+                url=self.url,
+            ) from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        with self._guard():
+            conn = self._conn()
+            with conn.transaction():
+                yield conn
+
+    @contextmanager
+    def _reader(self) -> Iterator[Any]:
+        with self._guard():
+            yield self._conn()
+
+    def _run(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
+        cur = handle.execute(sql.replace("?", "%s"), tuple(params))
+        rows = cur.fetchall() if cur.description else []
+        return rows, cur.rowcount
+
+    def _executemany(self, handle: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with handle.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)
+
+    def _now(self, handle: Any) -> float:
+        row = handle.execute(
+            "SELECT extract(epoch FROM clock_timestamp())::float8 AS now"
+        ).fetchone()
+        return float(row["now"])
+
+    def _notify(self, handle: Any, channel: str, payload: str) -> None:
+        handle.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+    def _limit_lock(self, handle: Any) -> None:
+        handle.execute("SELECT pg_advisory_xact_lock(%s)", (_LIMIT_LOCK,))
+
+    def listen(
+        self,
+        channels: Sequence[str],
+        callback: Callable[[str, str], None],
+        stop: threading.Event,
+    ) -> None:
+        """Call ``callback(channel, payload)`` for each NOTIFY until ``stop`` is set.
+
+        Reconnects with backoff when the server goes away; callers keep polling as a fallback.
+        """
+        delay = 0.5
+        while not stop.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                for ch in channels:
+                    conn.execute(f'LISTEN "{ch}"')
+                delay = 0.5
+                while not stop.is_set():
+                    for n in conn.notifies(timeout=0.5):
+                        callback(n.channel, n.payload)
+            except Exception as exc:
+                log.debug("listener: %s; reconnecting in %.1fs", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except Exception:
+                pass
+        self._local = threading.local()
