@@ -183,7 +183,7 @@ class PostgresHarnessStore(SQLHarnessStore):
                 self._dsn, autocommit=True, row_factory=dict_row, connect_timeout=self._timeout
             )
         except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            reason = " ".join(str(exc).split()) or type(exc).__name__
             raise StoreUnavailable(
                 f"cannot reach PostgreSQL at {self.url}: {reason}; check the URL "
                 "(--database-url / HOLDFAST_DATABASE_URL) and that the server is running",

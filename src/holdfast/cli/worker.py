@@ -1,0 +1,71 @@
+"""``holdfast worker``: lease and run tasks until stopped (SIGTERM: finish the step, release)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from holdfast.cli.task import db_option, open_harness
+
+
+@click.command()
+@click.option("--concurrency", "-c", type=int, default=1, show_default=True)
+@click.option("--queue", "queues", multiple=True, help="Only these queues (repeatable).")
+@click.option("--lease-ttl", type=float, default=30.0, show_default=True, help="Seconds.")
+@click.option("--heartbeat", type=float, default=None, help="Seconds (default: lease-ttl / 3).")
+@click.option("--poll", type=float, default=0.5, show_default=True, help="Idle poll, seconds.")
+@click.option("--exit-when-idle", is_flag=True, help="Exit once no task is ready.")
+@click.option("--max-tasks", type=int, default=None, help="Exit after running this many.")
+@click.option(
+    "--queue-limit", multiple=True, metavar="QUEUE=N", help="Cap running tasks (* = all)."
+)
+@click.option("--load", multiple=True, metavar="MODULE:ATTR", help="Register a task kind.")
+@click.option("--sign-key", type=click.Path(), default=None, help="Sign receipts with this key.")
+@click.option("--log-level", default="INFO", show_default=True)
+@db_option
+def worker(
+    concurrency: int,
+    queues: tuple[str, ...],
+    lease_ttl: float,
+    heartbeat: float | None,
+    poll: float,
+    exit_when_idle: bool,
+    max_tasks: int | None,
+    queue_limit: tuple[str, ...],
+    load: tuple[str, ...],
+    sign_key: str | None,
+    log_level: str,
+    database_url: str | None,
+) -> None:
+    """Run a worker that leases tasks, heartbeats, and runs them."""
+    from holdfast.errors import InvalidInput
+    from holdfast.harness import WorkerSettings, load_signer
+
+    if concurrency < 1 or lease_ttl <= 0 or poll <= 0:
+        raise InvalidInput("--concurrency, --lease-ttl and --poll must be positive")
+    if heartbeat is not None and not 0 < heartbeat < lease_ttl:
+        raise InvalidInput("--heartbeat must be positive and shorter than --lease-ttl")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    signer = load_signer(sign_key) if sign_key else None
+    with open_harness(database_url, load, signer=signer) as h:
+        for item in queue_limit:
+            name, _, n = item.partition("=")
+            if not name or not n.isdigit():
+                raise InvalidInput(f"--queue-limit takes QUEUE=N, got {item!r}")
+            h.store.set_queue_limit(name, int(n))
+        settings = WorkerSettings(
+            concurrency=concurrency,
+            queues=queues or None,
+            lease_ttl_s=lease_ttl,
+            heartbeat_s=heartbeat,
+            poll_s=poll,
+            exit_when_idle=exit_when_idle,
+            max_tasks=max_tasks,
+        )
+        w = h.worker(settings)
+        click.echo(f"worker {w.id} on {h.store.url}", err=True)
+        n = w.run()
+    click.echo(f"worker {w.id} stopped after {n} task(s)", err=True)
