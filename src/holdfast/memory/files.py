@@ -1,0 +1,178 @@
+"""The memory directory on disk: one folder per namespace holding the Markdown truth.
+
+```
+<root>/<namespace>/MEMORY.md            curated facts, beliefs and summaries (owner and agent)
+<root>/<namespace>/log/2023-05-08.md    dated logs: episodes, observations, and anything untrusted
+<root>/<namespace>/.holdfast/trust.jsonl    the trust ledger (id -> trust class), apart from prose
+<root>/<namespace>/.holdfast/entities.json  entity merges and splits made by hand or by the API
+<root>/<namespace>/.holdfast/lock           an advisory lock serialising writers across processes
+```
+
+Appends and rewrites hold the namespace lock and are flushed to disk before the index is touched,
+so a crash never leaves an indexed item that is not in a file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from holdfast.errors import InvalidInput
+from holdfast.memory.items import Kind, MemoryItem, Trust
+from holdfast.memory.markdown import render_item
+
+NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+CURATED = "MEMORY.md"
+
+
+def check_namespace(namespace: str) -> str:
+    """Namespaces are plain lowercase names (they become directory names)."""
+    if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace) or ".." in namespace:
+        raise InvalidInput(
+            f"bad namespace {namespace!r}: use 1-64 characters of a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return namespace
+
+
+class NamespaceDir:
+    """The files of one namespace."""
+
+    def __init__(self, root: Path, namespace: str) -> None:
+        self.root = root
+        self.namespace = check_namespace(namespace)
+        self.path = root / namespace
+        self.meta = self.path / ".holdfast"
+
+    def ensure(self) -> None:
+        self.meta.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """An exclusive advisory lock across threads and processes for this namespace."""
+        self.ensure()
+        fd = os.open(self.meta / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def abs(self, rel: str) -> Path:
+        return self.root / rel
+
+    def file_for(self, item: MemoryItem) -> Path:
+        """Curated kinds from owner or agent go to MEMORY.md; everything else to the dated log."""
+        curated = item.kind in (Kind.FACT, Kind.BELIEF, Kind.SUMMARY) and item.trust in (
+            Trust.OWNER,
+            Trust.AGENT,
+        )
+        if curated:
+            return self.path / CURATED
+        return self.path / "log" / f"{item.mention_time.date().isoformat()}.md"
+
+    def markdown_files(self) -> list[Path]:
+        if not self.path.exists():
+            return []
+        out = [
+            p for p in self.path.rglob("*.md") if ".holdfast" not in p.relative_to(self.path).parts
+        ]
+        return sorted(out)
+
+    def append(
+        self, path: Path, item: MemoryItem, known: tuple[int, int] | None = None
+    ) -> tuple[int, int]:
+        """Append ``item`` to ``path`` (hold the lock). Returns the 1-based line of its heading
+        and the file's new line count. ``known`` is the (size, line count) the index recorded:
+        when the size still matches, the file is not re-read to count lines."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        section = render_item(item).encode("utf-8")
+        with open(path, "a+b") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            prefix = b""
+            if size == 0:
+                prefix = f"# Memory · {self.namespace} · {path.stem}\n\n".encode()
+                lines = 0
+            else:
+                if known is not None and known[0] == size:
+                    lines = known[1]
+                    fh.seek(max(0, size - 2))
+                    tail = fh.read()
+                else:
+                    fh.seek(0)
+                    data = fh.read()
+                    lines, tail = data.count(b"\n"), data[-2:]
+                if not tail.endswith(b"\n"):
+                    prefix = b"\n\n"
+                elif not tail.endswith(b"\n\n"):
+                    prefix = b"\n"
+            lines += prefix.count(b"\n")
+            fh.write(prefix + section)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return lines + 1, lines + section.count(b"\n")
+
+    def write_atomic(self, path: Path, text: str) -> None:
+        """Replace a file's content atomically (temp file, fsync, rename). Hold the lock."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(text.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    # ----- the trust ledger
+    def trust_ledger(self) -> dict[str, Trust]:
+        ledger: dict[str, Trust] = {}
+        path = self.meta / "trust.jsonl"
+        if not path.exists():
+            return ledger
+        for raw in path.read_text("utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(raw)
+                ledger[str(rec["id"])] = Trust(rec["trust"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return ledger
+
+    def record_trust(self, item_id: str, trust: Trust) -> None:
+        self.ensure()
+        with open(self.meta / "trust.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"id": item_id, "trust": trust.value}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def purge_trust(self, item_id: str) -> None:
+        ledger = self.trust_ledger()
+        ledger.pop(item_id, None)
+        text = "".join(json.dumps({"id": k, "trust": v.value}) + "\n" for k, v in ledger.items())
+        self.write_atomic(self.meta / "trust.jsonl", text)
+
+    # ----- entity decisions
+    def entity_rules(self) -> dict[str, list[list[str]]]:
+        path = self.meta / "entities.json"
+        if not path.exists():
+            return {"merges": [], "splits": []}
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except ValueError as exc:
+            raise InvalidInput(f"{path} is not valid JSON: {exc}") from exc
+        return {"merges": list(data.get("merges", [])), "splits": list(data.get("splits", []))}
+
+    def save_entity_rules(self, rules: dict[str, list[list[str]]]) -> None:
+        self.write_atomic(self.meta / "entities.json", json.dumps(rules, indent=2) + "\n")
+
+
+def file_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

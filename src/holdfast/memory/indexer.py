@@ -1,0 +1,295 @@
+"""Keeps the SQLite index in step with the Markdown files: item rows, FTS text, neighbouring-turn
+context, entity names and chunk vectors, updated incrementally by content hash.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from holdfast.memory.embedders import Embedder
+from holdfast.memory.entities import EntityResolver
+from holdfast.memory.files import NamespaceDir, file_digest
+from holdfast.memory.items import Kind, MemoryItem, Trust
+from holdfast.memory.markdown import ParseIssue, Section, parse_file
+from holdfast.memory.text import chunk_text, norm_hash
+from holdfast.store.memory_index import MemoryIndex
+
+if TYPE_CHECKING:
+    import sqlite3
+
+
+@dataclass
+class SyncReport:
+    """What a sync or reindex did."""
+
+    files_read: int = 0
+    items_indexed: int = 0
+    items_removed: int = 0
+    issues: list[ParseIssue] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files_read": self.files_read,
+            "items_indexed": self.items_indexed,
+            "items_removed": self.items_removed,
+            "issues": [i.to_dict() for i in self.issues],
+        }
+
+
+def index_body(item: MemoryItem) -> str:
+    """The text that is searched for an item: the speaker (if any) and the prose."""
+    return f"{item.source.speaker}: {item.text}" if item.source.speaker else item.text
+
+
+class Indexer:
+    """Writes items of one store into the index; shared by writes, sync and reindex."""
+
+    def __init__(self, index: MemoryIndex, embedder: Embedder, context_window: int) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.context_window = context_window
+        self._resolvers: dict[str, tuple[int, float, EntityResolver]] = {}
+
+    # ----- entities
+    def resolver(self, ns: NamespaceDir) -> EntityResolver:
+        version = self.index.entity_state(ns.namespace)
+        rules_path = ns.meta / "entities.json"
+        mtime = rules_path.stat().st_mtime if rules_path.exists() else 0.0
+        cached = self._resolvers.get(ns.namespace)
+        if cached and cached[0] == version and cached[1] == mtime:
+            return cached[2]
+        rules = ns.entity_rules()
+        res = EntityResolver(
+            self.index.entity_names(ns.namespace), rules["merges"], rules["splits"]
+        )
+        self._resolvers[ns.namespace] = (version, mtime, res)
+        return res
+
+    # ----- embedding
+    def vectors_for(self, items: Sequence[MemoryItem]) -> list[list[bytes]]:
+        """Float32 vector bytes per chunk, per item (empty lists with no embedder)."""
+        if self.embedder.dim == 0 or not items:
+            return [[] for _ in items]
+        max_words = int(getattr(self.embedder, "max_words", 150))
+        texts: list[str] = []
+        owners: list[int] = []
+        for n, item in enumerate(items):
+            for chunk in chunk_text(index_body(item), max_words=max_words):
+                texts.append(chunk)
+                owners.append(n)
+        mat = self.embedder.embed(texts)
+        out: list[list[bytes]] = [[] for _ in items]
+        for row, n in enumerate(owners):
+            out[n].append(mat[row].tobytes())
+        return out
+
+    # ----- writing rows
+    def write(
+        self,
+        tx: sqlite3.Connection,
+        ns: NamespaceDir,
+        item: MemoryItem,
+        path: str,
+        line: int,
+        vectors: list[bytes] | None,
+    ) -> tuple[int, bool]:
+        """Upsert one item (vectors: precomputed, or None to leave for :meth:`embed_missing`)."""
+        data = item.to_dict()
+        names = sorted(set(item.entities))
+        rid, needs_vectors = self.index.upsert_item(
+            tx,
+            data=data,
+            norm_hash=norm_hash(item.text),
+            content_hash=item.content_hash,
+            path=path,
+            line=line,
+            times=(
+                item.mention_time.timestamp(),
+                item.event_start.timestamp() if item.event_start else None,
+                item.event_end.timestamp() if item.event_end else None,
+                item.valid_to.timestamp() if item.valid_to else None,
+            ),
+            body=index_body(item),
+            entities_text=" ".join(names),
+        )
+        self.index.set_entities(tx, rid, ns.namespace, names)
+        if needs_vectors and vectors:
+            self.index.add_chunks(
+                tx, ns.namespace, self.embedder.name, [(rid, i, v) for i, v in enumerate(vectors)]
+            )
+            needs_vectors = False
+        if item.kind is Kind.EPISODE and item.source.session and item.source.turn is not None:
+            self.refresh_context(tx, ns.namespace, item.source.session, item.source.turn)
+        return rid, needs_vectors
+
+    def refresh_context(
+        self, tx: sqlite3.Connection, namespace: str, session: str, turn: int
+    ) -> None:
+        """Re-derive the context column of the turns around ``turn`` (their neighbours' text)."""
+        w = self.context_window
+        if w <= 0:
+            return
+        rows = self.index.session_neighbours(namespace, session, turn, 2 * w)
+        by_turn = {t: (rid, text) for rid, t, text in rows}
+        for rid, t, _ in rows:
+            if abs(t - turn) > w:
+                continue
+            ctx = [by_turn[u][1] for u in range(t - w, t + w + 1) if u != t and u in by_turn]
+            self.index.set_context(tx, rid, " ".join(ctx))
+
+    def embed_missing(self, namespace: str, progress: Callable[[int], None] | None = None) -> int:
+        """Embed every item of ``namespace`` that has no vector yet, in batches."""
+        if self.embedder.dim == 0:
+            return 0
+        rids = self.index.rids_missing_vectors(namespace, self.embedder.name)
+        done = 0
+        for start in range(0, len(rids), 256):
+            part = rids[start : start + 256]
+            rows = self.index.get_many(part)
+            items = [MemoryItem.from_dict(rows[r].data) for r in part if r in rows]
+            vecs = self.vectors_for(items)
+            with self.index.db.transaction() as tx:
+                for rid, v in zip([r for r in part if r in rows], vecs, strict=True):
+                    self.index.add_chunks(
+                        tx, namespace, self.embedder.name, [(rid, i, b) for i, b in enumerate(v)]
+                    )
+            done += len(part)
+            if progress:
+                progress(len(part))
+        return done
+
+    # ----- files
+    def sync_file(
+        self,
+        ns: NamespaceDir,
+        path: Path,
+        report: SyncReport,
+        ledger: dict[str, Trust] | None = None,
+    ) -> None:
+        """Re-read one file and bring its items in the index up to date (call under the lock)."""
+        rel = ns.rel(path)
+        try:
+            raw = path.read_bytes()
+            st = path.stat()
+        except FileNotFoundError:
+            self.forget_file(ns, rel, report)
+            return
+        report.files_read += 1
+        issues: list[ParseIssue] = []
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad_line = raw[: exc.start].count(b"\n") + 1
+            issues.append(
+                ParseIssue(
+                    rel, bad_line, f"not valid UTF-8 (byte {exc.start}); undecodable bytes replaced"
+                )
+            )
+            text = raw.decode("utf-8", errors="replace")
+        sections, parse_issues = parse_file(text, rel, ns.namespace)
+        issues.extend(parse_issues)
+        ledger = ns.trust_ledger() if ledger is None else ledger
+        existing = self.index.items_in_path(rel)
+        keep: list[Section] = []
+        seen: set[str] = set()
+        for sec in sections:
+            item = sec.item
+            if item.id in seen:
+                issues.append(
+                    ParseIssue(
+                        rel,
+                        sec.start,
+                        f"duplicate id {item.id} in the same file; this copy is ignored",
+                    )
+                )
+                continue
+            other = self.index.get(item.id)
+            if (
+                other is not None
+                and other.path != rel
+                and ns.abs(other.path).exists()
+                and other.namespace == ns.namespace
+            ):
+                issues.append(
+                    ParseIssue(
+                        rel,
+                        sec.start,
+                        f"duplicate id {item.id}, also at {other.path}#{other.line}; this copy is ignored",
+                    )
+                )
+                continue
+            seen.add(item.id)
+            keep.append(sec)
+        changed: list[tuple[MemoryItem, int]] = []
+        with self.index.db.transaction() as tx:
+            for sec in keep:
+                item = sec.item.evolve(trust=ledger.get(sec.item.id, Trust.OWNER))
+                old = existing.get(item.id)
+                if old is not None and old[1] == item.content_hash:
+                    self.index.set_location(tx, item.id, rel, sec.start)
+                    continue
+                changed.append((item, sec.start))
+            gone = [rid for iid, (rid, _) in existing.items() if iid not in seen]
+            self.index.delete_items(tx, ns.namespace, gone)
+            report.items_removed += len(gone)
+        vectors = self.vectors_for([c[0] for c in changed])
+        with self.index.db.transaction() as tx:
+            for (item, line), vecs in zip(changed, vectors, strict=True):
+                self.write(tx, ns, item, rel, line, vecs)
+            self.index.set_issues(tx, ns.namespace, rel, [(i.line, i.message) for i in issues])
+            self.index.set_file_state(
+                tx,
+                ns.namespace,
+                rel,
+                st.st_size,
+                st.st_mtime_ns,
+                file_digest(raw),
+                raw.count(b"\n"),
+            )
+        report.items_indexed += len(changed)
+        report.issues.extend(issues)
+
+    def forget_file(self, ns: NamespaceDir, rel: str, report: SyncReport) -> None:
+        existing = self.index.items_in_path(rel)
+        with self.index.db.transaction() as tx:
+            self.index.delete_items(tx, ns.namespace, [rid for rid, _ in existing.values()])
+            self.index.forget_file(tx, rel)
+        report.items_removed += len(existing)
+
+    def sync(self, ns: NamespaceDir, *, force: bool = False) -> SyncReport:
+        """Pick up files changed on disk since they were indexed (by size and mtime, then hash)."""
+        report = SyncReport()
+        known = self.index.file_state(ns.namespace)
+        files = ns.markdown_files()
+        on_disk = {ns.rel(p): p for p in files}
+        stale = []
+        for rel, p in on_disk.items():
+            try:
+                st = os.stat(p)
+            except FileNotFoundError:
+                continue
+            state = known.get(rel)
+            if force or state is None or state[0] != st.st_size or state[1] != st.st_mtime_ns:
+                unchanged = (
+                    not force
+                    and state is not None
+                    and bool(state[2])
+                    and file_digest(p.read_bytes()) == state[2]
+                )
+                if unchanged:
+                    continue
+                stale.append(p)
+        vanished = [rel for rel in known if rel not in on_disk]
+        if not stale and not vanished:
+            return report
+        with ns.lock():
+            ledger = ns.trust_ledger()
+            for p in stale:
+                self.sync_file(ns, p, report, ledger)
+            for rel in vanished:
+                self.forget_file(ns, rel, report)
+        return report

@@ -1,0 +1,154 @@
+"""The recall path: candidate lists from each arm, rank fusion, filters, and cited hits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from holdfast.errors import InvalidInput
+from holdfast.memory.items import Kind, MemoryItem, Trust, parse_time
+from holdfast.memory.recall import (
+    Candidates,
+    Hit,
+    RecallSettings,
+    decay_factor,
+    overlaps,
+    trusted_enough,
+    valid_at,
+)
+from holdfast.memory.security import instruction_like
+from holdfast.memory.text import fts_query, keyword_terms
+from holdfast.memory.timeexpr import query_range
+
+if TYPE_CHECKING:
+    from holdfast.memory.store import MemoryStore
+
+ARMS = ("keyword", "dense", "entity", "time")
+
+
+def search(
+    store: MemoryStore,
+    query: str,
+    *,
+    namespace: str = "default",
+    limit: int = 10,
+    arms: Iterable[str] = ("keyword", "dense", "entity", "time"),
+    as_of: datetime | str | None = None,
+    time_range: tuple[Any, Any] | None = None,
+    parse_time_range: bool = True,
+    entity: str | None = None,
+    kinds: Iterable[Kind | str] | None = None,
+    min_trust: Trust | str | None = None,
+    include_history: bool = False,
+    settings: RecallSettings | None = None,
+    sync: bool = True,
+) -> list[Hit]:
+    """The items of ``namespace`` that best answer ``query``, best first.
+
+    ``as_of`` recalls what was known and valid then; ``time_range`` (or a range read from the query
+    such as "before March 2024") keeps items whose event time meets it; ``entity`` scopes recall
+    to one entity and its aliases; ``include_history`` also returns superseded items.
+    """
+    settings = settings or store.config.recall
+    arms = tuple(arms)
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        raise InvalidInput(f"unknown recall arm(s) {sorted(unknown)}; use {list(ARMS)}")
+    if limit < 1:
+        raise InvalidInput("limit must be at least 1")
+    ns = store.ns(namespace)
+    if sync:
+        store.indexer.sync(ns)
+    as_of_t = parse_time(as_of)
+    lo = hi = None
+    if time_range is not None:
+        lo, hi = parse_time(time_range[0]), parse_time(time_range[1])
+    elif parse_time_range:
+        found = query_range(query, as_of_t)
+        if found:
+            lo, hi = found
+    kind_set = {Kind(k).value for k in kinds} if kinds else None
+    trust_floor = Trust(min_trust) if min_trust else None
+    depth = max(settings.depth, limit * 3)
+
+    cands = Candidates()
+    terms = keyword_terms(query)
+    if "keyword" in arms and terms:
+        cands.lists["keyword"] = store.index.keyword(
+            namespace,
+            fts_query(terms),
+            depth,
+            (settings.body_weight, settings.context_weight, settings.entity_text_weight),
+        )
+    if "dense" in arms and store.embedder.dim and query.strip():
+        qv = store.embedder.embed([query])[0]
+        hits = store.vectors.search(namespace, store.embedder.name, qv, depth)
+        cands.lists["dense"] = [rid for rid, _ in hits]
+    resolver = None
+    if (("entity" in arms or entity) and store.config.extract_entities) or entity:
+        resolver = store.indexer.resolver(ns)
+    scope: set[int] | None = None
+    if entity and resolver is not None:
+        names = resolver.names_of(entity)
+        scope = set(store.index.entity_items(namespace, names, 1_000_000))
+    if "entity" in arms and resolver is not None:
+        names: list[str] = []  # type: ignore[no-redef]
+        for key in resolver.names_in(query):
+            names.extend(resolver.names_of(key))
+        if names:
+            cands.lists["entity"] = store.index.entity_items(namespace, sorted(set(names)), depth)
+    if "time" in arms and (lo or hi):
+        cands.lists["time"] = store.index.in_time_range(
+            namespace, lo.timestamp() if lo else None, hi.timestamp() if hi else None, depth
+        )
+
+    fused = cands.fuse(settings)
+    meta = store.index.active_meta(namespace, [rid for rid, _, _ in fused])
+    now = as_of_t or datetime.now(UTC)
+    kept: list[tuple[int, float, dict[str, int]]] = []
+    for rid, score, ranks in fused:
+        m = meta.get(rid)
+        if m is None:
+            continue
+        mention, ev_start, ev_end, valid_to, trust = m
+        if scope is not None and rid not in scope:
+            continue
+        if not include_history and not valid_at(mention, valid_to, as_of_t):
+            continue
+        if include_history and as_of_t is not None and mention > as_of_t.timestamp():
+            continue
+        if (lo or hi) and not overlaps(ev_start, ev_end, mention, lo, hi):
+            continue
+        if not trusted_enough(trust, trust_floor):
+            continue
+        if settings.decay_half_life_days:
+            score *= decay_factor(
+                datetime.fromtimestamp(mention, UTC), now, settings.decay_half_life_days
+            )
+        kept.append((rid, score, ranks))
+    if settings.decay_half_life_days:
+        kept.sort(key=lambda x: (-x[1], x[0]))
+    rows = store.index.get_many([rid for rid, _, _ in kept[: limit * 4]])
+    out: list[Hit] = []
+    for rid, score, ranks in kept:
+        row = rows.get(rid)
+        if row is None:
+            continue
+        item = MemoryItem.from_dict(row.data)
+        if kind_set and item.kind.value not in kind_set:
+            continue
+        out.append(
+            Hit(
+                item=item,
+                score=score,
+                ranks=ranks,
+                citation=f"{row.path}#{row.line}",
+                untrusted=item.trust in (Trust.UNTRUSTED, Trust.TOOL),
+                instruction_like=instruction_like(item.text),
+                superseded=item.valid_to is not None,
+            )
+        )
+        if len(out) >= limit:
+            break
+    return out
