@@ -134,15 +134,18 @@ class Broker:
             self.tracer.event(trace_id, kind, record, iteration=iteration)
             raise
         except BaseException as exc:
-            message = (
-                exc.message if isinstance(exc, HoldfastError) else f"{type(exc).__name__}: {exc}"
-            )
+            if isinstance(exc, TimeoutError):
+                message = f"timed out after {time.perf_counter() - t0:.2f} s"
+            elif isinstance(exc, HoldfastError):
+                message = exc.message
+            else:
+                message = f"{type(exc).__name__}: {exc}"
             record.update(error=message[:2000], latency_s=round(time.perf_counter() - t0, 4))
             self.tracer.event(trace_id, kind, record, iteration=iteration)
             if is_root or kind == "root_call":
                 raise
             if isinstance(exc, TimeoutError):
-                raise SubCallError(f"the sub-call to {lm.model} timed out") from None
+                raise SubCallError(f"the sub-call to {lm.model} {message}") from None
             raise SubCallError(f"the sub-call to {lm.model} failed: {message[:500]}") from None
         finally:
             if task is not None:

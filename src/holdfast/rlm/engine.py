@@ -132,6 +132,7 @@ class RLM:
             self._sandbox_factory = lambda: factory(SandboxPolicy())
         self._store = store
         self._trace = trace
+        self.trace_meta: dict[str, Any] = {}
         self._cache_opt = cache
 
     # ----- public API -------------------------------------------------------------------------
@@ -140,7 +141,13 @@ class RLM:
         """The blocking form of :meth:`arun`."""
         from holdfast.lm.base import run_sync
 
-        return run_sync(self.arun(query, cancel=cancel, **inputs))
+        async def go() -> RLMResult:
+            try:
+                return await self.arun(query, cancel=cancel, **inputs)
+            finally:
+                await self.aclose()
+
+        return run_sync(go())
 
     async def arun(
         self, query: str, *, cancel: CancelSignal | None = None, **inputs: Any
@@ -192,7 +199,21 @@ class RLM:
         """The blocking form of :meth:`acompletion`: a drop-in text-in, text-out call."""
         from holdfast.lm.base import run_sync
 
-        return run_sync(self.acompletion(prompt))
+        async def go() -> str:
+            try:
+                return await self.acompletion(prompt)
+            finally:
+                await self.aclose()
+
+        return run_sync(go())
+
+    async def aclose(self) -> None:
+        """Close the models' connections on this event loop (``run`` does it after each job)."""
+        for lm in self.models.values():
+            closer = getattr(lm, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
 
     def describe_prompt(self, query: str, **inputs: Any) -> list[Message]:
         """The exact first messages the root model would get (for ``--show-prompt``)."""
@@ -265,6 +286,12 @@ class RLM:
                 "budget": self.budget.__dict__,
                 "max_depth": self.max_depth,
                 "system_prompt": run.system_prompt(),
+                "system_template": self.system_prompt,
+                "output_cap": self.output_cap,
+                "max_prompt_chars": self.limits.max_prompt_chars,
+                "root_max_tokens": self.root_max_tokens,
+                "models": sorted(self.models),
+                **self.trace_meta,
             }
             if tracer_store is not None:
                 tracer_store.start_run(

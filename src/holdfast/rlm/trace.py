@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -23,8 +24,21 @@ log = logging.getLogger("holdfast.rlm")
 Observer = Callable[[str, str, dict[str, Any]], None]
 
 
+_STATUS_LINE = re.compile(r"\n*\[turn \d+ of \d+ ·[^\]\n]*\]")
+
+
 def call_key(model: str, messages: list[Message], params: dict[str, Any]) -> str:
-    """A content address of one model call: the same call always hashes to the same key."""
+    """A content address of one model call: the same call always hashes to the same key.
+
+    The budget status line of feedback turns (elapsed time, running totals) is left out, so a
+    replay that reproduces every output also reproduces every key.
+    """
+    messages = [
+        {**m, "content": _STATUS_LINE.sub("", m["content"])}
+        if m.get("role") == "user" and isinstance(m.get("content"), str)
+        else m
+        for m in messages
+    ]
     h = hashlib.sha256()
     h.update(model.encode())
     h.update(json.dumps(messages, sort_keys=True, ensure_ascii=False, default=repr).encode())
