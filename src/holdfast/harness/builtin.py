@@ -99,7 +99,10 @@ def run_scripted(ctx: StepContext) -> Any:
     ledger = EffectLedger(_resolve(ctx, inp["ledger"])) if "ledger" in inp else None
     try:
         for i in range(int(state["next"]), len(steps)):
-            messages = state["messages"] + ctx.steering()
+            new = ctx.steering()
+            if new:
+                state = {**state, "messages": state["messages"] + new}
+                ctx.checkpoint(state)
             st = steps[i]
             tool, args = st["tool"], dict(st.get("args", {}))
 
@@ -109,7 +112,7 @@ def run_scripted(ctx: StepContext) -> Any:
                 return _apply(ctx, ledger, tool, args, key)
 
             result = ctx.step(_step_name(i, st), tool, args, effect)
-            state = {"next": i + 1, "results": [*state["results"], result], "messages": messages}
+            state = {**state, "next": i + 1, "results": [*state["results"], result]}
             ctx.checkpoint(state)
     finally:
         if ledger is not None:

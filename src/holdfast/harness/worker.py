@@ -222,15 +222,18 @@ class Worker:
         except LeaseLost:
             raise
         except BudgetExceeded as exc:
-            partial = exc.partial if exc.partial is not None else ctx.state
-            err = exc.to_dict()
-            err.pop("partial", None)
-            self._finish(task, token, "failed", partial, err, ctx.budget.used(), ctx)
+            self._out_of_budget(ctx, exc)
             return
         except Exception as exc:
             if ctx.cancel.cancelled and ctx.cancel.reason == "stop requested":
                 self._interrupted(ctx, TaskInterrupt("stop"))
                 return
+            if ctx.budget.exhausted() is not None:
+                try:
+                    ctx.budget.check(partial=ctx.state, trace_id=task.id)
+                except BudgetExceeded as budget_exc:
+                    self._out_of_budget(ctx, budget_exc)
+                    return
             if (
                 isinstance(exc, RetryableFailure)
                 and not isinstance(exc, StoreUnavailable)
@@ -251,6 +254,12 @@ class Worker:
             self._finish(task, token, "failed", ctx.state, err, ctx.budget.used(), ctx)
             return
         self._finish(task, token, "succeeded", result, None, ctx.budget.used(), ctx)
+
+    def _out_of_budget(self, ctx: StepContext, exc: BudgetExceeded) -> None:
+        partial = exc.partial if exc.partial is not None else ctx.state
+        err = exc.to_dict()
+        err.pop("partial", None)
+        self._finish(ctx.task, ctx.token, "failed", partial, err, ctx.budget.used(), ctx)
 
     def _interrupted(self, ctx: StepContext, intr: TaskInterrupt) -> None:
         task, token = ctx.task, ctx.token

@@ -1,0 +1,48 @@
+"""Fixtures for the control-plane tests: one suite over SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from holdfast.harness import Harness
+from holdfast.testing.postgres import MISSING, PostgresCluster, find_bin_dir
+
+_db_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL server for the whole session (started on first use)."""
+    if find_bin_dir() is None:
+        pytest.skip(MISSING)
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store on each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "harness.db")
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database(f"t{next(_db_names)}")
+
+
+@pytest.fixture
+def harness(store_url: str) -> Iterator[Harness]:
+    h = Harness.open(store_url)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    return ws

@@ -1,0 +1,156 @@
+"""The store on both backends: leases, fencing, the reaper, limits, append-only receipts."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from holdfast.harness import Harness, LeaseLost, TaskStateError, open_store
+from holdfast.store.harness_types import Draft
+
+_queues = itertools.count()
+
+
+def test_submit_is_idempotent_by_key(harness: Harness) -> None:
+    a = harness.submit({"kind": "noop", "idempotency_key": "order-7"})
+    b = harness.submit({"kind": "noop", "idempotency_key": "order-7"})
+    assert a.id == b.id
+    assert len(harness.list_tasks()) == 1
+    assert harness.get(a.id).status == "queued" and harness.get(a.id).head_seq == 1
+
+
+def test_lease_heartbeat_fencing_and_reaper(harness: Harness) -> None:
+    store = harness.store
+    t = harness.submit({"kind": "noop", "max_attempts": 2})
+    got = store.lease("w1", None, ttl_s=0.3)
+    assert got is not None and got[0].id == t.id
+    token = got[1]
+    assert store.lease("w2", None, ttl_s=0.3) is None
+    assert store.heartbeat({t.id: token}, 0.3) == set()
+    time.sleep(0.45)
+    assert store.reap() == [t.id]
+    assert harness.get(t.id).status == "queued"
+    with pytest.raises(LeaseLost):
+        store.append_receipt(t.id, token, Draft("late"))
+    assert store.heartbeat({t.id: token}, 0.3) == {t.id}
+    again = store.lease("w2", None, ttl_s=0.1)
+    assert again is not None and again[0].attempts == 2
+    time.sleep(0.2)
+    store.reap()
+    failed = harness.get(t.id)
+    assert (
+        failed.status == "failed" and failed.error and failed.error["code"] == "too_many_attempts"
+    )
+    assert harness.verify(t.id).ok
+
+
+def test_queue_and_global_limits(harness: Harness) -> None:
+    store = harness.store
+    for q in ("a", "a", "a", "b", "b"):
+        harness.submit({"kind": "noop", "queue": q})
+    store.set_queue_limit("a", 1)
+    store.set_queue_limit("*", 2)
+    first = store.lease("w", None, 30)
+    second = store.lease("w", None, 30)
+    assert first and second
+    assert sorted([first[0].queue, second[0].queue]) == ["a", "b"]
+    assert store.lease("w", None, 30) is None
+    store.set_queue_limit("*", None)
+    third = store.lease("w", None, 30)
+    assert third is not None and third[0].queue == "b"
+    assert store.lease("w", ["a"], 30) is None
+
+
+def test_receipts_are_append_only_in_the_database(harness: Harness) -> None:
+    t = harness.submit({"kind": "noop"})
+    with pytest.raises(Exception, match="append-only"), harness.store._tx() as h:
+        harness.store._run(h, "UPDATE harness_receipts SET body = 'x' WHERE task_id = ?", (t.id,))
+    with pytest.raises(Exception, match="append-only"), harness.store._tx() as h:
+        harness.store._run(h, "DELETE FROM harness_receipts WHERE task_id = ?", (t.id,))
+    assert harness.verify(t.id).ok
+
+
+def test_migrations_are_versioned_and_rerun_safely(store_url: str) -> None:
+    a = open_store(store_url)
+    b = open_store(store_url)
+    with a._reader() as h:
+        rows = a._rows(h, "SELECT version FROM schema_migrations WHERE component = 'harness'")
+    assert [int(r["version"]) for r in rows] == [1]
+    a.close()
+    b.close()
+
+
+def test_steering_state_rules(harness: Harness) -> None:
+    t = harness.submit({"kind": "noop"})
+    assert harness.pause(t.id) == "applied"
+    with pytest.raises(TaskStateError, match="only queued or running"):
+        harness.pause(t.id)
+    assert harness.resume(t.id) == "applied"
+    with pytest.raises(TaskStateError, match="not paused"):
+        harness.resume(t.id)
+    assert harness.steer(t.id, "message", "hello") == "queued"
+    assert harness.stop(t.id) == "applied"
+    with pytest.raises(TaskStateError, match="already ended"):
+        harness.stop(t.id)
+    kinds = [r.data()["kind"] for r in harness.receipts(t.id)]
+    assert kinds == ["submitted", "steer", "steer", "steer", "steer"]
+    assert harness.verify(t.id).ok
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(leasers=st.sampled_from([2, 8]), tasks=st.integers(1, 25), finish=st.booleans())
+def test_concurrent_leasers_never_share_a_task(
+    store_url: str, leasers: int, tasks: int, finish: bool
+) -> None:
+    """Property: however many leasers race, each task is held by exactly one of them."""
+    queue = f"q{next(_queues)}"
+    h = Harness.open(store_url)
+    ids = {h.submit({"kind": "noop", "queue": queue}).id for _ in range(tasks)}
+    holders: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(leasers)
+
+    def leaser(n: int) -> None:
+        store = open_store(store_url)
+        try:
+            start.wait()
+            while True:
+                got = store.lease(f"w{n}", [queue], ttl_s=60)
+                if got is None:
+                    return
+                with lock:
+                    holders.append((got[0].id, f"w{n}"))
+                if finish:
+                    store.finish(
+                        got[0].id,
+                        got[1],
+                        status="succeeded",
+                        result=None,
+                        error=None,
+                        usage={},
+                        draft=Draft("succeeded"),
+                    )
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=leaser, args=(n,)) for n in range(leasers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts = Counter(task for task, _ in holders)
+    assert set(counts) == ids
+    assert max(counts.values()) == 1
+    for task_id in ids:
+        assert h.verify(task_id).ok
+    h.close()
