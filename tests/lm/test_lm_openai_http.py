@@ -350,3 +350,45 @@ async def test_embeddings_are_deterministic(server: FakeOpenAIServer) -> None:
 def test_retry_policy_validation() -> None:
     with pytest.raises(ConfigError):
         RetryPolicy(max_attempts=0)
+
+
+async def test_standard_transport_path_behaves_the_same(server: FakeOpenAIServer) -> None:
+    server.inject("plain", Fault.hang(), Fault.status(500))
+    async with make(server, lean_http=False) as lm:
+        assert (await lm.acomplete(USER)).text == "plain"
+        assert (await lm.acomplete(USER, timeout=0.3)).text.startswith("echo:")
+        server.inject(Fault.hang())
+        task = asyncio.create_task(lm.acomplete(USER))
+        while not server.in_flight:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):
+            if server.disconnects:
+                break
+            await asyncio.sleep(0.01)
+    assert server.disconnects
+
+
+async def test_lean_transport_streams_chunked_bodies_and_reuses_connections(
+    server: FakeOpenAIServer,
+) -> None:
+    import httpx2
+    import openai
+
+    from holdfast.lm.transport import LeanHTTP1Transport
+
+    transport = LeanHTTP1Transport()
+    http = httpx2.AsyncClient(mounts={"http://": transport})
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", http_client=http)
+    try:
+        server.inject("alpha beta gamma")
+        stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        for _ in range(3):
+            await client.chat.completions.create(model="m", messages=USER)
+    finally:
+        await client.close()
+    assert text == "alpha beta gamma"
+    assert len(server.request_log) == 4 and server.connections_opened == 1

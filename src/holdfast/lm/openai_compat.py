@@ -62,6 +62,7 @@ class OpenAICompatLM(BaseLM):
         call_log: CallRecorder | None = None,
         extra_body: dict[str, Any] | None = None,
         spec: ProviderSpec | None = None,
+        lean_http: bool = True,
     ) -> None:
         parsed_spec, self.model_id = parse_model_name(model)
         self.spec = spec or parsed_spec
@@ -80,6 +81,7 @@ class OpenAICompatLM(BaseLM):
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.extra_body = dict(extra_body or {})
+        self.lean_http = lean_http
         self.limiter: EndpointLimiter = endpoint_limiter(
             url, max_concurrency, default=self.spec.max_concurrency
         )
@@ -110,10 +112,19 @@ class OpenAICompatLM(BaseLM):
                 max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=60.0
             ),
             timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+            mounts=self._mounts(),
         )
         return openai.AsyncOpenAI(
             base_url=self.url, api_key=self.api_key, max_retries=0, http_client=http_client
         )
+
+    def _mounts(self) -> dict[str, Any] | None:
+        """Plain-HTTP endpoints go through the lean keep-alive transport (see transport.py)."""
+        if not (self.lean_http and self.url.startswith("http://")):
+            return None
+        from holdfast.lm.transport import LeanHTTP1Transport
+
+        return {"http://": LeanHTTP1Transport()}
 
     async def _acall(self, messages: list[Message], params: CallParams) -> tuple[Completion, int]:
         timeout = params.timeout if params.timeout is not None else self.timeout

@@ -10,10 +10,11 @@ Replies come from a script (a list of str / Completion / raw dict bodies / :clas
 or a function of the parsed request body (sync or async, run on the server's loop), else the
 ``default_reply`` (by default an echo of the last user message). :meth:`inject` puts faults or
 replies in front of the script for the next requests. Every request is recorded (``requests``
-holds the JSON bodies, ``request_log`` the full records), and ``max_in_flight`` and
-``disconnects`` let tests observe concurrency limits and cancelled requests.
+holds the JSON bodies, ``request_log`` the full records), and ``max_in_flight``,
+``connections_opened`` and ``disconnects`` let tests observe concurrency limits, keep-alive and
+cancelled requests.
 
-Run ``python -m holdfast.testing.fake_server --latency 0.2`` to serve from a separate process.
+Run ``python -m holdfast.testing --latency 0.2`` to serve from a separate process.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class FakeOpenAIServer:
         self.disconnects: list[float] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections_opened = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -204,6 +206,7 @@ class FakeOpenAIServer:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
+        self.connections_opened += 1
         buf = bytearray()
         try:
             while True:
