@@ -109,7 +109,7 @@ class IsolatedSandbox:
         cg = proc.cgroup
         if cg is not None:
             plimit = f"cgroup v{cg.version} pids.max"
-        elif self.policy.isolation == "namespace" and os.getuid() != 0:
+        elif self.policy.isolation == "namespace":
             plimit = "RLIMIT_NPROC in the box's user namespace"
         else:
             plimit = "none (no writable pids cgroup; RLIMIT_NPROC does not bind root)"

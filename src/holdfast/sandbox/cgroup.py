@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +49,24 @@ class BoxCgroup:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
 
-    def remove(self) -> None:
-        with contextlib.suppress(OSError):
+    def remove(self) -> bool:
+        """Removes the (empty) group; False while processes are still leaving it."""
+        try:
             self.path.rmdir()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
+
+
+def sweep_stale(parent: Path, max_age_s: float = 600.0) -> None:
+    """Removes empty box groups left behind by a host process that died before cleaning up."""
+    now = time.time()
+    for path in parent.glob("holdfast-box-*"):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > max_age_s and not (path / "cgroup.procs").read_text():
+                path.rmdir()
 
 
 def _own_path(controller: str | None) -> str | None:
@@ -100,6 +116,7 @@ def create_box_cgroup(max_processes: int, memory_bytes: int | None) -> BoxCgroup
     name = f"holdfast-box-{secrets.token_hex(6)}"
     parent = _v2_parent()
     if parent is not None:
+        sweep_stale(parent)
         path = parent / name
         try:
             path.mkdir()
@@ -116,6 +133,7 @@ def create_box_cgroup(max_processes: int, memory_bytes: int | None) -> BoxCgroup
                 path.rmdir()
     parent = _v1_parent()
     if parent is not None:
+        sweep_stale(parent)
         path = parent / name
         try:
             path.mkdir()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,8 @@ BOX_ENV = {
 }
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")
 _SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
+_TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"
+_MOUNT_POINTS = ("/mnt", "/media", "/srv", "/opt")
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,7 +64,12 @@ def bwrap_path() -> str | None:
 def namespace_problem(bwrap: str) -> str | None:
     """None when bubblewrap can create the namespaces here, else bubblewrap's own complaint."""
     exe, prefix = interpreter()
-    argv = [bwrap, *_ns_flags(), *_mounts(prefix, 8), "--", exe, "-I", "-S", "-c", "pass"]
+    try:
+        chain, prefix_src = _privilege_drop(prefix, None)
+    except SandboxUnavailable as exc:
+        return exc.message
+    argv = [*chain, bwrap, *_ns_flags(), *_mounts(prefix, 8, prefix_src)]
+    argv += ["--", exe, "-I", "-S", "-c", "pass"]
     try:
         proc = subprocess.run(argv, env={}, capture_output=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -91,44 +99,103 @@ def build_launch(policy: SandboxPolicy, sock_fd: int, cgroup_procs: str | None) 
     worker = [exe, "-I", "-S", "-B", "-c", worker_source(), str(sock_fd)]
     if policy.isolation == "process":
         argv = worker
-        workspace = None
-    elif policy.isolation == "namespace":
-        bwrap = bwrap_path()
-        if bwrap is None:
-            raise SandboxUnavailable(
-                "the 'namespace' isolation level needs bubblewrap, which is not installed",
-                remedy="install it (apt-get install bubblewrap, dnf install bubblewrap) or ask "
-                "for SandboxPolicy(isolation='process'), which is not a security boundary",
-            )
-        problem = namespace_problem(bwrap)
-        if problem is not None:
-            raise SandboxUnavailable(
-                f"bubblewrap cannot create namespaces here: {problem}",
-                remedy=namespace_remedy(problem),
-            )
-        env_flags: list[str] = []
-        for key, value in BOX_ENV.items():
-            env_flags += ["--setenv", key, value]
-        argv = [
-            bwrap,
-            *_ns_flags(),
-            *_mounts(prefix, policy.workspace_mb),
-            *env_flags,
-            "--chdir",
-            WORKSPACE,
-            "--",
-            *worker,
-        ]
-        workspace = WORKSPACE
-    else:
+        if cgroup_procs is not None:
+            argv = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs, *argv]
+        return Launch(argv=argv, env=dict(BOX_ENV), workspace=None)
+    if policy.isolation != "namespace":
         raise SandboxUnavailable(
             f"unknown isolation level {policy.isolation!r}",
             remedy="use 'namespace' (the default) or 'process'",
         )
-    if cgroup_procs is not None:
-        argv = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs, *argv]
-    env = {} if policy.isolation == "namespace" else dict(BOX_ENV)
-    return Launch(argv=argv, env=env, workspace=workspace)
+    bwrap = bwrap_path()
+    if bwrap is None:
+        raise SandboxUnavailable(
+            "the 'namespace' isolation level needs bubblewrap, which is not installed",
+            remedy="install it (apt-get install bubblewrap, dnf install bubblewrap) or ask "
+            "for SandboxPolicy(isolation='process'), which is not a security boundary",
+        )
+    problem = namespace_problem(bwrap)
+    if problem is not None:
+        raise SandboxUnavailable(
+            f"bubblewrap cannot create namespaces here: {problem}",
+            remedy=namespace_remedy(problem),
+        )
+    env_flags: list[str] = []
+    for key, value in BOX_ENV.items():
+        env_flags += ["--setenv", key, value]
+    chain, prefix_src = _privilege_drop(prefix, cgroup_procs)
+    argv = [
+        *chain,
+        bwrap,
+        *_ns_flags(),
+        *_mounts(prefix, policy.workspace_mb, prefix_src),
+        *env_flags,
+        "--chdir",
+        WORKSPACE,
+        "--",
+        *worker,
+    ]
+    return Launch(argv=argv, env={}, workspace=WORKSPACE)
+
+
+def box_uid() -> int:
+    """A host uid for one box, from a range no real account uses (1.5e9 to 1.6e9)."""
+    return 1_500_000_000 + secrets.randbelow(100_000_000)
+
+
+def _privilege_drop(prefix: str, cgroup_procs: str | None) -> tuple[list[str], str]:
+    """As root, the commands that put bubblewrap under a fresh unprivileged uid.
+
+    Run as root, bubblewrap maps the box's user to host uid 0, and root-owned files such as
+    ``/proc/sys/kernel/core_pattern`` would count as the box's own. So the launcher enters a
+    private mount namespace, bind-mounts the interpreter prefix (which may sit under a home
+    directory only root can traverse) onto a private tmpfs, joins the box's cgroup, and runs
+    bubblewrap as a one-off uid with no capabilities. Not as root: bubblewrap runs as the caller.
+    """
+    if os.geteuid() != 0:
+        if cgroup_procs is None:
+            return [], prefix
+        return ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs], prefix
+    tools = {name: shutil.which(name, path=_TOOL_PATH) for name in ("unshare", "setpriv")}
+    missing = [name for name, path in tools.items() if path is None]
+    if missing:
+        raise SandboxUnavailable(
+            f"running as root, the sandbox needs {', '.join(missing)} to drop privileges",
+            remedy="install util-linux (apt-get install util-linux), or run as a non-root user",
+        )
+    mnt = next((d for d in _MOUNT_POINTS if os.path.isdir(d)), None)
+    if mnt is None:
+        raise SandboxUnavailable(
+            "no directory to mount the interpreter on privately",
+            remedy="create /mnt (mkdir /mnt), or run as a non-root user",
+        )
+    uid = str(box_uid())
+    script = (
+        'cg="$1"; prefix="$2"; mnt="$3"; shift 3; '
+        'if [ -n "$cg" ]; then echo 0 > "$cg" || exit 125; fi; '
+        'mount -t tmpfs -o size=64k,mode=755 holdfast "$mnt" && mkdir "$mnt/p" && '
+        'mount --bind "$prefix" "$mnt/p" && mount -o remount,bind,ro "$mnt/p" && exec "$@"'
+    )
+    chain = [
+        str(tools["unshare"]),
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        script,
+        "holdfast-launch",
+        cgroup_procs or "",
+        prefix,
+        mnt,
+        str(tools["setpriv"]),
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ]
+    return chain, f"{mnt}/p"
 
 
 def _ns_flags() -> list[str]:
@@ -154,7 +221,7 @@ def _ns_flags() -> list[str]:
     ]
 
 
-def _mounts(prefix: str, workspace_mb: int) -> list[str]:
+def _mounts(prefix: str, workspace_mb: int, prefix_src: str | None = None) -> list[str]:
     args: list[str] = []
     for path in _SYSTEM_DIRS:
         if os.path.islink(path):
@@ -162,7 +229,7 @@ def _mounts(prefix: str, workspace_mb: int) -> list[str]:
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
     if not any(prefix == d or prefix.startswith(d + "/") for d in _SYSTEM_DIRS):
-        args += ["--ro-bind", prefix, prefix]
+        args += ["--ro-bind", prefix_src or prefix, prefix]
     for path in _ETC_FILES:
         if os.path.exists(path):
             args += ["--ro-bind", path, path]

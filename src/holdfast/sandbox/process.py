@@ -93,9 +93,9 @@ class BoxProcess:
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
         self._spawn_task(self._read_loop())
-        nproc = None
-        if self.cgroup is None and policy.isolation == "namespace" and os.getuid() != 0:
-            nproc = policy.max_processes
+        # In a box's own user namespace RLIMIT_NPROC counts only that box's processes; at the
+        # process level it would count every process of the host user, so it is left to the cgroup.
+        nproc = policy.max_processes if policy.isolation == "namespace" else None
         config = {
             "cpu_seconds": policy.cpu_seconds,
             "memory_bytes": None if self.cgroup and self.cgroup.memory_limited else memory,
@@ -176,7 +176,7 @@ class BoxProcess:
             reason = f"protocol socket error: {exc}"
         except asyncio.CancelledError:
             reason = "shut down"
-        self.kill(reason)
+        self.kill(reason, signal_box=reason != "the worker exited")
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         op = msg["op"]
@@ -209,15 +209,20 @@ class BoxProcess:
             with contextlib.suppress(BoxDied):
                 await self.send(reply)
 
-    def kill(self, reason: str) -> None:
-        """Kills the box's whole process group (and cgroup) and fails every waiter. Idempotent."""
+    def kill(self, reason: str, signal_box: bool = True) -> None:
+        """Kills the box's whole process group (and cgroup) and fails every waiter. Idempotent.
+
+        With ``signal_box=False`` (the worker already closed its end) the process is left to exit
+        by itself so that :meth:`close` can report its real exit status.
+        """
         if self.dead is None:
             self.dead = reason
-        if self.popen is not None and self.popen.returncode is None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-        if self.cgroup is not None:
-            self.cgroup.kill_all()
+        if signal_box:
+            if self.popen is not None and self.popen.returncode is None:
+                with contextlib.suppress(OSError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+            if self.cgroup is not None:
+                self.cgroup.kill_all()
         err = BoxDied(self.dead)
         for fut in list(self._pending.values()):
             if not fut.done():
@@ -247,8 +252,11 @@ class BoxProcess:
         if self._sock is not None:
             self._sock.close()
         if self.cgroup is not None:
-            self.cgroup.kill_all()
-            self.cgroup.remove()
+            for _ in range(100):
+                self.cgroup.kill_all()
+                if self.cgroup.remove():
+                    break
+                await asyncio.sleep(0.01)
         self._cleanup_files()
         return code
 
