@@ -116,7 +116,7 @@ def seccomp_status() -> tuple[bool, str]:
     try:
         program = compiled_filter()
     except SandboxUnavailable as exc:
-        return False, f"{exc.message}; {exc.remedy}"
+        return False, exc.message
     return True, f"libseccomp filter of {len(program) // 8} instructions ({os.uname().machine})"
 
 
