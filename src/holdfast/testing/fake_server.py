@@ -3,7 +3,7 @@
 :class:`FakeOpenAIServer` runs an asyncio server in a background thread (its own event loop), with
 a deep accept backlog and HTTP/1.1 keep-alive, so hundreds of concurrent connections never queue
 behind ``listen()``. It speaks ``POST /v1/chat/completions`` (plain JSON and ``stream=true``
-server-sent events), ``POST /v1/embeddings`` (deterministic hashed bag-of-words vectors) and
+server-sent events), Anthropic's ``POST /v1/messages`` (non-streaming), ``POST /v1/embeddings`` (deterministic hashed bag-of-words vectors) and
 ``GET /v1/models``.
 
 Replies come from a script (a list of str / Completion / raw dict bodies / :class:`Fault`),
@@ -33,6 +33,7 @@ from typing import Any
 from holdfast.lm.types import Completion
 from holdfast.testing.fake_wire import (
     Fault,
+    anthropic_body,
     completion_body,
     embeddings_body,
     error_body,
@@ -271,9 +272,11 @@ class FakeOpenAIServer:
             return _json_response(200, json.dumps(embeddings_body(body or {}, self.embedding_dim)))
         if method == "POST" and route.endswith("/chat/completions"):
             return await self._chat(body or {})
+        if method == "POST" and route.endswith("/v1/messages"):
+            return await self._chat(body or {}, wire="anthropic")
         return _json_response(404, error_body(f"no route {method} {path}", "not_found"))
 
-    async def _chat(self, body: dict[str, Any]) -> Any:
+    async def _chat(self, body: dict[str, Any], wire: str = "openai") -> Any:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -286,6 +289,8 @@ class FakeOpenAIServer:
             if isinstance(item, dict):
                 return _json_response(200, json.dumps(item))
             completion = shape_reply(item, body)
+            if wire == "anthropic":
+                return _json_response(200, json.dumps(anthropic_body(completion, body)))
             if body.get("stream"):
                 return _sse_response(stream_chunks(completion, body))
             return _json_response(200, json.dumps(completion_body(completion, body)))
@@ -329,6 +334,8 @@ def _last_user_text(body: dict[str, Any]) -> str:
     for msg in reversed(body.get("messages") or []):
         if isinstance(msg, dict) and msg.get("role") == "user":
             content = msg.get("content")
+            if isinstance(content, list):
+                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
             return content if isinstance(content, str) else json.dumps(content)
     return ""
 

@@ -87,7 +87,7 @@ def _usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
 def shape_reply(reply: str | Completion, request: dict[str, Any]) -> Completion:
     """Apply the request's stop sequences and max_tokens to a reply, as a real server would."""
     completion = reply if isinstance(reply, Completion) else Completion(text=reply)
-    stop = request.get("stop")
+    stop = request.get("stop") or request.get("stop_sequences")
     stop_list = [stop] if isinstance(stop, str) else list(stop or [])
     text, stopped = apply_stop(completion.text, stop_list)
     reason = completion.finish_reason or ("tool_calls" if completion.tool_calls else "stop")
@@ -134,6 +134,41 @@ def completion_body(completion: Completion, request: dict[str, Any]) -> dict[str
         "model": completion.model or request.get("model", "fake"),
         "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason}],
         "usage": _usage(prompt, out, cached),
+    }
+
+
+_ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+
+def anthropic_body(completion: Completion, request: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic Messages API response body (for ``POST /v1/messages``)."""
+    prompt, out, cached = token_counts(completion, request)
+    blocks: list[dict[str, Any]] = []
+    if completion.text:
+        blocks.append({"type": "text", "text": completion.text})
+    for tc in completion.tool_calls:
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": tc.id,
+                "name": tc.name,
+                "input": json.loads(tc.arguments or "{}"),
+            }
+        )
+    reason = _ANTHROPIC_STOP.get(completion.finish_reason or "stop", "end_turn")
+    return {
+        "id": "msg_" + uuid.uuid4().hex[:24],
+        "type": "message",
+        "role": "assistant",
+        "model": request.get("model", "fake"),
+        "content": blocks,
+        "stop_reason": reason,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": prompt - cached,
+            "output_tokens": out,
+            "cache_read_input_tokens": cached,
+        },
     }
 
 
