@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from typing import Any
@@ -105,7 +106,7 @@ def test_bad_tool_history_and_choice_are_invalid_input() -> None:
 def test_turns_alternate_and_keep_every_text(pairs: list[tuple[str, str]]) -> None:
     body, _ = request_body("m", [{"role": r, "content": c} for r, c in pairs], CallParams())
     roles = [t["role"] for t in body["messages"]]
-    assert all(a != b for a, b in zip(roles, roles[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(roles))
     texts = [b["text"] for t in body["messages"] for b in t["content"]]
     assert texts == [c for _, c in pairs]
 
