@@ -177,7 +177,10 @@ class VirtualSession:
         rendered = render_working_set(
             self.working_set,
             self.policy.working_set_budget,
-            header=f"## Working set of {self.id} (kept by Holdfast; authoritative)",
+            header=(
+                f"## Working set of {self.id} at turn {self.turn + 1}, session "
+                f"{self.continuation} (kept by Holdfast; authoritative)"
+            ),
             overflow_path=self.overflow_path,
         )
         if rendered.overflow_ids:
@@ -267,13 +270,23 @@ class VirtualSession:
         self.store.append_message(self.id, self.continuation, self.turn, message)
         self._entries.append((message, None))
 
+    def unanswered_tool_calls(self) -> list[tuple[int, dict[str, Any]]]:
+        """(position, call) for the tool calls of the last reply that have no result yet."""
+        for pos in range(len(self._entries) - 1, -1, -1):
+            message = self._entries[pos][0]
+            if message.get("role") == "assistant":
+                answered = {
+                    m.get("tool_call_id")
+                    for m, _ in self._entries[pos + 1 :]
+                    if m.get("role") == "tool"
+                }
+                calls = list(message.get("tool_calls") or ())
+                return [(i, c) for i, c in enumerate(calls) if c["id"] not in answered]
+        return []
+
     def pending_tool_calls(self) -> list[dict[str, Any]]:
         """Tool calls of the last assistant message that have no result yet (after a crash)."""
-        answered = {m.get("tool_call_id") for m, _ in self._entries if m.get("role") == "tool"}
-        for message, _ in reversed(self._entries):
-            if message.get("role") == "assistant":
-                return [c for c in message.get("tool_calls") or () if c["id"] not in answered]
-        return []
+        return [c for _, c in self.unanswered_tool_calls()]
 
     # -- context actions ------------------------------------------------------------------------
 

@@ -96,6 +96,8 @@ class WorkingSet:
     def __init__(self, sink: OpSink | None = None) -> None:
         self._sink = sink
         self.version = 0
+        self.op_key: str | None = None
+        """When set, tags the next operation with this idempotency key (then clears)."""
         self._fields: dict[str, _Stamped] = {
             "goal": _Stamped("", 0),
             "status": _Stamped("active", 0),
@@ -145,9 +147,12 @@ class WorkingSet:
     # -- mutators (each one is an operation) -----------------------------------------------------
 
     def set_goal(self, text: str, criteria: Iterable[str] | None = None) -> None:
-        self._emit("set_goal", text=_need_text(text, "goal"))
-        if criteria is not None:
-            self.set_criteria(criteria)
+        """Set the goal and, when given, its completion criteria (one operation)."""
+        if criteria is None:
+            self._emit("set_goal", text=_need_text(text, "goal"))
+        else:
+            checked = [_need_text(c, "criterion") for c in criteria]
+            self._emit("set_goal", text=_need_text(text, "goal"), criteria=checked)
 
     def set_criteria(self, criteria: Iterable[str]) -> None:
         self._emit("set_criteria", criteria=[_need_text(c, "criterion") for c in criteria])
@@ -225,6 +230,9 @@ class WorkingSet:
 
     def _emit(self, name: str, **args: Any) -> None:
         op: Op = {"v": self.version + 1, "op": name, "args": args}
+        if self.op_key is not None:
+            op["key"] = self.op_key
+            self.op_key = None
         if self._sink is not None:
             self._sink(op)
         self.apply(op)
@@ -234,6 +242,8 @@ class WorkingSet:
         v = int(op["v"])
         a = op["args"]
         name = op["op"]
+        if name == "set_goal" and "criteria" in a and v > self._fields["criteria"].v:
+            self._fields["criteria"] = _Stamped(tuple(a["criteria"]), v)
         if name in ("set_goal", "set_status", "set_next_step", "set_criteria"):
             key = {"set_goal": "goal", "set_status": "status", "set_next_step": "next_step"}.get(
                 name, "criteria"

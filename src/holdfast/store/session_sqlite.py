@@ -83,7 +83,12 @@ CREATE TABLE session_turns (
     at REAL NOT NULL,
     PRIMARY KEY (vsession_id, turn)
 );
-"""
+""",
+    """
+ALTER TABLE session_ws_ops ADD COLUMN op_key TEXT;
+CREATE UNIQUE INDEX session_ws_ops_key ON session_ws_ops (vsession_id, op_key)
+    WHERE op_key IS NOT NULL;
+""",
 ]
 
 Entry = tuple[dict[str, Any], str | None]
@@ -204,8 +209,15 @@ class SessionStore:
         try:
             with self.db.transaction() as tx:
                 tx.execute(
-                    "INSERT INTO session_ws_ops (vsession_id, version, op_json, at) VALUES (?, ?, ?, ?)",
-                    (vsession_id, int(op["v"]), json.dumps(op, sort_keys=True), time.time()),
+                    "INSERT INTO session_ws_ops (vsession_id, version, op_json, at, op_key) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        vsession_id,
+                        int(op["v"]),
+                        json.dumps(op, sort_keys=True),
+                        time.time(),
+                        op.get("key"),
+                    ),
                 )
         except sqlite3.IntegrityError as exc:
             raise StaleSessionWrite(
@@ -213,6 +225,18 @@ class SessionStore:
                 "writer; reload the session",
                 vsession_id=vsession_id,
             ) from exc
+
+    def op_by_key(self, vsession_id: str, key: str) -> dict[str, Any] | None:
+        """The working-set operation written under idempotency ``key``, if any."""
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT op_json FROM session_ws_ops WHERE vsession_id = ? AND op_key = ?",
+                (vsession_id, key),
+            )
+            .fetchone()
+        )
+        return None if row is None else dict(json.loads(row["op_json"]))
 
     def load_ops(self, vsession_id: str) -> list[dict[str, Any]]:
         rows = self.db.connection().execute(

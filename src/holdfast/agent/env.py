@@ -1,0 +1,61 @@
+"""What a tool sees while it runs: the session, the workspace, the harness step, and services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from holdfast.agent.workspace import Workspace
+from holdfast.session import RecallHit, VirtualSession
+
+if TYPE_CHECKING:
+    from holdfast.harness import StepContext
+
+
+class MemoryAccess(Protocol):
+    """Knowledge memory as the agent uses it (an adapter over ``holdfast.memory``)."""
+
+    def remember(self, text: str, *, kind: str = "fact", key: str | None = None) -> dict[str, Any]:
+        """Store one durable fact; returns its id and citation."""
+        ...
+
+    def search(self, query: str, *, limit: int = 5) -> list[RecallHit]:
+        """Cited hits for ``query``."""
+        ...
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """What an ``analyze`` job returns to the agent: the answer and where its trace lives."""
+
+    answer: Any
+    trace_id: str
+    status: str
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Analyzer(Protocol):
+    """Runs a bounded reasoning job (an RLM run) over named inputs."""
+
+    def analyze(
+        self, question: str, inputs: dict[str, Any], signature: str | None
+    ) -> AnalysisResult: ...
+
+
+@dataclass
+class ToolEnv:
+    """Passed to tools that ask for it (first parameter annotated ``ToolEnv``)."""
+
+    session: VirtualSession
+    workspace: Workspace | None
+    ctx: StepContext | None
+    key: str
+    turn: int
+    memory: MemoryAccess | None = None
+    analyzer: Analyzer | None = None
+
+    def keyed(self) -> VirtualSession:
+        """The session, with the next working-set operation tagged by this call's key."""
+        self.session.working_set.op_key = self.key
+        return self.session

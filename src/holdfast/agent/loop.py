@@ -1,0 +1,311 @@
+"""The long-task agent: a tool-calling model inside a virtual session, on a harness task.
+
+One turn: read steering, let the session prune and roll over if due, call the model with the
+session's prompt, record the reply and its token usage, then run each tool call through the
+harness's step contract (intent receipt, permission gate, effect, result receipt) and record its
+result under a short id. The loop ends when the model calls ``finish``; a model that never does
+runs out of ``max_turns`` and the task fails with a budget error carrying the working set.
+
+Everything the next prompt depends on is in the store before the next step, so a worker that
+resumes the task (after a crash, a pause, an approval) first completes the tool calls of the last
+reply, then rebuilds exactly the prompt the dead worker would have sent.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from holdfast.agent import builtins
+from holdfast.agent.env import Analyzer, MemoryAccess, ToolEnv
+from holdfast.agent.prompts import SYSTEM_PROMPT
+from holdfast.agent.settings import AgentSettings
+from holdfast.agent.tools import Tool, ToolBox
+from holdfast.agent.workspace import Workspace
+from holdfast.config import default_db_path
+from holdfast.errors import BudgetExceeded, HoldfastError, ModelFacingError
+from holdfast.lm.types import LM
+from holdfast.session import FlushItem, MemoryPolicy, SessionStore, VirtualSession
+from holdfast.store import SQLiteDB
+
+if TYPE_CHECKING:
+    from holdfast.harness import StepContext
+
+Event = dict[str, Any]
+LMFactory = Callable[[AgentSettings], LM]
+MemoryFactory = Callable[[AgentSettings, str, str], "MemoryAccess | None"]
+AnalyzerFactory = Callable[[AgentSettings, LM], "Analyzer | None"]
+
+
+@dataclass
+class Agent:
+    """Runs agent tasks; ``agent_kind()`` wraps one as the harness task kind ``agent``."""
+
+    lm_factory: LMFactory
+    tools: Sequence[Tool] = ()
+    memory_factory: MemoryFactory | None = None
+    analyzer_factory: AnalyzerFactory | None = None
+    memory_policy: MemoryPolicy | None = None
+    db_path: Path | None = None
+    on_event: Callable[[Event], None] | None = None
+    _boxes: dict[str, ToolBox] = field(default_factory=dict, repr=False)
+
+    def toolbox(self, settings: AgentSettings, *, memory: bool, analyze: bool) -> ToolBox:
+        box = ToolBox(builtins.WORKING_SET_TOOLS + builtins.CONTEXT_TOOLS + builtins.FILE_TOOLS)
+        for t in (builtins.MEMORY_TOOLS if memory else ()) + (
+            builtins.ANALYZE_TOOLS if analyze else ()
+        ):
+            box.add(t)
+        for t in self.tools:
+            box.add(t)
+        box.add(builtins.FINISH_TOOL)
+        return box
+
+    # -- the runner ------------------------------------------------------------------------
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        settings = AgentSettings.from_input(ctx.input)
+        workspace = Workspace(ctx.workspace) if ctx.workspace else None
+        vs = self._session(ctx, settings, workspace)
+        memory = self._memory(settings, ctx, vs)
+        lm = self.lm_factory(settings)
+        analyzer = (
+            self.analyzer_factory(settings, lm)
+            if settings.analyze and self.analyzer_factory
+            else None
+        )
+        box = self.toolbox(settings, memory=memory is not None, analyze=analyzer is not None)
+        schemas = box.schemas()
+        run = _Run(self, ctx, vs, box, workspace, memory, analyzer)
+        result = run.calls()
+        idle = 0
+        while result is None:
+            for message in ctx.steering():
+                vs.add_user_message(f"[message from a person, via steering] {message}")
+            if vs.turn >= settings.max_turns:
+                raise _out_of_turns(vs, settings)
+            plan = vs.begin_turn(schemas)
+            if plan.rolled_over:
+                ctx.receipt(
+                    "session_rollover",
+                    {"vsession": vs.id, "continuation": vs.continuation, "turn": plan.turn},
+                )
+            completion = lm.complete(plan.messages, tools=schemas)
+            usage = completion.usage
+            turn = vs.record_assistant(completion.to_message(), estimate=plan.estimate, usage=usage)
+            ctx.receipt(
+                "agent_turn",
+                {
+                    "turn": turn,
+                    "session": vs.physical_key,
+                    "estimate": plan.estimate,
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "tools": [c.name for c in completion.tool_calls],
+                },
+            )
+            ctx.charge(tokens=usage.input_tokens + usage.output_tokens, usd=usage.cost_usd)
+            self._emit(
+                type="turn",
+                turn=turn,
+                continuation=vs.continuation,
+                vsession=vs.id,
+                prompt_tokens=usage.input_tokens or plan.estimate,
+                output_tokens=usage.output_tokens,
+                cost_usd=usage.cost_usd,
+                rolled_over=plan.rolled_over,
+                tools=[c.name for c in completion.tool_calls],
+            )
+            if not completion.tool_calls:
+                idle += 1
+                if idle > settings.max_idle_replies:
+                    raise _out_of_turns(vs, settings, idle=True)
+                vs.add_user_message(
+                    "[Holdfast] Your reply called no tool. Work through tool calls, and call "
+                    "finish(result) when the task is done."
+                )
+                continue
+            idle = 0
+            result = run.calls()
+        vs.flush_memory("finish")
+        vs.store.set_status(vs.id, "finished")
+        self._emit(type="finished", turn=vs.turn, continuation=vs.continuation, vsession=vs.id)
+        return {
+            "result": result,
+            "vsession": vs.id,
+            "turns": vs.turn,
+            "continuations": vs.continuation + 1,
+            "working_set": vs.working_set.to_dict(),
+        }
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _session(
+        self, ctx: StepContext, settings: AgentSettings, workspace: Workspace | None
+    ) -> VirtualSession:
+        store = SessionStore(SQLiteDB(self.db_path or _db_path_of(ctx)))
+        vid = store.find_by_task(ctx.task_id)
+        if vid is not None:
+            vs = VirtualSession(store, vid, memory_policy=self.memory_policy)
+            ctx.receipt(
+                "session_resumed",
+                {"vsession": vid, "continuation": vs.continuation, "turn": vs.turn},
+            )
+            return vs
+        system = settings.system_prompt or SYSTEM_PROMPT
+        if workspace is not None:
+            system += f"\nThe workspace is {workspace.root}" + (
+                "." if workspace.writable else " and it is read-only: writes will fail."
+            )
+        if not ctx.goal.strip():
+            raise ModelFacingError("an agent task needs a goal")
+        vs = VirtualSession.create(
+            store,
+            request=ctx.goal,
+            system_prompt=system,
+            policy=settings.rollover_policy(),
+            task_id=ctx.task_id,
+            memory_policy=self.memory_policy,
+        )
+        ctx.receipt("session_started", {"vsession": vs.id, "model": settings.model})
+        return vs
+
+    def _memory(
+        self, settings: AgentSettings, ctx: StepContext, vs: VirtualSession
+    ) -> MemoryAccess | None:
+        if settings.memory_namespace is None or self.memory_factory is None:
+            return None
+        try:
+            memory = self.memory_factory(settings, ctx.task_id, vs.id)
+        except HoldfastError as exc:  # fail-open: the task goes on without knowledge memory
+            vs.add_user_message(f"[Holdfast] knowledge memory is unavailable: {exc.message}")
+            return None
+        if memory is None:
+            return None
+        flush_to = getattr(memory, "flush", None)
+        recall = getattr(memory, "recall", None)
+        if callable(flush_to):
+            vs.flush_fn = lambda items: _flush(ctx, vs, flush_to, items)
+        if callable(recall):
+            vs.recall_fn = recall
+        return memory
+
+    def _emit(self, **event: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+@dataclass
+class _Run:
+    """The tool-call side of one attempt at a task."""
+
+    agent: Agent
+    ctx: StepContext
+    vs: VirtualSession
+    box: ToolBox
+    workspace: Workspace | None
+    memory: MemoryAccess | None
+    analyzer: Analyzer | None
+
+    def calls(self) -> str | None:
+        """Run the unanswered tool calls of the last reply; returns the result of ``finish``."""
+        from holdfast.harness import PermissionDenied, StepFailed
+
+        finished: str | None = None
+        for index, call in self.vs.unanswered_tool_calls():
+            name = call["function"]["name"]
+            tool = self.box.get(name)
+            if tool is None:
+                content = (
+                    f"error: there is no tool {name!r}; the tools are: "
+                    f"{', '.join(self.box.names())}"
+                )
+                self.vs.record_tool_result(call["id"], name, content)
+                continue
+            try:
+                args = tool.parse(call["function"].get("arguments", ""))
+            except ModelFacingError as exc:
+                self.vs.record_tool_result(call["id"], name, f"error: {exc.message}")
+                continue
+            step = f"t{self.vs.turn:05d}.{index}.{name}"
+            env = ToolEnv(
+                session=self.vs,
+                workspace=self.workspace,
+                ctx=self.ctx,
+                key=f"{self.ctx.task_id}:{step}",
+                turn=self.vs.turn,
+                memory=self.memory,
+                analyzer=self.analyzer,
+            )
+            try:
+                out = self.ctx.step(
+                    step,
+                    tool.harness_name,
+                    args,
+                    functools.partial(_invoke, tool, env, args),
+                    idempotent=tool.idempotent,
+                    effect=tool.effect,
+                    key=env.key,
+                )
+            except PermissionDenied as exc:
+                content = f"denied: {exc.message}"
+            except StepFailed as exc:
+                err = exc.details.get("error") or {}
+                content = f"error: {err.get('message', exc.message)}"
+            else:
+                content = out if isinstance(out, str) else json.dumps(out, ensure_ascii=False)
+                if tool is builtins.FINISH_TOOL and isinstance(out, dict):
+                    finished = str(out.get("result", ""))
+            self.vs.record_tool_result(call["id"], name, content)
+            if finished is not None:
+                return finished
+        return None
+
+
+def _invoke(tool: Tool, env: ToolEnv, args: dict[str, Any], _key: str) -> Any:
+    return tool.call(env, args)
+
+
+def _flush(
+    ctx: StepContext,
+    vs: VirtualSession,
+    flush_to: Callable[[list[FlushItem]], Any],
+    items: list[FlushItem],
+) -> None:
+    """The memory flush before a physical session ends, as a receipted, idempotent step."""
+    name = f"flush.c{vs.continuation}.t{vs.turn}"
+    ctx.step(
+        name,
+        "memory.flush",
+        {"keys": [i.key for i in items]},
+        lambda _key: flush_to(items),
+        idempotent=True,
+        effect=True,
+    )
+
+
+def _out_of_turns(
+    vs: VirtualSession, settings: AgentSettings, *, idle: bool = False
+) -> BudgetExceeded:
+    why = (
+        f"the model replied {settings.max_idle_replies + 1} times in a row without calling a tool"
+        if idle
+        else f"the task used its {settings.max_turns} turns without calling finish"
+    )
+    return BudgetExceeded(
+        f"{why}; the working set of {vs.id} is kept",
+        limit="idle_replies" if idle else "max_turns",
+        partial={"vsession": vs.id, "turns": vs.turn, "working_set": vs.working_set.to_dict()},
+        trace_id=vs.id,
+    )
+
+
+def _db_path_of(ctx: StepContext) -> Path:
+    db = getattr(ctx.store, "db", None)
+    if isinstance(db, SQLiteDB) and str(db.path) != ":memory:":
+        return db.path
+    return default_db_path()

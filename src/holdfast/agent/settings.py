@@ -1,0 +1,82 @@
+"""The settings of one agent task, read from the task's ``input`` and checked in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from holdfast.errors import InvalidInput
+from holdfast.session import RolloverPolicy
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How an agent task runs.
+
+    ``model``/``base_url``: the model (``provider:model``) and an optional OpenAI-compatible
+    endpoint. ``context_window``, ``threshold``, ``max_turns_per_session``, ``keep_last_turns``:
+    the roll-over policy. ``max_turns``: total turns before the task fails with a budget error
+    (a model that never calls finish). ``max_idle_replies``: replies in a row without a tool call
+    tolerated. ``memory_namespace`` (None: no knowledge memory) and ``embedder``: knowledge
+    memory. ``analyze_model``: the model of ``analyze`` jobs (default: ``model``);
+    ``analyze_sandbox``: ``namespace`` or ``process``.
+    """
+
+    model: str | None = None
+    base_url: str | None = None
+    context_window: int = 128_000
+    threshold: float = 0.7
+    max_turns_per_session: int | None = None
+    keep_last_turns: int = 3
+    working_set_share: float = 0.2
+    max_turns: int = 500
+    max_idle_replies: int = 3
+    system_prompt: str | None = None
+    memory_namespace: str | None = "default"
+    embedder: str = "local"
+    analyze: bool = True
+    analyze_model: str | None = None
+    analyze_sandbox: str = "namespace"
+
+    @classmethod
+    def from_input(cls, raw: Mapping[str, Any]) -> AgentSettings:
+        known = {f.name: f for f in fields(cls)}
+        extra = set(raw) - set(known)
+        if extra:
+            raise InvalidInput(
+                f"unknown agent input field(s): {', '.join(sorted(extra))}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        settings = cls(**dict(raw))
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        for name in ("context_window", "max_turns", "max_idle_replies", "keep_last_turns"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInput(f"agent input {name} must be a non-negative integer")
+        if self.max_turns < 1:
+            raise InvalidInput("agent input max_turns must be at least 1")
+        if self.analyze_sandbox not in ("namespace", "process"):
+            raise InvalidInput("agent input analyze_sandbox must be 'namespace' or 'process'")
+        self.rollover_policy()
+
+    def rollover_policy(self) -> RolloverPolicy:
+        return RolloverPolicy(
+            context_window=self.context_window,
+            threshold=self.threshold,
+            max_turns=self.max_turns_per_session,
+            keep_last_turns=self.keep_last_turns,
+            working_set_share=self.working_set_share,
+        )
+
+    def to_input(self) -> dict[str, Any]:
+        """The non-default fields, as a task's ``input``."""
+        default = AgentSettings()
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        }

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from holdfast.agent import tool
+from holdfast.testing import ScriptedLM, reply, tool_call
+
+from .helpers import harness, session_of, submit
+
+
+def test_agent_works_through_tools_and_finishes(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "notes.txt").write_text("alpha\nbeta\ngamma\n")
+    lm = ScriptedLM(
+        [
+            reply("", tool_call("set_goal", {"goal": "copy notes", "criteria": ["copy exists"]})),
+            reply(
+                "",
+                tool_call("add_constraint", {"text": "never delete notes.txt"}),
+                tool_call("read_file", {"path": "notes.txt"}),
+            ),
+            reply("", tool_call("write_file", {"path": "out/copy.txt", "content": "alpha\n"})),
+            reply("", tool_call("record_progress", {"text": "copied the first line"})),
+            reply("", tool_call("finish", {"result": "copied"})),
+        ]
+    )
+    events: list[dict[str, object]] = []
+    h = harness(tmp_path, lm, on_event=events.append)
+    task = submit(h, "Copy the first line of notes.txt to out/copy.txt", ws)
+    h.run_until_idle()
+    row = h.get(task.id)
+    assert row.status == "succeeded", row.error
+    assert row.result["result"] == "copied"
+    assert (ws / "out/copy.txt").read_text() == "alpha\n"
+    vs = session_of(tmp_path, task.id)
+    assert vs.working_set.status == "done"
+    assert set(vs.working_set.files) == {"notes.txt", "out/copy.txt"}
+    assert vs.working_set.files["out/copy.txt"].action == "write"
+    last = lm.calls[-1].messages
+    assert "never delete notes.txt" in last[-1]["content"]
+    assert any("[r3]" in str(m.get("content")) and "beta" in str(m.get("content")) for m in last)
+    assert h.verify(task.id).ok
+    kinds = [r.data()["kind"] for r in h.receipts(task.id)]
+    assert kinds.count("agent_turn") == 5 and "session_started" in kinds
+    assert [e["turn"] for e in events if e["type"] == "turn"] == [1, 2, 3, 4, 5]
+
+
+def test_bad_calls_are_fed_back_and_the_task_goes_on(tmp_path: Path) -> None:
+    lm = ScriptedLM(
+        [
+            reply("", tool_call("launch_rockets", {})),
+            reply("", tool_call("add_constraint", "{not json")),
+            reply("", tool_call("add_constraint", {"txt": "x"})),
+            reply("thinking out loud"),
+            reply("", tool_call("read_file", {"path": "../../etc/passwd"})),
+            reply("", tool_call("finish", {"result": "done anyway"})),
+        ]
+    )
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    h = harness(tmp_path, lm)
+    task = submit(h, "Do something", ws)
+    h.run_until_idle()
+    row = h.get(task.id)
+    assert row.status == "succeeded", row.error
+    tool_results = [m["content"] for m in lm.calls[-1].messages if m["role"] == "tool"]
+    assert "there is no tool 'launch_rockets'" in tool_results[0]
+    assert "not valid JSON" in tool_results[1]
+    assert "bad arguments for add_constraint" in tool_results[2] and "text" in tool_results[2]
+    assert "leaves the workspace" in tool_results[3]
+    users = [m["content"] for m in lm.calls[-1].messages if m["role"] == "user"]
+    assert any("called no tool" in u for u in users)
+
+
+def test_a_model_that_never_finishes_fails_with_its_working_set(tmp_path: Path) -> None:
+    lm = ScriptedLM([], then=reply("", tool_call("record_progress", {"text": "still going"})))
+    h = harness(tmp_path, lm)
+    task = submit(h, "Loop forever", None, max_turns=6)
+    h.run_until_idle()
+    row = h.get(task.id)
+    assert row.status == "failed"
+    assert row.error["code"] == "budget_exceeded"
+    assert "6 turns without calling finish" in row.error["message"]
+    vs = session_of(tmp_path, task.id)
+    assert len(vs.working_set.progress) == 6
+
+
+def test_writes_are_gated_and_denials_reach_the_model(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    lm = ScriptedLM(
+        [
+            reply("", tool_call("write_file", {"path": "a.txt", "content": "x"})),
+            reply("", tool_call("finish", {"result": "could not write"})),
+        ]
+    )
+    h = harness(tmp_path, lm)
+    task = submit(h, "Write a.txt", ws, policy={"rules": []})
+    h.run_until_idle()
+    assert h.get(task.id).status == "succeeded"
+    assert not (ws / "a.txt").exists()
+    denied = [m["content"] for m in lm.calls[-1].messages if m["role"] == "tool"][0]
+    assert denied.startswith("[r1] denied:") and "file.write" in denied
+
+
+def test_user_tool_with_schema_from_type_hints(tmp_path: Path) -> None:
+    seen: list[tuple[str, int]] = []
+
+    @tool(effect=False, idempotent=True)
+    def lookup_price(sku: str, quantity: int = 1) -> dict[str, object]:
+        """Price of an item."""
+        seen.append((sku, quantity))
+        return {"sku": sku, "total": 2.5 * quantity}
+
+    assert lookup_price.parameters["required"] == ["sku"]
+    assert lookup_price.parameters["properties"]["quantity"] == {"default": 1, "type": "integer"}
+    lm = ScriptedLM(
+        [
+            reply("", tool_call("lookup_price", {"sku": "A1", "quantity": 4})),
+            reply("", tool_call("lookup_price", {"sku": "A1", "quantity": "many"})),
+            reply("", tool_call("finish", {"result": "10.0"})),
+        ]
+    )
+    h = harness(tmp_path, lm, tools=[lookup_price])
+    task = submit(h, "Price 4 of A1", None)
+    h.run_until_idle()
+    assert h.get(task.id).status == "succeeded"
+    assert seen == [("A1", 4)]
+    results = [m["content"] for m in lm.calls[-1].messages if m["role"] == "tool"]
+    assert json.loads(results[0].split(" ", 1)[1]) == {"sku": "A1", "total": 10.0}
+    assert "quantity" in results[1]
+    sent = lm.calls[0].kwargs["tools"]
+    assert any(t["function"]["name"] == "lookup_price" for t in sent)
