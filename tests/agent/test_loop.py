@@ -101,7 +101,7 @@ def test_writes_are_gated_and_denials_reach_the_model(tmp_path: Path) -> None:
     h.run_until_idle()
     assert h.get(task.id).status == "succeeded"
     assert not (ws / "a.txt").exists()
-    denied = [m["content"] for m in lm.calls[-1].messages if m["role"] == "tool"][0]
+    denied = next(m["content"] for m in lm.calls[-1].messages if m["role"] == "tool")
     assert denied.startswith("[r1] denied:") and "file.write" in denied
 
 
