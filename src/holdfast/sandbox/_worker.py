@@ -7,27 +7,25 @@ object. The first frame is ``init`` (limits, the seccomp program, host function 
 applies the limits and the filter to itself before it runs any user code.
 """
 
-import ast
-import base64
+import _ast
+import _socket
+import binascii
 import builtins
-import ctypes
 import errno
 import json
-import mmap
 import os
 import resource
 import select
 import signal
-import socket
 import struct
 import sys
 import threading
 import time
-import traceback
 import types
 from typing import Any
 
 _HEADER = struct.Struct(">I")
+_ONLY_AST = 0x400  # ast.PyCF_ONLY_AST, without importing the ast module at start-up
 _EXCLUDED = {"__builtins__", "__name__", "__doc__", "__loader__", "__spec__", "__package__"}
 
 
@@ -39,7 +37,7 @@ class _Channel:
     """Frame IO over the protocol socket; receives descriptors passed with SCM_RIGHTS."""
 
     def __init__(self, fd: int, max_bytes: int) -> None:
-        self.sock = socket.socket(fileno=fd)
+        self.sock = _socket.socket(fileno=fd)
         self.sock.setblocking(True)
         self.max_bytes = max_bytes
         self.buf = bytearray()
@@ -47,9 +45,9 @@ class _Channel:
         self.wlock = threading.Lock()
 
     def _fill(self) -> None:
-        data, anc, _flags, _addr = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(16 * 4))
+        data, anc, _flags, _addr = self.sock.recvmsg(1 << 20, _socket.CMSG_SPACE(16 * 4))
         for level, kind, payload in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                 n = len(payload) - len(payload) % 4
                 self.fds.extend(struct.unpack(f"{n // 4}i", payload[:n]))
         if not data:
@@ -351,22 +349,28 @@ class Worker:
             raise ValueError("no file descriptor arrived with the load request")
         if mode == "bytes":
             size = os.fstat(fd).st_size
+            import mmap
+
             value: Any = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
             os.close(fd)
         else:
-            chunks = []
-            offset = 0
             try:
-                while True:
-                    chunk = os.pread(fd, 1 << 24, offset)
-                    if not chunk:
+                size = os.fstat(fd).st_size
+                buf = bytearray(size)
+                view = memoryview(buf)
+                offset = 0
+                while offset < size:
+                    n = os.preadv(fd, [view[offset : offset + (1 << 26)]], offset)
+                    if n == 0:
                         break
-                    chunks.append(chunk)
-                    offset += len(chunk)
+                    offset += n
+                view.release()
             finally:
                 os.close(fd)
-            value = b"".join(chunks).decode("utf-8", "replace")
-            del chunks
+            if offset < size:
+                del buf[offset:]
+            value = buf.decode("utf-8", "replace")
+            del buf
         self.globals[name] = value
         self.inputs.add(name)
 
@@ -397,12 +401,12 @@ class Worker:
         error = None
         value_repr = None
         try:
-            tree = ast.parse(code, "<cell>", "exec")
-            last: ast.Expression | None = None
+            tree = compile(code, "<cell>", "exec", _ONLY_AST)
+            last: _ast.Expression | None = None
             tail = tree.body[-1] if tree.body else None
-            if echo and isinstance(tail, ast.Expr):
+            if echo and isinstance(tail, _ast.Expr):
                 tree.body.pop()
-                last = ast.Expression(tail.value)
+                last = _ast.Expression(tail.value)
             exec(compile(tree, "<cell>", "exec"), self.globals)
             if last is not None:
                 value = eval(compile(last, "<cell>", "eval"), self.globals)
@@ -442,6 +446,8 @@ class Worker:
         return reply
 
     def describe(self, exc: BaseException) -> dict[str, str]:
+        import traceback
+
         if isinstance(exc, SyntaxError):
             lines = traceback.format_exception_only(type(exc), exc)
             return _err(type(exc).__name__, str(exc), "".join(lines))
@@ -487,12 +493,17 @@ def _apply_limits(config: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
 def _apply_seccomp(program: bytes) -> None:
-    """Loads a compiled classic-BPF seccomp program (compiled on the host) into this process."""
+    """Loads a compiled classic-BPF seccomp program (compiled on the host) into this process.
+
+    Used at the ``process`` level; under bubblewrap the filter is installed by bubblewrap itself
+    (``--seccomp``) before this program starts.
+    """
+    import ctypes
+
+    class _SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
     if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
@@ -501,6 +512,17 @@ def _apply_seccomp(program: bytes) -> None:
     prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
     if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(prog), 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(SECCOMP) failed")
+
+
+def _seccomp_mode() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Seccomp:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return -1
 
 
 def main() -> None:
@@ -513,8 +535,8 @@ def main() -> None:
         _apply_limits(config)
         program = config.get("seccomp")
         if program:
-            _apply_seccomp(base64.b64decode(program))
-            status["seccomp"] = True
+            _apply_seccomp(binascii.a2b_base64(program))
+        status["seccomp"] = _seccomp_mode() == 2
     except Exception as exc:
         chan.send({"op": "ready", "ok": False, "error": f"{type(exc).__name__}: {exc}"})
         os._exit(3)

@@ -9,6 +9,7 @@ rest of the host home stays out of sight.
 from __future__ import annotations
 
 import functools
+import marshal
 import os
 import secrets
 import shutil
@@ -34,10 +35,38 @@ _TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"
 _MOUNT_POINTS = ("/mnt", "/media", "/srv", "/opt")
 
 
+# Runs first in the box: reads the marshalled worker (length-prefixed) from the protocol socket
+# and runs it, so a box does not re-compile the worker's source at every start.
+BOOTSTRAP = (
+    "import marshal,os,sys\n"
+    "fd=int(sys.argv[1])\n"
+    "def take(n):\n"
+    " b=b''\n"
+    " while len(b)<n:\n"
+    "  c=os.read(fd,n-len(b))\n"
+    "  if not c:os._exit(2)\n"
+    "  b+=c\n"
+    " return b\n"
+    "code=marshal.loads(take(int.from_bytes(take(4),'big')))\n"
+    "del take\n"
+    "exec(code)\n"
+)
+
+
 @functools.lru_cache(maxsize=1)
 def worker_source() -> str:
     """The text of the in-box worker program."""
     return (Path(__file__).with_name("_worker.py")).read_text(encoding="utf-8")
+
+
+def worker_code() -> bytes:
+    """The worker compiled for this interpreter (the box runs the same one), marshalled."""
+    return _compile(worker_source())
+
+
+@functools.lru_cache(maxsize=4)
+def _compile(source: str) -> bytes:
+    return marshal.dumps(compile(source, "<holdfast-worker>", "exec", dont_inherit=True))
 
 
 def interpreter() -> tuple[str, str]:
@@ -93,10 +122,16 @@ def namespace_remedy(problem: str) -> str:
     return "; ".join(hints)
 
 
-def build_launch(policy: SandboxPolicy, sock_fd: int, cgroup_procs: str | None) -> Launch:
-    """The command that starts one box at the policy's isolation level (fails closed)."""
+def build_launch(
+    policy: SandboxPolicy, sock_fd: int, cgroup_procs: str | None, seccomp_fd: int | None = None
+) -> Launch:
+    """The command that starts one box at the policy's isolation level (fails closed).
+
+    ``seccomp_fd`` (namespace level) is a readable descriptor holding the compiled filter, which
+    bubblewrap installs just before it starts the worker.
+    """
     exe, prefix = interpreter()
-    worker = [exe, "-I", "-S", "-B", "-c", worker_source(), str(sock_fd)]
+    worker = [exe, "-I", "-S", "-B", "-c", BOOTSTRAP, str(sock_fd)]
     if policy.isolation == "process":
         argv = worker
         if cgroup_procs is not None:
@@ -129,6 +164,7 @@ def build_launch(policy: SandboxPolicy, sock_fd: int, cgroup_procs: str | None) 
         bwrap,
         *_ns_flags(),
         *_mounts(prefix, policy.workspace_mb, prefix_src),
+        *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
         *env_flags,
         "--chdir",
         WORKSPACE,
@@ -253,7 +289,7 @@ def _mounts(prefix: str, workspace_mb: int, prefix_src: str | None = None) -> li
     return args
 
 
-def spawn(launch: Launch, sock_fd: int, stderr: int) -> subprocess.Popen[bytes]:
+def spawn(launch: Launch, fds: tuple[int, ...], stderr: int) -> subprocess.Popen[bytes]:
     """Starts the box process in its own session (so a kill reaches the whole group)."""
     return subprocess.Popen(
         launch.argv,
@@ -261,7 +297,7 @@ def spawn(launch: Launch, sock_fd: int, stderr: int) -> subprocess.Popen[bytes]:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=stderr,
-        pass_fds=(sock_fd,),
+        pass_fds=fds,
         close_fds=True,
         start_new_session=True,
         cwd="/",

@@ -22,6 +22,7 @@ from typing import Any
 
 from holdfast.sandbox import launch
 from holdfast.sandbox.cgroup import BoxCgroup, create_box_cgroup
+from holdfast.sandbox.errors import SandboxUnavailable
 from holdfast.sandbox.hostcalls import HostCallRefused, param_names, run_host_call
 from holdfast.sandbox.protocol import (
     FrameReader,
@@ -72,22 +73,30 @@ class BoxProcess:
         memory = policy.memory_mb * 1024 * 1024 if policy.memory_mb else None
         self.cgroup = await asyncio.to_thread(create_box_cgroup, policy.max_processes, memory)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        filter_fd = None
+        fds: tuple[int, ...] = (child.fileno(),)
+        if program is not None and policy.isolation == "namespace":
+            filter_fd = _pipe_with(program)
+            fds += (filter_fd,)
+            program = None  # bubblewrap installs it
         try:
             spec = launch.build_launch(
-                policy, child.fileno(), str(self.cgroup.procs) if self.cgroup else None
+                policy, child.fileno(), str(self.cgroup.procs) if self.cgroup else None, filter_fd
             )
             workspace = spec.workspace
             if workspace is None:
                 self.host_dir = tempfile.mkdtemp(prefix="holdfast-box-")
                 workspace = self.host_dir
             self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
-            self.popen = launch.spawn(spec, child.fileno(), self._stderr.fileno())
+            self.popen = launch.spawn(spec, fds, self._stderr.fileno())
         except BaseException:
             parent.close()
             self._cleanup_files()
             raise
         finally:
             child.close()
+            if filter_fd is not None:
+                os.close(filter_fd)
         parent.setblocking(False)
         self._sock = parent
         loop = asyncio.get_running_loop()
@@ -108,6 +117,8 @@ class BoxProcess:
             "signatures": [[s.name, param_names(s)] for s in self.specs.values()],
             "workspace": workspace,
         }
+        code = launch.worker_code()
+        await loop.sock_sendall(parent, len(code).to_bytes(4, "big") + code)
         await self.send({"op": "init", "config": config})
         try:
             ready = await asyncio.wait_for(self._ready, START_TIMEOUT_S)
@@ -119,6 +130,12 @@ class BoxProcess:
             raise BoxDied(f"the box could not apply its limits: {ready.get('error')}")
         status = ready.get("status")
         self.status = status if isinstance(status, dict) else {}
+        if policy.seccomp and self.status.get("seccomp") is not True:
+            self.kill("seccomp is not in force")
+            raise SandboxUnavailable(
+                "the box started without its seccomp filter in force",
+                remedy="check 'holdfast sandbox check', or ask for SandboxPolicy(seccomp=False)",
+            )
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -289,6 +306,16 @@ class BoxProcess:
 
             shutil.rmtree(self.host_dir, ignore_errors=True)
             self.host_dir = None
+
+
+def _pipe_with(data: bytes) -> int:
+    """A pipe's read end that yields ``data`` then EOF (for bubblewrap's ``--seccomp``)."""
+    r, w = os.pipe()
+    try:
+        os.write(w, data)
+    finally:
+        os.close(w)
+    return r
 
 
 def _loop_running() -> bool:
