@@ -56,8 +56,10 @@ def serve(latency: float, mode: str) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-async def fan_out(base_url: str, calls: int, concurrency: int) -> float:
-    async with get_lm("vllm:bench", base_url=base_url, max_concurrency=concurrency) as lm:
+async def fan_out(base_url: str, calls: int, concurrency: int, lean: bool = True) -> float:
+    async with get_lm(
+        "vllm:bench", base_url=base_url, max_concurrency=concurrency, lean_http=lean
+    ) as lm:
         await asyncio.gather(*(lm.acomplete(MESSAGES) for _ in range(concurrency)))
         t0 = time.perf_counter()
         outs = await asyncio.gather(*(lm.acomplete(MESSAGES) for _ in range(calls)))
@@ -66,8 +68,8 @@ async def fan_out(base_url: str, calls: int, concurrency: int) -> float:
     return wall
 
 
-async def sequential(base_url: str, calls: int) -> float:
-    async with get_lm("vllm:bench", base_url=base_url) as lm:
+async def sequential(base_url: str, calls: int, lean: bool = True) -> float:
+    async with get_lm("vllm:bench", base_url=base_url, lean_http=lean) as lm:
         for _ in range(20):
             await lm.acomplete(MESSAGES)
         t0 = time.perf_counter()
@@ -112,28 +114,34 @@ def main() -> None:
     print(
         f"fan-out: {args.calls} calls, {args.latency * 1000:.0f} ms each, server in a {args.server}"
     )
-    print(f"{'concurrency':>11} {'ideal s':>8} {'wall s':>8} {'over ideal':>10} {'calls/s':>8}")
+    print(
+        f"{'transport':>9} {'concurrency':>11} {'ideal s':>8} {'wall s':>8} {'over ideal':>10} "
+        f"{'calls/s':>8}"
+    )
     with serve(args.latency, args.server) as url:
-        for c in args.concurrency:
-            ideal = args.latency * math.ceil(args.calls / c)
-            wall = asyncio.run(fan_out(url, args.calls, c))
-            print(
-                f"{c:>11} {ideal:>8.2f} {wall:>8.2f} {100 * (wall / ideal - 1):>9.1f}% "
-                f"{args.calls / wall:>8.0f}"
-            )
+        for lean in (True, False):
+            for c in args.concurrency:
+                ideal = args.latency * math.ceil(args.calls / c)
+                wall = asyncio.run(fan_out(url, args.calls, c, lean))
+                print(
+                    f"{'lean' if lean else 'standard':>9} {c:>11} {ideal:>8.2f} {wall:>8.2f} "
+                    f"{100 * (wall / ideal - 1):>9.1f}% {args.calls / wall:>8.0f}"
+                )
 
     n = args.overhead_calls
     print(f"\nclient overhead at zero latency ({n} calls, server in a {args.server})")
-    print(f"{'mode':<28} {'ms/call':>8}")
+    print(f"{'mode':<31} {'ms/call':>8}")
     with serve(0.0, args.server) as url:
         rows = [
             ("holdfast sequential", asyncio.run(sequential(url, n))),
+            ("holdfast sequential, standard", asyncio.run(sequential(url, n, lean=False))),
             ("raw openai SDK sequential", asyncio.run(raw_sdk(url, n, 1))),
             ("holdfast concurrent (64)", asyncio.run(fan_out(url, n, 64)) / n),
+            ("holdfast concurrent, standard", asyncio.run(fan_out(url, n, 64, lean=False)) / n),
             ("raw openai SDK concurrent (64)", asyncio.run(raw_sdk(url, n, 64))),
         ]
     for name, per_call in rows:
-        print(f"{name:<28} {per_call * 1000:>8.3f}")
+        print(f"{name:<31} {per_call * 1000:>8.3f}")
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def ping(
     client = _build(model, base_url, api_key, not no_log, timeout, retries)
     try:
         t0 = time.perf_counter()
-        out = client.complete([{"role": "user", "content": PING_PROMPT}], max_tokens=16)
+        out = client.complete([{"role": "user", "content": PING_PROMPT}])
         elapsed = time.perf_counter() - t0
     finally:
         client.close()

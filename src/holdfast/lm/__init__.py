@@ -4,6 +4,7 @@ Importing this package is cheap: the ``openai`` and ``anthropic`` SDKs load only
 for them is built.
 """
 
+from holdfast.lm.anthropic_lm import AnthropicLM
 from holdfast.lm.base import BaseLM, CallParams, apply_stop, run_sync, validate_messages
 from holdfast.lm.errors import (
     EmptyResponse,
@@ -19,6 +20,7 @@ from holdfast.lm.errors import (
 )
 from holdfast.lm.factory import get_lm, resolve_endpoint
 from holdfast.lm.limiter import EndpointLimiter, endpoint_limiter
+from holdfast.lm.openai_compat import OpenAICompatLM
 from holdfast.lm.prices import DEFAULT_PRICES, FREE, Price, PriceTable
 from holdfast.lm.providers import PROVIDERS, ProviderSpec, parse_model_name
 from holdfast.lm.record import CallRecord, CallRecorder, completion_from_dict, completion_to_dict
@@ -34,6 +36,7 @@ __all__ = [
     "NO_RETRY",
     "PROVIDERS",
     "ZERO_USAGE",
+    "AnthropicLM",
     "BaseLM",
     "CallParams",
     "CallRecord",
@@ -45,6 +48,7 @@ __all__ = [
     "Message",
     "MissingAPIKey",
     "MissingExtra",
+    "OpenAICompatLM",
     "Price",
     "PriceTable",
     "ProviderAuthError",
