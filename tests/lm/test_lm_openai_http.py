@@ -392,3 +392,23 @@ async def test_lean_transport_streams_chunked_bodies_and_reuses_connections(
         await client.close()
     assert text == "alpha beta gamma"
     assert len(server.request_log) == 4 and server.connections_opened == 1
+
+
+async def test_a_failing_reply_function_becomes_a_500() -> None:
+    def handler(body: dict[str, Any]) -> str:
+        raise KeyError("no such fixture")
+
+    with FakeOpenAIServer(handler) as srv:
+        async with make(srv, retry=RetryPolicy(max_attempts=1)) as lm:
+            with pytest.raises(ProviderUnavailable, match="KeyError"):
+                await lm.acomplete(USER)
+    assert len(srv.handler_errors) == 1
+
+
+def test_garbage_on_the_wire_closes_only_that_connection(server: FakeOpenAIServer) -> None:
+    host, port = server.base_url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"NONSENSE\r\n\r\n")
+        assert s.recv(100) == b""
+    with make(server) as lm:
+        assert lm.complete(USER).text.startswith("echo:")

@@ -97,6 +97,7 @@ class FakeOpenAIServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.connections_opened = 0
+        self.handler_errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -244,7 +245,7 @@ class FakeOpenAIServer:
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
                     return
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+        except (ConnectionError, ValueError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
             self._conns.discard(task)
@@ -305,9 +306,13 @@ class FakeOpenAIServer:
             if self._script:
                 return self._script.popleft()
         if self._handler is not None:
-            out = self._handler(body)
-            if inspect.isawaitable(out):
-                out = await out
+            try:
+                out = self._handler(body)
+                if inspect.isawaitable(out):
+                    out = await out
+            except Exception as exc:
+                self.handler_errors.append(exc)
+                return Fault.status(500, f"the reply function raised {type(exc).__name__}: {exc}")
             if not isinstance(out, (str, Completion, dict, Fault)):
                 return Fault.status(500, f"handler returned {type(out).__name__}")
             return out
