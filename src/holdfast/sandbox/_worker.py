@@ -347,30 +347,21 @@ class Worker:
     def load_fd(self, name: str, mode: str, fd: int | None) -> None:
         if fd is None:
             raise ValueError("no file descriptor arrived with the load request")
-        if mode == "bytes":
-            size = os.fstat(fd).st_size
-            import mmap
+        import mmap
 
-            value: Any = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
+        try:
+            size = os.fstat(fd).st_size
+            mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
+        finally:
             os.close(fd)
+        if mode == "bytes":
+            value: Any = mapped if mapped is not None else b""
         else:
-            try:
-                size = os.fstat(fd).st_size
-                buf = bytearray(size)
-                view = memoryview(buf)
-                offset = 0
-                while offset < size:
-                    n = os.preadv(fd, [view[offset : offset + (1 << 26)]], offset)
-                    if n == 0:
-                        break
-                    offset += n
-                view.release()
-            finally:
-                os.close(fd)
-            if offset < size:
-                del buf[offset:]
-            value = buf.decode("utf-8", "replace")
-            del buf
+            # Decoding straight from the mapping: the file's pages come from the page cache and
+            # the only new memory is the str itself.
+            value = str(mapped, "utf-8", "replace") if mapped is not None else ""
+            if mapped is not None:
+                mapped.close()
         self.globals[name] = value
         self.inputs.add(name)
 
