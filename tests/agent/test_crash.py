@@ -27,11 +27,15 @@ from .test_forced_rollover import check_the_proof
 CHILD = Path(__file__).with_name("_child.py")
 
 
-def _spawn(db: Path, server: FakeOpenAIServer, marker: Path, slow_at: int = 0) -> subprocess.Popen[bytes]:
+def _spawn(
+    db: Path, server: FakeOpenAIServer, marker: Path, slow_at: int = 0
+) -> subprocess.Popen[bytes]:
     args = [sys.executable, str(CHILD), str(db), server.base_url, str(marker)]
     if slow_at:
         args.append(str(slow_at))
-    return subprocess.Popen(args, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        args, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def _kill(child: subprocess.Popen[bytes]) -> None:
@@ -64,7 +68,9 @@ def test_resume_after_sigkill_sends_the_same_prompt_byte_for_byte(tmp_path: Path
             while not killed.is_set():
                 await asyncio.sleep(0.02)
         if turn >= 30:
-            return reply_for({"messages": [{"content": "Working set of vsession-0 at turn 205, session 0"}]})
+            return reply_for(
+                {"messages": [{"content": "Working set of vsession-0 at turn 205, session 0"}]}
+            )
         return reply_for(body)
 
     with FakeOpenAIServer(handler) as server:
@@ -92,7 +98,12 @@ def test_sigkill_in_the_middle_of_a_rollover_ends_the_same_way(tmp_path: Path) -
     marker = tmp_path / "marker"
     with FakeOpenAIServer(reply_for) as server:
         h0 = harness(tmp_path, get_lm("openai:fake-model", base_url=server.base_url, api_key="k"))
-        task = submit(h0, "Port the 20 modules of the ledger", ws, **{**SETTINGS, "memory_namespace": "default", "embedder": "none"})
+        task = submit(
+            h0,
+            "Port the 20 modules of the ledger",
+            ws,
+            **{**SETTINGS, "memory_namespace": "default", "embedder": "none"},
+        )
         child = _spawn(tmp_path / "holdfast.db", server, marker, slow_at=2)
         deadline = time.monotonic() + 120
         while not marker.exists():

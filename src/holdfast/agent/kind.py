@@ -40,12 +40,17 @@ with ``effect=True``) is denied until a policy allows it or asks a person."""
 
 
 def default_lm(settings: AgentSettings) -> LM:
-    """The task's model from its settings (``provider:model`` and an optional base URL)."""
+    """The task's model from its settings (``provider:model`` and an optional base URL).
+
+    Keys come from the worker's environment (``OPENAI_API_KEY``...), never from the task spec,
+    which is stored and receipted."""
     if not settings.model:
         raise ConfigError("an agent task needs a model: input.model ('provider:model')")
+    import os
+
     from holdfast.lm import get_lm
 
-    return get_lm(settings.model, base_url=settings.base_url)
+    return get_lm(settings.model, base_url=settings.base_url, env=os.environ)
 
 
 def default_memory(settings: AgentSettings, task_id: str, vsession_id: str) -> MemoryAccess | None:

@@ -79,8 +79,18 @@ class Agent:
             else None
         )
         box = self.toolbox(settings, memory=memory is not None, analyze=analyzer is not None)
-        schemas = box.schemas()
         run = _Run(self, ctx, vs, box, workspace, memory, analyzer)
+        try:
+            return self._turns(run, settings, lm)
+        finally:
+            close = getattr(lm, "close", None)
+            if callable(close):
+                close()
+
+    def _turns(self, run: _Run, settings: AgentSettings, lm: LM) -> dict[str, Any]:
+        """The turn loop proper (see the module docstring)."""
+        ctx, vs = run.ctx, run.vs
+        schemas = run.box.schemas()
         result = run.calls()
         idle = 0
         while result is None:

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from holdfast.cli.main import cli
+from holdfast.cli.run import working_set
+from holdfast.testing import FakeOpenAIServer, reply, tool_call
+
+
+def test_run_then_inspect_the_working_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    script = [
+        reply("", tool_call("add_constraint", {"text": "keep answers short"})),
+        reply("", tool_call("write_file", {"path": "hello.txt", "content": "hi\n"})),
+        reply("", tool_call("finish", {"result": "wrote hello.txt"})),
+    ]
+    runner = CliRunner()
+    with FakeOpenAIServer(script) as server:
+        args = ["run", "Write hello.txt", "--workspace", str(ws), "--model", "openai:fake"]
+        args += ["--base-url", server.base_url, "--no-memory", "--json"]
+        result = runner.invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["status"] == "succeeded" and out["result"]["result"] == "wrote hello.txt"
+    assert (ws / "hello.txt").read_text() == "hi\n"
+    shown = runner.invoke(working_set, [out["task"]], catch_exceptions=False)
+    assert shown.exit_code == 0
+    assert "[c1] keep answers short" in shown.stdout and "hello.txt [write]" in shown.stdout
+    assert "3 turns in 1 physical sessions" in shown.stdout
+    data = json.loads(runner.invoke(working_set, [out["task"], "--json", "--turns"]).stdout)
+    assert data["turns"] == 3 and len(data["turn_log"]) == 3
+    assert data["working_set"]["constraints"][0]["text"] == "keep answers short"
+
+
+def test_run_rejects_bad_input_clearly(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(
+        cli, ["run", "x", "--workspace", str(tmp_path / "nope"), "--model", "openai:m"]
+    )
+    assert missing.exit_code != 0 and "does not exist" in str(missing.exception or missing.output)
+    no_model = runner.invoke(cli, ["run", "x"])
+    assert no_model.exit_code != 0 and "no model" in str(no_model.exception or no_model.output)
+    tiny = runner.invoke(cli, ["run", "x", "--model", "openai:m", "--context-window", "100"])
+    assert tiny.exit_code != 0 and "context_window" in str(tiny.exception or tiny.output)
+
+
+def test_detach_only_enqueues(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["run", "later", "--model", "openai:m", "--detach", "--json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["status"] == "queued"
