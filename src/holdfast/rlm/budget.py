@@ -71,6 +71,7 @@ class BudgetTracker:
         self.in_flight = 0
         self.trip: BudgetTrip | None = None
         self._tripped = asyncio.Event()
+        self._trip_task: asyncio.Future[BudgetTrip] | None = None
 
     # ----- charging ---------------------------------------------------------------------------
 
@@ -145,6 +146,17 @@ class BudgetTracker:
         await self._tripped.wait()
         assert self.trip is not None
         return self.trip
+
+    def close(self) -> None:
+        """Cancel the shared waiter (at the end of a job)."""
+        if self._trip_task is not None and not self._trip_task.done():
+            self._trip_task.cancel()
+
+    def tripped_future(self) -> asyncio.Future[BudgetTrip]:
+        """One shared task that completes when a limit trips (cheaper than a waiter per await)."""
+        if self._trip_task is None or self._trip_task.get_loop() is not asyncio.get_running_loop():
+            self._trip_task = asyncio.ensure_future(self.wait_tripped())
+        return self._trip_task
 
     def used_fraction(self) -> float:
         """The largest used fraction over all limits (wall time, tokens, calls, dollars)."""

@@ -184,6 +184,8 @@ class RLM:
             watchdog.cancel()
             with contextlib.suppress(BaseException):
                 await watchdog
+            job.tracker.close()
+            job.tracer.flush()
         assert isinstance(answer, BaseModel)
         return self._result(job, run, answer, "ok", started, mode)
 

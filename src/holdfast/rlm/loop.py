@@ -49,6 +49,7 @@ class Run:
     last_output: str = ""
     tmpdir: tempfile.TemporaryDirectory[str] | None = None
     mode: str = "rlm"
+    answer_touched: bool = False
 
     # ----- the loop ---------------------------------------------------------------------------
 
@@ -96,7 +97,9 @@ class Run:
             self.last_output = output[-2000:]
             note = block.note
             answer = self.submitted
-            if answer is None and block.code is not None:
+            if block.code is not None and "answer" in block.code:
+                self.answer_touched = True
+            if answer is None and block.code is not None and self.answer_touched:
                 answer, compat_note = await self.check_answer_var()
                 note = compat_note or note
             job.tracer.event(
@@ -155,15 +158,13 @@ class Run:
     async def guarded(self, awaitable: Any) -> Any:
         """Await ``awaitable`` but stop it the moment a budget trips or the job is cancelled."""
         task = asyncio.ensure_future(awaitable)
-        trip = asyncio.ensure_future(self.job.tracker.wait_tripped())
+        trip = self.job.tracker.tripped_future()
         try:
-            done, _ = await asyncio.wait({task, trip}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({task, trip}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             task.cancel()
-            trip.cancel()
             raise
-        if task in done:
-            trip.cancel()
+        if task.done():
             try:
                 return task.result()
             except TimeoutError:

@@ -13,11 +13,12 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from holdfast.lm.types import Completion, Message, Usage
-from holdfast.store.rlm_traces import RLMTraceStore
+from holdfast.store.rlm_traces import RLMTraceStore, dumps
 
 log = logging.getLogger("holdfast.rlm")
 
@@ -33,16 +34,20 @@ def call_key(model: str, messages: list[Message], params: dict[str, Any]) -> str
     The budget status line of feedback turns (elapsed time, running totals) is left out, so a
     replay that reproduces every output also reproduces every key.
     """
-    messages = [
-        {**m, "content": _STATUS_LINE.sub("", m["content"])}
-        if m.get("role") == "user" and isinstance(m.get("content"), str)
-        else m
-        for m in messages
-    ]
-    h = hashlib.sha256()
-    h.update(model.encode())
-    h.update(json.dumps(messages, sort_keys=True, ensure_ascii=False, default=repr).encode())
-    h.update(json.dumps(params, sort_keys=True, default=repr).encode())
+    h = hashlib.sha256(model.encode())
+    for m in messages:
+        content = m.get("content")
+        if m.get("role") == "user" and isinstance(content, str):
+            content = _STATUS_LINE.sub("", content)
+        if not isinstance(content, str):
+            content = json.dumps(content, sort_keys=True, default=repr)
+        h.update(b"\x00" + str(m.get("role")).encode() + b"\x00" + content.encode())
+        if len(m) > 2:
+            rest = {k: v for k, v in m.items() if k not in ("role", "content")}
+            h.update(json.dumps(rest, sort_keys=True, default=repr).encode())
+    live = {k: v for k, v in params.items() if v is not None}
+    if live:
+        h.update(b"\x01" + json.dumps(live, sort_keys=True, default=repr).encode())
     return h.hexdigest()
 
 
@@ -112,26 +117,53 @@ class StoreCache:
 
 
 class Tracer:
-    """Writes events of every run in one job tree; counts the bytes written per run."""
+    """Writes events of every run in one job tree; counts the bytes written per run.
+
+    Model-call events are buffered and written in batches (one transaction per batch, at least every
+    :attr:`flush_s` seconds), so a fan-out of a thousand calls costs a few writes, not a thousand;
+    every other event (the iteration that follows a root call, a run's start and end) flushes the
+    buffer at once, so a crash loses at most the call records of the turn that was running.
+    """
+
+    flush_s = 0.2
+    flush_rows = 500
 
     def __init__(self, store: RLMTraceStore | None, observer: Observer | None = None) -> None:
         self.store = store
         self.observer = observer
         self.bytes: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._buffer: list[tuple[str, str, int | None, str, float]] = []
+        self._last_flush = time.monotonic()
 
     def event(
         self, trace_id: str, kind: str, data: dict[str, Any], *, iteration: int | None = None
     ) -> None:
-        size = 0
-        if self.store is not None:
-            with self._lock:
-                size = self.store.add_event(trace_id, kind, data, iteration=iteration)
-        else:
-            size = len(json.dumps(data, default=repr))
-        self.bytes[trace_id] = self.bytes.get(trace_id, 0) + size
+        payload = dumps(data)
+        size = len(payload.encode("utf-8"))
+        with self._lock:
+            self.bytes[trace_id] = self.bytes.get(trace_id, 0) + size
+            if self.store is not None:
+                self._buffer.append((trace_id, kind, iteration, payload, time.time()))
+                if (
+                    kind not in ("sub_call", "root_call")
+                    or len(self._buffer) >= self.flush_rows
+                    or time.monotonic() - self._last_flush > self.flush_s
+                ):
+                    self._flush_locked()
         if self.observer is not None:
             try:
                 self.observer(trace_id, kind, data)
             except Exception:
                 log.exception("the RLM progress observer failed on a %s event", kind)
+
+    def flush(self) -> None:
+        """Write buffered events now."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        rows, self._buffer = self._buffer, []
+        self._last_flush = time.monotonic()
+        if rows and self.store is not None:
+            self.store.add_events(rows)

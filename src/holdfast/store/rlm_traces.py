@@ -93,7 +93,8 @@ class EventRow:
         return dict(self.__dict__)
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
+    """Compact JSON as stored in event rows."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
 
 
@@ -132,7 +133,7 @@ class RLMTraceStore:
                     sub_model,
                     mode,
                     time.time(),
-                    _dumps(meta),
+                    dumps(meta),
                 ),
             )
         self._seq[trace_id] = 0
@@ -141,29 +142,41 @@ class RLMTraceStore:
         self, trace_id: str, kind: str, data: dict[str, Any], *, iteration: int | None = None
     ) -> int:
         """Append one event; returns the number of bytes of its JSON payload."""
-        seq = self._seq.get(trace_id)
-        if seq is None:
-            row = (
-                self.db.connection()
-                .execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM rlm_events WHERE trace_id = ?", (trace_id,)
-                )
-                .fetchone()
-            )
-            seq = int(row[0])
-        seq += 1
-        self._seq[trace_id] = seq
-        payload = _dumps(data)
-        self.db.connection().execute(
-            "INSERT INTO rlm_events (trace_id, seq, ts, kind, iteration, data) VALUES (?, ?, ?, ?, ?, ?)",
-            (trace_id, seq, time.time(), kind, iteration, payload),
-        )
+        payload = dumps(data)
+        self.add_events([(trace_id, kind, iteration, payload, time.time())])
         return len(payload.encode("utf-8"))
+
+    def add_events(self, rows: list[tuple[str, str, int | None, str, float]]) -> None:
+        """Append pre-serialised events ``(trace_id, kind, iteration, json, ts)`` in one write."""
+        if not rows:
+            return
+        values = []
+        for trace_id, kind, iteration, payload, ts in rows:
+            seq = self._seq.get(trace_id)
+            if seq is None:
+                row = (
+                    self.db.connection()
+                    .execute(
+                        "SELECT COALESCE(MAX(seq), 0) FROM rlm_events WHERE trace_id = ?",
+                        (trace_id,),
+                    )
+                    .fetchone()
+                )
+                seq = int(row[0])
+            seq += 1
+            self._seq[trace_id] = seq
+            values.append((trace_id, seq, ts, kind, iteration, payload))
+        with self.db.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO rlm_events (trace_id, seq, ts, kind, iteration, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
 
     def finish_run(self, trace_id: str, status: str, result: dict[str, Any]) -> None:
         self.db.connection().execute(
             "UPDATE rlm_runs SET status = ?, ended_at = ?, result = ? WHERE trace_id = ?",
-            (status, time.time(), _dumps(result), trace_id),
+            (status, time.time(), dumps(result), trace_id),
         )
         self._seq.pop(trace_id, None)
 
@@ -251,10 +264,10 @@ class RLMTraceStore:
         """Write the run tree as JSON lines (a ``run`` line then its events); returns lines."""
         n = 0
         for run in self.tree(trace_id):
-            out.write(_dumps({"type": "run", **run.to_dict()}) + "\n")
+            out.write(dumps({"type": "run", **run.to_dict()}) + "\n")
             n += 1
             for ev in self.events(run.trace_id):
-                out.write(_dumps({"type": "event", **ev.to_dict()}) + "\n")
+                out.write(dumps({"type": "event", **ev.to_dict()}) + "\n")
                 n += 1
         return n
 
@@ -283,7 +296,7 @@ class RLMTraceStore:
     def cache_put(self, key: str, model: str, reply: dict[str, Any]) -> None:
         self.db.connection().execute(
             "INSERT OR REPLACE INTO rlm_call_cache (key, model, reply, created_at) VALUES (?, ?, ?, ?)",
-            (key, model, _dumps(reply), time.time()),
+            (key, model, dumps(reply), time.time()),
         )
 
 

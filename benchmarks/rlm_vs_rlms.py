@@ -1,0 +1,206 @@
+"""Holdfast's RLM side by side with the official library (PyPI ``rlms`` 0.1.3) on one fake server.
+
+Both engines talk HTTP to the same local fake OpenAI-compatible server (a separate process): root
+replies are scripted per engine dialect (``python`` blocks and ``SUBMIT`` for Holdfast, ``repl``
+blocks and ``answer["ready"]`` for ``rlms``) with no latency; sub-calls sleep a set time. ``rlms``
+is installed by this script into its own throwaway virtualenv under /tmp (never a dependency of
+Holdfast). Scenarios: 64 sub-calls of 0.5 s in one batch; a 100 MB input (time of a whole job with
+one trivial turn, and a 1 KB baseline); log bytes per iteration at 1 MB and 10 MB inputs.
+
+Run: ``.venv/bin/python benchmarks/rlm_vs_rlms.py`` (about two minutes; needs PyPI on first run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RLMS_VENV = Path("/tmp/holdfast-bench-rlms-venv")
+RLMS_VERSION = "0.1.3"
+SUB_LATENCY = 0.5
+
+SERVER = r"""
+import asyncio, re, sys
+from holdfast.testing import FakeOpenAIServer
+F = "`" * 3
+SCRIPTS = {
+    ("holdfast", "fanout"): [F + "python\nout = llm_batch([f'q{i}' for i in range(64)])\nprint(len(out))\n" + F,
+                             F + "python\nSUBMIT('done')\n" + F],
+    ("rlms", "fanout"): [F + "repl\nout = llm_query_batched([f'q{i}' for i in range(64)])\nprint(len(out))\n" + F,
+                         F + "repl\nanswer['content'] = 'done'\nanswer['ready'] = True\n" + F],
+    ("holdfast", "load"): [F + "python\nSUBMIT(str(len(context)))\n" + F],
+    ("rlms", "load"): [F + "repl\nanswer['content'] = str(len(context))\nanswer['ready'] = True\n" + F],
+    ("holdfast", "log"): [F + "python\nprint(len(context))\n" + F, F + "python\nn = context[:1000].count('x')\nprint(n)\n" + F,
+                          F + "python\nprint(n * 2)\n" + F, F + "python\nSUBMIT(str(n))\n" + F],
+    ("rlms", "log"): [F + "repl\nprint(len(context))\n" + F, F + "repl\nn = context[:1000].count('x')\nprint(n)\n" + F,
+                      F + "repl\nprint(n * 2)\n" + F, F + "repl\nanswer['content'] = str(n)\nanswer['ready'] = True\n" + F],
+}
+async def handler(body):
+    msgs = body["messages"]
+    if msgs[0]["role"] != "system":
+        await asyncio.sleep(float(sys.argv[1]))
+        return "sub reply"
+    text = " ".join(str(m.get("content") or "")[:5000] for m in msgs)
+    scenario = re.search(r"SCENARIO:(\w+)", text).group(1)
+    dialect = "rlms" if F + "repl" in msgs[0]["content"] else "holdfast"
+    turns = sum(1 for m in msgs if m["role"] == "assistant")
+    script = SCRIPTS[(dialect, scenario)]
+    return script[min(turns, len(script) - 1)]
+with FakeOpenAIServer(handler) as s:
+    print(s.base_url, flush=True)
+    sys.stdin.read()
+"""
+
+RLMS_DRIVER = r"""
+import json, os, sys, time
+from rlm import RLM
+from rlm.logger import RLMLogger
+url, scenario, size, logdir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+os.makedirs(logdir, exist_ok=True)
+rlm = RLM(backend="openai", backend_kwargs={"model_name": "m", "base_url": url, "api_key": "x"},
+          environment="local", max_iterations=6, logger=RLMLogger(log_dir=logdir))
+context = ("x" * 99 + "\n") * (size // 100)
+t0 = time.perf_counter()
+out = rlm.completion(context, root_prompt=f"SCENARIO:{scenario} answer the question")
+took = time.perf_counter() - t0
+log_bytes = sum(os.path.getsize(os.path.join(logdir, f)) for f in os.listdir(logdir))
+print(json.dumps({"took": took, "answer": str(out.response)[:50], "log_bytes": log_bytes}))
+"""
+
+
+def ensure_rlms() -> Path:
+    py = RLMS_VENV / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(RLMS_VENV)], check=True)
+    probe = subprocess.run([str(py), "-c", "import rlm"], capture_output=True)
+    if probe.returncode != 0:
+        subprocess.run(
+            [
+                str(py),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"rlms=={RLMS_VERSION}",
+            ],
+            check=True,
+        )
+    return py
+
+
+def start_server() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(SUB_LATENCY)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def run_rlms(py: Path, url: str, scenario: str, size: int) -> dict[str, Any]:
+    logdir = tempfile.mkdtemp(prefix="rlms-logs-")
+    out = subprocess.run(
+        [str(py), "-c", RLMS_DRIVER, url, scenario, str(size), logdir],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"rlms failed: {out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["iterations"] = 2 if scenario == "fanout" else (1 if scenario == "load" else 4)
+    subprocess.run(["rm", "-rf", logdir], check=False)
+    return result
+
+
+def run_holdfast(url: str, scenario: str, size: int) -> dict[str, Any]:
+    from holdfast.lm import get_lm
+    from holdfast.rlm import RLM, BrokerLimits
+    from holdfast.sandbox import SandboxPolicy
+    from holdfast.store.rlm_traces import RLMTraceStore
+    from holdfast.store.sqlite import SQLiteDB
+
+    store = RLMTraceStore(SQLiteDB(Path(tempfile.mkdtemp()) / "traces.db"))
+    lm = get_lm("vllm:m", base_url=url, max_concurrency=64)
+    rlm = RLM(
+        lm,
+        sandbox=SandboxPolicy(memory_mb=4096),
+        limits=BrokerLimits(concurrency=64),
+        store=store,
+        mode="rlm",
+    )
+    context = ("x" * 99 + "\n") * (size // 100)
+    t0 = time.perf_counter()
+    result = rlm.run(f"SCENARIO:{scenario} answer the question", context=context)
+    took = time.perf_counter() - t0
+    return {
+        "took": took,
+        "answer": str(result.answer)[:50],
+        "log_bytes": store.event_bytes(result.trace_id),
+        "iterations": result.iterations,
+    }
+
+
+def main() -> int:
+    py = ensure_rlms()
+    proc, url = start_server()
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        hf = run_holdfast(url, "fanout", 1000)
+        rl = run_rlms(py, url, "fanout", 1000)
+        rows.append(
+            (
+                "64 sub-calls of 0.5 s, one batch (s)",
+                f"{hf['took']:.2f}",
+                f"{rl['took']:.2f}",
+                f"{rl['took'] / hf['took']:.2f}x",
+            )
+        )
+        for size, label in ((1_000, "1 KB"), (100_000_000, "100 MB")):
+            hf = run_holdfast(url, "load", size)
+            rl = run_rlms(py, url, "load", size)
+            rows.append(
+                (
+                    f"job with one trivial turn, {label} input (s)",
+                    f"{hf['took']:.2f}",
+                    f"{rl['took']:.2f}",
+                    f"{rl['took'] / hf['took']:.2f}x",
+                )
+            )
+        for size, label in ((1_000_000, "1 MB"), (10_000_000, "10 MB")):
+            hf = run_holdfast(url, "log", size)
+            rl = run_rlms(py, url, "log", size)
+            hb = hf["log_bytes"] / hf["iterations"]
+            rb = rl["log_bytes"] / rl["iterations"]
+            rows.append(
+                (
+                    f"log bytes per iteration, {label} input",
+                    f"{hb:,.0f}",
+                    f"{rb:,.0f}",
+                    f"{rb / hb:,.0f}x",
+                )
+            )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    print(
+        f"Holdfast RLM vs rlms {RLMS_VERSION}, same fake server (sub-call latency {SUB_LATENCY} s)"
+    )
+    print(f"{'measure':<46} {'holdfast':>10} {'rlms':>12} {'rlms/holdfast':>14}")
+    for name, a, b, ratio in rows:
+        print(f"{name:<46} {a:>10} {b:>12} {ratio:>14}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
