@@ -241,3 +241,69 @@ def test_invalid_signature_and_missing_signature_inputs(fake_box: Any) -> None:
     )
     with pytest.raises(InvalidInput):
         rlm.run("q", question="x")
+
+
+def test_long_output_is_cut_head_and_tail(fake_box: Any, store: RLMTraceStore) -> None:
+    root = ScriptedLM([code("print('HEAD' + 'x' * 50_000 + 'TAIL')"), code("SUBMIT('ok')")])
+    make(root, fake_box=fake_box, store=store, output_cap=2_000).run("q", context=BIG)
+    fed = root.calls[1].messages[-1]["content"]
+    assert "HEAD" in fed and "TAIL" in fed and "characters omitted" in fed and len(fed) < 2_400
+
+
+def test_show_vars_lists_user_variables(fake_box: Any, store: RLMTraceStore) -> None:
+    root = ScriptedLM([code("rows = [1, 2, 3]\nshow_vars()"), code("SUBMIT('ok')")])
+    make(root, fake_box=fake_box, store=store).run("q", context=BIG)
+    fed = root.calls[1].messages[-1]["content"]
+    assert "rows: list, len 3" in fed and "context: str" in fed and "llm_query" not in fed
+
+
+def test_sub_call_timeout_is_an_error_value(fake_box: Any, store: RLMTraceStore) -> None:
+    sub = ScriptedLM([], then="late", model="fake:slow", latency=5.0)
+    root = ScriptedLM([code("print(llm_batch(['a'])[0])"), code("SUBMIT('ok')")])
+    rlm = make(root, sub, fake_box=fake_box, store=store, limits=BrokerLimits(call_timeout_s=0.2))
+    assert rlm.run("q", context=BIG).answer == "ok"
+    assert "[sub-call error]" in root.calls[1].messages[-1]["content"]
+    assert "timed out" in root.calls[1].messages[-1]["content"]
+
+
+def test_per_model_limit_and_model_choice(fake_box: Any, store: RLMTraceStore) -> None:
+    live = peak = 0
+
+    async def slow(messages: list[dict[str, Any]], **_: Any) -> str:
+        nonlocal live, peak
+        live += 1
+        peak = max(peak, live)
+        await asyncio.sleep(0.03)
+        live -= 1
+        return "big"
+
+    big = FunctionLM(slow, model="fake:big")
+    root = ScriptedLM(
+        [
+            code(
+                "out = llm_batch(['p'] * 8, model='fake:big')\ntry:\n    llm_query('x', model='nope')\nexcept Exception as e:\n    print('ERR', e)"
+            ),
+            code("SUBMIT(out[0])"),
+        ]
+    )
+    rlm = make(
+        root,
+        fake_box=fake_box,
+        store=store,
+        extra_models=[big],
+        limits=BrokerLimits(per_model={"fake:big": 2}),
+    )
+    assert rlm.run("q", context=BIG).answer == "big"
+    assert peak == 2
+    assert "unknown model 'nope'" in root.calls[1].messages[-1]["content"]
+
+
+def test_cache_serves_repeated_sub_calls(fake_box: Any, store: RLMTraceStore) -> None:
+    sub = FunctionLM(lambda m, **kw: "answer", model="fake:sub")
+    for _ in range(2):
+        root = ScriptedLM([code("r = llm_query('same prompt')"), code("SUBMIT(r)")])
+        assert (
+            make(root, sub, fake_box=fake_box, store=store, cache=True).run("q", context=BIG).answer
+            == "answer"
+        )
+    assert len(sub.calls) == 1

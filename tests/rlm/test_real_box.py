@@ -120,3 +120,21 @@ def test_huge_and_empty_files_are_refused_before_loading(
         rlm.run("q", context=empty)
     with pytest.raises(InvalidInput):
         rlm.run("q", context=tmp_path / "missing.txt")
+
+
+def test_a_killed_cell_keeps_the_repl_usable(store: RLMTraceStore) -> None:
+    root = ScriptedLM(
+        [
+            code("kept = 41"),
+            code("import time\ntime.sleep(30)"),
+            code("print(kept, type(data).__name__, len(data), callable(llm_batch))"),
+            code("SUBMIT(answer=str(kept + 1))"),
+        ]
+    )
+    rlm = RLM(root, sandbox=SandboxPolicy(cell_timeout_s=1.0), store=store, mode="rlm")
+    data = [{"k": i, "text": "v" * 20} for i in range(60_000)]
+    result = rlm.run("q", data=data, raw=b"\x00\x01binary")
+    assert result.answer == "42"
+    fed = root.calls[2].messages[-1]["content"]
+    assert "time limit" in fed or "killed" in fed
+    assert "41 list 60000 True" in root.calls[3].messages[-1]["content"]

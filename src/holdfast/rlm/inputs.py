@@ -181,13 +181,23 @@ def read_dir_file(item: JobInput, relpath: str, offset: int = 0, length: int = 4
 
 
 def spill_path(item: JobInput, tmpdir: Path) -> Path | None:
-    """A file holding a large in-memory text or bytes input, so the box reads it by descriptor."""
-    if item.kind not in ("text", "bytes") or item.size < _SPILL_BYTES:
+    """A file holding an in-memory input, so the box reads it by descriptor, not through messages.
+
+    Bytes always spill (they are not JSON); text and JSON data spill from 1 MiB (JSON as its text,
+    decoded once inside the box).
+    """
+    if item.kind not in ("text", "bytes", "json"):
+        return None
+    if item.kind != "bytes" and item.size < _SPILL_BYTES:
         return None
     fd, name = tempfile.mkstemp(prefix=f"input-{item.name}-", dir=tmpdir)
     with os.fdopen(fd, "wb") as fh:
-        data = item.value.encode("utf-8") if isinstance(item.value, str) else item.value
-        fh.write(data)
+        if item.kind == "json":
+            fh.write(json.dumps(item.value, ensure_ascii=False).encode("utf-8"))
+        elif isinstance(item.value, str):
+            fh.write(item.value.encode("utf-8"))
+        else:
+            fh.write(item.value)
     return Path(name)
 
 

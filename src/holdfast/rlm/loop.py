@@ -50,6 +50,7 @@ class Run:
     tmpdir: tempfile.TemporaryDirectory[str] | None = None
     mode: str = "rlm"
     answer_touched: bool = False
+    prelude_code: str = ""
 
     # ----- the loop ---------------------------------------------------------------------------
 
@@ -183,6 +184,9 @@ class Run:
         if remaining is not None:
             timeout = max(0.05, min(timeout, remaining))
         result: CellResult = await self.guarded(self.sandbox.execute(code, timeout=timeout))
+        if result.timed_out or (result.error is not None and result.error.type == "SandboxDied"):
+            # The box restarted with its JSON-safe variables: define the REPL functions again.
+            await self.guarded(self.sandbox.execute(self.prelude_code, timeout=30))
         return result
 
     def format_cell(self, cell: CellResult) -> str:
@@ -241,6 +245,7 @@ class Run:
         await box.start()
         self.tmpdir = tempfile.TemporaryDirectory(prefix="holdfast-rlm-")
         dirs: dict[str, list[tuple[str, int]]] = {}
+        decode: list[str] = []
         for item in self.inputs:
             if item.kind == "dir":
                 dirs[item.name] = item.files
@@ -252,9 +257,12 @@ class Run:
                 if spilled is not None:
                     await load_path(box, item.name, spilled, binary=item.kind == "bytes")
                     spilled.unlink()
+                    if item.kind == "json":
+                        decode.append(item.name)
                 else:
                     await box.load(item.name, item.value)
-        prelude = await box.execute(prelude_with_dirs(dirs), timeout=30)
+        self.prelude_code = prelude_with_dirs(dirs, decode)
+        prelude = await box.execute(self.prelude_code, timeout=30)
         if not prelude.ok:
             detail = prelude.error.message if prelude.error else "timed out"
             raise RuntimeError(f"the REPL prelude failed: {detail}")

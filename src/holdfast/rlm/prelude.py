@@ -1,4 +1,4 @@
-"""The code run once in each box before the model's first cell.
+"""The code run in each box before the model's first cell (and again if the box was restarted).
 
 It wraps the raw host functions (registered as ``_hf_*``) into the REPL functions the prompt
 documents: ``llm_query``, ``llm_batch``, ``rlm_query``, ``predict``, ``SUBMIT``, ``show_vars`` and
@@ -7,6 +7,8 @@ library, so it is kept as source text here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 PRELUDE = r'''
 class SubCallError(str):
@@ -78,14 +80,19 @@ def show_vars():
         print("%s: %s%s" % (_name, type(_value).__name__, "" if _size is None else ", len %d" % _size))
 
 
-answer = {"content": None, "ready": False}
+if "answer" not in globals():
+    answer = {"content": None, "ready": False}
 '''
 
 
-def prelude_with_dirs(dirs: dict[str, list[tuple[str, int]]]) -> str:
-    """The prelude plus one assignment per directory input."""
+def prelude_with_dirs(
+    dirs: dict[str, list[tuple[str, int]]], decode_json: Sequence[str] = ()
+) -> str:
+    """The prelude, one assignment per directory input, and the decoding of spilled JSON inputs."""
     lines = [PRELUDE]
     for name, files in dirs.items():
         listing = [[str(p), int(s)] for p, s in files]
         lines.append(f"{name} = InputDir({name!r}, {listing!r})")
+    for name in decode_json:
+        lines.append(f"if isinstance({name}, str):\n    {name} = __import__('json').loads({name})")
     return "\n".join(lines)
