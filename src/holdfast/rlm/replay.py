@@ -79,6 +79,7 @@ async def areplay(
     inputs: dict[str, Any] | None = None,
     sandbox: SandboxPolicy | SandboxFactory | None = None,
     tools: Sequence[Callable[..., Any] | HostFunctionSpec] = (),
+    signature: Any = None,
 ) -> Replay:
     """Re-execute the job ``trace_id`` from its recorded model outputs."""
     run = store.find_run(trace_id)
@@ -112,7 +113,7 @@ async def areplay(
         sandbox=sandbox,
         budget=Budget(**budget_fields) if budget_fields else None,
         max_depth=meta.get("max_depth"),
-        signature=meta.get("signature"),
+        signature=signature if signature is not None else meta.get("signature"),
         tools=tools,
         mode="direct" if run.mode == "direct" else "rlm",
         limits=BrokerLimits(max_prompt_chars=int(meta.get("max_prompt_chars", 400_000))),
