@@ -61,15 +61,23 @@ _LOCAL_MODELS: dict[str, Any] = {}
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 (384 dimensions) run locally on the CPU, loaded lazily and once per process."""
+    """all-MiniLM-L6-v2 (384 dimensions) run locally on the CPU, loaded lazily and once per process.
+
+    ``threads`` is torch's intra-op thread count while encoding (restored afterwards). One thread
+    is the measured default: on a busy two-core machine a short query took 550 ms at p50 with two
+    threads and 27 ms with one, and a batch of 64 turns took the same time either way.
+    """
 
     name = "local:all-MiniLM-L6-v2"
     dim = 384
     max_words = 150
 
-    def __init__(self, *, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self, *, device: str = "cpu", batch_size: int = 64, threads: int | None = 1
+    ) -> None:
         self.device = device
         self.batch_size = batch_size
+        self.threads = threads
 
     def _model(self) -> Any:
         with _LOCAL_LOCK:
@@ -96,13 +104,22 @@ class LocalEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = self._model()
-        vecs = model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        import torch
+
+        before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            vecs = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        finally:
+            if self.threads:
+                torch.set_num_threads(before)
         return np.asarray(vecs, dtype=np.float32)
 
 
@@ -119,6 +136,7 @@ class OpenAIEmbedder:
         batch_size: int = 128,
         timeout: float = 30.0,
         max_words: int = 400,
+        max_retries: int = 2,
     ) -> None:
         self.model = model
         self.name = f"openai:{model}"
@@ -127,6 +145,7 @@ class OpenAIEmbedder:
         self.batch_size = batch_size
         self.timeout = timeout
         self.max_words = max_words
+        self.max_retries = max_retries
         self._dim = dim
         self._client: Any = None
 
@@ -144,7 +163,7 @@ class OpenAIEmbedder:
                 base_url=self.base_url,
                 api_key=self.api_key or "not-needed",
                 timeout=self.timeout,
-                max_retries=2,
+                max_retries=self.max_retries,
             )
         return self._client
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-_CAP_RUN = re.compile(r"\b([A-Z][\w'’-]*(?:\s+(?:[A-Z][\w'’-]*|[A-Z]\.))*)")
+_CAP_RUN = re.compile(r"\b([A-Z][\w'’-]*(?:\s+(?:[A-Z]\.|[A-Z][\w'’-]*))*)")
 _NOT_NAMES = frozenset(
     [
         "I",
@@ -120,6 +120,23 @@ _NOT_NAMES = frozenset(
         "Friday",
         "Saturday",
         "Sunday",
+        "REDACTED",
+        "Yesterday",
+        "Today",
+        "Tomorrow",
+        "Last",
+        "Next",
+        "Tonight",
+        "Maybe",
+        "Please",
+        "Then",
+        "Now",
+        "Once",
+        "After",
+        "Before",
+        "During",
+        "Since",
+        "Until",
     ]
 )
 
@@ -157,8 +174,9 @@ def _compatible(short: str, full: str) -> bool:
     return last == f[-1]
 
 
-def extract_names(text: str, known: Iterable[str] = ()) -> list[str]:
-    """Capitalised word runs that look like names, plus known names found in the text."""
+def extract_names(text: str, known: EntityResolver | None = None) -> list[str]:
+    """Capitalised word runs that look like names, plus names ``known`` already knows that occur
+    in the text as written (case-sensitive, so "may" is not the name "May")."""
     found: dict[str, str] = {}
     for m in _CAP_RUN.finditer(text):
         words = [
@@ -173,11 +191,9 @@ def extract_names(text: str, known: Iterable[str] = ()) -> list[str]:
         if len(name) < 2 or name in _NOT_NAMES:
             continue
         found.setdefault(name_key(name), name)
-    folded = text.casefold()
-    for k in known:
-        key = name_key(k)
-        if key and key not in found and re.search(r"\b" + re.escape(key) + r"\b", folded):
-            found[key] = clean_name(k)
+    if known is not None:
+        for name in known.displays_in(text):
+            found.setdefault(name_key(name), name)
     return list(found.values())
 
 
@@ -256,11 +272,32 @@ class EntityResolver:
                 out[self._display.get(c, c)].append(self._display[k])
         return {k: sorted(v) for k, v in sorted(out.items())}
 
+    def _pattern(self, case_sensitive: bool) -> re.Pattern[str] | None:
+        attr = "_re_cs" if case_sensitive else "_re_ci"
+        if not hasattr(self, attr):
+            if case_sensitive:
+                words = {v for vs in self._variants.values() for v in vs if len(v) > 1}
+            else:
+                words = {k for k in self._canon if len(k) > 1}
+            alts = sorted((re.escape(w) for w in words), key=len, reverse=True)
+            flags = 0 if case_sensitive else re.IGNORECASE
+            pattern = (
+                re.compile(r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)", flags) if alts else None
+            )
+            setattr(self, attr, pattern)
+        found: re.Pattern[str] | None = getattr(self, attr)
+        return found
+
     def names_in(self, text: str) -> list[str]:
-        """Known names that occur in ``text`` (for entity-scoped recall from a query)."""
-        folded = text.casefold()
-        hits = []
-        for key in self._canon:
-            if len(key) > 1 and re.search(r"\b" + re.escape(key) + r"\b", folded):
-                hits.append(key)
-        return hits
+        """Keys of known names that occur in ``text`` in any case (for recall from a query)."""
+        pattern = self._pattern(False)
+        if pattern is None:
+            return []
+        return sorted({name_key(m.group(0)) for m in pattern.finditer(text)})
+
+    def displays_in(self, text: str) -> list[str]:
+        """Known names that occur in ``text`` exactly as written."""
+        pattern = self._pattern(True)
+        if pattern is None:
+            return []
+        return sorted({clean_name(m.group(0)) for m in pattern.finditer(text)})

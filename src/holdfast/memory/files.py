@@ -90,13 +90,12 @@ class NamespaceDir:
         return sorted(out)
 
     def append(
-        self, path: Path, item: MemoryItem, known: tuple[int, int] | None = None
-    ) -> tuple[int, int]:
-        """Append ``item`` to ``path`` (hold the lock). Returns the 1-based line of its heading
-        and the file's new line count. ``known`` is the (size, line count) the index recorded:
-        when the size still matches, the file is not re-read to count lines."""
+        self, path: Path, items: list[MemoryItem], known: tuple[int, int] | None = None
+    ) -> tuple[list[int], int]:
+        """Append ``items`` to ``path`` in one write and one fsync (hold the lock). Returns the
+        1-based heading line of each and the file's new line count. ``known`` is the (size, line
+        count) the index recorded: when the size still matches, the file is not re-read."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        section = render_item(item).encode("utf-8")
         with open(path, "a+b") as fh:
             size = fh.seek(0, os.SEEK_END)
             prefix = b""
@@ -117,10 +116,17 @@ class NamespaceDir:
                 elif not tail.endswith(b"\n\n"):
                     prefix = b"\n"
             lines += prefix.count(b"\n")
-            fh.write(prefix + section)
+            chunks = [prefix]
+            heads = []
+            for item in items:
+                section = render_item(item).encode("utf-8")
+                heads.append(lines + 1)
+                lines += section.count(b"\n")
+                chunks.append(section)
+            fh.write(b"".join(chunks))
             fh.flush()
             os.fsync(fh.fileno())
-        return lines + 1, lines + section.count(b"\n")
+        return heads, lines
 
     def write_atomic(self, path: Path, text: str) -> None:
         """Replace a file's content atomically (temp file, fsync, rename). Hold the lock."""
@@ -146,10 +152,11 @@ class NamespaceDir:
                 continue
         return ledger
 
-    def record_trust(self, item_id: str, trust: Trust) -> None:
+    def record_trust(self, entries: list[tuple[str, Trust]]) -> None:
+        """Append (id, trust) records durably; written before the items they vouch for."""
         self.ensure()
         with open(self.meta / "trust.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"id": item_id, "trust": trust.value}) + "\n")
+            fh.write("".join(json.dumps({"id": i, "trust": t.value}) + "\n" for i, t in entries))
             fh.flush()
             os.fsync(fh.fileno())
 

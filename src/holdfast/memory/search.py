@@ -129,26 +129,29 @@ def search(
         kept.append((rid, score, ranks))
     if settings.decay_half_life_days:
         kept.sort(key=lambda x: (-x[1], x[0]))
-    rows = store.index.get_many([rid for rid, _, _ in kept[: limit * 4]])
     out: list[Hit] = []
-    for rid, score, ranks in kept:
-        row = rows.get(rid)
-        if row is None:
-            continue
-        item = MemoryItem.from_dict(row.data)
-        if kind_set and item.kind.value not in kind_set:
-            continue
-        out.append(
-            Hit(
-                item=item,
-                score=score,
-                ranks=ranks,
-                citation=f"{row.path}#{row.line}",
-                untrusted=item.trust in (Trust.UNTRUSTED, Trust.TOOL),
-                instruction_like=instruction_like(item.text),
-                superseded=item.valid_to is not None,
+    batch = limit if not kind_set else limit * 4
+    for start in range(0, len(kept), batch):
+        part = kept[start : start + batch]
+        rows = store.index.get_many([rid for rid, _, _ in part])
+        for rid, score, ranks in part:
+            row = rows.get(rid)
+            if row is None:
+                continue
+            item = MemoryItem.from_dict(row.data)
+            if kind_set and item.kind.value not in kind_set:
+                continue
+            out.append(
+                Hit(
+                    item=item,
+                    score=score,
+                    ranks=ranks,
+                    citation=f"{row.path}#{row.line}",
+                    untrusted=item.trust in (Trust.UNTRUSTED, Trust.TOOL),
+                    instruction_like=instruction_like(item.text),
+                    superseded=item.valid_to is not None,
+                )
             )
-        )
-        if len(out) >= limit:
-            break
+            if len(out) >= limit:
+                return out
     return out

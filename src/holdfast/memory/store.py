@@ -156,8 +156,7 @@ class MemoryStore:
         if src.speaker:
             names.append(src.speaker)
         if self.config.extract_entities:
-            known = self.indexer.resolver(self.ns(namespace)).entities()
-            names.extend(extract_names(text, known))
+            names.extend(extract_names(text, self.indexer.resolver(self.ns(namespace))))
         uniq: dict[str, str] = {}
         for n in names:
             uniq.setdefault(n.casefold(), n)
@@ -188,7 +187,8 @@ class MemoryStore:
     def add_many(
         self, entries: Sequence[tuple[str, dict[str, Any]]], *, dedup: bool = True
     ) -> list[WriteResult]:
-        """Store several memories with one embedding batch and one lock per namespace."""
+        """Store several memories with one embedding batch, one lock per namespace and one
+        fsync per file touched."""
         prepared = [self.prepare(text, **fields) for text, fields in entries]
         vectors = self.indexer.vectors_for([p[0] for p in prepared])
         by_ns: dict[str, list[int]] = {}
@@ -198,25 +198,42 @@ class MemoryStore:
         for namespace, idxs in by_ns.items():
             ns = self.ns(namespace)
             with ns.lock():
+                seen: dict[tuple[Kind, str], MemoryItem] = {}
+                fresh: list[int] = []
                 for n in idxs:
                     item, found = prepared[n]
                     dup = self._duplicate_of(item, vectors[n]) if dedup else None
+                    if dup is None and dedup and item.kind is not Kind.EPISODE:
+                        key = (item.kind, norm_hash(item.text))
+                        if key in seen:
+                            dup = (seen[key], "duplicate")
+                        seen.setdefault(key, item)
                     if dup is not None:
                         out[n] = WriteResult(dup[0], dup[1], dup[0].id, found)
                         continue
-                    self._append(ns, item, vectors[n])
+                    fresh.append(n)
                     out[n] = WriteResult(item, "added", None, found)
+                self._append(ns, [(prepared[n][0], vectors[n]) for n in fresh])
         return [out[n] for n in range(len(prepared))]
 
-    def _append(self, ns: NamespaceDir, item: MemoryItem, vectors: list[bytes]) -> None:
-        path = ns.file_for(item)
-        ns.record_trust(item.id, item.trust)
-        rel = ns.rel(path)
-        line, total = ns.append(path, item, self._known_lines(ns, path))
-        st = path.stat()
-        with self.db.transaction() as tx:
-            self.indexer.write(tx, ns, item, rel, line, vectors)
-            self.index.set_file_state(tx, ns.namespace, rel, st.st_size, st.st_mtime_ns, "", total)
+    def _append(self, ns: NamespaceDir, entries: list[tuple[MemoryItem, list[bytes]]]) -> None:
+        """Write items to their files (trust ledger first) and index them in one transaction."""
+        if not entries:
+            return
+        ns.record_trust([(item.id, item.trust) for item, _ in entries])
+        by_file: dict[Path, list[tuple[MemoryItem, list[bytes]]]] = {}
+        for item, vecs in entries:
+            by_file.setdefault(ns.file_for(item), []).append((item, vecs))
+        for path, group in by_file.items():
+            rel = ns.rel(path)
+            heads, total = ns.append(path, [item for item, _ in group], self._known_lines(ns, path))
+            st = path.stat()
+            with self.db.transaction() as tx:
+                for (item, vecs), line in zip(group, heads, strict=True):
+                    self.indexer.write(tx, ns, item, rel, line, vecs)
+                self.index.set_file_state(
+                    tx, ns.namespace, rel, st.st_size, st.st_mtime_ns, "", total
+                )
 
     def _known_lines(self, ns: NamespaceDir, path: Path) -> tuple[int, int] | None:
         """The indexed (size, lines) of ``path`` if the file is as indexed; a file edited by hand
@@ -289,7 +306,7 @@ class MemoryStore:
         text = "\n".join(lines)
         ns.write_atomic(path, text if text.endswith("\n") else text + "\n")
         if new is not None and new.trust != row.data.get("trust"):
-            ns.record_trust(new.id, new.trust)
+            ns.record_trust([(new.id, new.trust)])
         self.indexer.sync_file(ns, path, SyncReport())
 
     def update(
@@ -326,7 +343,7 @@ class MemoryStore:
         vectors = self.indexer.vectors_for([item])[0]
         ns = self.ns(namespace)
         with ns.lock():
-            self._append(ns, item, vectors)
+            self._append(ns, [(item, vectors)])
             ended = old.evolve(valid_to=item.mention_time, superseded_by=item.id)
             self._rewrite(ns, old_id, ended)
         return WriteResult(item, "added", None, found)
@@ -353,7 +370,7 @@ class MemoryStore:
         with ns.lock():
             old = self.get(item_id, namespace=namespace)
             new = old.evolve(trust=Trust(trust))
-            ns.record_trust(item_id, new.trust)
+            ns.record_trust([(item_id, new.trust)])
             self.indexer.sync_file(ns, ns.abs(self.index.get(item_id).path), SyncReport())  # type: ignore[union-attr]
         return new
 
@@ -364,9 +381,9 @@ class MemoryStore:
             old = self.get(item_id, namespace=namespace)
             new = old.evolve(trust=Trust.OWNER)
             self._rewrite(ns, item_id, None)
-            ns.record_trust(item_id, Trust.OWNER)
+            ns.record_trust([(item_id, Trust.OWNER)])
             path = ns.path / "MEMORY.md"
-            ns.append(path, new, self._known_lines(ns, path))
+            ns.append(path, [new], self._known_lines(ns, path))
             self.indexer.sync_file(ns, path, SyncReport())
         return new
 
@@ -479,17 +496,22 @@ class MemoryStore:
         ]
 
     def import_items(self, records: Iterable[dict[str, Any]], *, namespace: str = "default") -> int:
-        """Import exported records into ``namespace`` (ids kept; items already present skipped)."""
-        n = 0
+        """Import exported records into ``namespace``. Items already there are skipped; an id
+        taken by another namespace gets a fresh id. Trust is kept as exported."""
         ns = self.ns(namespace)
-        items = [MemoryItem.from_dict({**r, "namespace": namespace}) for r in records]
-        fresh = [i for i in items if self.index.get(i.id) is None]
+        fresh: list[MemoryItem] = []
+        for record in records:
+            item = MemoryItem.from_dict({**record, "namespace": namespace})
+            row = self.index.get(item.id)
+            if row is not None and row.namespace == namespace:
+                continue
+            if row is not None:
+                item = item.evolve(id=new_id())
+            fresh.append(item.evolve(text=check_text(item.text)))
         vectors = self.indexer.vectors_for(fresh)
         with ns.lock():
-            for item, vecs in zip(fresh, vectors, strict=True):
-                self._append(ns, item.evolve(text=check_text(item.text)), vecs)
-                n += 1
-        return n
+            self._append(ns, list(zip(fresh, vectors, strict=True)))
+        return len(fresh)
 
     def search(self, query: str, **kwargs: Any) -> list[Any]:
         """Recall: see :func:`holdfast.memory.search.search` for the arguments."""

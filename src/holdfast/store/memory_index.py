@@ -383,14 +383,14 @@ class MemoryIndex:
     def active_meta(
         self, namespace: str, rids: Sequence[int]
     ) -> dict[int, tuple[float, float | None, float | None, float | None, str]]:
-        """(mention, event_start, event_end, valid_to, trust) for filtering candidates."""
+        """(mention, event_start, event_end, valid_to, trust) of the active ones among ``rids``."""
         out = {}
         conn = self.db.connection()
         for start in range(0, len(rids), 500):
             part = list(rids[start : start + 500])
             q = (
                 "SELECT rid, mention_time, event_start, event_end, valid_to, trust FROM memory_items "
-                f"WHERE rid IN ({','.join('?' * len(part))})"
+                f"WHERE status = 'active' AND rid IN ({','.join('?' * len(part))})"
             )
             for r in conn.execute(q, part):
                 out[int(r[0])] = (float(r[1]), r[2], r[3], r[4], str(r[5]))

@@ -1,0 +1,292 @@
+"""``holdfast memory``: add, search, show, edit, forget, reindex, entities, stats, export, import.
+
+The memory directory is ``<holdfast home>/memory`` (``--root`` to change it); the embedder comes
+from ``--embedder`` or ``HOLDFAST_MEMORY_EMBEDDER`` (``local`` by default, ``none`` for
+keyword-only, ``openai:<model>@<base_url>`` for an endpoint). Items added here are owner-trusted:
+a person typed them. Every command that prints data takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from holdfast.errors import InvalidInput
+
+
+def _store(ctx: click.Context) -> Any:
+    from holdfast.memory import MemoryConfig, MemoryStore
+
+    obj = ctx.find_object(dict)
+    if obj is None:
+        obj = ctx.ensure_object(dict)
+    if "store" not in obj:
+        root = obj.get("root")
+        embedder = obj.get("embedder") or os.environ.get("HOLDFAST_MEMORY_EMBEDDER") or "local"
+        obj["store"] = MemoryStore(
+            MemoryConfig(root=Path(root) if root else None, embedder=embedder)
+        )
+        ctx.call_on_close(obj["store"].close)
+    return obj["store"]
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else text)
+
+
+def _read_text(text: str) -> str:
+    return sys.stdin.read() if text == "-" else text
+
+
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+ns_opt = click.option("--namespace", "-n", default="default", show_default=True, help="Namespace.")
+
+
+@click.group()
+@click.option("--root", type=click.Path(file_okay=False), help="Memory directory.")
+@click.option("--embedder", help="local | none | openai:<model>@<base_url>.")
+@click.pass_context
+def memory(ctx: click.Context, root: str | None, embedder: str | None) -> None:
+    """Knowledge memory: Markdown files as the truth, hybrid recall over them."""
+    ctx.obj = {"root": root, "embedder": embedder}
+
+
+@memory.command()
+@click.argument("text")
+@ns_opt
+@click.option("--kind", default="fact", show_default=True)
+@click.option("--entity", "entities", multiple=True, help="An entity it is about (repeatable).")
+@click.option("--trust", default="owner", show_default=True)
+@click.option("--mention-time", help="ISO time it was said (default: now).")
+@click.option("--source-url", help="Where it came from.")
+@json_opt
+@click.pass_context
+def add(
+    ctx: click.Context,
+    text: str,
+    namespace: str,
+    kind: str,
+    entities: tuple[str, ...],
+    trust: str,
+    mention_time: str | None,
+    source_url: str | None,
+    as_json: bool,
+) -> None:
+    """Remember TEXT ('-' reads standard input)."""
+    res = _store(ctx).add(
+        _read_text(text), namespace=namespace, kind=kind, entities=entities, trust=trust,
+        mention_time=mention_time, source={"url": source_url} if source_url else None,
+    )  # fmt: skip
+    msg = f"{res.status} {res.item.id}" + (
+        f" (duplicate of {res.duplicate_of})" if res.duplicate_of else ""
+    )
+    if res.redacted:
+        msg += f"; redacted: {', '.join(res.redacted)}"
+    _emit(res.to_dict(), as_json, msg)
+
+
+@memory.command()
+@click.argument("query")
+@ns_opt
+@click.option("--limit", "-k", default=10, show_default=True)
+@click.option("--entity", help="Only items about this entity (aliases included).")
+@click.option("--as-of", help="Recall what was known and valid at this ISO time.")
+@click.option("--after", help="Only events on or after this ISO date.")
+@click.option("--before", help="Only events on or before this ISO date.")
+@click.option("--kind", "kinds", multiple=True)
+@click.option("--arms", default="keyword,dense,entity,time", show_default=True)
+@click.option("--history", is_flag=True, help="Include superseded items.")
+@json_opt
+@click.pass_context
+def search(
+    ctx: click.Context,
+    query: str,
+    namespace: str,
+    limit: int,
+    entity: str | None,
+    as_of: str | None,
+    after: str | None,
+    before: str | None,
+    kinds: tuple[str, ...],
+    arms: str,
+    history: bool,
+    as_json: bool,
+) -> None:
+    """Recall items for QUERY, best first, with citations."""
+    hits = _store(ctx).search(
+        query, namespace=namespace, limit=limit, entity=entity, as_of=as_of,
+        time_range=(after, before) if (after or before) else None, kinds=kinds or None,
+        arms=[a for a in arms.split(",") if a], include_history=history,
+    )  # fmt: skip
+    text = "\n\n".join(f"{n}. ({h.score:.4f}) {h.render()}" for n, h in enumerate(hits, 1))
+    _emit([h.to_dict() for h in hits], as_json, text or "no results")
+
+
+@memory.command()
+@click.argument("item_id")
+@ns_opt
+@json_opt
+@click.pass_context
+def show(ctx: click.Context, item_id: str, namespace: str, as_json: bool) -> None:
+    """Show one item with its metadata and file citation."""
+    store = _store(ctx)
+    item = store.get(item_id, namespace=namespace)
+    data = item.to_dict() | {"citation": store.citation(item_id)}
+    text = "\n".join(
+        f"{k}: {v}" for k, v in data.items() if k != "text" and v not in (None, [], {})
+    )
+    _emit(data, as_json, text + "\n\n" + item.text)
+
+
+@memory.command()
+@click.argument("item_id")
+@ns_opt
+@click.option(
+    "--text", "new_text", help="The new text ('-' reads standard input); opens $EDITOR if absent."
+)
+@click.option(
+    "--supersede", is_flag=True, help="Keep the old version in history instead of editing in place."
+)
+@json_opt
+@click.pass_context
+def edit(
+    ctx: click.Context,
+    item_id: str,
+    namespace: str,
+    new_text: str | None,
+    supersede: bool,
+    as_json: bool,
+) -> None:
+    """Change an item's text."""
+    store = _store(ctx)
+    old = store.get(item_id, namespace=namespace)
+    text = _read_text(new_text) if new_text is not None else click.edit(old.text)
+    if text is None or text.strip() == old.text.strip():
+        _emit({"status": "unchanged", "id": item_id}, as_json, "unchanged")
+        return
+    if supersede:
+        res = store.supersede(item_id, text, namespace=namespace, trust="owner")
+        _emit(
+            {"status": "superseded", "id": res.item.id, "old_id": item_id},
+            as_json,
+            f"superseded by {res.item.id}",
+        )
+    else:
+        item = store.update(item_id, namespace=namespace, text=text)
+        _emit({"status": "updated", "id": item.id}, as_json, f"updated {item.id}")
+
+
+@memory.command()
+@click.argument("item_id")
+@ns_opt
+@click.option("--purge", is_flag=True, help="Erase from files, trust ledger and index for real.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation of a purge.")
+@json_opt
+@click.pass_context
+def forget(
+    ctx: click.Context, item_id: str, namespace: str, purge: bool, yes: bool, as_json: bool
+) -> None:
+    """Tombstone an item (or erase it with --purge)."""
+    if purge and not yes and not click.confirm(f"erase {item_id} everywhere?", default=False):
+        raise click.Abort()
+    _store(ctx).delete(item_id, namespace=namespace, purge=purge)
+    status = "purged" if purge else "deleted"
+    _emit({"status": status, "id": item_id}, as_json, f"{status} {item_id}")
+
+
+@memory.command()
+@ns_opt
+@json_opt
+@click.pass_context
+def reindex(ctx: click.Context, namespace: str, as_json: bool) -> None:
+    """Rebuild the namespace's index from its Markdown files."""
+    from rich.progress import Progress
+
+    store = _store(ctx)
+    with Progress(transient=True, disable=as_json) as bar:
+        task = bar.add_task("embedding", total=None)
+        report = store.reindex(namespace, progress=lambda n: bar.advance(task, n))
+    lines = [f"files {report.files_read}, items {report.items_indexed}"]
+    lines += [f"  {i}" for i in report.issues]
+    _emit(report.to_dict(), as_json, "\n".join(lines))
+
+
+@memory.command()
+@ns_opt
+@click.option(
+    "--merge", "merge", multiple=True, help="Merge names into one entity (repeat; first names it)."
+)
+@click.option("--split", "split", nargs=2, help="ALIAS CANONICAL: stop linking the alias.")
+@json_opt
+@click.pass_context
+def entities(
+    ctx: click.Context,
+    namespace: str,
+    merge: tuple[str, ...],
+    split: tuple[str, str] | None,
+    as_json: bool,
+) -> None:
+    """List entities and their aliases; merge or split them."""
+    store = _store(ctx)
+    if merge:
+        store.merge_entities(list(merge), namespace=namespace)
+    if split:
+        store.split_entity(split[0], split[1], namespace=namespace)
+    ents = store.entities(namespace)
+    text = "\n".join(f"{k}" + (f" = {', '.join(v)}" if v else "") for k, v in ents.items())
+    _emit(ents, as_json, text or "no entities")
+
+
+@memory.command()
+@ns_opt
+@json_opt
+@click.pass_context
+def stats(ctx: click.Context, namespace: str, as_json: bool) -> None:
+    """Counts by kind and trust, vectors, files and parse issues."""
+    store = _store(ctx)
+    data = store.stats(namespace)
+    data["issue_list"] = [i.to_dict() for i in store.issues(namespace)]
+    text = "\n".join(f"{k}: {v}" for k, v in data.items() if k != "issue_list")
+    text += "".join(f"\n  {i['path']}:{i['line']}: {i['message']}" for i in data["issue_list"])
+    _emit(data, as_json, text)
+
+
+@memory.command(name="export")
+@ns_opt
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default: stdout).")
+@click.pass_context
+def export_cmd(ctx: click.Context, namespace: str, output: str | None) -> None:
+    """Write every item of the namespace as JSON lines."""
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _store(ctx).export(namespace))
+    if output:
+        Path(output).write_text(lines, "utf-8")
+    else:
+        click.echo(lines, nl=False)
+
+
+@memory.command(name="import")
+@click.argument("source", type=click.Path(dir_okay=False, allow_dash=True))
+@ns_opt
+@json_opt
+@click.pass_context
+def import_cmd(ctx: click.Context, source: str, namespace: str, as_json: bool) -> None:
+    """Import JSON lines written by export ('-' reads standard input)."""
+    raw = sys.stdin.read() if source == "-" else Path(source).read_text("utf-8")
+    records = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"{source}:{n}: not a JSON line: {exc}") from exc
+    count = _store(ctx).import_items(records, namespace=namespace)
+    _emit(
+        {"imported": count, "skipped": len(records) - count},
+        as_json,
+        f"imported {count} of {len(records)}",
+    )
