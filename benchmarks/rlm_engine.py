@@ -12,9 +12,11 @@ resident memory of this (host) process and of the box. Run: ``.venv/bin/python b
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,42 @@ def job(turns: int, context: Any, *, memory_mb: int = 2048) -> tuple[float, floa
         e.data.get("latency_s", 0.0) for e in store.events(result.trace_id) if e.kind == "root_call"
     )
     return took, model_s, int(result.answer)
+
+
+def descendants_rss_kib() -> int:
+    """Total resident memory of this process's descendants (the box and its launcher), in KiB."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields.get("PPid", "0").strip())
+        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0])
+    me = os.getpid()
+    total = 0
+    for pid in rss:
+        p = parents.get(pid, 0)
+        while p and p != me:
+            p = parents.get(p, 0)
+        if p == me:
+            total += rss[pid]
+    return total
+
+
+class PeakSampler(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            self.peak = max(self.peak, descendants_rss_kib())
 
 
 def write_text(path: Path, size: int) -> None:
@@ -79,9 +117,13 @@ def main() -> int:
         size = int(args.gigabytes * 1e9)
         write_text(path, size)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        sampler = PeakSampler()
+        sampler.start()
         took, model_s, length = job(1, path, memory_mb=int(args.gigabytes * 3000) + 512)
+        sampler.stop.set()
+        sampler.join()
         host_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        box_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        box_peak = sampler.peak
         print(
             f"{path.stat().st_size / 1e9:.2f} GB text input, one trivial turn: {took:.2f} s (model {model_s * 1000:.0f} ms)"
         )
@@ -89,7 +131,7 @@ def main() -> int:
         print(
             f"  host peak RSS: {host_peak / 1024:.0f} MiB (before the job: {before / 1024:.0f} MiB)"
         )
-        print(f"  box peak RSS (largest child): {box_peak / 1024:.0f} MiB")
+        print(f"  box peak RSS (sampled every 20 ms, all descendants): {box_peak / 1024:.0f} MiB")
     return 0
 
 

@@ -101,7 +101,10 @@ def _classify(name: str, value: Any) -> JobInput:
             raise InvalidInput(f"input {name!r} is not JSON-like data: {exc}") from None
         return JobInput(name, "json", value=json.loads(encoded), size=len(encoded))
     if isinstance(value, (int, float, bool)) or value is None:
-        return JobInput(name, "json", value=value, size=len(json.dumps(value)))
+        try:
+            return JobInput(name, "json", value=value, size=len(json.dumps(value, allow_nan=False)))
+        except ValueError:
+            raise InvalidInput(f"input {name!r} is {value!r}, which is not a JSON number") from None
     raise InvalidInput(
         f"input {name!r} is a {type(value).__name__}; pass str, bytes, a list or dict, or a "
         "pathlib.Path to a file or directory"
@@ -134,11 +137,12 @@ def scan_file(item: JobInput, max_input_bytes: int) -> None:
     with item.path.open("rb") as fh:
         while chunk := fh.read(8 << 20):
             lines += chunk.count(b"\n")
-            if not binary:
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError:
-                    binary = True
+            if binary or (chunk.isascii() and not decoder.getstate()[0]):
+                continue
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError:
+                binary = True
         if not binary:
             try:
                 decoder.decode(b"", final=True)
