@@ -119,14 +119,15 @@ class StoreCache:
 class Tracer:
     """Writes events of every run in one job tree; counts the bytes written per run.
 
-    Model-call events are buffered and written in batches (one transaction per batch, at least every
-    :attr:`flush_s` seconds), so a fan-out of a thousand calls costs a few writes, not a thousand;
-    every other event (the iteration that follows a root call, a run's start and end) flushes the
-    buffer at once, so a crash loses at most the call records of the turn that was running.
+    Events are buffered and written in batches (one transaction per batch, at least every
+    :attr:`flush_s` seconds), so a fan-out of a thousand calls or a burst of quick turns costs a
+    few writes, not one each; a run's start, end and submissions flush at once. A crash loses at
+    most the last :attr:`flush_s` seconds of events.
     """
 
     flush_s = 0.2
     flush_rows = 500
+    flush_kinds = frozenset({"run_start", "run_end", "submit"})
 
     def __init__(self, store: RLMTraceStore | None, observer: Observer | None = None) -> None:
         self.store = store
@@ -146,7 +147,7 @@ class Tracer:
             if self.store is not None:
                 self._buffer.append((trace_id, kind, iteration, payload, time.time()))
                 if (
-                    kind not in ("sub_call", "root_call")
+                    kind in self.flush_kinds
                     or len(self._buffer) >= self.flush_rows
                     or time.monotonic() - self._last_flush > self.flush_s
                 ):
