@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from holdfast.lm import get_lm
 from holdfast.testing import FakeOpenAIServer
@@ -28,12 +30,26 @@ MESSAGES = [
 ]
 
 
+class Server:
+    """A running fake server: its base URL and (in process mode) its CPU seconds so far."""
+
+    def __init__(self, url: str, pid: int | None) -> None:
+        self.url = url
+        self.pid = pid
+
+    def cpu(self) -> float:
+        if self.pid is None:
+            return 0.0
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def serve(latency: float, mode: str) -> Iterator[str]:
-    """A fake server base URL, in this process (thread) or a child process."""
+def serve(latency: float, mode: str) -> Iterator[Server]:
+    """A fake server, in this process (thread) or a child process."""
     if mode == "thread":
         with FakeOpenAIServer(latency=latency, default_reply="A one-sentence summary.") as srv:
-            yield srv.base_url
+            yield Server(srv.base_url, None)
         return
     proc = subprocess.Popen(
         [
@@ -50,35 +66,53 @@ def serve(latency: float, mode: str) -> Iterator[str]:
     )
     try:
         assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
+        yield Server(proc.stdout.readline().strip(), proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-async def fan_out(base_url: str, calls: int, concurrency: int, lean: bool = True) -> float:
+class Timing:
+    """Wall time and this process's CPU time over a block."""
+
+    def __enter__(self) -> Timing:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+
+
+PATHS = {
+    "sdk": {"lean_http": True},
+    "direct": {"direct_http": True},
+    "sdk-std": {"lean_http": False},
+}
+
+
+async def fan_out(base_url: str, calls: int, concurrency: int, path: str = "sdk") -> Timing:
     async with get_lm(
-        "vllm:bench", base_url=base_url, max_concurrency=concurrency, lean_http=lean
+        "vllm:bench", base_url=base_url, max_concurrency=concurrency, **PATHS[path]
     ) as lm:
         await asyncio.gather(*(lm.acomplete(MESSAGES) for _ in range(concurrency)))
-        t0 = time.perf_counter()
-        outs = await asyncio.gather(*(lm.acomplete(MESSAGES) for _ in range(calls)))
-        wall = time.perf_counter() - t0
+        with Timing() as t:
+            outs = await asyncio.gather(*(lm.acomplete(MESSAGES) for _ in range(calls)))
     assert len(outs) == calls and all(o.text for o in outs)
-    return wall
+    return t
 
 
-async def sequential(base_url: str, calls: int, lean: bool = True) -> float:
-    async with get_lm("vllm:bench", base_url=base_url, lean_http=lean) as lm:
+async def sequential(base_url: str, calls: int, path: str = "sdk") -> Timing:
+    async with get_lm("vllm:bench", base_url=base_url, **PATHS[path]) as lm:
         for _ in range(20):
             await lm.acomplete(MESSAGES)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            await lm.acomplete(MESSAGES)
-        return (time.perf_counter() - t0) / calls
+        with Timing() as t:
+            for _ in range(calls):
+                await lm.acomplete(MESSAGES)
+    return t
 
 
-async def raw_sdk(base_url: str, calls: int, concurrency: int) -> float:
+async def raw_sdk(base_url: str, calls: int, concurrency: int) -> Timing:
     import openai
 
     client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
@@ -91,13 +125,13 @@ async def raw_sdk(base_url: str, calls: int, concurrency: int) -> float:
     try:
         for _ in range(20):
             await one()
-        t0 = time.perf_counter()
-        if concurrency == 1:
-            for _ in range(calls):
-                await one()
-        else:
-            await asyncio.gather(*(one() for _ in range(calls)))
-        return (time.perf_counter() - t0) / calls
+        with Timing() as t:
+            if concurrency == 1:
+                for _ in range(calls):
+                    await one()
+            else:
+                await asyncio.gather(*(one() for _ in range(calls)))
+        return t
     finally:
         await client.close()
 
@@ -109,39 +143,49 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--overhead-calls", type=int, default=1000)
     parser.add_argument("--server", choices=["process", "thread"], default="process")
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=sorted(PATHS),
+        default=["sdk", "direct"],
+        help="sdk: openai SDK + lean transport (default); direct: direct_http=True; "
+        "sdk-std: openai SDK + the standard httpx pool",
+    )
     args = parser.parse_args()
 
     print(
         f"fan-out: {args.calls} calls, {args.latency * 1000:.0f} ms each, server in a {args.server}"
     )
     print(
-        f"{'transport':>9} {'concurrency':>11} {'ideal s':>8} {'wall s':>8} {'over ideal':>10} "
-        f"{'calls/s':>8}"
+        f"{'path':>8} {'conc.':>5} {'ideal s':>8} {'wall s':>7} {'over':>7} "
+        f"{'calls/s':>8} {'client CPU ms/call':>19} {'server CPU ms/call':>19}"
     )
-    with serve(args.latency, args.server) as url:
-        for lean in (True, False):
+    with serve(args.latency, args.server) as srv:
+        for path in args.paths:
             for c in args.concurrency:
                 ideal = args.latency * math.ceil(args.calls / c)
-                wall = asyncio.run(fan_out(url, args.calls, c, lean))
+                before = srv.cpu()
+                t = asyncio.run(fan_out(srv.url, args.calls, c, path))
+                server_ms = 1000 * (srv.cpu() - before) / (args.calls + c)
                 print(
-                    f"{'lean' if lean else 'standard':>9} {c:>11} {ideal:>8.2f} {wall:>8.2f} "
-                    f"{100 * (wall / ideal - 1):>9.1f}% {args.calls / wall:>8.0f}"
+                    f"{path:>8} {c:>5} {ideal:>8.2f} {t.wall:>7.2f} "
+                    f"{100 * (t.wall / ideal - 1):>6.1f}% {args.calls / t.wall:>8.0f} "
+                    f"{1000 * t.cpu / args.calls:>19.3f} {server_ms:>19.3f}"
                 )
 
     n = args.overhead_calls
     print(f"\nclient overhead at zero latency ({n} calls, server in a {args.server})")
-    print(f"{'mode':<31} {'ms/call':>8}")
-    with serve(0.0, args.server) as url:
-        rows = [
-            ("holdfast sequential", asyncio.run(sequential(url, n))),
-            ("holdfast sequential, standard", asyncio.run(sequential(url, n, lean=False))),
-            ("raw openai SDK sequential", asyncio.run(raw_sdk(url, n, 1))),
-            ("holdfast concurrent (64)", asyncio.run(fan_out(url, n, 64)) / n),
-            ("holdfast concurrent, standard", asyncio.run(fan_out(url, n, 64, lean=False)) / n),
-            ("raw openai SDK concurrent (64)", asyncio.run(raw_sdk(url, n, 64))),
-        ]
-    for name, per_call in rows:
-        print(f"{name:<31} {per_call * 1000:>8.3f}")
+    print(f"{'mode':<34} {'wall ms/call':>12} {'CPU ms/call':>12}")
+    rows: list[tuple[str, Timing]] = []
+    with serve(0.0, args.server) as srv:
+        url = srv.url
+        for path in args.paths:
+            rows.append((f"holdfast {path}, sequential", asyncio.run(sequential(url, n, path))))
+            rows.append((f"holdfast {path}, concurrent 64", asyncio.run(fan_out(url, n, 64, path))))
+        rows.append(("raw openai SDK, sequential", asyncio.run(raw_sdk(url, n, 1))))
+        rows.append(("raw openai SDK, concurrent 64", asyncio.run(raw_sdk(url, n, 64))))
+    for name, t in rows:
+        print(f"{name:<34} {1000 * t.wall / n:>12.3f} {1000 * t.cpu / n:>12.3f}")
 
 
 if __name__ == "__main__":

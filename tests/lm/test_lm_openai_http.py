@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,8 +38,21 @@ FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
 pytestmark = pytest.mark.anyio
 
 
+DIRECT = False
+
+
+@pytest.fixture(params=["sdk", "direct"], autouse=True)
+def http_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run every test over the SDK path and over the direct path."""
+    global DIRECT
+    DIRECT = request.param == "direct"
+    yield request.param
+    DIRECT = False
+
+
 def make(server: FakeOpenAIServer, model: str = "vllm:test-model", **kw: Any) -> BaseLM:
     kw.setdefault("retry", FAST_RETRY)
+    kw.setdefault("direct_http", DIRECT)
     return get_lm(model, base_url=server.base_url, **kw)
 
 
@@ -257,7 +271,7 @@ def test_missing_key_names_the_variable(server: FakeOpenAIServer) -> None:
     with pytest.raises(MissingAPIKey, match="OPENAI_API_KEY"):
         get_lm("openai:gpt-4o-mini")
     env = {"OPENAI_API_KEY": "sk-env", "OPENAI_BASE_URL": server.base_url}
-    with get_lm("openai:gpt-4o-mini", env=env) as lm:
+    with get_lm("openai:gpt-4o-mini", env=env, direct_http=DIRECT) as lm:
         assert lm.complete(USER).text.startswith("echo:")
     assert server.request_log[-1].headers["authorization"] == "Bearer sk-env"
 
@@ -274,7 +288,7 @@ async def test_unreachable_url_is_named_after_retries() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1"
-    async with get_lm("vllm:m", base_url=url, retry=FAST_RETRY) as lm:
+    async with get_lm("vllm:m", base_url=url, retry=FAST_RETRY, direct_http=DIRECT) as lm:
         with pytest.raises(ProviderUnavailable) as info:
             await lm.acomplete(USER)
     assert url in str(info.value) and info.value.attempts == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from holdfast.errors import ConfigError
 from holdfast.lm.anthropic_wire import DEFAULT_MAX_TOKENS, parse_response, request_body
 from holdfast.lm.base import CallParams
 from holdfast.lm.errors import MissingExtra
@@ -36,6 +37,8 @@ class AnthropicLM(OpenAICompatLM):
 
     def __init__(self, model: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, **kwargs: Any) -> None:
         import_anthropic()
+        if kwargs.pop("direct_http", False):
+            raise ConfigError("direct_http serves OpenAI-compatible endpoints, not Anthropic's")
         super().__init__(model, **kwargs)
         self.default_max_tokens = max_tokens
 

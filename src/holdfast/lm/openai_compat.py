@@ -11,7 +11,6 @@ the awaiting task closes the HTTP request.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Any
 
 from holdfast.lm._portal import LoopThread
@@ -36,7 +35,6 @@ from holdfast.lm.types import Completion, Message
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from openai import AsyncOpenAI
 
 KEYLESS = "not-needed"
 _UNSET: Any = object()
@@ -63,6 +61,7 @@ class OpenAICompatLM(BaseLM):
         extra_body: dict[str, Any] | None = None,
         spec: ProviderSpec | None = None,
         lean_http: bool = True,
+        direct_http: bool = False,
     ) -> None:
         parsed_spec, self.model_id = parse_model_name(model)
         self.spec = spec or parsed_spec
@@ -82,10 +81,11 @@ class OpenAICompatLM(BaseLM):
         self.connect_timeout = connect_timeout
         self.extra_body = dict(extra_body or {})
         self.lean_http = lean_http
+        self.direct_http = direct_http
         self.limiter: EndpointLimiter = endpoint_limiter(
             url, max_concurrency, default=self.spec.max_concurrency
         )
-        self._clients: dict[asyncio.AbstractEventLoop, AsyncOpenAI] = {}
+        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
         self._portal = LoopThread(f"holdfast-lm-{self.spec.name}")
 
     @property
@@ -93,7 +93,7 @@ class OpenAICompatLM(BaseLM):
         assert self.base_url is not None
         return self.base_url
 
-    def _client(self) -> AsyncOpenAI:
+    def _client(self) -> Any:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
@@ -102,7 +102,11 @@ class OpenAICompatLM(BaseLM):
             client = self._clients[loop] = self._new_client()
         return client
 
-    def _new_client(self) -> AsyncOpenAI:
+    def _new_client(self) -> Any:
+        if self.direct_http:
+            from holdfast.lm.direct import DirectChatClient
+
+            return DirectChatClient(self.url, self.api_key, connect_timeout=self.connect_timeout)
         import openai
 
         httpx = _httpx_module()
@@ -154,6 +158,9 @@ class OpenAICompatLM(BaseLM):
         return parse_completion(raw, body, url=self.url)
 
     async def _post(self, client: Any, path: str, body: dict[str, Any], timeout: float) -> bytes:
+        if self.direct_http:
+            data: bytes = await client.post_json(path, body, timeout)
+            return data
         httpx = _httpx_module()
         response = await client.post(
             path,
@@ -161,8 +168,8 @@ class OpenAICompatLM(BaseLM):
             body=body,
             options={"timeout": httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout))},
         )
-        data: bytes = await response.aread()
-        return data
+        raw: bytes = await response.aread()
+        return raw
 
     def _sdk(self) -> Any:
         """The SDK module whose exception types this client raises."""
@@ -172,16 +179,24 @@ class OpenAICompatLM(BaseLM):
 
     def _classify(self, exc: Exception, attempt: int, timeout: float) -> float:
         """The wait before retrying ``exc``, or raise the typed error it ends in."""
+        from holdfast.lm.direct import DirectStatusError
+
         sdk = self._sdk()
+        httpx = _httpx_module()
         policy = self.retry
         last = attempt >= policy.max_attempts
         url = f"{self.url}{self.chat_path}"
+        reply: tuple[int, Any, str] | None = None
         if isinstance(exc, sdk.APIStatusError):
-            status = exc.status_code
-            body = excerpt(exc.response.text)
+            reply = (exc.status_code, exc.response.headers, exc.response.text)
+        elif isinstance(exc, DirectStatusError):
+            reply = (exc.status, exc.headers, exc.text)
+        if reply is not None:
+            status, headers, text = reply
+            body = excerpt(text)
             if not should_retry_status(status):
                 raise self._rejected(status, body, attempt) from None
-            retry_after = parse_retry_after(exc.response.headers)
+            retry_after = parse_retry_after(headers)
             if retry_after is not None and retry_after > policy.max_retry_after:
                 raise RateLimited(
                     f"{url} asked to wait {retry_after:.0f} s (Retry-After) before retrying, "
@@ -201,7 +216,7 @@ class OpenAICompatLM(BaseLM):
                     status=status,
                 ) from None
             return policy.delay(attempt, retry_after)
-        if isinstance(exc, sdk.APITimeoutError):
+        if isinstance(exc, (sdk.APITimeoutError, httpx.TimeoutException)):
             if last:
                 raise ProviderTimeout(
                     f"{url} did not answer within {timeout:g} s, {attempt} attempts",
@@ -210,9 +225,9 @@ class OpenAICompatLM(BaseLM):
                     timeout=timeout,
                 ) from None
             return policy.delay(attempt, None)
-        if isinstance(exc, sdk.APIConnectionError):
+        if isinstance(exc, (sdk.APIConnectionError, httpx.TransportError)):
             if last:
-                cause = exc.__cause__ or exc
+                cause = exc.__cause__ or exc if isinstance(exc, sdk.APIConnectionError) else exc
                 raise ProviderUnavailable(
                     f"could not reach {self.url} after {attempt} attempts: "
                     f"{type(cause).__name__}: {cause}",
@@ -246,14 +261,6 @@ class OpenAICompatLM(BaseLM):
             url=url,
             attempts=attempts,
         )
-
-    async def list_models(self, timeout: float = 5.0) -> list[str]:
-        """The model ids the endpoint serves (``GET /models``)."""
-        client = self._client()
-        httpx = _httpx_module()
-        response = await client.get("/models", cast_to=httpx.Response, options={"timeout": timeout})
-        data = json.loads(await response.aread())
-        return sorted(str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict))
 
     def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._portal.run(coro)

@@ -102,10 +102,38 @@ class LeanHTTP1Transport(httpx2.AsyncBaseTransport):
         body: bytes,
         read_timeout: float | None,
     ) -> httpx2.Response:
+        status, headers, stream = await self._start(
+            conn, key, request.method, head + body, read_timeout
+        )
+        return httpx2.Response(status, headers=headers, stream=stream, request=request)
+
+    async def round_trip(
+        self,
+        key: _Key,
+        payload: bytes,
+        *,
+        method: str = "POST",
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send one fully serialised request and read the whole response (no httpx objects).
+
+        The direct path of :class:`~holdfast.lm.openai_compat.OpenAICompatLM` uses this; errors
+        are the same ``httpx2`` exceptions the transport raises.
+        """
+        conn = await self._checkout(key, connect_timeout)
+        status, headers, stream = await self._start(conn, key, method, payload, read_timeout)
         try:
-            conn.writer.write(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:
-                conn.writer.write(body)
+            body = b"".join([part async for part in stream])
+        finally:
+            await stream.aclose()
+        return status, {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}, body
+
+    async def _start(
+        self, conn: _Conn, key: _Key, method: str, payload: bytes, read_timeout: float | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], _Body]:
+        try:
+            conn.writer.write(payload)
             await conn.writer.drain()
             async with asyncio.timeout(read_timeout):
                 raw_head = await conn.reader.readuntil(b"\r\n\r\n")
@@ -123,9 +151,12 @@ class LeanHTTP1Transport(httpx2.AsyncBaseTransport):
         except BaseException:  # cancelled: close so that the server sees the request go away
             conn.close()
             raise
-        status, headers = _parse_head(raw_head)
-        stream = _Body(self, conn, key, headers, request.method, status, read_timeout)
-        return httpx2.Response(status, headers=headers, stream=stream, request=request)
+        try:
+            status, headers = _parse_head(raw_head)
+        except (ValueError, httpx2.RemoteProtocolError):
+            conn.close()
+            raise httpx2.RemoteProtocolError(f"malformed response head {raw_head[:80]!r}") from None
+        return status, headers, _Body(self, conn, key, headers, method, status, read_timeout)
 
     def _checkin(self, key: _Key, conn: _Conn) -> None:
         idle = self._idle.setdefault(key, collections.deque())
