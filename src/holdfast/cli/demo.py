@@ -1,0 +1,93 @@
+"""``holdfast demo``: the main job, end to end, offline by default.
+
+Without a model every part is real (HTTP client and a local OpenAI-compatible server, the
+sandbox, the SQLite store, knowledge memory with the local embedding model, the harness and its
+receipts) except the model itself, which is a scripted stand-in and says so. With ``--model`` (or
+``HOLDFAST_MODEL``) the same job runs on a real model.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+from rich.console import Console
+
+from holdfast.config import default_db_path, default_model, holdfast_home
+
+PARTS = ("all", "lm", "rlm", "agent")
+
+
+@click.command()
+@click.option("--model", default=None, help="provider:model to use instead of the scripted model.")
+@click.option(
+    "--part",
+    type=click.Choice(PARTS),
+    default="all",
+    show_default=True,
+    help="lm: one real HTTP call and the call log; rlm: an RLM job over a generated corpus; "
+    "agent: the long task; all: lm then agent.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
+def demo(model: str | None, part: str, as_json: bool) -> None:
+    """Run the offline end-to-end demo (a scripted model unless --model is given)."""
+    model = default_model(model)
+    console = Console(highlight=False)
+    home = holdfast_home()
+    console.rule("[bold]Holdfast demo")
+    console.print(f"Holdfast home: {home}  (set HOLDFAST_HOME to use another)")
+    summary: dict[str, Any] = {"home": str(home), "model": model or "scripted"}
+    if part in ("all", "lm"):
+        console.rule("model access: one call over real HTTP, recorded in the call log")
+        summary["lm"] = _lm_part(console, model)
+    if part == "rlm":
+        from holdfast.rlm.demo import run_rlm_demo
+
+        console.rule("reasoning memory: an RLM job")
+        result = run_rlm_demo(model, console=console)
+        summary["rlm"] = {"status": result.status, "trace_id": result.trace_id}
+    if part in ("all", "agent"):
+        from holdfast.agent.demo import run_agent_demo
+
+        console.rule("the long task: agent, virtual sessions, RLM, memory, approvals, receipts")
+        summary["agent"] = run_agent_demo(model, console=console)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(summary, indent=2, default=str))
+
+
+def _lm_part(console: Console, model: str | None) -> dict[str, Any]:
+    from holdfast.lm import get_lm
+    from holdfast.store import SQLiteDB
+    from holdfast.store.calllog import CallLog
+
+    log = CallLog(SQLiteDB(default_db_path()))
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Say hello to a new Holdfast user in one short sentence."},
+    ]
+    if model is None:
+        from holdfast.testing import FakeOpenAIServer
+
+        with FakeOpenAIServer(
+            default_reply="Hello from a SCRIPTED local server: no real model was called.",
+            latency=0.05,
+        ) as server:
+            console.print(f"scripted OpenAI-compatible server at {server.base_url} (offline)")
+            lm = get_lm(
+                "openai:demo-scripted", base_url=server.base_url, api_key="offline", call_log=log
+            )
+            completion = lm.complete(messages)
+    else:
+        lm = get_lm(model, env=dict(os.environ), call_log=log)
+        completion = lm.complete(messages)
+    usage = completion.usage
+    console.print(f"[bold]reply:[/bold] {completion.text}")
+    console.print(
+        f"usage: {usage.input_tokens} in / {usage.output_tokens} out tokens, "
+        f"{usage.latency_s * 1000:.0f} ms, ${usage.cost_usd:.6f}"
+    )
+    console.print("the exact prompt and reply are in the call log: holdfast lm log --show-prompt")
+    return {"text": completion.text, "call_id": completion.call_id}
