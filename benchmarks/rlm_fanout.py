@@ -48,6 +48,8 @@ def make_sub(kind: str, concurrency: int, latency: float, base_url: str) -> Any:
 
     if kind == "http":
         return get_lm("vllm:sub", base_url=base_url, max_concurrency=concurrency)
+    if kind == "direct":
+        return get_lm("vllm:sub", base_url=base_url, max_concurrency=concurrency, direct_http=True)
 
     async def sleepy(messages: Any, **_: Any) -> str:
         await asyncio.sleep(latency)
@@ -56,9 +58,9 @@ def make_sub(kind: str, concurrency: int, latency: float, base_url: str) -> Any:
     return FunctionLM(sleepy, model="fake:sub")
 
 
-def client_alone(n: int, concurrency: int, latency: float, base_url: str) -> float:
+def client_alone(n: int, concurrency: int, latency: float, base_url: str, kind: str) -> float:
     """The same N calls straight from the client under a semaphore: the floor for this machine."""
-    sub = make_sub("http", concurrency, latency, base_url)
+    sub = make_sub(kind, concurrency, latency, base_url)
 
     async def go() -> float:
         sem = asyncio.Semaphore(concurrency)
@@ -126,18 +128,23 @@ def main() -> int:
         for c in args.concurrency:
             for kind, label in (
                 ("fake", "in-process fake (engine)"),
-                ("http", "HTTP client, via RLM"),
+                ("http", "SDK client, via RLM"),
+                ("direct", "direct_http client, via RLM"),
             ):
                 r = run_once(args.n, c, args.latency, base_url, kind)
                 print(
-                    f"{label:<28} {c:>11} {r['ideal']:>8.2f} {r['cell']:>8.2f} "
+                    f"{label:<30} {c:>11} {r['ideal']:>8.2f} {r['cell']:>8.2f} "
                     f"{r['cell'] / r['ideal']:>6.3f} {'yes' if r['ok'] else 'NO':>6}"
                 )
-            alone = client_alone(args.n, c, args.latency, base_url)
             ideal = args.latency * math.ceil(args.n / c)
-            print(
-                f"{'HTTP client alone (floor)':<28} {c:>11} {ideal:>8.2f} {alone:>8.2f} {alone / ideal:>6.3f} {'-':>6}"
-            )
+            for kind, label in (
+                ("http", "SDK client alone"),
+                ("direct", "direct_http client alone"),
+            ):
+                alone = client_alone(args.n, c, args.latency, base_url, kind)
+                print(
+                    f"{label:<30} {c:>11} {ideal:>8.2f} {alone:>8.2f} {alone / ideal:>6.3f} {'-':>6}"
+                )
     finally:
         proc.terminate()
         proc.wait(10)

@@ -104,7 +104,7 @@ class Broker:
             "response_format": response_format,
             "max_tokens": max_tokens,
         }
-        key = call_key(lm.model, messages, params)
+        key = call_key(lm.model, messages, params, feedback=kind == "root_call")
         record: dict[str, Any] = {
             "key": key,
             "model": lm.model,

@@ -28,16 +28,19 @@ Observer = Callable[[str, str, dict[str, Any]], None]
 _STATUS_LINE = re.compile(r"\n*\[turn \d+ of \d+ ·[^\]\n]*\]")
 
 
-def call_key(model: str, messages: list[Message], params: dict[str, Any]) -> str:
+def call_key(
+    model: str, messages: list[Message], params: dict[str, Any], *, feedback: bool = False
+) -> str:
     """A content address of one model call: the same call always hashes to the same key.
 
-    The budget status line of feedback turns (elapsed time, running totals) is left out, so a
-    replay that reproduces every output also reproduces every key.
+    With ``feedback`` (a root model's turns) the budget status line of feedback turns (elapsed
+    time, running totals) is left out, so a replay that reproduces every output also reproduces
+    every key.
     """
     h = hashlib.sha256(model.encode())
     for m in messages:
         content = m.get("content")
-        if m.get("role") == "user" and isinstance(content, str):
+        if feedback and m.get("role") == "user" and isinstance(content, str):
             content = _STATUS_LINE.sub("", content)
         if not isinstance(content, str):
             content = json.dumps(content, sort_keys=True, default=repr)
