@@ -229,3 +229,23 @@ def test_kinds_filter_and_bad_arguments(store: MemoryStore) -> None:
         store.search("x", namespace="p", arms=["telepathy"])
     with pytest.raises(InvalidInput):
         store.add("x", namespace="p", kind="dream")
+
+
+def test_decay_prefers_recent_items_only_when_asked(store: MemoryStore) -> None:
+    from holdfast.memory import RecallSettings
+
+    old = store.add(
+        "The team lunch spot is Luigi's pizzeria downtown.",
+        namespace="p",
+        mention_time="2020-01-01T00:00:00Z",
+    )
+    new = store.add(
+        "Team lunch spot: the noodle bar.", namespace="p", mention_time="2025-06-01T00:00:00Z"
+    )
+    plain = store.search("team lunch spot pizzeria", namespace="p")
+    assert plain[0].item.id == old.item.id
+    decayed = store.search(
+        "team lunch spot pizzeria", namespace="p", as_of="2025-07-01T00:00:00Z",
+        settings=RecallSettings(decay_half_life_days=90),
+    )  # fmt: skip
+    assert decayed[0].item.id == new.item.id and decayed[0].score > decayed[1].score

@@ -183,12 +183,17 @@ def extract_names(text: str, known: EntityResolver | None = None) -> list[str]:
             w.rstrip("'’s").rstrip("’") if w.endswith(("'s", "’s")) else w
             for w in m.group(1).split()
         ]
+        lead = len(words)
         while words and words[0] in _NOT_NAMES:
             words.pop(0)
+        lead -= len(words)
         if not words:
             continue
         name = clean_name(" ".join(words))
-        if len(name) < 2 or name in _NOT_NAMES:
+        if len(name) < 2 or name in _NOT_NAMES or any(c.isdigit() for c in name):
+            continue
+        before = text[: m.start()].rstrip()
+        if len(words) == 1 and not lead and (not before or before[-1] in ".!?:;\n\"'("):
             continue
         found.setdefault(name_key(name), name)
     if known is not None:
@@ -212,13 +217,21 @@ class EntityResolver:
             display.setdefault(name_key(n), n)
             variants.setdefault(name_key(n), set()).add(n)
         blocked = {(name_key(a), name_key(b)) for a, b, *_ in (s for s in splits if len(s) >= 2)}
-        fulls = sorted(k for k, v in display.items() if is_full_name(v))
+        fulls = {k for k, v in display.items() if is_full_name(v)}
+        by_token: dict[str, set[str]] = {}
+        for f in fulls:
+            parts = f.split()
+            by_token.setdefault(parts[0], set()).add(f)
+            by_token.setdefault(parts[-1], set()).add(f)
         canon: dict[str, str] = {}
         for key, name in display.items():
             if key in fulls:
                 canon[key] = key
                 continue
-            fits = [f for f in fulls if _compatible(name, display[f]) and (key, f) not in blocked]
+            near = by_token.get(key.split()[0], set()) if key else set()
+            fits = sorted(
+                f for f in near if _compatible(name, display[f]) and (key, f) not in blocked
+            )
             canon[key] = fits[0] if len(fits) == 1 else key
         for group in merges:
             keys = [name_key(g) for g in group if name_key(g)]
