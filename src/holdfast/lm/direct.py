@@ -41,7 +41,7 @@ class DirectChatClient:
         self.host_header = parts.netloc
         self.api_key = api_key
         self.connect_timeout = connect_timeout
-        self.transport = LeanHTTP1Transport(keepalive_expiry=60.0)
+        self.transport = LeanHTTP1Transport(keepalive_expiry=4.0)
 
     async def post_json(self, path: str, body: dict[str, Any], timeout: float) -> bytes:
         """The raw bytes of a 2xx reply; DirectStatusError or httpx2 errors otherwise."""

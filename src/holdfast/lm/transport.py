@@ -46,9 +46,13 @@ class _Conn:
 
 
 class LeanHTTP1Transport(httpx2.AsyncBaseTransport):
-    """HTTP/1.1 with keep-alive over asyncio streams, for ``http://`` URLs."""
+    """HTTP/1.1 with keep-alive over asyncio streams, for ``http://`` URLs.
 
-    def __init__(self, *, keepalive_expiry: float = 5.0, max_idle_per_host: int = 1024) -> None:
+    Idle connections are dropped after ``keepalive_expiry`` seconds, under the 5 s idle timeout of
+    common Python model servers (uvicorn), so a reused connection is rarely one the server closed.
+    """
+
+    def __init__(self, *, keepalive_expiry: float = 4.0, max_idle_per_host: int = 1024) -> None:
         self.keepalive_expiry = keepalive_expiry
         self.max_idle_per_host = max_idle_per_host
         self._idle: dict[_Key, collections.deque[_Conn]] = {}
