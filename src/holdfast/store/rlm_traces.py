@@ -98,6 +98,11 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
 
 
+def _line(value: Any) -> str:
+    # ASCII-only, so that no character inside a value (U+0085, U+2028...) can split the line.
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=repr) + "\n"
+
+
 class RLMTraceStore:
     """Runs, events and the call cache in the Holdfast SQLite store."""
 
@@ -264,10 +269,10 @@ class RLMTraceStore:
         """Write the run tree as JSON lines (a ``run`` line then its events); returns lines."""
         n = 0
         for run in self.tree(trace_id):
-            out.write(dumps({"type": "run", **run.to_dict()}) + "\n")
+            out.write(_line({"type": "run", **run.to_dict()}))
             n += 1
             for ev in self.events(run.trace_id):
-                out.write(dumps({"type": "event", **ev.to_dict()}) + "\n")
+                out.write(_line({"type": "event", **ev.to_dict()}))
                 n += 1
         return n
 
