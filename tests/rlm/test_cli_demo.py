@@ -60,6 +60,7 @@ def test_ask_trace_replay(tmp_path: Path) -> None:
                 "vllm:sub",
                 "--base-url",
                 server.base_url,
+                "--direct-http",
                 "--json",
                 "--mode",
                 "rlm",

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from holdfast.errors import InvalidInput
 from holdfast.rlm import RLM
 from holdfast.rlm.replay import ReplayDiverged, replay
 from holdfast.sandbox import SandboxPolicy
@@ -112,4 +113,14 @@ def test_replay_reexecutes_from_recorded_outputs(
     assert again.result.trace_id != original.trace_id
     corpus.write_text("different content entirely\n" * 10_000)
     with pytest.raises(ReplayDiverged):
+        replay(original.trace_id, store, sandbox=fake_box)
+
+
+def test_replay_of_a_direct_answer(fake_box: Any, store: RLMTraceStore) -> None:
+    rlm = RLM(ScriptedLM(['{"answer": "short"}']), sandbox=fake_box, store=store)
+    original = rlm.run("q", context="a small input")
+    assert original.mode == "direct"
+    again = replay(original.trace_id, store, inputs={"context": "a small input"}, sandbox=fake_box)
+    assert again.same_answer and again.result.mode == "direct" and again.replies_used == 1
+    with pytest.raises(InvalidInput):
         replay(original.trace_id, store, sandbox=fake_box)

@@ -49,10 +49,11 @@ def _parse_inputs(specs: tuple[str, ...]) -> dict[str, Any]:
     return inputs
 
 
-def _lm(name: str, base_url: str | None) -> Any:
+def _lm(name: str, base_url: str | None, direct_http: bool = False) -> Any:
     from holdfast.lm import get_lm
 
-    return get_lm(name, base_url=base_url) if base_url else get_lm(name)
+    options: dict[str, Any] = {"direct_http": True} if direct_http else {}
+    return get_lm(name, base_url=base_url, **options) if base_url else get_lm(name, **options)
 
 
 class _Progress:
@@ -117,6 +118,9 @@ def rlm() -> None:
 @click.option("--sub-model", help="Model for sub-calls from code (default: the root model).")
 @click.option("--base-url", help="OpenAI-compatible endpoint for both models.")
 @click.option(
+    "--direct-http", is_flag=True, help="Lean HTTP path for plain-http endpoints (faster fan-out)."
+)
+@click.option(
     "--mode", type=click.Choice(["auto", "rlm", "direct"]), default="auto", show_default=True
 )
 @click.option("--signature", help="Typed outputs, e.g. '-> answer: str, confidence: float'.")
@@ -147,6 +151,7 @@ def ask(
     model: str | None,
     sub_model: str | None,
     base_url: str | None,
+    direct_http: bool,
     mode: str,
     signature: str | None,
     max_iterations: int,
@@ -170,8 +175,8 @@ def ask(
         raise UserError("name a model with --model provider:model (or set HOLDFAST_MODEL)")
     named = _parse_inputs(inputs)
     engine = RLM(
-        _lm(model, base_url),
-        _lm(sub_model, base_url) if sub_model else None,
+        _lm(model, base_url, direct_http),
+        _lm(sub_model, base_url, direct_http) if sub_model else None,
         sandbox=SandboxPolicy(isolation=isolation),  # type: ignore[arg-type]
         budget=Budget(
             max_iterations=max_iterations,
