@@ -8,8 +8,7 @@ soon as ``add`` returns. No model is called on the write or read path.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +31,8 @@ from holdfast.memory.items import (
     new_id,
     parse_time,
 )
-from holdfast.memory.markdown import ParseIssue, parse_file, render_item
+from holdfast.memory.maintenance import Maintenance
+from holdfast.memory.markdown import parse_file, render_item
 from holdfast.memory.recall import RecallSettings
 from holdfast.memory.security import redact
 from holdfast.memory.text import jaccard, norm_hash, words
@@ -86,7 +86,7 @@ class WriteResult:
         }
 
 
-class MemoryStore:
+class MemoryStore(Maintenance):
     """Add, recall, revise and forget memories in isolated namespaces."""
 
     def __init__(
@@ -406,130 +406,11 @@ class MemoryStore:
             conn.execute("VACUUM")
         self.vectors.invalidate()
 
-    # ----- maintenance
-    def sync(self, namespace: str = "default") -> SyncReport:
-        """Pick up hand edits to the namespace's files (cheap when nothing changed)."""
-        return self.indexer.sync(self.ns(namespace))
-
-    def reindex(
-        self, namespace: str = "default", *, progress: Callable[[int], None] | None = None
-    ) -> SyncReport:
-        """Rebuild the namespace's index from its files."""
-        ns = self.ns(namespace)
-        with ns.lock():
-            with self.db.transaction() as tx:
-                self.index.clear_namespace(tx, namespace)
-            report = SyncReport()
-            ledger = ns.trust_ledger()
-            embed = self.indexer.embedder
-            self.indexer.embedder = _Deferred(embed)
-            try:
-                for path in ns.markdown_files():
-                    self.indexer.sync_file(ns, path, report, ledger)
-            finally:
-                self.indexer.embedder = embed
-        self.indexer.embed_missing(namespace, progress)
-        self.vectors.invalidate()
-        return report
-
-    def issues(self, namespace: str = "default") -> list[ParseIssue]:
-        self.sync(namespace)
-        return [ParseIssue(p, line, m) for p, line, m in self.index.issues(namespace)]
-
-    def namespaces(self) -> list[str]:
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
-
-    def stats(self, namespace: str = "default") -> dict[str, Any]:
-        self.sync(namespace)
-        out = self.index.stats(namespace)
-        out["namespace"] = namespace
-        out["embedder"] = self.embedder.name
-        out["issues"] = len(self.index.issues(namespace))
-        db = Path(str(self.db.path))
-        out["db_bytes"] = (
-            sum(os.path.getsize(p) for p in (db, Path(f"{db}-wal")) if p.exists())
-            if str(db) != ":memory:"
-            else 0
-        )
-        return out
-
-    def entities(self, namespace: str = "default") -> dict[str, list[str]]:
-        """canonical entity name -> aliases, for the namespace."""
-        self.sync(namespace)
-        return self.indexer.resolver(self.ns(namespace)).entities()
-
-    def merge_entities(self, names: Sequence[str], *, namespace: str = "default") -> None:
-        """Declare that ``names`` are one entity, named after the first."""
-        if len(names) < 2:
-            raise InvalidInput("merge needs at least two names")
-        ns = self.ns(namespace)
-        with ns.lock():
-            rules = ns.entity_rules()
-            rules["merges"].append(list(names))
-            ns.save_entity_rules(rules)
-
-    def split_entity(self, alias: str, canonical: str, *, namespace: str = "default") -> None:
-        """Stop ``alias`` being linked to ``canonical`` (undoes an automatic or merged link)."""
-        ns = self.ns(namespace)
-        with ns.lock():
-            rules = ns.entity_rules()
-            rules["merges"] = [
-                [n for n in g if n.casefold() != alias.casefold()] for g in rules["merges"]
-            ]
-            rules["merges"] = [g for g in rules["merges"] if len(g) >= 2]
-            rules["splits"].append([alias, canonical])
-            ns.save_entity_rules(rules)
-
-    def export(self, namespace: str = "default") -> list[dict[str, Any]]:
-        self.sync(namespace)
-        rows = self.index.get_many([r for r in self._rids(namespace)])
-        return [rows[r].data for r in sorted(rows)]
-
-    def _rids(self, namespace: str) -> list[int]:
-        return [
-            int(r[0])
-            for r in self.db.connection().execute(
-                "SELECT rid FROM memory_items WHERE namespace = ? ORDER BY rid", (namespace,)
-            )
-        ]
-
-    def import_items(self, records: Iterable[dict[str, Any]], *, namespace: str = "default") -> int:
-        """Import exported records into ``namespace``. Items already there are skipped; an id
-        taken by another namespace gets a fresh id. Trust is kept as exported."""
-        ns = self.ns(namespace)
-        fresh: list[MemoryItem] = []
-        for record in records:
-            item = MemoryItem.from_dict({**record, "namespace": namespace})
-            row = self.index.get(item.id)
-            if row is not None and row.namespace == namespace:
-                continue
-            if row is not None:
-                item = item.evolve(id=new_id())
-            fresh.append(item.evolve(text=check_text(item.text)))
-        vectors = self.indexer.vectors_for(fresh)
-        with ns.lock():
-            self._append(ns, list(zip(fresh, vectors, strict=True)))
-        return len(fresh)
-
     def search(self, query: str, **kwargs: Any) -> list[Any]:
         """Recall: see :func:`holdfast.memory.search.search` for the arguments."""
         from holdfast.memory.search import search
 
         return search(self, query, **kwargs)
-
-
-class _Deferred:
-    """An embedder stand-in that defers vectors so a reindex can embed in large batches later."""
-
-    dim = 0
-
-    def __init__(self, real: Embedder) -> None:
-        self.name = real.name
-
-    def embed(self, texts: list[str]) -> Any:
-        raise AssertionError("deferred embedder is never called")
 
 
 def belief_confidence(evidence: Sequence[Evidence]) -> float:
