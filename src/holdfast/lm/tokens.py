@@ -18,22 +18,16 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-_PIECE = re.compile(r"[A-Za-z0-9_]+|[^\sA-Za-z0-9_]")
+# A run of word characters counts one token per four characters (a match of up to four of them);
+# any other non-space character counts one.
+_TOKEN = re.compile(r"[A-Za-z0-9_]{1,4}|[^\sA-Za-z0-9_]")
 
 MESSAGE_OVERHEAD = 4
 REPLY_PRIMING = 3
 
 
 def _text_tokens(text: str) -> int:
-    total = 0
-    for piece in _PIECE.findall(text):
-        if len(piece) == 1 and not piece.isascii():
-            total += 1
-        elif piece[0].isascii() and (piece[0].isalnum() or piece[0] == "_"):
-            total += (len(piece) + 3) // 4
-        else:
-            total += 1
-    return total
+    return _TOKEN.subn("", text)[1]
 
 
 def _content_text(content: Any) -> str:
