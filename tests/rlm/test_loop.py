@@ -307,3 +307,23 @@ def test_cache_serves_repeated_sub_calls(fake_box: Any, store: RLMTraceStore) ->
             == "answer"
         )
     assert len(sub.calls) == 1
+
+
+def test_direct_reply_that_does_not_fit_falls_back_to_the_loop(
+    fake_box: Any, store: RLMTraceStore
+) -> None:
+    root = ScriptedLM(["I think about 3?", code("SUBMIT(n=3, unit='apples')")])
+    rlm = make(root, fake_box=fake_box, store=store, signature="context -> n: int, unit: str")
+    result = rlm.run("how many?", context="three apples")
+    assert result.mode == "rlm" and result.outputs == {"n": 3, "unit": "apples"}
+    strict = make(
+        ScriptedLM(["no json"]),
+        fake_box=fake_box,
+        store=store,
+        signature="-> n: int",
+        mode="direct",
+    )
+    from holdfast.rlm.router import DirectAnswerInvalid
+
+    with pytest.raises(DirectAnswerInvalid):
+        strict.run("q", context="x")

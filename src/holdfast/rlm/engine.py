@@ -14,28 +14,25 @@ import asyncio
 import contextlib
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from holdfast.errors import BudgetExceeded, Cancelled, ConfigError, InvalidInput
 from holdfast.lm.types import LM, Message
-from holdfast.rlm.broker import Broker, BrokerLimits, SubCallError
+from holdfast.rlm.broker import Broker, BrokerLimits
 from holdfast.rlm.budget import Budget, BudgetTracker, BudgetTrip
 from holdfast.rlm.inputs import (
     DEFAULT_MAX_INPUT_BYTES,
     JobInput,
-    inline_text,
     prepare_inputs,
     scan_file,
 )
-from holdfast.rlm.job import Job, parse_json_reply
+from holdfast.rlm.job import Job
 from holdfast.rlm.loop import Run
-from holdfast.rlm.prompts import direct_prompt
 from holdfast.rlm.result import RLMResult, RLMUsage
+from holdfast.rlm.router import DirectAnswerInvalid, answer_directly, choose_mode
 from holdfast.rlm.signature import Signature, outputs_to_jsonable, parse_signature
 from holdfast.rlm.tools import as_tool_specs
 from holdfast.rlm.trace import CallCache, MemoryCache, Observer, StoreCache, Tracer
@@ -160,14 +157,20 @@ class RLM:
         for item in items:
             scan_file(item, self.max_input_bytes)
         job = self._new_job()
-        mode = self._choose_mode(items)
+        mode = choose_mode(self.mode, items, self.direct_threshold_chars)
         started = time.monotonic()
         run = Run(job=job, query=query, inputs=items, signature=self.signature)
         watchdog = asyncio.create_task(self._watch(job, cancel))
         try:
             if mode == "direct":
-                answer = await self._direct(job, run)
-            else:
+                try:
+                    answer = await answer_directly(job, run, self.root_max_tokens)
+                except DirectAnswerInvalid:
+                    if self.mode == "direct":
+                        raise
+                    mode = "rlm"
+                    run = Run(job=job, query=query, inputs=items, signature=self.signature)
+            if mode == "rlm":
                 outcome = await job.execute_run(run)
                 if isinstance(outcome, BudgetTrip):
                     raise outcome
@@ -243,21 +246,6 @@ class RLM:
         missing = [f.name for f in self.signature.inputs if f.name not in names]
         if missing:
             raise InvalidInput(f"the signature {self.signature} needs the inputs {missing}")
-
-    def _choose_mode(self, items: list[JobInput]) -> Literal["rlm", "direct"]:
-        if self.mode == "rlm":
-            return "rlm"
-        inlinable = all(
-            i.kind in ("text", "json") or (i.kind == "file" and not i.binary) for i in items
-        )
-        if self.mode == "direct":
-            if not inlinable:
-                raise InvalidInput(
-                    "mode='direct' needs text or JSON inputs (not bytes or directories)"
-                )
-            return "direct"
-        small = sum(i.size for i in items) < self.direct_threshold_chars
-        return "direct" if small and inlinable else "rlm"
 
     def _new_job(self, store: bool = True) -> Job:
         tracer_store = None
@@ -353,52 +341,6 @@ class RLM:
             await asyncio.sleep(min(0.02, remaining if remaining is not None else 0.02))
         job.broker.cancel_all()
 
-    async def _direct(self, job: Job, run: Run) -> BaseModel:
-        """One model call with the inputs inlined (small inputs)."""
-        run.mode = "direct"
-        if job.start_run is not None:
-            job.start_run(run)
-        status = "error"
-        result: dict[str, Any] = {}
-        try:
-            inline = inline_text(run.inputs) or ""
-            prompt = direct_prompt(run.query, inline, run.signature)
-            run.iteration = 1
-            completion = await run.guarded(
-                job.broker.call(
-                    job.root_lm,
-                    [{"role": "user", "content": prompt}],
-                    trace_id=run.trace_id,
-                    iteration=1,
-                    depth=0,
-                    kind="root_call",
-                    max_tokens=self.root_max_tokens,
-                    log_messages=[
-                        {"role": "user", "content": f"<{len(prompt):,} chars: inputs inlined>"}
-                    ],
-                )
-            )
-            answer = self._parse_direct(run.signature, completion.text)
-            status, result = "ok", {"outputs": outputs_to_jsonable(answer)}
-            return answer
-        except BudgetTrip as trip:
-            status, result = "budget_exceeded", {"limit": trip.limit, "message": trip.message}
-            raise
-        finally:
-            result.update(iterations=1, mode="direct")
-            if job.finish_run is not None:
-                job.finish_run(run, status, result)
-
-    @staticmethod
-    def _parse_direct(sig: Signature, text: str) -> BaseModel:
-        try:
-            data = parse_json_reply(text)
-            return sig.validate(sig.coerce_submission([], data) if isinstance(data, dict) else {})
-        except (SubCallError, Exception):
-            if len(sig.outputs) == 1 and sig.outputs[0].type_text == "str":
-                return sig.validate({sig.outputs[0].name: text.strip()})
-            raise
-
     def _usage(self, job: Job) -> RLMUsage:
         return RLMUsage(root=job.tracker.root_usage, sub=job.tracker.sub_usage)
 
@@ -451,15 +393,3 @@ class RLM:
             sub_calls=job.tracker.sub_calls_started,
             error={"limit": trip.limit, "message": trip.message, "partial": partial},
         )
-
-
-def new_trace_id() -> str:
-    return "rlm-" + uuid.uuid4().hex[:20]
-
-
-def input_from_path(spec: str) -> tuple[str, Path]:
-    """Parse ``name=PATH`` or ``PATH`` (named ``context``) as given on the command line."""
-    name, sep, path = spec.partition("=")
-    if sep and name.isidentifier():
-        return name, Path(path)
-    return "context", Path(spec)

@@ -275,10 +275,6 @@ def describe_input(item: JobInput) -> str:
     )
 
 
-def total_chars(items: list[JobInput]) -> int:
-    return sum(i.size for i in items)
-
-
 def inline_text(items: list[JobInput]) -> str | None:
     """All inputs as prompt text for a direct call, or None when one cannot be inlined."""
     parts: list[str] = []

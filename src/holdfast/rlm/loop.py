@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from holdfast.lm.types import LM, Message
+from holdfast.lm.types import Message
 from holdfast.rlm.budget import BudgetTrip
 from holdfast.rlm.inputs import JobInput, spill_path
 from holdfast.rlm.parse import STOP, extract_code, truncate_middle
@@ -295,7 +295,3 @@ async def load_path(box: Sandbox, name: str, path: Path, *, binary: bool) -> Non
         except TypeError:
             pass
     await box.load(name, path=path)
-
-
-def root_lm_name(lm: LM) -> str:
-    return getattr(lm, "model", type(lm).__name__)
