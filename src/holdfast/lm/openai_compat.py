@@ -71,8 +71,8 @@ class OpenAICompatLM(BaseLM):
         super().__init__(model, price=price, call_log=call_log, base_url=url)
         if not api_key and self.spec.needs_key:
             raise MissingAPIKey(
-                f"{self.spec.name} needs an API key for {model}: pass api_key=... "
-                f"(the command line reads it from {self.spec.key_env})",
+                f"{self.spec.name} needs an API key for {model}: set {self.spec.key_env} "
+                f"(read by the command line, or by get_lm(..., env=os.environ)) or pass api_key=...",
                 env_var=self.spec.key_env,
             )
         self.api_key = api_key or KEYLESS

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from holdfast.lm.types import Completion
+from holdfast.testing.fake_http import json_response, read_request, sse_response
 from holdfast.testing.fake_wire import (
     Fault,
     anthropic_body,
@@ -212,7 +213,7 @@ class FakeOpenAIServer:
         buf = bytearray()
         try:
             while True:
-                request = await _read_request(reader, buf)
+                request = await read_request(reader, buf)
                 if request is None:
                     return
                 method, path, headers, raw = request
@@ -263,19 +264,19 @@ class FakeOpenAIServer:
         self.request_log.append(RequestRecord(method, path, headers, body))
         route = path.split("?", 1)[0].rstrip("/")
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
-            return _json_response(401, error_body("invalid api key", "invalid_api_key"))
+            return json_response(401, error_body("invalid api key", "invalid_api_key"))
         if bad_json:
-            return _json_response(400, error_body("request body is not JSON", "invalid_json"))
+            return json_response(400, error_body("request body is not JSON", "invalid_json"))
         if method == "GET" and route.endswith("/models"):
             model = {"id": "fake-model", "object": "model", "created": 0, "owned_by": "holdfast"}
-            return _json_response(200, json.dumps({"object": "list", "data": [model]}))
+            return json_response(200, json.dumps({"object": "list", "data": [model]}))
         if method == "POST" and route.endswith("/embeddings"):
-            return _json_response(200, json.dumps(embeddings_body(body or {}, self.embedding_dim)))
+            return json_response(200, json.dumps(embeddings_body(body or {}, self.embedding_dim)))
         if method == "POST" and route.endswith("/chat/completions"):
             return await self._chat(body or {})
         if method == "POST" and route.endswith("/v1/messages"):
             return await self._chat(body or {}, wire="anthropic")
-        return _json_response(404, error_body(f"no route {method} {path}", "not_found"))
+        return json_response(404, error_body(f"no route {method} {path}", "not_found"))
 
     async def _chat(self, body: dict[str, Any], wire: str = "openai") -> Any:
         with self._lock:
@@ -288,13 +289,13 @@ class FakeOpenAIServer:
             if isinstance(item, Fault):
                 return await self._fault(item)
             if isinstance(item, dict):
-                return _json_response(200, json.dumps(item))
+                return json_response(200, json.dumps(item))
             completion = shape_reply(item, body)
             if wire == "anthropic":
-                return _json_response(200, json.dumps(anthropic_body(completion, body)))
+                return json_response(200, json.dumps(anthropic_body(completion, body)))
             if body.get("stream"):
-                return _sse_response(stream_chunks(completion, body))
-            return _json_response(200, json.dumps(completion_body(completion, body)))
+                return sse_response(stream_chunks(completion, body))
+            return json_response(200, json.dumps(completion_body(completion, body)))
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -323,9 +324,9 @@ class FakeOpenAIServer:
     async def _fault(self, fault: Fault) -> Any:
         if fault.kind == "status":
             extra = {} if fault.retry_after is None else {"retry-after": f"{fault.retry_after:g}"}
-            return _json_response(fault.http_status, fault.body, extra)
+            return json_response(fault.http_status, fault.body, extra)
         if fault.kind == "malformed":
-            return _json_response(200, fault.body)
+            return json_response(200, fault.body)
         if fault.kind == "hang":
             assert self._stopping is not None
             if fault.seconds is None:
@@ -343,73 +344,6 @@ def _last_user_text(body: dict[str, Any]) -> str:
                 return "".join(p.get("text", "") for p in content if isinstance(p, dict))
             return content if isinstance(content, str) else json.dumps(content)
     return ""
-
-
-def _json_response(status: int, body: str, extra: dict[str, str] | None = None) -> list[bytes]:
-    data = body.encode()
-    head = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-        "content-type: application/json",
-        f"content-length: {len(data)}",
-        *(f"{k}: {v}" for k, v in (extra or {}).items()),
-    ]
-    return [("\r\n".join(head) + "\r\n\r\n").encode() + data]
-
-
-def _sse_response(events: Any) -> list[bytes]:
-    head = (
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-    )
-    parts = [head]
-    for event in [*(json.dumps(e) for e in events), "[DONE]"]:
-        data = f"data: {event}\n\n".encode()
-        parts.append(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-    parts.append(b"0\r\n\r\n")
-    return parts
-
-
-async def _read_request(
-    reader: asyncio.StreamReader, buf: bytearray
-) -> tuple[str, str, dict[str, str], bytes] | None:
-    """Read one HTTP/1.1 request from ``reader`` (``buf`` keeps bytes between requests)."""
-    while (end := buf.find(b"\r\n\r\n")) < 0:
-        data = await reader.read(65536)
-        if not data:
-            return None
-        buf += data
-    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-    del buf[: end + 4]
-    method, target, _ = lines[0].split(" ", 2)
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = bytearray()
-        while True:
-            while (eol := buf.find(b"\r\n")) < 0:
-                buf += await _read_more(reader)
-            size = int(bytes(buf[:eol]).split(b";")[0], 16)
-            del buf[: eol + 2]
-            while len(buf) < size + 2:
-                buf += await _read_more(reader)
-            body += buf[:size]
-            del buf[: size + 2]
-            if size == 0:
-                return method, target, headers, bytes(body)
-    length = int(headers.get("content-length") or 0)
-    while len(buf) < length:
-        buf += await _read_more(reader)
-    raw = bytes(buf[:length])
-    del buf[:length]
-    return method, target, headers, raw
-
-
-async def _read_more(reader: asyncio.StreamReader) -> bytes:
-    data = await reader.read(65536)
-    if not data:
-        raise asyncio.IncompleteReadError(b"", None)
-    return data
 
 
 def main(argv: list[str] | None = None) -> None:
