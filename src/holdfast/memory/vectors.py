@@ -4,7 +4,8 @@ This Python's ``sqlite3`` cannot load extensions (no sqlite-vec), and an exact f
 product over 100,000 x 384 vectors takes a few milliseconds on two cores (see
 docs/bench/memory.md), so exact search is the embedded default. The matrix is loaded from the
 index once, then extended with only the new chunks; any deletion (seen through the index's
-per-namespace delete counter, also from other processes) triggers a full reload.
+per-namespace delete counter, also from other processes) triggers a full reload. The matrix
+grows by doubling, so a write followed by a search does not copy it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 class _Matrix:
     vectors: Any = None
     rids: Any = None
+    size: int = 0
     last_chunk: int = 0
     version: int = -1
     deletes: int = -1
@@ -53,12 +55,18 @@ class VectorCache:
                 len(rows), self.dim
             )
             new_rids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-            if mat.vectors is None:
-                mat.vectors = new_vecs.copy()
-                mat.rids = new_rids
-            else:
-                mat.vectors = np.concatenate([mat.vectors, new_vecs])
-                mat.rids = np.concatenate([mat.rids, new_rids])
+            need = mat.size + len(rows)
+            if mat.vectors is None or need > len(mat.vectors):
+                capacity = max(need, 2 * (len(mat.vectors) if mat.vectors is not None else 0), 1024)
+                grown = np.empty((capacity, self.dim), dtype=np.float32)
+                grown_rids = np.empty(capacity, dtype=np.int64)
+                if mat.vectors is not None:
+                    grown[: mat.size] = mat.vectors[: mat.size]
+                    grown_rids[: mat.size] = mat.rids[: mat.size]
+                mat.vectors, mat.rids = grown, grown_rids
+            mat.vectors[mat.size : need] = new_vecs
+            mat.rids[mat.size : need] = new_rids
+            mat.size = need
             mat.last_chunk = rows[-1][0]
         mat.version, mat.deletes = version, deletes
         return mat
@@ -71,9 +79,9 @@ class VectorCache:
 
         with self._lock:
             mat = self._refresh(namespace, embedder)
-            vectors, rids = mat.vectors, mat.rids
-        if vectors is None or len(vectors) == 0:
-            return []
+            if mat.vectors is None or mat.size == 0:
+                return []
+            vectors, rids = mat.vectors[: mat.size], mat.rids[: mat.size]
         scores = vectors @ np.asarray(query, dtype=np.float32)
         k = min(len(scores), limit * 3)
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
