@@ -36,6 +36,8 @@ def test_run_then_inspect_the_working_set(tmp_path: Path, monkeypatch: pytest.Mo
     data = json.loads(runner.invoke(working_set, [out["task"], "--json", "--turns"]).stdout)
     assert data["turns"] == 3 and len(data["turn_log"]) == 3
     assert data["working_set"]["constraints"][0]["text"] == "keep answers short"
+    prompt = json.loads(runner.invoke(working_set, [out["task"], "--prompt"]).stdout)
+    assert prompt[0]["role"] == "system" and "keep answers short" in prompt[-1]["content"]
 
 
 def test_run_rejects_bad_input_clearly(tmp_path: Path) -> None:

@@ -133,3 +133,45 @@ def test_user_tool_with_schema_from_type_hints(tmp_path: Path) -> None:
     assert "quantity" in results[1]
     sent = lm.calls[0].kwargs["tools"]
     assert any(t["function"]["name"] == "lookup_price" for t in sent)
+
+
+def test_read_only_workspace_is_reported_and_writes_fail_cleanly(tmp_path: Path) -> None:
+    import os
+
+    ws = tmp_path / "ro"
+    ws.mkdir()
+    (ws / "a.txt").write_text("data\n")
+    os.chmod(ws, 0o555)
+    try:
+        lm = ScriptedLM(
+            [
+                reply("", tool_call("write_file", {"path": "b.txt", "content": "x"})),
+                reply("", tool_call("read_file", {"path": "a.txt"})),
+                reply("", tool_call("finish", {"result": "read only"})),
+            ]
+        )
+        h = harness(tmp_path, lm)
+        task = submit(h, "Try to write", ws)
+        h.run_until_idle()
+        assert h.get(task.id).status == "succeeded"
+        first = lm.calls[0].messages[0]["content"]
+        results = [m["content"] for m in lm.calls[-1].messages if m["role"] == "tool"]
+        if os.geteuid() != 0:  # root ignores directory permissions
+            assert "read-only" in first
+            assert "read-only; nothing was written" in results[0]
+        assert "data" in results[1]
+    finally:
+        os.chmod(ws, 0o755)
+
+
+def test_a_context_window_too_small_for_the_working_set_names_the_budget(tmp_path: Path) -> None:
+    lm = ScriptedLM([], then=reply("", tool_call("add_constraint", {"text": "c " * 200})))
+    h = harness(tmp_path, lm)
+    task = submit(h, "Grow the constraints", None, context_window=8000, working_set_share=0.05)
+    h.run_until_idle()
+    row = h.get(task.id)
+    assert row.status == "failed"
+    assert row.error["code"] == "context_window_too_small"
+    assert "budget is 400 tokens" in row.error["message"]
+    vs = session_of(tmp_path, task.id)
+    assert len(vs.working_set.constraints) >= 2, "the working set was kept"

@@ -191,10 +191,13 @@ def _print(as_json: bool, data: dict[str, Any], text: str) -> None:
 @click.command(name="working-set")
 @click.argument("task_or_vsession")
 @click.option("--turns", is_flag=True, help="Also list the token accounting of every turn.")
+@click.option(
+    "--prompt", "show_prompt", is_flag=True, help="Print the exact messages the next call sends."
+)
 @db_option
 @json_option
 def working_set(
-    task_or_vsession: str, turns: bool, database_url: str | None, as_json: bool
+    task_or_vsession: str, turns: bool, show_prompt: bool, database_url: str | None, as_json: bool
 ) -> None:
     """Show the working set of a task (or a vsession-... id): goal, constraints, decisions,
     blockers, progress, files, findings, with its physical sessions and tokens."""
@@ -219,6 +222,9 @@ def working_set(
     if vid is None:
         raise InvalidInput(f"no virtual session for task {task_or_vsession!r} in {path}")
     vs = VirtualSession(store, vid)
+    if show_prompt:
+        click.echo(json.dumps(vs.build_prompt(), indent=2, ensure_ascii=False))
+        return
     rows = store.turns(vid)
     phys = store.physical(vid)
     summary = {
