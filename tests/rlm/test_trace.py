@@ -124,3 +124,17 @@ def test_replay_of_a_direct_answer(fake_box: Any, store: RLMTraceStore) -> None:
     assert again.same_answer and again.result.mode == "direct" and again.replies_used == 1
     with pytest.raises(InvalidInput):
         replay(original.trace_id, store, sandbox=fake_box)
+
+
+def test_full_sub_prompts_on_request(fake_box: Any, store: RLMTraceStore) -> None:
+    prompt = "p" * 1000
+    for full in (False, True):
+        root = ScriptedLM([code(f"llm_query({prompt!r})"), code("SUBMIT('ok')")])
+        sub = ScriptedLM([], then="fine", model="fake:sub")
+        rlm = RLM(root, sub, sandbox=fake_box, store=store, mode="rlm", trace_sub_prompts=full)
+        result = rlm.run("q", context="x")
+        event = next(e for e in store.events(result.trace_id) if e.kind == "sub_call").data
+        if full:
+            assert event["messages"] == [{"role": "user", "content": prompt}]
+        else:
+            assert event["prompt_preview"] == prompt[:400] and "messages" not in event

@@ -49,8 +49,10 @@ class Broker:
         *,
         limits: BrokerLimits | None = None,
         cache: CallCache | None = None,
+        full_prompts: bool = False,
     ) -> None:
         self.tracker = tracker
+        self.full_prompts = full_prompts
         self.tracer = tracer
         self.limits = limits or BrokerLimits()
         self.cache = cache
@@ -113,6 +115,8 @@ class Broker:
         }
         if log_messages is not None:
             record["messages"] = log_messages
+        elif self.full_prompts:
+            record["messages"] = messages
         else:
             last = str(messages[-1].get("content") or "")
             record["prompt_preview"] = last[:PREVIEW]

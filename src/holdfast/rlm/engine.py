@@ -93,6 +93,7 @@ class RLM:
         cache: bool | CallCache = False,
         store: RLMTraceStore | None = None,
         trace: bool = True,
+        trace_sub_prompts: bool = False,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         on_event: Observer | None = None,
         on_budget: Literal["raise", "return"] = "raise",
@@ -129,6 +130,7 @@ class RLM:
             self._sandbox_factory = lambda: factory(SandboxPolicy())
         self._store = store
         self._trace = trace
+        self._trace_sub_prompts = trace_sub_prompts
         self.trace_meta: dict[str, Any] = {}
         self._cache_opt = cache
 
@@ -263,7 +265,9 @@ class RLM:
             cache = StoreCache(tracer_store) if tracer_store is not None else MemoryCache()
         elif self._cache_opt is not False:
             cache = self._cache_opt
-        broker = Broker(tracker, tracer, limits=self.limits, cache=cache)
+        broker = Broker(
+            tracker, tracer, limits=self.limits, cache=cache, full_prompts=self._trace_sub_prompts
+        )
         root_id: list[str] = []
 
         def start_run(run: Run) -> None:
