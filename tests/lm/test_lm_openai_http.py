@@ -340,6 +340,27 @@ def test_sync_calls_reuse_one_loop_and_close(server: FakeOpenAIServer) -> None:
     texts = [lm.complete([{"role": "user", "content": f"n{i}"}]).text for i in range(3)]
     lm.close()
     assert texts == ["echo: n0", "echo: n1", "echo: n2"]
+    assert server.connections_opened == 1  # one kept-alive connection for all sync calls
+
+
+def test_sync_calls_from_many_threads_share_the_lm(server: FakeOpenAIServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    server.latency = 0.1
+    lm = make(server)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            t0 = time.perf_counter()
+            texts = list(
+                pool.map(
+                    lambda i: lm.complete([{"role": "user", "content": f"t{i}"}]).text, range(16)
+                )
+            )
+            elapsed = time.perf_counter() - t0
+    finally:
+        lm.close()
+    assert texts == [f"echo: t{i}" for i in range(16)]
+    assert server.max_in_flight >= 4 and elapsed < 1.5  # 16 x 0.1 s run concurrently
 
 
 async def test_embeddings_are_deterministic(server: FakeOpenAIServer) -> None:
