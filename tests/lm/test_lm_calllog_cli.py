@@ -154,3 +154,19 @@ def test_cli_providers_lists_the_registry() -> None:
 
 def test_usage_totals_type() -> None:
     assert isinstance(CallLog(SQLiteDB(":memory:")).totals(), Usage)
+
+
+@pytest.mark.anyio
+async def test_cancelled_calls_are_logged(tmp_path: Path) -> None:
+    import asyncio
+
+    log = CallLog(tmp_path / "h.db")
+    lm = ScriptedLM(["never seen"], latency=5.0, call_log=log)
+    task = asyncio.create_task(lm.acomplete(MSGS, metadata={"task_id": "t-9"}))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (record,) = log.recent(5, task_id="t-9")
+    assert record.error is not None and record.error["code"] == "cancelled"
+    assert record.messages == MSGS and record.completion is None
