@@ -111,7 +111,10 @@ class OpenAICompatLM(BaseLM):
 
         httpx = _httpx_module()
         pool = max(512, 2 * self.limiter.limit)
-        http_client = openai.DefaultAsyncHttpx2Client(
+        make_http = (
+            getattr(openai, "DefaultAsyncHttpx2Client", None) or openai.DefaultAsyncHttpxClient
+        )
+        http_client = make_http(
             limits=httpx.Limits(
                 max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=60.0
             ),
@@ -126,7 +129,10 @@ class OpenAICompatLM(BaseLM):
         """Plain-HTTP endpoints go through the lean keep-alive transport (see transport.py)."""
         if not (self.lean_http and self.url.startswith("http://")):
             return None
-        from holdfast.lm.transport import LeanHTTP1Transport
+        try:
+            from holdfast.lm.transport import LeanHTTP1Transport
+        except ImportError:  # an openai SDK older than the httpx2 series: standard pool only
+            return None
 
         return {"http://": LeanHTTP1Transport()}
 
