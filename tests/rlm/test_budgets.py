@@ -162,3 +162,14 @@ def test_concurrency_limit_is_shared_across_depths(fake_box: Any, store: RLMTrac
     )
     assert rlm.run("q", context=BIG).answer == "done"
     assert peak <= 3
+
+
+def test_ignored_final_turn_names_the_nearest_limit(fake_box: Any, store: RLMTraceStore) -> None:
+    sub = ScriptedLM([], then="ok", model="fake:sub")
+    root = ScriptedLM([], then=code("for i in range(5):\n    llm_query('x')"))
+    rlm = RLM(
+        root, sub, sandbox=fake_box, store=store, budget=Budget(max_sub_calls=10, final_turn_at=0.5)
+    )
+    exc = run_expecting("sub_calls", rlm)
+    assert "final turn" in exc.message
+    assert len(root.calls) == 2 and "final turn" in root.calls[1].messages[-1]["content"]

@@ -158,21 +158,30 @@ class BudgetTracker:
             self._trip_task = asyncio.ensure_future(self.wait_tripped())
         return self._trip_task
 
+    def fractions(self) -> dict[str, float]:
+        """The used fraction of every limit that is set."""
+        b = self.budget
+        out: dict[str, float] = {}
+        if self.deadline is not None and b.max_wall_s:
+            out["wall_time"] = (self._clock() - self.started) / b.max_wall_s
+        if b.max_root_tokens:
+            out["root_tokens"] = self.root_usage.total_tokens / b.max_root_tokens
+        if b.max_sub_tokens:
+            out["sub_tokens"] = self.sub_usage.total_tokens / b.max_sub_tokens
+        if b.max_sub_calls:
+            out["sub_calls"] = self.sub_calls_started / b.max_sub_calls
+        if b.max_usd:
+            out["usd"] = self.usd / b.max_usd
+        return out
+
     def used_fraction(self) -> float:
         """The largest used fraction over all limits (wall time, tokens, calls, dollars)."""
-        b = self.budget
-        fractions = [0.0]
-        if self.deadline is not None and b.max_wall_s:
-            fractions.append((self._clock() - self.started) / b.max_wall_s)
-        if b.max_root_tokens:
-            fractions.append(self.root_usage.total_tokens / b.max_root_tokens)
-        if b.max_sub_tokens:
-            fractions.append(self.sub_usage.total_tokens / b.max_sub_tokens)
-        if b.max_sub_calls:
-            fractions.append(self.sub_calls_started / b.max_sub_calls)
-        if b.max_usd:
-            fractions.append(self.usd / b.max_usd)
-        return max(fractions)
+        return max(self.fractions().values(), default=0.0)
+
+    def nearest_limit(self) -> str:
+        """The name of the limit closest to running out."""
+        fractions = self.fractions()
+        return max(fractions, key=lambda k: fractions[k]) if fractions else "iterations"
 
     def near_end(self) -> bool:
         return self.used_fraction() >= self.budget.final_turn_at

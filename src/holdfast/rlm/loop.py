@@ -137,11 +137,14 @@ class Run:
                     ),
                 }
             )
+        if self.iteration >= max_it:
+            raise BudgetTrip(
+                "iterations",
+                f"the run used its {self.iteration} iterations without submitting an answer",
+            )
+        limit = job.tracker.nearest_limit()
         raise BudgetTrip(
-            "iterations",
-            f"the run used its {self.iteration} iterations without submitting an answer"
-            if self.iteration >= max_it
-            else "the budget is nearly used up and the final turn did not submit an answer",
+            limit, f"the {limit} budget is nearly used up and the final turn did not submit"
         )
 
     def system_prompt(self) -> str:
