@@ -27,7 +27,7 @@ def test_memory_tools_flush_and_recall_into_a_fresh_session(tmp_path: Path) -> N
     first = ScriptedLM(
         [
             reply(
-                "", tool_call("remember", {"text": "The staging database is called ledger_stage"})
+                "", tool_call("memory_add", {"text": "The staging database is called ledger_stage"})
             ),
             reply(
                 "",
@@ -52,7 +52,7 @@ def test_memory_tools_flush_and_recall_into_a_fresh_session(tmp_path: Path) -> N
     second = ScriptedLM(
         [
             reply("", tool_call("set_goal", {"goal": "Deploy the ledger"})),
-            reply("", tool_call("recall_memory", {"query": "staging database ledger"})),
+            reply("", tool_call("memory_search", {"query": "staging database ledger"})),
             reply("", tool_call("record_progress", {"text": "looked it up"})),
             reply("", tool_call("finish", {"result": "deployed"})),
         ]

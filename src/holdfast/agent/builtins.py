@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from holdfast.agent.env import ToolEnv
-from holdfast.agent.tools import Tool, tool
+from holdfast.agent.tools import Tool, schema_tool, tool
 from holdfast.errors import ModelFacingError
 
 
@@ -161,23 +161,46 @@ def patch_file(env: ToolEnv, path: str, old: str, new: str) -> dict[str, Any]:
     return out
 
 
-# -- knowledge memory ------------------------------------------------------------------------
+# -- knowledge memory: the memory package's own tools, each run as a harness step ------------
+
+_MEMORY_EFFECTS = {
+    "memory_add": (True, True),
+    "memory_update": (True, False),
+    "memory_delete": (True, True),
+    "memory_search": (False, True),
+    "memory_get": (False, True),
+    "context_pack": (False, True),
+}
 
 
-@tool(effect=True, idempotent=True, harness_name="memory.write")
-def remember(env: ToolEnv, text: str, kind: str = "fact") -> dict[str, Any]:
-    """Store a durable fact in knowledge memory, for this and later tasks."""
-    if env.memory is None:
-        raise ModelFacingError("knowledge memory is not enabled for this task")
-    return env.memory.remember(text, kind=kind, key=env.key)
+def _memory_call(name: str) -> Any:
+    def call(env: ToolEnv, **args: Any) -> dict[str, Any]:
+        if env.memory is None:
+            raise ModelFacingError("knowledge memory is not enabled for this task")
+        return env.memory.dispatch(name, args)
+
+    return call
 
 
-@tool(effect=False, idempotent=True, harness_name="memory.search")
-def recall_memory(env: ToolEnv, query: str, limit: int = 5) -> list[dict[str, str]]:
-    """Search knowledge memory; every hit comes with its source to cite."""
-    if env.memory is None:
-        raise ModelFacingError("knowledge memory is not enabled for this task")
-    return [{"text": h.text, "source": h.citation} for h in env.memory.search(query, limit=limit)]
+def memory_tools() -> tuple[Tool, ...]:
+    """``holdfast.memory``'s agent tools (add, update, delete, search, get, context pack)."""
+    from holdfast.memory.tools import MemoryTools
+
+    out: list[Tool] = []
+    for schema in MemoryTools.schemas():
+        name = schema["function"]["name"]
+        effect, idempotent = _MEMORY_EFFECTS.get(name, (True, False))
+        harness = "memory." + name.removeprefix("memory_")
+        out.append(
+            schema_tool(
+                schema,
+                _memory_call(name),
+                effect=effect,
+                idempotent=idempotent,
+                harness_name=harness,
+            )
+        )
+    return tuple(out)
 
 
 # -- analyze and finish ----------------------------------------------------------------------
@@ -256,6 +279,5 @@ WORKING_SET_TOOLS: tuple[Tool, ...] = (
 )
 CONTEXT_TOOLS: tuple[Tool, ...] = (context_prune, context_recall)
 FILE_TOOLS: tuple[Tool, ...] = (list_files, read_file, search_files, write_file, patch_file)
-MEMORY_TOOLS: tuple[Tool, ...] = (remember, recall_memory)
 ANALYZE_TOOLS: tuple[Tool, ...] = (analyze,)
 FINISH_TOOL: Tool = finish

@@ -119,7 +119,7 @@ def scripted_agent(messages: list[Message], **_: Any) -> Completion:
             ),
         ]
     elif t == 3:
-        calls = [("recall_memory", {"query": "payment failures retries runbook"})]
+        calls = [("memory_search", {"query": "payment failures retries runbook"})]
     elif t == 4:
         calls = [("list_files", {"path": "logs"})]
     elif t == 5:
@@ -135,7 +135,7 @@ def scripted_agent(messages: list[Message], **_: Any) -> Completion:
     elif t == 6:
         calls = [
             (
-                "remember",
+                "memory_add",
                 {
                     "text": f"Failed payments in the demo logs by code: {_last_answer(messages)}",
                     "kind": "observation",

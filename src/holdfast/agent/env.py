@@ -23,6 +23,10 @@ class MemoryAccess(Protocol):
         """Cited hits for ``query``."""
         ...
 
+    def dispatch(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Run one of the memory package's agent tools (``memory_add``, ``memory_search``...)."""
+        ...
+
 
 @dataclass(frozen=True)
 class AnalysisResult:

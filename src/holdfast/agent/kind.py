@@ -22,7 +22,7 @@ ALL_BUILTINS: tuple[Tool, ...] = (
     builtins.WORKING_SET_TOOLS
     + builtins.CONTEXT_TOOLS
     + builtins.FILE_TOOLS
-    + builtins.MEMORY_TOOLS
+    + builtins.memory_tools()
     + builtins.ANALYZE_TOOLS
     + (builtins.FINISH_TOOL,)
 )

@@ -27,7 +27,7 @@ from holdfast.agent.settings import AgentSettings
 from holdfast.agent.tools import Tool, ToolBox
 from holdfast.agent.workspace import Workspace
 from holdfast.config import default_db_path
-from holdfast.errors import BudgetExceeded, HoldfastError, ModelFacingError
+from holdfast.errors import BudgetExceeded, ModelFacingError
 from holdfast.lm.types import LM
 from holdfast.session import FlushItem, MemoryPolicy, SessionStore, VirtualSession
 from holdfast.store import SQLiteDB
@@ -56,7 +56,7 @@ class Agent:
 
     def toolbox(self, settings: AgentSettings, *, memory: bool, analyze: bool) -> ToolBox:
         box = ToolBox(builtins.WORKING_SET_TOOLS + builtins.CONTEXT_TOOLS + builtins.FILE_TOOLS)
-        for t in (builtins.MEMORY_TOOLS if memory else ()) + (
+        for t in (builtins.memory_tools() if memory else ()) + (
             builtins.ANALYZE_TOOLS if analyze else ()
         ):
             box.add(t)
@@ -191,8 +191,8 @@ class Agent:
             return None
         try:
             memory = self.memory_factory(settings, ctx.task_id, vs.id)
-        except HoldfastError as exc:  # fail-open: the task goes on without knowledge memory
-            vs.add_user_message(f"[Holdfast] knowledge memory is unavailable: {exc.message}")
+        except Exception as exc:  # fail-open: the task goes on without knowledge memory
+            vs.add_user_message(f"[Holdfast] knowledge memory is unavailable: {exc}")
             return None
         if memory is None:
             return None

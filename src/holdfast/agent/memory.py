@@ -1,9 +1,10 @@
 """Knowledge memory for the agent: an adapter over :class:`holdfast.memory.MemoryStore`.
 
-The agent needs three things from knowledge memory: store a durable fact (its ``remember`` tool
-and the flush before a physical session ends), search with citations (its ``recall_memory`` tool
-and the recall that seeds a fresh session), and nothing that can stop the task: recall failures
-are reported, not raised (knowledge memory is fail-open).
+The agent needs three things from knowledge memory: the memory package's own agent tools
+(``memory_add``, ``memory_search``, ``context_pack``... through :class:`holdfast.memory.tools.MemoryTools`),
+the flush of working-set facts before a physical session ends, and cited recall to seed a fresh
+session; and nothing that can stop the task: recall failures are reported, not raised
+(knowledge memory is fail-open).
 """
 
 from __future__ import annotations
@@ -30,10 +31,17 @@ class StoreMemory:
         task_id: str | None = None,
         session_id: str | None = None,
     ) -> None:
+        from holdfast.memory.tools import MemoryTools
+
         self.store = store
         self.namespace = namespace
         self.task_id = task_id
         self.session_id = session_id
+        source = {k: v for k, v in (("task", task_id), ("session", session_id)) if v}
+        self.tools = MemoryTools(store, namespace=namespace, source=source)
+
+    def dispatch(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        return self.tools.dispatch(name, args)
 
     def remember(self, text: str, *, kind: str = "fact", key: str | None = None) -> dict[str, Any]:
         if kind not in KINDS:

@@ -14,7 +14,8 @@ rationale; name the ids it supersedes) for choices, add_blocker / resolve_blocke
 record_progress after finished work, set_next_step before you move on.
 - Tool results carry short ids like [r12]. Prune results you no longer need with \
 context_prune(ids, note); context_recall(id) reads any result or working-set item back in full.
-- remember stores durable facts for later tasks; recall_memory searches them (cite the source).
+- memory_add stores durable facts for later tasks; memory_search and context_pack recall them \
+(cite the source); memory_update replaces a fact that stopped being true.
 - analyze(question, paths or text) runs a reasoning job over large files; its answer is kept as \
 a finding with a trace id.
 

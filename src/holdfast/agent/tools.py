@@ -43,7 +43,7 @@ class Tool:
     description: str
     parameters: dict[str, Any]
     fn: Callable[..., Any]
-    model: type[BaseModel]
+    model: type[BaseModel] | None
     effect: bool = True
     idempotent: bool = False
     harness_name: str = ""
@@ -72,6 +72,8 @@ class Tool:
             ) from exc
         if not isinstance(data, dict):
             raise ModelFacingError(f"the arguments of {self.name} must be a JSON object")
+        if self.model is None:
+            return data
         try:
             parsed = self.model.model_validate(data)
         except ValidationError as exc:
@@ -157,6 +159,29 @@ def make_tool(
         harness_name=harness_name or f"user.{tool_name}",
         takes_env=takes_env,
         tracks_path=tracks_path,
+    )
+
+
+def schema_tool(
+    schema: dict[str, Any],
+    fn: Callable[..., Any],
+    *,
+    effect: bool,
+    idempotent: bool,
+    harness_name: str,
+) -> Tool:
+    """A tool from an existing OpenAI function schema; ``fn(env, **args)`` validates for itself."""
+    spec = schema["function"]
+    return Tool(
+        name=spec["name"],
+        description=spec.get("description", spec["name"]),
+        parameters=spec.get("parameters", {"type": "object", "properties": {}}),
+        fn=fn,
+        model=None,
+        effect=effect,
+        idempotent=idempotent,
+        harness_name=harness_name,
+        takes_env=True,
     )
 
 
