@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +24,18 @@ log = logging.getLogger("holdfast.rlm")
 Observer = Callable[[str, str, dict[str, Any]], None]
 
 
-_STATUS_LINE = re.compile(r"\n*\[turn \d+ of \d+ ·[^\]\n]*\]")
+_STATUS_PREFIX = "\n\n[turn "
+
+
+def _strip_status(content: str) -> str:
+    """Remove the budget status line the loop appends to a feedback turn (the last one)."""
+    start = content.rfind(_STATUS_PREFIX)
+    if start < 0:
+        return content
+    end = content.find("]", start)
+    if end < 0 or "\n" in content[start + 2 : end] or " · " not in content[start:end]:
+        return content
+    return content[:start] + content[end + 1 :]
 
 
 def call_key(
@@ -41,7 +51,7 @@ def call_key(
     for m in messages:
         content = m.get("content")
         if feedback and m.get("role") == "user" and isinstance(content, str):
-            content = _STATUS_LINE.sub("", content)
+            content = _strip_status(content)
         if not isinstance(content, str):
             content = json.dumps(content, sort_keys=True, default=repr)
         h.update(b"\x00" + str(m.get("role")).encode() + b"\x00" + content.encode())
