@@ -123,3 +123,30 @@ def test_demo_runs_offline_and_is_correct(tmp_path: Path) -> None:
     assert (tmp_path / "service-logs.txt").stat().st_size > 5_000_000
     text = (tmp_path / "out.txt").read_text()
     assert "SCRIPTED" in text and f"holdfast rlm trace {result.trace_id}" in text
+
+
+def test_ask_reads_stdin_and_directories(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("hello")
+    res = CliRunner().invoke(
+        rlm,
+        [
+            "ask",
+            "q",
+            "-i",
+            "-",
+            "-i",
+            f"docs={tmp_path / 'd'}",
+            "--model",
+            "vllm:x",
+            "--show-prompt",
+            "--json",
+        ],
+        input="piped text " * 10,
+    )
+    assert res.exit_code == 0, res.output
+    messages = json.loads(res.output)
+    first = messages[1]["content"]
+    assert (
+        "`context`: str, 110 chars" in first and "`docs`: directory" in first and "a.txt" in first
+    )
