@@ -129,6 +129,10 @@ class BaseLM(ABC):
     async def _acall(self, messages: list[Message], params: CallParams) -> tuple[Completion, int]:
         """Make one call (with any retries); return the completion and the attempts it took."""
 
+    def _prepare(self) -> None:
+        """Set up per-loop resources (clients, pools) outside the timed part of a call."""
+        return None
+
     def price_usage(self, usage: Usage) -> Usage:
         """``usage`` with its cost computed from the price table (flagged when unknown)."""
         if self.price is None:
@@ -162,6 +166,7 @@ class BaseLM(ABC):
             max_tokens=max_tokens,
             timeout=timeout,
         )
+        self._prepare()
         call_id = new_call_id()
         started_at = time.time()
         t0 = time.perf_counter()

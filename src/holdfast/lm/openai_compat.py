@@ -93,6 +93,9 @@ class OpenAICompatLM(BaseLM):
         assert self.base_url is not None
         return self.base_url
 
+    def _prepare(self) -> None:
+        self._client()
+
     def _client(self) -> Any:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
