@@ -19,7 +19,7 @@ CONSTRAINT = "CONSTRAINT-ALPHA: never call the payments API from a migration scr
 DECISION = "DECISION-BETA: port every module with the batch ledger adapter"
 HEADER = re.compile(r"Working set of (vsession-[0-9a-f]+) at turn (\d+), session (\d+)")
 SETTINGS: dict[str, Any] = {
-    "context_window": 6000,
+    "context_window": 8000,
     "keep_last_turns": 2,
     "max_turns": 400,
 }

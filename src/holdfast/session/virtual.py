@@ -458,5 +458,5 @@ def _continuation_note(vs: VirtualSession, reason: str, keep: int, omitted: int,
 
 
 def dumps_prompt(messages: list[Message]) -> str:
-    """A canonical serialisation of a prompt, for byte-for-byte comparison and display."""
-    return json.dumps(messages, sort_keys=True, ensure_ascii=False)
+    """A prompt as it goes on the wire (key order kept), for byte-for-byte comparison and display."""
+    return json.dumps(messages, ensure_ascii=False)

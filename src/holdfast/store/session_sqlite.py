@@ -320,7 +320,7 @@ class SessionStore:
                     cont,
                     seq,
                     turn,
-                    json.dumps(message, sort_keys=True),
+                    json.dumps(message, ensure_ascii=False),
                     result[0] if result else None,
                 ),
             )
@@ -438,7 +438,8 @@ class SessionStore:
 
 
 def _dump_entries(entries: list[Entry]) -> str:
-    return json.dumps([{"message": m, "result_id": rid} for m, rid in entries], sort_keys=True)
+    # key order is kept as given: a resumed worker must send byte-identical messages
+    return json.dumps([{"message": m, "result_id": rid} for m, rid in entries], ensure_ascii=False)
 
 
 def _load_entries(raw: str) -> list[Entry]:
