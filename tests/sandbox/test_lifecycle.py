@@ -100,6 +100,7 @@ async def test_thirty_two_boxes_at_once_do_not_mix() -> None:
 
 def test_missing_bubblewrap_fails_closed_with_a_remedy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(launch, "bwrap_path", lambda: None)
+    monkeypatch.setattr(launch, "unshare_available", lambda: False)
     with pytest.raises(SandboxUnavailable) as info:
         open_sync_sandbox()
     assert "apt-get install bubblewrap" in info.value.remedy

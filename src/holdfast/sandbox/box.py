@@ -33,6 +33,7 @@ class SandboxInfo:
     """What isolation a running box actually has."""
 
     isolation: str
+    backend: str
     seccomp: bool
     process_limit: str
     memory_limit: str
@@ -116,6 +117,7 @@ class IsolatedSandbox:
         mlimit = "cgroup memory.max" if cg is not None and cg.memory_limited else "RLIMIT_AS"
         return SandboxInfo(
             isolation=self.policy.isolation,
+            backend=proc.backend,
             seccomp=bool(proc.status.get("seccomp")),
             process_limit=plimit,
             memory_limit=mlimit if self.policy.memory_mb else "none",

@@ -16,6 +16,7 @@ from typing import Any
 from holdfast.sandbox import launch
 from holdfast.sandbox.cgroup import cgroup_status
 from holdfast.sandbox.seccomp import seccomp_status
+from holdfast.sandbox.unshare_launch import unshare_available
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,16 @@ def diagnose() -> Diagnosis:
                 "not installed; remedy: apt-get install bubblewrap (or dnf install bubblewrap)",
             )
         )
-        namespace_ok = False
+        namespace_ok = unshare_available()
+        caps.append(
+            Capability(
+                "unshare fallback",
+                namespace_ok,
+                "namespace boxes through util-linux unshare, pivot_root and setpriv (as root)"
+                if namespace_ok
+                else "needs root and util-linux; remedy: install bubblewrap",
+            )
+        )
     else:
         caps.append(Capability("bubblewrap", True, f"{bwrap} ({_bwrap_version(bwrap)})"))
         problem = launch.namespace_problem(bwrap)

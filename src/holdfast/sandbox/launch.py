@@ -20,6 +20,7 @@ from pathlib import Path
 
 from holdfast.sandbox.errors import SandboxUnavailable
 from holdfast.sandbox.types import SandboxPolicy
+from holdfast.sandbox.unshare_launch import build_unshare_argv, unshare_available
 
 WORKSPACE = "/workspace"
 BOX_ENV = {
@@ -83,6 +84,8 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
     workspace: str | None
+    backend: str = "process"
+    seccomp_in_launcher: bool = False
 
 
 def bwrap_path() -> str | None:
@@ -144,11 +147,16 @@ def build_launch(
         )
     bwrap = bwrap_path()
     if bwrap is None:
-        raise SandboxUnavailable(
-            "the 'namespace' isolation level needs bubblewrap, which is not installed",
-            remedy="install it (apt-get install bubblewrap, dnf install bubblewrap) or ask "
-            "for SandboxPolicy(isolation='process'), which is not a security boundary",
+        if not unshare_available():
+            raise SandboxUnavailable(
+                "the 'namespace' isolation level needs bubblewrap, which is not installed",
+                remedy="install it (apt-get install bubblewrap, dnf install bubblewrap) or ask "
+                "for SandboxPolicy(isolation='process'), which is not a security boundary",
+            )
+        argv = build_unshare_argv(
+            prefix, worker, BOX_ENV, policy.workspace_mb, cgroup_procs, box_uid()
         )
+        return Launch(argv=argv, env={}, workspace=WORKSPACE, backend="unshare")
     problem = namespace_problem(bwrap)
     if problem is not None:
         raise SandboxUnavailable(
@@ -171,7 +179,13 @@ def build_launch(
         "--",
         *worker,
     ]
-    return Launch(argv=argv, env={}, workspace=WORKSPACE)
+    return Launch(
+        argv=argv,
+        env={},
+        workspace=WORKSPACE,
+        backend="bwrap",
+        seccomp_in_launcher=seccomp_fd is not None,
+    )
 
 
 def box_uid() -> int:

@@ -56,6 +56,7 @@ class BoxProcess:
         self.status: dict[str, Any] = {}
         self.dead: str | None = None
         self.host_dir: str | None = None
+        self.backend = "process"
         self._sock: socket.socket | None = None
         self._reader = FrameReader(policy.max_message_bytes)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -77,12 +78,14 @@ class BoxProcess:
         fds: tuple[int, ...] = (child.fileno(),)
         if program is not None and policy.isolation == "namespace":
             filter_fd = _pipe_with(program)
-            fds += (filter_fd,)
-            program = None  # bubblewrap installs it
         try:
             spec = launch.build_launch(
                 policy, child.fileno(), str(self.cgroup.procs) if self.cgroup else None, filter_fd
             )
+            self.backend = spec.backend
+            if spec.seccomp_in_launcher and filter_fd is not None:
+                fds += (filter_fd,)
+                program = None  # bubblewrap installs it before the worker starts
             workspace = spec.workspace
             if workspace is None:
                 self.host_dir = tempfile.mkdtemp(prefix="holdfast-box-")
