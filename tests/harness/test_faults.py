@@ -28,29 +28,17 @@ STEPS = 8
 
 
 def spawn_worker(url: str, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "holdfast.cli.main",
-            "worker",
-            "--database-url",
-            url,
-            "--lease-ttl",
-            "0.8",
-            "--heartbeat",
-            "0.2",
-            "--poll",
-            "0.05",
-            "--concurrency",
-            "2",
-            "--log-level",
-            "ERROR",
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """A `holdfast worker` process; its log goes to <HOLDFAST_HOME>/workers.log."""
+    args = [sys.executable, "-m", "holdfast.cli.main", "worker", "--database-url", url]
+    args += ["--lease-ttl", "0.8", "--heartbeat", "0.2", "--poll", "0.05", "--concurrency", "2"]
+    with open(os.environ["HOLDFAST_HOME"] + "/workers.log", "ab") as log:
+        return subprocess.Popen(
+            [*args, "--log-level", "WARNING", *extra], stdout=subprocess.DEVNULL, stderr=log
+        )
+
+
+def worker_log() -> str:
+    return Path(os.environ["HOLDFAST_HOME"], "workers.log").read_text(errors="replace")[-3000:]
 
 
 def submit_batch(h: Harness, workspace: Path, n: int, counter: str) -> list[str]:
@@ -174,14 +162,14 @@ def test_postgres_restart_mid_run_loses_nothing(workspace: Path) -> None:
             h.close()
             pg.stop("fast")
             time.sleep(2.0)
-            assert all(p.poll() is None for p in procs), "a worker died while the server was down"
+            assert all(p.poll() is None for p in procs), worker_log()
             pg.start()
             h = Harness.open(url)
             deadline = time.monotonic() + 90
             while not all(h.get(t).terminal for t in ids):
                 assert time.monotonic() < deadline, "tasks did not finish after the restart"
                 time.sleep(0.2)
-            assert all(p.poll() is None for p in procs)
+            assert all(p.poll() is None for p in procs), worker_log()
             check_exactly_once(h, workspace, ids, "r")
         finally:
             for p in procs:

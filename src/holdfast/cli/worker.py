@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 import click
 
 from holdfast.cli.task import db_option, open_harness
+
+log = logging.getLogger("holdfast.cli.worker")
 
 
 @click.command()
@@ -22,6 +26,13 @@ from holdfast.cli.task import db_option, open_harness
 )
 @click.option("--load", multiple=True, metavar="MODULE:ATTR", help="Register a task kind.")
 @click.option("--sign-key", type=click.Path(), default=None, help="Sign receipts with this key.")
+@click.option(
+    "--wait-for-store",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for an unreachable store at start-up (0: fail at once).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @db_option
 def worker(
@@ -35,6 +46,7 @@ def worker(
     queue_limit: tuple[str, ...],
     load: tuple[str, ...],
     sign_key: str | None,
+    wait_for_store: float,
     log_level: str,
     database_url: str | None,
 ) -> None:
@@ -50,7 +62,7 @@ def worker(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     signer = load_signer(sign_key) if sign_key else None
-    with open_harness(database_url, load, signer=signer) as h:
+    with _open_waiting(database_url, load, signer, wait_for_store) as h:
         for item in queue_limit:
             name, _, n = item.partition("=")
             if not name or not n.isdigit():
@@ -69,3 +81,20 @@ def worker(
         click.echo(f"worker {w.id} on {h.store.url}", err=True)
         n = w.run()
     click.echo(f"worker {w.id} stopped after {n} task(s)", err=True)
+
+
+def _open_waiting(url: str | None, load: tuple[str, ...], signer: Any, wait_s: float) -> Any:
+    """Open the store, waiting out an outage (a database restarting) for up to ``wait_s``."""
+    from holdfast.errors import RetryableFailure
+
+    deadline = time.monotonic() + wait_s
+    delay = 0.2
+    while True:
+        try:
+            return open_harness(url, load, signer=signer)
+        except RetryableFailure as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("store unavailable at start-up, retrying: %s", exc.message)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

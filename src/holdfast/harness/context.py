@@ -170,7 +170,7 @@ class StepContext:
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"step {name!r}: arguments must be JSON ({exc})") from exc
         self.boundary()
-        row = self.store.get_step(self.task_id, name)
+        row = self._call(self.store.get_step, self.task_id, name)
         base = StepRow(self.task_id, name, "intent", tool, key, idempotent)
         if row is not None and row.tool != tool:
             raise InvalidInput(
@@ -182,7 +182,7 @@ class StepContext:
         if row is not None and row.status in ("failed", "denied"):
             raise _replayed(name, row)
         if row is not None and row.status == "started":
-            self._reconcile(row, tool, idempotent)
+            self._reconcile(row, tool, idempotent or not effect)
         else:
             if row is None:
                 self.budget.check(next_step=True, partial=self.state, trace_id=self.task_id)
@@ -248,8 +248,8 @@ class StepContext:
             return Decision("deny", f"denied by {answer.decided_by}")
         return Decision("allow", f"approved by {answer.decided_by}")
 
-    def _reconcile(self, row: StepRow, tool: str, idempotent: bool) -> None:
-        if idempotent:
+    def _reconcile(self, row: StepRow, tool: str, rerun_safe: bool) -> None:
+        if rerun_safe:
             self._call(
                 self.store.append_receipt,
                 self.task_id,
@@ -442,7 +442,11 @@ class StepContext:
             try:
                 return fn(*args, **kwargs)
             except RetryableFailure:
-                if time.monotonic() + delay > deadline or self._lost.is_set():
+                if (
+                    time.monotonic() + delay > deadline
+                    or self._lost.is_set()
+                    or self._draining.is_set()
+                ):
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -27,6 +28,7 @@ from holdfast.harness.context import StepContext, TaskInterrupt
 from holdfast.harness.registry import Registry
 from holdfast.store.harness_sql import SQLHarnessStore
 from holdfast.store.harness_types import Draft, LeaseLost, StoreUnavailable, TaskRow
+from holdfast.store.sqlite import StoreBusy
 
 log = logging.getLogger("holdfast.harness.worker")
 
@@ -81,7 +83,7 @@ class Worker:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}
-        self._threads: list[threading.Thread] = []
+        self._pool: ThreadPoolExecutor | None = None
         self.completed = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -98,6 +100,7 @@ class Worker:
         ticker.start()
         listener = self._start_listener()
         last_reap = 0.0
+        quiet_until = 0.0
         backoff = self.settings.poll_s
         try:
             while not self.draining.is_set():
@@ -109,7 +112,7 @@ class Worker:
                     leased = self._fill()
                     backoff = self.settings.poll_s
                 except RetryableFailure as exc:
-                    log.warning("store unavailable (%s); waiting %.1fs", exc.message, backoff)
+                    quiet_until = self._log_once("worker", quiet_until, exc.message)
                     self._wake.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -121,8 +124,9 @@ class Worker:
                 self._wake.clear()
         finally:
             self.draining.set()
-            for t in list(self._threads):
-                t.join()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             self._stopped.set()
             self._poll_now.set()
             ticker.join(timeout=5)
@@ -169,12 +173,11 @@ class Worker:
             entry = _Running(task, token, None)
             with self._lock:
                 self._running[task.id] = entry
-            t = threading.Thread(
-                target=self._execute, args=(entry,), name=f"task-{task.id}", daemon=True
-            )
-            self._threads = [x for x in self._threads if x.is_alive()]
-            self._threads.append(t)
-            t.start()
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.settings.concurrency, thread_name_prefix="holdfast-task"
+                )
+            self._pool.submit(self._execute, entry)
         return leased
 
     # -- running one task ------------------------------------------------------------------
@@ -219,7 +222,7 @@ class Worker:
         except TaskInterrupt as intr:
             self._interrupted(ctx, intr)
             return
-        except LeaseLost:
+        except (LeaseLost, StoreUnavailable, StoreBusy):
             raise
         except BudgetExceeded as exc:
             self._out_of_budget(ctx, exc)
@@ -318,6 +321,7 @@ class Worker:
         s = self.settings
         tick = max(0.05, min(s.heartbeat_interval, s.steer_poll_s))
         next_beat = time.monotonic() + s.heartbeat_interval
+        quiet_until = 0.0
         while not self._stopped.is_set():
             self._poll_now.wait(tick)
             self._poll_now.clear()
@@ -344,13 +348,22 @@ class Worker:
                         if row.kind == "stop":
                             ctx.cancel.cancel("stop requested")
             except RetryableFailure as exc:
-                log.warning("ticker: store unavailable: %s", exc.message)
+                quiet_until = self._log_once("ticker", quiet_until, exc.message)
             except Exception:
                 log.exception("ticker error")
             for entry in running.values():
                 ctx = entry.ctx
                 if ctx is not None and ctx.budget.exhausted() == "wall_s":
                     ctx.cancel.cancel("wall-clock budget exhausted")
+
+    @staticmethod
+    def _log_once(where: str, quiet_until: float, message: str) -> float:
+        """Log a store outage at most every 10 s, so a long outage cannot flood the log."""
+        now = time.monotonic()
+        if now < quiet_until:
+            return quiet_until
+        log.warning("%s: store unavailable: %s", where, message)
+        return now + 10.0
 
     def _start_listener(self) -> threading.Thread | None:
         listen = getattr(self.store, "listen", None)

@@ -172,7 +172,8 @@ class PostgresHarnessStore(SQLHarnessStore):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[Any] = []
-        pg_migrate(self._conn(), COMPONENT, MIGRATIONS)
+        with self._guard():
+            pg_migrate(self._conn(), COMPONENT, MIGRATIONS)
 
     def _connect(self) -> Any:
         import psycopg

@@ -83,6 +83,15 @@ class SQLHarnessStore(ABC):
     def _count(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> int:
         return self._run(handle, sql, params)[1]
 
+    def _any(self, sql: str, params: Sequence[Any]) -> bool:
+        """A read outside any write lock, so idle pollers do not queue behind writers."""
+        with self._reader() as h:
+            return bool(self._rows(h, sql, params))
+
+    def _clock(self) -> float:
+        with self._reader() as h:
+            return self._now(h)
+
     def _task(self, handle: Any, task_id: str, *, lock: bool = False) -> Row:
         rows = self._rows(
             handle,
@@ -218,6 +227,13 @@ class SQLHarnessStore(ABC):
         self, owner: str, queues: Sequence[str] | None, ttl_s: float
     ) -> tuple[TaskRow, str] | None:
         """Take the next ready task: returns it with a fresh lease token, or None."""
+        if not self._any(
+            "SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= ?"
+            + (f" AND queue IN ({', '.join('?' for _ in queues)})" if queues else "")
+            + " LIMIT 1",
+            [self._clock(), *(queues or ())],
+        ):
+            return None
         with self._tx() as h:
             now = self._now(h)
             limits = {
@@ -286,6 +302,11 @@ class SQLHarnessStore(ABC):
 
     def reap(self) -> list[str]:
         """Re-queue tasks whose lease expired (or fail them past ``max_attempts``)."""
+        if not self._any(
+            "SELECT id FROM harness_tasks WHERE status = 'running' AND lease_expires < ? LIMIT 1",
+            [self._clock()],
+        ):
+            return []
         with self._tx() as h:
             now = self._now(h)
             rows = self._rows(

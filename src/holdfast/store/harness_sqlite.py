@@ -8,7 +8,9 @@ Steering is polled (there is no NOTIFY in SQLite). Receipts are protected agains
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -112,6 +114,8 @@ class SQLiteHarnessStore(SQLHarnessStore):
     def __init__(self, path: str | Path, sealer: Sealer, *, busy_timeout_ms: int = 10_000) -> None:
         super().__init__(sealer)
         self.db = SQLiteDB(path, busy_timeout_ms=busy_timeout_ms)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._tuned = threading.local()
         self.url = str(self.db.path)
         try:
             migrate(self.db, COMPONENT, MIGRATIONS)
@@ -119,18 +123,46 @@ class SQLiteHarnessStore(SQLHarnessStore):
             self.db.close()
             raise _translate(exc, self.url) from exc
 
+    def _conn(self) -> sqlite3.Connection:
+        conn = self.db.connection()
+        if not getattr(self._tuned, "done", False):
+            # BEGIN IMMEDIATE is retried below with short sleeps: SQLite's own busy handler
+            # backs off to 100 ms, which starves a queue polled by many worker processes.
+            conn.execute("PRAGMA busy_timeout = 0")
+            self._tuned.done = True
+        return conn
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        delay = 0.0002
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or (
+                    time.monotonic() > deadline
+                ):
+                    raise _translate(exc, self.url) from exc
+                time.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 0.005)
         try:
-            with self.db.transaction() as conn:
-                yield conn
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
+            conn.execute("ROLLBACK")
             raise _translate(exc, self.url) from exc
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
         try:
-            yield self.db.connection()
+            yield self._conn()
         except sqlite3.OperationalError as exc:
             raise _translate(exc, self.url) from exc
 
