@@ -98,7 +98,7 @@ def test_cli_call_json_show_prompt_and_log(fake: FakeOpenAIServer, holdfast_home
     assert plain.stdout.strip() == "echo: second"
     assert '"content": "second"' in plain.stderr
 
-    piped = runner.invoke(cli, [*args, "-"], input="from stdin\n")
+    piped = runner.invoke(cli, [*args, "--direct-http", "-"], input="from stdin\n")
     assert piped.stdout.strip() == "echo: from stdin"
 
     assert default_db_path().parent == holdfast_home

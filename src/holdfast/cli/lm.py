@@ -35,6 +35,7 @@ def _build(
     log: bool,
     timeout: float,
     retries: int,
+    direct_http: bool = False,
 ) -> BaseLM:
     name = default_model(model)
     if not name:
@@ -47,6 +48,7 @@ def _build(
         timeout=timeout,
         retry=RetryPolicy(max_attempts=max(1, retries)),
         call_log=_call_log(log),
+        direct_http=direct_http,
     )
 
 
@@ -65,6 +67,11 @@ def _connection_options(fn: Any) -> Any:
         click.option("--retries", type=int, default=3, show_default=True, help="Attempts in all."),
         click.option(
             "--no-log", "no_log", is_flag=True, help="Do not record the call in the call log."
+        ),
+        click.option(
+            "--direct-http",
+            is_flag=True,
+            help="Plain-http OpenAI-compatible servers: skip the SDK's request pipeline.",
         ),
     ]
     for option in reversed(options):
@@ -87,10 +94,11 @@ def ping(
     timeout: float,
     retries: int,
     no_log: bool,
+    direct_http: bool,
     as_json: bool,
 ) -> None:
     """Check that a model answers: one tiny call, with its latency."""
-    client = _build(model, base_url, api_key, not no_log, timeout, retries)
+    client = _build(model, base_url, api_key, not no_log, timeout, retries, direct_http)
     try:
         t0 = time.perf_counter()
         out = client.complete([{"role": "user", "content": PING_PROMPT}])
@@ -129,6 +137,7 @@ def call(
     timeout: float,
     retries: int,
     no_log: bool,
+    direct_http: bool,
     system: str | None,
     max_tokens: int | None,
     temperature: float | None,
@@ -145,7 +154,7 @@ def call(
     if system:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": prompt})
-    client = _build(model, base_url, api_key, not no_log, timeout, retries)
+    client = _build(model, base_url, api_key, not no_log, timeout, retries, direct_http)
     if show_prompt and not as_json:
         click.echo(f"--- messages sent to {client.model} ---", err=True)
         click.echo(json.dumps(messages, indent=2, ensure_ascii=False), err=True)
