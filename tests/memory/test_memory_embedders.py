@@ -71,6 +71,16 @@ def test_reindex_restores_vectors(dense_store: MemoryStore) -> None:
     dense_store.add("Rust has a borrow checker.", namespace="p")
     dense_store.reindex("p")
     assert dense_store.stats("p")["vectors"] == 2
+    path = dense_store.root / "p" / "MEMORY.md"
+    path.write_text(path.read_text().replace("Rust has a borrow checker.", "Berlin is in Germany."))
+    calls: list[int] = []
+    dense_store.reindex("p", progress=calls.append)
+    assert calls == [1]
+    assert dense_store.search("German city", namespace="p", arms=["dense"])[0].item.text.startswith(
+        "Berlin"
+    )
+    dense_store.reindex("p", reembed=True, progress=calls.append)
+    assert calls == [1, 2]
     hits = dense_store.search("French capital city", namespace="p", arms=["dense"])
     assert hits[0].item.text.startswith("Paris")
 

@@ -201,16 +201,17 @@ def forget(
 
 @memory.command()
 @ns_opt
+@click.option("--reembed", is_flag=True, help="Recompute every vector (after a model change).")
 @json_opt
 @click.pass_context
-def reindex(ctx: click.Context, namespace: str, as_json: bool) -> None:
+def reindex(ctx: click.Context, namespace: str, reembed: bool, as_json: bool) -> None:
     """Rebuild the namespace's index from its Markdown files."""
     from rich.progress import Progress
 
     store = _store(ctx)
     with Progress(transient=True, disable=as_json) as bar:
         task = bar.add_task("embedding", total=None)
-        report = store.reindex(namespace, progress=lambda n: bar.advance(task, n))
+        report = store.reindex(namespace, reembed=reembed, progress=lambda n: bar.advance(task, n))
     lines = [f"files {report.files_read}, items {report.items_indexed}"]
     lines += [f"  {i}" for i in report.issues]
     _emit(report.to_dict(), as_json, "\n".join(lines))

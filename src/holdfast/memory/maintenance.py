@@ -49,11 +49,20 @@ class Maintenance:
         return self.indexer.sync(self.ns(namespace))
 
     def reindex(
-        self, namespace: str = "default", *, progress: Callable[[int], None] | None = None
+        self,
+        namespace: str = "default",
+        *,
+        reembed: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> SyncReport:
-        """Rebuild the namespace's index from its files."""
+        """Rebuild the namespace's index from its files.
+
+        Vectors of items whose text is unchanged are carried over (embedding is the slow part);
+        ``reembed`` recomputes every vector, for example after changing the embedding model.
+        """
         ns = self.ns(namespace)
         with ns.lock():
+            kept = {} if reembed else self.index.vectors_by_text(namespace, self.embedder.name)
             with self.db.transaction() as tx:
                 self.index.clear_namespace(tx, namespace)
             report = SyncReport()
@@ -65,6 +74,9 @@ class Maintenance:
                     self.indexer.sync_file(ns, path, report, ledger)
             finally:
                 self.indexer.embedder = embed
+            if kept:
+                with self.db.transaction() as tx:
+                    self.index.restore_vectors(tx, namespace, self.embedder.name, kept)
         self.indexer.embed_missing(namespace, progress)
         self.vectors.invalidate()
         return report

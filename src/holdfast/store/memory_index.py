@@ -372,6 +372,38 @@ class MemoryIndex:
         )
         return [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
 
+    def vectors_by_text(self, namespace: str, embedder: str) -> dict[tuple[str, str], list[bytes]]:
+        """(item id, text) -> chunk vectors in order, to carry over a reindex."""
+        out: dict[tuple[str, str], list[bytes]] = {}
+        rows = self.db.connection().execute(
+            "SELECT i.id, i.text, c.vector FROM memory_chunks c JOIN memory_items i ON i.rid = c.rid "
+            "WHERE c.namespace = ? AND c.embedder = ? ORDER BY c.rid, c.seq",
+            (namespace, embedder),
+        )
+        for r in rows:
+            out.setdefault((r[0], r[1]), []).append(bytes(r[2]))
+        return out
+
+    def restore_vectors(
+        self,
+        tx: sqlite3.Connection,
+        namespace: str,
+        embedder: str,
+        kept: dict[tuple[str, str], list[bytes]],
+    ) -> int:
+        """Re-attach carried-over vectors to items whose id and text are unchanged."""
+        rows = tx.execute(
+            "SELECT rid, id, text FROM memory_items WHERE namespace = ?", (namespace,)
+        ).fetchall()
+        batch: list[tuple[int, int, bytes]] = []
+        for r in rows:
+            vecs = kept.get((r[1], r[2]))
+            if vecs:
+                batch.extend((int(r[0]), seq, v) for seq, v in enumerate(vecs))
+        if batch:
+            self.add_chunks(tx, namespace, embedder, batch)
+        return len(batch)
+
     def rids_missing_vectors(self, namespace: str, embedder: str) -> list[int]:
         rows = self.db.connection().execute(
             "SELECT rid FROM memory_items i WHERE namespace = ? AND NOT EXISTS (SELECT 1 FROM "
