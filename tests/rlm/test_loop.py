@@ -327,3 +327,18 @@ def test_direct_reply_that_does_not_fit_falls_back_to_the_loop(
 
     with pytest.raises(DirectAnswerInvalid):
         strict.run("q", context="x")
+
+
+def test_a_root_provider_failure_names_the_trace(fake_box: Any, store: RLMTraceStore) -> None:
+    def root_fn(messages: list[dict[str, Any]], **_: Any) -> str:
+        if len(messages) > 2:
+            raise RuntimeFailure("provider down")
+        return code("answer['content'] = 'draft'")
+
+    with pytest.raises(RuntimeFailure) as err:
+        make(FunctionLM(root_fn, model="fake:root"), fake_box=fake_box, store=store).run(
+            "q", context=BIG
+        )
+    details = err.value.to_dict()["details"]
+    assert details["trace_id"].startswith("rlm-") and details["partial"]["answer"] == "draft"
+    assert store.get_run(details["trace_id"]).status == "error"  # type: ignore[union-attr]

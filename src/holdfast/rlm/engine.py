@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from holdfast.errors import BudgetExceeded, Cancelled, ConfigError, InvalidInput
+from holdfast.errors import BudgetExceeded, Cancelled, ConfigError, HoldfastError, InvalidInput
 from holdfast.lm.types import LM, Message
 from holdfast.rlm.broker import Broker, BrokerLimits
 from holdfast.rlm.budget import Budget, BudgetTracker, BudgetTrip
@@ -184,6 +184,11 @@ class RLM:
                 raise Cancelled(
                     "the RLM job was cancelled", trace_id=run.trace_id, partial=run.partial
                 ) from None
+            raise
+        except HoldfastError as exc:
+            # A provider outage, a dead box...: say which job, and what it had so far.
+            exc.details.setdefault("trace_id", run.trace_id)
+            exc.details.setdefault("partial", {"answer": run.partial, "iterations": run.iteration})
             raise
         finally:
             watchdog.cancel()
