@@ -120,14 +120,29 @@ def render_working_set(
             needed_tokens=core_tokens,
         )
     optional = _optional_lines(ws)
-    keep = len(optional)
-    while True:
-        shown, moved = optional[:keep], optional[keep:]
-        text = _assemble(core, shown, moved, overflow_path)
-        tokens = estimate_text_tokens(text)
-        if tokens <= budget_tokens or keep == 0:
-            break
-        keep -= 1
+
+    def size(keep: int) -> int:
+        return estimate_text_tokens(
+            _assemble(core, optional[:keep], optional[keep:], overflow_path)
+        )
+
+    # the largest number of optional items that fits (size grows with it: a shown line is
+    # always longer than its id in the overflow pointer)
+    lo, hi = 0, len(optional)
+    if size(hi) > budget_tokens:
+        hi -= 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if size(mid) <= budget_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+    else:
+        lo = hi
+    keep = lo
+    shown, moved = optional[:keep], optional[keep:]
+    text = _assemble(core, shown, moved, overflow_path)
+    tokens = estimate_text_tokens(text)
     if tokens > budget_tokens:
         raise ContextWindowTooSmall(
             f"the working set needs about {tokens} tokens with every optional item moved to the "

@@ -202,9 +202,12 @@ class VirtualSession:
 
     def begin_turn(self, tools: list[dict[str, Any]] | None = None) -> TurnPlan:
         """Prune, roll over if due, and return the prompt of the next turn with its estimate."""
-        pruned = self._auto_prune(tools)
         messages = self.build_prompt()
         estimate = self.estimate(messages, tools)
+        pruned = self._auto_prune(estimate)
+        if pruned:
+            messages = self.build_prompt()
+            estimate = self.estimate(messages, tools)
         rolled = False
         over_tokens = estimate > self.policy.limit_tokens
         over_turns = (
@@ -318,7 +321,7 @@ class VirtualSession:
             page += f'\n[more: context_recall("{item_id}", offset={offset + limit})]'
         return page
 
-    def _auto_prune(self, tools: list[dict[str, Any]] | None) -> tuple[str, ...]:
+    def _auto_prune(self, size: int) -> tuple[str, ...]:
         candidates: list[PruneCandidate] = []
         meta = self.store.result_meta(self.id, [rid for _, rid in self._entries if rid])
         for _, rid in self._entries:
@@ -328,7 +331,6 @@ class VirtualSession:
             candidates.append(PruneCandidate(rid, self.turn - turn, (chars + 3) // 4, tool))
         if not candidates:
             return ()
-        size = self.estimate(self.build_prompt(), tools)
         chosen = self.memory_policy.select_prune(
             candidates, prompt_tokens=size, limit=self.policy.limit_tokens
         )
@@ -337,10 +339,9 @@ class VirtualSession:
         by_id = {c.result_id: c for c in candidates}
         for rid in chosen:
             c = by_id[rid]
-            self.store.prune(
-                self.id, [rid], f"auto-pruned {c.tool} output of turn {self.turn - c.age_turns}"
-            )
-            self._pruned[rid] = f"auto-pruned {c.tool} output of turn {self.turn - c.age_turns}"
+            note = f"auto-pruned {c.tool} output of turn {self.turn - c.age_turns}"
+            self.store.prune(self.id, [rid], note)
+            self._pruned[rid] = note
         return tuple(chosen)
 
     # -- roll-over ------------------------------------------------------------------------------
