@@ -136,3 +136,16 @@ def test_shutdown_leaves_no_process_or_workspace_behind() -> None:
     assert not os.path.exists(workdir)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@pytest.mark.anyio
+async def test_snapshot_skips_values_too_big_to_carry() -> None:
+    policy = SandboxPolicy(isolation="process", max_message_bytes=1 << 20)
+    async with open_sandbox(policy) as box:
+        await box.execute("big = list(range(2_000_000))\nsmall = {'k': 'v'}")
+        snap = await box.snapshot()
+        assert snap == {"small": {"k": "v"}}
+        r = await box.execute("while True: pass", timeout=0.3)
+        assert r.timed_out
+        after = await box.execute("('big' in globals(), small)")
+        assert after.value_repr == "(False, {'k': 'v'})"

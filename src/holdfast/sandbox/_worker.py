@@ -21,10 +21,10 @@ import struct
 import sys
 import threading
 import time
-import types
 from typing import Any
 
 _HEADER = struct.Struct(">I")
+_JSON_TYPES = (dict, list, tuple, str, int, float, bool, type(None))
 _ONLY_AST = 0x400  # ast.PyCF_ONLY_AST, without importing the ast module at start-up
 _EXCLUDED = {"__builtins__", "__name__", "__doc__", "__loader__", "__spec__", "__package__"}
 
@@ -372,8 +372,10 @@ class Worker:
         for key, value in list(self.globals.items()):
             if key in _EXCLUDED or key in self.inputs or key.startswith("__"):
                 continue
-            if isinstance(value, (types.ModuleType, types.FunctionType, type)):
+            if not isinstance(value, _JSON_TYPES):
                 continue
+            if isinstance(value, (str, list, dict, tuple)) and len(value) > cap - used:
+                continue  # cannot fit: skip it without serialising it
             try:
                 size = len(json.dumps(value, allow_nan=False))
             except (TypeError, ValueError, RecursionError):

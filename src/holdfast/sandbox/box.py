@@ -64,6 +64,7 @@ class IsolatedSandbox:
         self._restarts = 0
         self._lock: asyncio.Lock | None = None
         self._closed = False
+        self._bg: set[asyncio.Task[None]] = set()
         for spec in functions or []:
             self.register(spec)
 
@@ -135,7 +136,9 @@ class IsolatedSandbox:
 
             msg = {"op": "define", "name": spec.name, "params": param_names(spec)}
             with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().create_task(proc.send(msg))
+                task = asyncio.get_running_loop().create_task(proc.send(msg))
+                self._bg.add(task)
+                task.add_done_callback(self._bg.discard)
 
     # cells ---------------------------------------------------------------------------------
 
@@ -147,7 +150,7 @@ class IsolatedSandbox:
         limit = timeout if timeout is not None else self.policy.cell_timeout_s
         started = time.perf_counter()
         msg = {"op": "exec", "code": code, "echo": self.policy.echo_last_expression}
-        msg["snapshot"] = True
+        msg["snapshot"] = self.policy.snapshot_every_cell
         try:
             reply = await asyncio.wait_for(proc.request(msg), limit)
         except TimeoutError:

@@ -36,6 +36,9 @@ class SandboxPolicy:
     max_message_bytes: int = 16 * 1024 * 1024
     seccomp: bool = True
     echo_last_expression: bool = True
+    # After each cell the box returns its JSON-safe globals (inputs excluded), the state a restart
+    # after a timeout or crash resumes from. Turn off when globals are large and restarts rare.
+    snapshot_every_cell: bool = True
 
 
 @dataclass(frozen=True)
