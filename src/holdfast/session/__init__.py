@@ -26,12 +26,8 @@ from holdfast.session.tokens import (
     estimate_messages_tokens,
     estimate_text_tokens,
 )
-from holdfast.session.virtual import (
-    RecallHit,
-    TurnPlan,
-    VirtualSession,
-    dumps_prompt,
-)
+from holdfast.session.seed import RecallHit
+from holdfast.session.virtual import TurnPlan, VirtualSession, dumps_prompt
 from holdfast.session.working_set import (
     Blocker,
     Constraint,

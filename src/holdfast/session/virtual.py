@@ -36,18 +36,16 @@ from holdfast.session.policy import (
     RolloverPolicy,
 )
 from holdfast.session.render import ContextWindowTooSmall, render_working_set, write_overflow
+from holdfast.session.seed import (
+    RecallHit,
+    continuation_note,
+    pruned_text,
+    recall_text,
+    turn_groups,
+)
 from holdfast.session.tokens import TokenMeter, estimate_messages_tokens, estimate_text_tokens
 from holdfast.session.working_set import WorkingSet
 from holdfast.store.session_sqlite import Entry, SessionStore
-
-
-@dataclass(frozen=True)
-class RecallHit:
-    """A piece of knowledge memory recalled into a fresh session, with its citation."""
-
-    text: str
-    citation: str
-
 
 RecallFn = Callable[[list[str]], Sequence[RecallHit]]
 FlushFn = Callable[[list[FlushItem]], None]
@@ -192,7 +190,7 @@ class VirtualSession:
         msgs: list[Message] = [{"role": "system", "content": self.system_prompt}]
         for message, rid in self._entries:
             if rid is not None and rid in self._pruned:
-                message = {**message, "content": _pruned_text(rid, self._pruned[rid])}
+                message = {**message, "content": pruned_text(rid, self._pruned[rid])}
             msgs.append(message)
         msgs.append({"role": "user", "content": self.render_working_set_block()})
         return msgs
@@ -367,14 +365,17 @@ class VirtualSession:
             flush_note = (
                 f"\nThe memory flush before this roll-over failed ({exc}); it will be retried."
             )
-        recall_text = self._recall_block()
-        groups = _turn_groups(self._entries)
+        recall = self._recall_block()
+        groups = turn_groups(self._entries)
         budget = self.policy.limit_tokens // 2
         keep = min(self.policy.keep_last_turns, len(groups))
         while True:
             carried = [e for g in groups[len(groups) - keep :] for e in g] if keep else []
             omitted = len(groups) - keep
-            note = _continuation_note(self, reason, keep, omitted, recall_text + flush_note)
+            note = continuation_note(
+                self.id, self.continuation + 1, self.turn, reason, self.request, keep, omitted
+            )
+            note += recall + flush_note
             seed: list[Entry] = [({"role": "user", "content": note}, None), *carried]
             probe = [{"role": "system", "content": self.system_prompt}]
             probe += [m for m, _ in seed]
@@ -406,56 +407,7 @@ class VirtualSession:
             hits = list(self.recall_fn(queries))
         except Exception as exc:  # fail-open: say so, go on
             return f"\nKnowledge memory could not be searched ({exc}); continuing without recall."
-        lines: list[str] = []
-        used = 0
-        for hit in hits:
-            line = f"- {hit.text} (source: {hit.citation})"
-            cost = estimate_text_tokens(line)
-            if used + cost > self.policy.recall_budget:
-                lines.append(f"- ... {len(hits) - len(lines)} more hits not shown (recall budget)")
-                break
-            lines.append(line)
-            used += cost
-        return (
-            "\nRecalled from knowledge memory (cite the source when you rely on one):\n"
-            + "\n".join(lines)
-            if lines
-            else ""
-        )
-
-
-def _pruned_text(rid: str, note: str) -> str:
-    return f'[{rid} pruned] {note} (full text: context_recall("{rid}"))'
-
-
-def _turn_groups(entries: list[Entry]) -> list[list[Entry]]:
-    """Split a session's entries into turns (an assistant message and what follows it)."""
-    groups: list[list[Entry]] = []
-    for entry in entries:
-        if entry[0].get("role") == "assistant":
-            groups.append([entry])
-        elif groups:
-            groups[-1].append(entry)
-    return groups
-
-
-def _continuation_note(vs: VirtualSession, reason: str, keep: int, omitted: int, extra: str) -> str:
-    lines = [
-        f"This task continues in a fresh session: {vs.id}, continuation {vs.continuation + 1}, "
-        f"after turn {vs.turn}. The previous session ended: {reason}.",
-        "The original request was:",
-        vs.request,
-        "The working set at the end of this prompt is the authoritative state of the task: goal, "
-        "constraints, decisions in force, blockers, progress and next step.",
-    ]
-    if keep:
-        lines.append(f"The last {keep} turns of the previous session follow verbatim.")
-    if omitted:
-        lines.append(
-            f"{omitted} earlier turns of the previous session are not repeated; their tool results "
-            "stay readable with context_recall(id)."
-        )
-    return "\n".join(lines) + (extra if extra else "")
+        return recall_text(hits, self.policy.recall_budget)
 
 
 def dumps_prompt(messages: list[Message]) -> str:
