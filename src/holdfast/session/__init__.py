@@ -20,13 +20,13 @@ from holdfast.session.render import (
     render_working_set,
     write_overflow,
 )
+from holdfast.session.seed import RecallHit
 from holdfast.session.tokens import (
     TokenMeter,
     estimate_message_tokens,
     estimate_messages_tokens,
     estimate_text_tokens,
 )
-from holdfast.session.seed import RecallHit
 from holdfast.session.virtual import TurnPlan, VirtualSession, dumps_prompt
 from holdfast.session.working_set import (
     Blocker,
