@@ -154,3 +154,31 @@ def test_concurrent_leasers_never_share_a_task(
     for task_id in ids:
         assert h.verify(task_id).ok
     h.close()
+
+
+def test_concurrent_submits_with_one_idempotency_key_make_one_task(store_url: str) -> None:
+    ids: list[str] = []
+    start = threading.Barrier(6)
+
+    def submit() -> None:
+        h = Harness.open(store_url)
+        start.wait()
+        ids.append(h.submit({"kind": "noop", "idempotency_key": "same"}).id)
+        h.close()
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 1 and len(ids) == 6
+
+
+def test_workers_only_lease_kinds_they_can_run(harness: Harness) -> None:
+    from holdfast.harness import Registry, Worker, WorkerSettings
+
+    t = harness.submit({"kind": "noop"})
+    Worker(harness.store, Registry(), WorkerSettings(exit_when_idle=True, poll_s=0.05)).run()
+    assert harness.get(t.id).status == "queued"
+    harness.run_until_idle()
+    assert harness.get(t.id).status == "succeeded"

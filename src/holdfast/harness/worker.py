@@ -165,7 +165,9 @@ class Worker:
             m = self.settings.max_tasks
             if m is not None and self.completed + self._active() >= m:
                 break
-            got = self.store.lease(self.id, self.settings.queues, self.settings.lease_ttl_s)
+            got = self.store.lease(
+                self.id, self.settings.queues, self.settings.lease_ttl_s, self.registry.names()
+            )
             if got is None:
                 break
             task, token = got

@@ -153,6 +153,32 @@ class SQLHarnessStore(ABC):
         task_id: str | None = None,
     ) -> tuple[TaskRow, bool]:
         """Create a task (or return the one with the same idempotency key) with its receipt."""
+        try:
+            return self._submit(
+                kind, queue, spec, priority, max_attempts, idempotency_key, draft, task_id
+            )
+        except Exception as exc:
+            if idempotency_key is None or not self._is_duplicate(exc):
+                raise
+        # a concurrent submit with the same key won the race: return its task
+        return self._submit(
+            kind, queue, spec, priority, max_attempts, idempotency_key, draft, task_id
+        )
+
+    def _is_duplicate(self, exc: Exception) -> bool:
+        return "unique" in str(exc).lower() or "duplicate" in str(exc).lower()
+
+    def _submit(
+        self,
+        kind: str,
+        queue: str,
+        spec: dict[str, Any],
+        priority: int,
+        max_attempts: int,
+        idempotency_key: str | None,
+        draft: Draft,
+        task_id: str | None,
+    ) -> tuple[TaskRow, bool]:
         with self._tx() as h:
             if idempotency_key is not None:
                 found = self._rows(
@@ -224,14 +250,28 @@ class SQLHarnessStore(ABC):
     # -- leases ----------------------------------------------------------------------------
 
     def lease(
-        self, owner: str, queues: Sequence[str] | None, ttl_s: float
+        self,
+        owner: str,
+        queues: Sequence[str] | None,
+        ttl_s: float,
+        kinds: Sequence[str] | None = None,
     ) -> tuple[TaskRow, str] | None:
-        """Take the next ready task: returns it with a fresh lease token, or None."""
+        """Take the next ready task (of ``queues`` and ``kinds``, if given) with a fresh token."""
+        where = ""
+        filters: list[Any] = []
+        if queues:
+            where += f" AND queue IN ({', '.join('?' for _ in queues)})"
+            filters.extend(queues)
+        if kinds is not None:
+            if not kinds:
+                return None
+            where += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+            filters.extend(kinds)
         if not self._any(
             "SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= ?"
-            + (f" AND queue IN ({', '.join('?' for _ in queues)})" if queues else "")
+            + where
             + " LIMIT 1",
-            [self._clock(), *(queues or ())],
+            [self._clock(), *filters],
         ):
             return None
         with self._tx() as h:
@@ -251,11 +291,11 @@ class SQLHarnessStore(ABC):
                     running[r["queue"]] = int(r["n"])
                 if "*" in limits and sum(running.values()) >= limits["*"]:
                     return None
-            sql = "SELECT id, queue FROM harness_tasks WHERE status = 'queued' AND run_after <= ?"
-            params: list[Any] = [now]
-            if queues:
-                sql += f" AND queue IN ({', '.join('?' for _ in queues)})"
-                params.extend(queues)
+            sql = (
+                "SELECT id, queue FROM harness_tasks WHERE status = 'queued' AND run_after <= ?"
+                + where
+            )
+            params: list[Any] = [now, *filters]
             sql += " ORDER BY priority DESC, created_at, id LIMIT ?" + self.skip_locked
             params.append(16 if limits else 1)
             for cand in self._rows(h, sql, params):
