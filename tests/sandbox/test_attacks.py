@@ -24,6 +24,8 @@ from holdfast.sandbox import (
 )
 from holdfast.sandbox.unshare_launch import unshare_available
 
+pytestmark = pytest.mark.sandbox
+
 FAKE_KEY = "sk-holdfast-fake-" + "7" * 32
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from holdfast.cli.sandbox import sandbox
+
+pytestmark = pytest.mark.sandbox
 
 
 def test_run_reads_stdin_loads_files_and_exits_zero(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ import pytest
 
 from holdfast.sandbox import SandboxError, SyncSandbox
 
+pytestmark = pytest.mark.sandbox
+
 
 def test_variables_persist_and_last_expression_is_echoed(shared_box: SyncSandbox) -> None:
     r1 = shared_box.execute("persist_x = 20\nprint('set', persist_x)")

@@ -9,6 +9,8 @@ import pytest
 
 from holdfast.sandbox import HostFunctionSpec, SandboxPolicy, SyncSandbox, open_sandbox
 
+pytestmark = pytest.mark.sandbox
+
 
 def test_sync_and_async_host_functions_answer(shared_box: SyncSandbox) -> None:
     r = shared_box.execute("(echo({'a': [1, 'two']}), add(2, 3), add(a=4, b=5))")

@@ -19,6 +19,8 @@ from holdfast.sandbox import (
     open_sync_sandbox,
 )
 
+pytestmark = pytest.mark.sandbox
+
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("isolation", ["namespace", "process"])
@@ -149,3 +151,14 @@ async def test_snapshot_skips_values_too_big_to_carry() -> None:
         assert r.timed_out
         after = await box.execute("('big' in globals(), small)")
         assert after.value_repr == "(False, {'k': 'v'})"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("isolation", ["namespace", "process"])
+async def test_cpu_seconds_limit_ends_a_spinning_worker(isolation: str) -> None:
+    policy = SandboxPolicy(isolation=isolation, cpu_seconds=1)  # type: ignore[arg-type]
+    async with open_sandbox(policy) as box:
+        await box.execute("kept = 1")
+        r = await box.execute("while True: pass", timeout=60)
+        assert not r.timed_out and r.error is not None and r.error.type == "SandboxDied"
+        assert (await box.execute("kept")).value_repr == "1"
