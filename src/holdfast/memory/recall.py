@@ -25,7 +25,7 @@ class RecallSettings:
     dense_weight: float = 1.0
     entity_weight: float = 0.25
     time_weight: float = 0.5
-    rrf_k: int = 20
+    rrf_k: int = 10
     depth: int = 200
     body_weight: float = 1.0
     context_weight: float = 0.3
