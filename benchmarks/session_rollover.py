@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from holdfast.lm.types import Message, Usage
 from holdfast.session import (
@@ -249,6 +250,76 @@ def run_virtual(turns: int, window: int, threshold: float, home: Path) -> Result
     return res
 
 
+def run_agent(turns: int, window: int, home: Path) -> dict[str, Any]:
+    """The agent loop end to end: a scripted model behind a local OpenAI-compatible server."""
+    import os
+    import re
+
+    os.environ["HOLDFAST_HOME"] = str(home)
+    from holdfast.agent import DEFAULT_POLICY, agent_kind
+    from holdfast.harness import Harness
+    from holdfast.lm import get_lm
+    from holdfast.lm.types import Completion, ToolCall
+    from holdfast.testing import FakeOpenAIServer
+
+    header = re.compile(r"at turn (\d+), session (\d+)")
+    ws = home / "ws"
+    ws.mkdir()
+    for k in range(20):
+        lines = [f"def function_{k}_{i}(ledger):  # module {k} line {i}" for i in range(40)]
+        (ws / f"module_{k:02d}.py").write_text("\n".join(lines) + "\n")
+
+    def reply(body: dict[str, Any]) -> Completion:
+        found = header.search(str(body["messages"][-1]["content"]))
+        t = int(found.group(1)) if found else 1
+        if t >= turns:
+            name, args = "finish", {"result": "done"}
+        elif t % 2:
+            name, args = "record_progress", {"text": f"step {t}"}
+        else:
+            name, args = "read_file", {"path": f"module_{t % 20:02d}.py"}
+        return Completion(text="", tool_calls=(ToolCall(f"c{t}", name, json.dumps(args)),))
+
+    with FakeOpenAIServer(reply) as server:
+        lm = get_lm("openai:bench", base_url=server.base_url, api_key="bench")
+        h = Harness.open(home / "holdfast.db")
+        h.registry.register(
+            agent_kind(lm_factory=lambda s: lm, memory_factory=None, analyzer_factory=None)
+        )
+        task = h.submit(
+            {
+                "kind": "agent",
+                "goal": "Port the modules",
+                "workspace": str(ws),
+                "input": {
+                    "model": "openai:bench",
+                    "context_window": window,
+                    "max_turns": turns + 5,
+                },
+                "policy": DEFAULT_POLICY,
+            }
+        )
+        started = time.perf_counter()
+        h.run_until_idle()
+        wall = time.perf_counter() - started
+        row = h.get(task.id)
+        conts = [
+            int(m.group(2))
+            for b in server.requests
+            if (m := header.search(str(b["messages"][-1]["content"])))
+        ]
+        receipts = len(h.receipts(task.id))
+        h.close()
+    return {
+        "status": row.status,
+        "turns": len(server.requests),
+        "rollovers": conts[-1],
+        "receipts": receipts,
+        "wall_s": round(wall, 2),
+        "ms_per_turn": round(wall / max(1, len(server.requests)) * 1000, 1),
+    }
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--turns", type=int, default=300)
@@ -256,7 +327,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("--summary-tokens", type=int, default=1500)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--agent",
+        action="store_true",
+        help="also time the agent loop end to end (205 turns, 8,000-token window, local server)",
+    )
     args = ap.parse_args(argv)
+    if args.agent:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = run_agent(205, 8000, Path(tmp))
+        print("agent loop:", json.dumps(figures))
     with tempfile.TemporaryDirectory() as tmp:
         results = [
             run_full(args.turns),
