@@ -403,6 +403,20 @@ def test_oversized_frame_header_is_refused(fresh: SyncSandbox) -> None:
     assert fresh.execute("1").ok
 
 
+def test_flood_of_forged_host_calls_is_cut_off(fresh: SyncSandbox) -> None:
+    body = (
+        "frames = []\n"
+        "for i in range(5000):\n"
+        "    b = json.dumps({'op': 'call', 'call': i + 10**6, 'name': 'echo', 'args': [1], 'kwargs': {}}).encode()\n"
+        "    frames.append(struct.pack('>I', len(b)) + b)\n"
+        "data = b''.join(frames)"
+    )
+    r = fresh.execute(_protocol_fd_code(body))
+    assert r.error is not None and r.error.type == "SandboxDied"
+    assert "in flight" in r.error.message or "protocol" in r.error.message
+    assert fresh.execute("'ok'").value_repr == "'ok'"
+
+
 def test_oversized_host_call_is_refused_in_the_box(fresh: SyncSandbox) -> None:
     out = run(fresh, attempt("echo('a' * (2 * 1024 * 1024))"))
     assert "exceeds" in out

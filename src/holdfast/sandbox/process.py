@@ -35,6 +35,8 @@ from holdfast.sandbox.types import HostFunctionSpec, SandboxPolicy
 
 START_TIMEOUT_S = 30.0
 MAX_CONCURRENT_CALLS = 64
+# Each thread in a box waits for its call, so only forged frames can exceed this.
+MAX_CALLS_IN_FLIGHT = 1024
 
 
 class BoxDied(Exception):
@@ -211,6 +213,8 @@ class BoxProcess:
             if not fut.done():
                 fut.set_result(msg)
         elif op == "call":
+            if len(self._tasks) > MAX_CALLS_IN_FLIGHT:
+                raise ProtocolViolation(f"more than {MAX_CALLS_IN_FLIGHT} host calls in flight")
             self._spawn_task(self._serve_call(msg))
 
     async def _serve_call(self, msg: dict[str, Any]) -> None:
