@@ -175,3 +175,14 @@ def test_a_context_window_too_small_for_the_working_set_names_the_budget(tmp_pat
     assert "budget is 400 tokens" in row.error["message"]
     vs = session_of(tmp_path, task.id)
     assert len(vs.working_set.constraints) >= 2, "the working set was kept"
+
+
+def test_an_empty_goal_fails_the_task_clearly(tmp_path: Path) -> None:
+    lm = ScriptedLM([])
+    h = harness(tmp_path, lm)
+    task = submit(h, "   ", None)
+    h.run_until_idle()
+    row = h.get(task.id)
+    assert row.status == "failed" and row.error["code"] == "invalid_input"
+    assert "needs a goal" in row.error["message"]
+    assert lm.calls == []

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from holdfast.agent.settings import AgentSettings
 from holdfast.agent.tools import Tool, ToolBox
 from holdfast.agent.workspace import Workspace
 from holdfast.config import default_db_path
-from holdfast.errors import BudgetExceeded, ModelFacingError
+from holdfast.errors import BudgetExceeded, InvalidInput, ModelFacingError
 from holdfast.lm.types import LM
 from holdfast.session import FlushItem, MemoryPolicy, SessionStore, VirtualSession
 from holdfast.store import SQLiteDB
@@ -52,7 +52,6 @@ class Agent:
     memory_policy: MemoryPolicy | None = None
     db_path: Path | None = None
     on_event: Callable[[Event], None] | None = None
-    _boxes: dict[str, ToolBox] = field(default_factory=dict, repr=False)
 
     def toolbox(self, settings: AgentSettings, *, memory: bool, analyze: bool) -> ToolBox:
         box = ToolBox(builtins.WORKING_SET_TOOLS + builtins.CONTEXT_TOOLS + builtins.FILE_TOOLS)
@@ -79,13 +78,15 @@ class Agent:
             else None
         )
         box = self.toolbox(settings, memory=memory is not None, analyze=analyzer is not None)
-        run = _Run(self, ctx, vs, box, workspace, memory, analyzer)
+        run = _Run(ctx, vs, box, workspace, memory, analyzer)
         try:
             return self._turns(run, settings, lm)
         finally:
-            close = getattr(lm, "close", None)
-            if callable(close):
-                close()
+            for resource in (lm, memory, analyzer):
+                close = getattr(resource, "close", None)
+                if callable(close):
+                    close()
+            vs.store.db.close()
 
     def _turns(self, run: _Run, settings: AgentSettings, lm: LM) -> dict[str, Any]:
         """The turn loop proper (see the module docstring)."""
@@ -172,7 +173,7 @@ class Agent:
                 "." if workspace.writable else " and it is read-only: writes will fail."
             )
         if not ctx.goal.strip():
-            raise ModelFacingError("an agent task needs a goal")
+            raise InvalidInput("an agent task needs a goal: the task spec's 'goal' is empty")
         vs = VirtualSession.create(
             store,
             request=ctx.goal,
@@ -213,7 +214,6 @@ class Agent:
 class _Run:
     """The tool-call side of one attempt at a task."""
 
-    agent: Agent
     ctx: StepContext
     vs: VirtualSession
     box: ToolBox

@@ -43,6 +43,9 @@ class StoreMemory:
     def dispatch(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         return self.tools.dispatch(name, args)
 
+    def close(self) -> None:
+        self.store.close()
+
     def remember(self, text: str, *, kind: str = "fact", key: str | None = None) -> dict[str, Any]:
         if kind not in KINDS:
             raise InvalidInput(f"memory kind must be one of {', '.join(KINDS)}, not {kind!r}")
