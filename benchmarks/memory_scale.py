@@ -6,7 +6,12 @@ size of the index and of the Markdown files, and the time a full reindex takes.
 
 Usage::
 
-    python benchmarks/memory_scale.py [--items 100000] [--embedder local|none] [--json]
+    python benchmarks/memory_scale.py [--items 100000] [--embedder local|none|fake] [--json]
+
+``--embedder hashed`` uses a deterministic hashed bag-of-words embedder with the local model's
+shape (384 float32 dimensions), so the index, the vector matrix and recall cost the same without
+the model's inference time; the model's own cost (one short query, and a batch) is then measured
+separately with ``--model-sample`` and reported beside it. ``local`` runs the model throughout.
 
 Items are deterministic (seeded) short statements about synthetic people, projects and places,
 spread over a year of mention times, so runs are comparable.
@@ -119,6 +124,43 @@ def synth(rng: random.Random, n: int) -> tuple[str, dict[str, Any]]:
     return text, {"namespace": "scale", "kind": kind, "mention_time": mention.isoformat()}
 
 
+class HashedEmbedder:
+    """Deterministic 384-dimension hashed bag-of-words vectors (no model): isolates store costs."""
+
+    name = "hashed-384"
+    dim = 384
+
+    def embed(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        from holdfast.testing import embed_text
+
+        return np.asarray([embed_text(t, self.dim) for t in texts], dtype=np.float32)
+
+
+def model_cost(n: int, corpus: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The local model's cost: one short query at a time (p50/p95) and a batch of 500 items."""
+    from holdfast.memory import LocalEmbedder
+
+    emb = LocalEmbedder()
+    emb.embed(["warm up"])
+    single = []
+    for text, _ in corpus[:n]:
+        t0 = time.perf_counter()
+        emb.embed([text])
+        single.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    emb.embed([t for t, _ in corpus[:500]])
+    batch_s = time.perf_counter() - t0
+    return {
+        "single_ms": {
+            "p50": round(1000 * pct(single, 0.5), 2),
+            "p95": round(1000 * pct(single, 0.95), 2),
+        },
+        "batch_items_per_s": round(500 / batch_s, 1),
+    }
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -136,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--single-writes", type=int, default=200)
     ap.add_argument("--skip-reindex", action="store_true")
+    ap.add_argument(
+        "--model-sample", type=int, default=0, help="measure the local model on N queries"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -146,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"items": args.items, "embedder": args.embedder}
     with tempfile.TemporaryDirectory(prefix="holdfast-scale-") as tmp:
         root, db = Path(tmp) / "memory", Path(tmp) / "holdfast.db"
-        store = MemoryStore(MemoryConfig(root=root, db_path=db, embedder=args.embedder))
+        embedder: Any = HashedEmbedder() if args.embedder == "hashed" else None
+        store = MemoryStore(
+            MemoryConfig(root=root, db_path=db, embedder=args.embedder), embedder=embedder
+        )
         if store.embedder.dim:
             store.embedder.embed(["warm up"])
         corpus = [synth(rng, n) for n in range(args.items)]
@@ -206,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             report["reindex_s"] = round(time.perf_counter() - t0, 1)
             report["reindex_items"] = rep.items_indexed
         store.close()
+    if args.model_sample:
+        report["local_model"] = model_cost(args.model_sample, corpus)
     report["machine"] = "2 cores shared, Python 3.11"
     report["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
     if args.json:
