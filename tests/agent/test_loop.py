@@ -186,3 +186,33 @@ def test_an_empty_goal_fails_the_task_clearly(tmp_path: Path) -> None:
     assert row.status == "failed" and row.error["code"] == "invalid_input"
     assert "needs a goal" in row.error["message"]
     assert lm.calls == []
+
+
+def test_a_provider_that_rejects_a_long_prompt_gets_a_fresh_session(tmp_path: Path) -> None:
+    from holdfast.lm.errors import ProviderRejected
+    from holdfast.lm.types import Completion, Message
+    from holdfast.testing import FunctionLM
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "big.txt").write_text("\n".join("y" * 99 for _ in range(30)))
+    sizes: list[int] = []
+
+    def model(messages: list[Message], **_: object) -> Completion:
+        size = len(json.dumps(messages))
+        sizes.append(size)
+        if size > 30_000:  # the real window is smaller than the configured one
+            raise ProviderRejected("This model's maximum context length is 7500 tokens")
+        if len(sizes) >= 16:
+            return reply("", tool_call("finish", {"result": "ok"}))
+        return reply("", tool_call("read_file", {"path": "big.txt"}))
+
+    h = harness(tmp_path, FunctionLM(model))
+    task = submit(h, "Keep going", ws, context_window=32_000, keep_last_turns=1)
+    h.run_until_idle()
+    row = h.get(task.id)
+    assert row.status == "succeeded", row.error
+    assert max(sizes) > 30_000, "the provider did reject a prompt"
+    assert session_of(tmp_path, task.id).continuation >= 1
+    kinds = [r.data() for r in h.receipts(task.id)]
+    assert any(k["kind"] == "session_rollover" and "too long" in json.dumps(k) for k in kinds)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from holdfast.agent.tools import Tool, ToolBox
 from holdfast.agent.workspace import Workspace
 from holdfast.config import default_db_path
 from holdfast.errors import BudgetExceeded, InvalidInput, ModelFacingError
+from holdfast.lm.errors import ProviderRejected
 from holdfast.lm.types import LM
 from holdfast.session import FlushItem, MemoryPolicy, SessionStore, VirtualSession
 from holdfast.store import SQLiteDB
@@ -105,7 +107,25 @@ class Agent:
                     "session_rollover",
                     {"vsession": vs.id, "continuation": vs.continuation, "turn": plan.turn},
                 )
-            completion = lm.complete(plan.messages, tools=schemas)
+            try:
+                completion = lm.complete(plan.messages, tools=schemas)
+            except ProviderRejected as exc:
+                if not _context_overflow(exc) or vs.turns_in_session == 0:
+                    raise
+                # the provider counts more tokens than the estimate: learn from it, roll over
+                vs.meter.observe(plan.estimate, settings.context_window)
+                reason = f"the provider rejected a {plan.estimate}-token prompt as too long"
+                vs.roll_over(reason, schemas)
+                ctx.receipt(
+                    "session_rollover",
+                    {
+                        "vsession": vs.id,
+                        "continuation": vs.continuation,
+                        "reason": reason,
+                        "provider": exc.message,
+                    },
+                )
+                continue
             usage = completion.usage
             turn = vs.record_assistant(completion.to_message(), estimate=plan.estimate, usage=usage)
             ctx.receipt(
@@ -274,6 +294,17 @@ class _Run:
             if finished is not None:
                 return finished
         return None
+
+
+_OVERFLOW = re.compile(
+    r"context.{0,20}(length|window|limit)|too many tokens|prompt is too long|maximum.{0,30}tokens",
+    re.IGNORECASE,
+)
+
+
+def _context_overflow(exc: ProviderRejected) -> bool:
+    """Whether a provider's refusal says the prompt is longer than the model's window."""
+    return bool(_OVERFLOW.search(exc.message))
 
 
 def _invoke(tool: Tool, env: ToolEnv, args: dict[str, Any], _key: str) -> Any:
