@@ -216,3 +216,26 @@ def test_a_provider_that_rejects_a_long_prompt_gets_a_fresh_session(tmp_path: Pa
     assert session_of(tmp_path, task.id).continuation >= 1
     kinds = [r.data() for r in h.receipts(task.id)]
     assert any(k["kind"] == "session_rollover" and "too long" in json.dumps(k) for k in kinds)
+
+
+def test_the_optional_pre_rollover_turn_lets_the_model_save_state(tmp_path: Path) -> None:
+    from holdfast.lm.types import Completion, Message
+    from holdfast.testing import FunctionLM
+
+    calls: list[str] = []
+
+    def model(messages: list[Message], **_: object) -> Completion:
+        calls.append("x")
+        if len(calls) >= 9:
+            return reply("", tool_call("finish", {"result": "ok"}))
+        if "context is nearly full" in str(messages[-2].get("content")):
+            return reply("", tool_call("set_next_step", {"text": f"resume at call {len(calls)}"}))
+        return reply("", tool_call("record_progress", {"text": f"call {len(calls)}"}))
+
+    h = harness(tmp_path, FunctionLM(model))
+    task = submit(h, "Work", None, max_turns_per_session=3, pre_rollover_turn=True)
+    h.run_until_idle()
+    assert h.get(task.id).status == "succeeded"
+    vs = session_of(tmp_path, task.id)
+    assert vs.continuation >= 2
+    assert vs.working_set.next_step.startswith("resume at call")

@@ -217,3 +217,37 @@ def test_auto_prune_policy_keeps_one_session_bounded(tmp_path: Path) -> None:
     text = dumps_prompt(vs.build_prompt())
     assert "[r1 pruned] auto-pruned read output of turn 1" in text
     assert vs.recall("r1").startswith("output 1 ")
+
+
+def test_a_notice_gives_one_last_turn_before_the_rollover(tmp_path: Path) -> None:
+    vs = _make(tmp_path, max_turns=3)
+    for n in range(1, 4):
+        _turn(vs, n, 10)
+    plan = vs.begin_turn(notice="session ends after this turn")
+    assert not plan.rolled_over and plan.last_in_session
+    assert plan.messages[-2] == {"role": "user", "content": "session ends after this turn"}
+    _turn_after = vs.begin_turn  # the same turn asked again: the notice is not added twice
+    again = _turn_after(notice="session ends after this turn")
+    assert again.last_in_session and dumps_prompt(again.messages).count("session ends") == 1
+    vs.record_assistant(
+        {"role": "assistant", "content": "noted"}, estimate=again.estimate, usage=None
+    )
+    final = vs.begin_turn(notice="session ends after this turn")
+    assert final.rolled_over and vs.continuation == 1
+
+
+def test_every_physical_session_gets_its_own_notice(tmp_path: Path) -> None:
+    vs = _make(tmp_path, max_turns=2, keep_last_turns=3)
+    notices = 0
+    for n in range(1, 12):
+        plan = vs.begin_turn(notice="ending soon")
+        notices += plan.last_in_session
+        call = {"id": f"k{n}", "type": "function", "function": {"name": "t", "arguments": "{}"}}
+        vs.record_assistant(
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            estimate=plan.estimate,
+            usage=None,
+        )
+        vs.record_tool_result(f"k{n}", "t", "ok")
+    assert vs.continuation >= 3
+    assert notices >= vs.continuation

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from holdfast.agent import builtins
 from holdfast.agent.env import Analyzer, MemoryAccess, ToolEnv
-from holdfast.agent.prompts import SYSTEM_PROMPT
+from holdfast.agent.prompts import ROLLOVER_NOTICE, SYSTEM_PROMPT
 from holdfast.agent.settings import AgentSettings
 from holdfast.agent.tools import Tool, ToolBox
 from holdfast.agent.workspace import Workspace
@@ -101,7 +101,9 @@ class Agent:
                 vs.add_user_message(f"[message from a person, via steering] {message}")
             if vs.turn >= settings.max_turns:
                 raise _out_of_turns(vs, settings)
-            plan = vs.begin_turn(schemas)
+            plan = vs.begin_turn(
+                schemas, notice=ROLLOVER_NOTICE if settings.pre_rollover_turn else None
+            )
             if plan.rolled_over:
                 ctx.receipt(
                     "session_rollover",

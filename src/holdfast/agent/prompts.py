@@ -22,3 +22,8 @@ a finding with a trace id.
 Workspace files: list_files, read_file, search_files, write_file and patch_file (writes may need \
 approval). When the task is done, call finish(result) with a short report.
 """
+
+ROLLOVER_NOTICE = """\
+[Holdfast] Your context is nearly full: this physical session ends after this turn and the next \
+one starts from the working set. Record there anything you will still need that is not in it \
+yet (decisions with rationale, progress, the next step), then carry on."""

@@ -20,7 +20,9 @@ class AgentSettings:
     (a model that never calls finish). ``max_idle_replies``: replies in a row without a tool call
     tolerated. ``memory_namespace`` (None: no knowledge memory) and ``embedder``: knowledge
     memory. ``analyze_model``: the model of ``analyze`` jobs (default: ``model``);
-    ``analyze_sandbox``: ``namespace`` or ``process``.
+    ``analyze_sandbox``: ``namespace`` or ``process``. ``pre_rollover_turn``: give the model
+    one turn, with a notice, to update the working set before its physical session ends (the
+    optional compaction step; it writes structured state, never a summary).
     """
 
     model: str | None = None
@@ -30,6 +32,7 @@ class AgentSettings:
     max_turns_per_session: int | None = None
     keep_last_turns: int = 3
     working_set_share: float = 0.2
+    pre_rollover_turn: bool = False
     max_turns: int = 500
     max_idle_replies: int = 3
     system_prompt: str | None = None

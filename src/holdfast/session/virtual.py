@@ -60,6 +60,7 @@ class TurnPlan:
     estimate: int
     rolled_over: bool
     pruned: tuple[str, ...]
+    last_in_session: bool = False
 
 
 class VirtualSession:
@@ -99,6 +100,7 @@ class VirtualSession:
         phys = self.store.physical(self.id, self.continuation)[0]
         self.session_start_turn = phys.start_turn
         self._entries: list[Entry] = list(phys.seed)
+        self._seed_len = len(phys.seed)
         self._entries.extend(
             (m, rid) for _, m, rid in self.store.messages(self.id, self.continuation)
         )
@@ -198,8 +200,15 @@ class VirtualSession:
     def estimate(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> int:
         return self.meter.calibrated(estimate_messages_tokens(messages, tools))
 
-    def begin_turn(self, tools: list[dict[str, Any]] | None = None) -> TurnPlan:
-        """Prune, roll over if due, and return the prompt of the next turn with its estimate."""
+    def begin_turn(
+        self, tools: list[dict[str, Any]] | None = None, *, notice: str | None = None
+    ) -> TurnPlan:
+        """Prune, roll over if due, and return the prompt of the next turn with its estimate.
+
+        With ``notice``, a roll-over that is due is put off by one turn: the notice is added to
+        the transcript first (once per physical session) so that the model can write what it
+        still needs into the working set before its session ends. The default never does.
+        """
         messages = self.build_prompt()
         estimate = self.estimate(messages, tools)
         pruned = self._auto_prune(estimate)
@@ -211,7 +220,16 @@ class VirtualSession:
         over_turns = (
             self.policy.max_turns is not None and self.turns_in_session >= self.policy.max_turns
         )
-        if (over_tokens or over_turns) and self.turns_in_session > 0:
+        due = (over_tokens or over_turns) and self.turns_in_session > 0
+        state = self._notice_state(notice) if due and notice else "answered"
+        room = estimate + estimate_text_tokens(notice or "") + 8 <= self.policy.context_window
+        if state != "answered" and notice and room:
+            if state == "absent":
+                self.add_user_message(notice)
+                messages = self.build_prompt()
+                estimate = self.estimate(messages, tools)
+            return TurnPlan(self.turn + 1, messages, estimate, False, pruned, True)
+        if due:
             reason = (
                 f"prompt estimate {estimate} > limit {self.policy.limit_tokens} tokens"
                 if over_tokens
@@ -318,6 +336,18 @@ class VirtualSession:
         if offset + limit < len(text):
             page += f'\n[more: context_recall("{item_id}", offset={offset + limit})]'
         return page
+
+    def _notice_state(self, notice: str) -> str:
+        """``absent``, ``pending`` (given, the model has not replied yet) or ``answered``, in
+        this physical session (a notice carried over in the seed does not count)."""
+        for pos in range(len(self._entries) - 1, self._seed_len - 1, -1):
+            m = self._entries[pos][0]
+            if m.get("role") == "user" and m.get("content") == notice:
+                later = self._entries[pos + 1 :]
+                return (
+                    "answered" if any(e[0].get("role") == "assistant" for e in later) else "pending"
+                )
+        return "absent"
 
     def _auto_prune(self, size: int) -> tuple[str, ...]:
         candidates: list[PruneCandidate] = []
