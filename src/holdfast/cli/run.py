@@ -44,6 +44,11 @@ from holdfast.errors import InvalidInput, UserError
 )
 @click.option("--no-memory", is_flag=True, help="Run without knowledge memory.")
 @click.option(
+    "--pre-rollover-turn",
+    is_flag=True,
+    help="Give the model one turn to update its working set before each roll-over.",
+)
+@click.option(
     "--policy",
     default=None,
     metavar="JSON|@FILE|-",
@@ -68,6 +73,7 @@ def run(
     max_turns: int | None,
     memory_namespace: str | None,
     no_memory: bool,
+    pre_rollover_turn: bool,
     policy: str | None,
     budget: str | None,
     detach: bool,
@@ -94,6 +100,8 @@ def run(
             fields[key] = value
     if no_memory:
         fields["memory_namespace"] = None
+    if pre_rollover_turn:
+        fields["pre_rollover_turn"] = True
     settings = AgentSettings.from_input({k: v for k, v in fields.items() if k != "base_url" or v})
     spec: dict[str, Any] = {
         "kind": "agent",
