@@ -1,0 +1,466 @@
+"""The core of the control-plane store: backend hooks, tasks and leases (SQLite and PostgreSQL).
+
+A backend supplies a transaction, a clock, a statement runner and the locking clauses of its
+dialect (``FOR UPDATE [SKIP LOCKED]`` on PostgreSQL; nothing on SQLite, where ``BEGIN IMMEDIATE``
+already serialises writers). Every worker-side mutation is *fenced*: it names the lease token it
+holds, and the store refuses it with :class:`LeaseLost` once that lease has expired or moved on,
+so a stalled worker can never write over its successor.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from holdfast.store.harness_types import (
+    TERMINAL_STATUSES,
+    Draft,
+    LeaseLost,
+    SealedReceipt,
+    Sealer,
+    TaskNotFound,
+    TaskRow,
+    dumps,
+    loads,
+)
+
+Row = dict[str, Any]
+
+_TASK_JSON = ("spec", "checkpoint", "result", "error", "usage", "waiting")
+
+
+class SQLHarnessCore(ABC):
+    """Backend hooks, helpers, tasks and leases; :class:`SQLHarnessStore` adds the rest."""
+
+    for_update = ""
+    skip_locked = ""
+    url: str = ""
+
+    def __init__(self, sealer: Sealer) -> None:
+        self.sealer = sealer
+
+    # -- backend hooks ---------------------------------------------------------------------
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[Any]:
+        """A write transaction; yields the handle passed to :meth:`_run`."""
+
+    @abstractmethod
+    def _reader(self) -> AbstractContextManager[Any]:
+        """A handle for reads outside a write transaction."""
+
+    @abstractmethod
+    def _run(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
+        """Run one statement (``?`` placeholders); return its rows and row count."""
+
+    @abstractmethod
+    def _now(self, handle: Any) -> float:
+        """The store's clock, in seconds since the epoch."""
+
+    def _notify(self, handle: Any, channel: str, payload: str) -> None:  # noqa: B027
+        """Wake listeners (PostgreSQL NOTIFY); SQLite workers poll instead."""
+
+    def _limit_lock(self, handle: Any) -> None:  # noqa: B027
+        """Serialise leasers while queue limits are counted (PostgreSQL advisory lock)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _rows(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._run(handle, sql, params)[0]
+
+    def _count(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._run(handle, sql, params)[1]
+
+    def _any(self, sql: str, params: Sequence[Any]) -> bool:
+        """A read outside any write lock, so idle pollers do not queue behind writers."""
+        with self._reader() as h:
+            return bool(self._rows(h, sql, params))
+
+    def _clock(self) -> float:
+        with self._reader() as h:
+            return self._now(h)
+
+    def _task(self, handle: Any, task_id: str, *, lock: bool = False) -> Row:
+        rows = self._rows(
+            handle,
+            "SELECT * FROM harness_tasks WHERE id = ?" + (self.for_update if lock else ""),
+            (task_id,),
+        )
+        if not rows:
+            raise TaskNotFound(f"no task {task_id!r} in {self.url}", task_id=task_id)
+        return rows[0]
+
+    def _fenced(self, handle: Any, task_id: str, token: str) -> Row:
+        row = self._task(handle, task_id, lock=True)
+        if row["status"] != "running" or row["lease_token"] != token:
+            raise LeaseLost(
+                f"the lease on task {task_id} was lost (now {row['status']}); another worker "
+                "may have taken it over",
+                task_id=task_id,
+            )
+        return row
+
+    def _append(self, handle: Any, task_id: str, draft: Draft, now: float) -> SealedReceipt:
+        head = self._rows(
+            handle, "SELECT head_seq, head_hash FROM harness_tasks WHERE id = ?", (task_id,)
+        )[0]
+        sealed = self.sealer.seal(task_id, int(head["head_seq"]) + 1, head["head_hash"], now, draft)
+        self._run(
+            handle,
+            "INSERT INTO harness_receipts (task_id, seq, body, hash, sig, key_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (task_id, sealed.seq, sealed.body, sealed.hash, sealed.sig, sealed.key_id),
+        )
+        self._run(
+            handle,
+            "UPDATE harness_tasks SET head_seq = ?, head_hash = ?, head_sig = ? WHERE id = ?",
+            (sealed.seq, sealed.hash, sealed.sig, task_id),
+        )
+        return sealed
+
+    @staticmethod
+    def _to_task(row: Row) -> TaskRow:
+        data = dict(row)
+        for key in _TASK_JSON:
+            data[key] = loads(data[key])
+        data["usage"] = data["usage"] or {}
+        return TaskRow(**data)
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        *,
+        kind: str,
+        queue: str,
+        spec: dict[str, Any],
+        priority: int,
+        max_attempts: int,
+        idempotency_key: str | None,
+        draft: Draft,
+        task_id: str | None = None,
+    ) -> tuple[TaskRow, bool]:
+        """Create a task (or return the one with the same idempotency key) with its receipt."""
+        try:
+            return self._submit(
+                kind, queue, spec, priority, max_attempts, idempotency_key, draft, task_id
+            )
+        except Exception as exc:
+            if idempotency_key is None or not self._is_duplicate(exc):
+                raise
+        # a concurrent submit with the same key won the race: return its task
+        return self._submit(
+            kind, queue, spec, priority, max_attempts, idempotency_key, draft, task_id
+        )
+
+    def _is_duplicate(self, exc: Exception) -> bool:
+        return "unique" in str(exc).lower() or "duplicate" in str(exc).lower()
+
+    def _submit(
+        self,
+        kind: str,
+        queue: str,
+        spec: dict[str, Any],
+        priority: int,
+        max_attempts: int,
+        idempotency_key: str | None,
+        draft: Draft,
+        task_id: str | None,
+    ) -> tuple[TaskRow, bool]:
+        with self._tx() as h:
+            if idempotency_key is not None:
+                found = self._rows(
+                    h, "SELECT id FROM harness_tasks WHERE idempotency_key = ?", (idempotency_key,)
+                )
+                if found:
+                    return self._to_task(self._task(h, found[0]["id"])), False
+            now = self._now(h)
+            new_id = task_id or f"task-{uuid.uuid4().hex[:16]}"
+            self._run(
+                h,
+                "INSERT INTO harness_tasks (id, kind, queue, status, spec, priority, attempts, "
+                "max_attempts, idempotency_key, run_after, usage, head_seq, head_hash, "
+                "created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, 0, ?, ?, 0, '{}', 0, '', "
+                "?, ?)",
+                (
+                    new_id,
+                    kind,
+                    queue,
+                    dumps(spec),
+                    priority,
+                    max_attempts,
+                    idempotency_key,
+                    now,
+                    now,
+                ),
+            )
+            self._append(h, new_id, draft, now)
+            self._notify(h, "holdfast_tasks", queue)
+            return self._to_task(self._task(h, new_id)), True
+
+    def get(self, task_id: str) -> TaskRow:
+        with self._reader() as h:
+            return self._to_task(self._task(h, task_id))
+
+    def list_tasks(
+        self, *, status: str | None = None, queue: str | None = None, limit: int = 100
+    ) -> list[TaskRow]:
+        sql = "SELECT * FROM harness_tasks WHERE 1 = 1"
+        params: list[Any] = []
+        if status:
+            sql += " AND status = ?"
+            params.append(status)
+        if queue:
+            sql += " AND queue = ?"
+            params.append(queue)
+        sql += " ORDER BY created_at DESC, id LIMIT ?"
+        params.append(limit)
+        with self._reader() as h:
+            return [self._to_task(r) for r in self._rows(h, sql, params)]
+
+    def counts(self) -> dict[str, int]:
+        """How many tasks are in each status."""
+        with self._reader() as h:
+            rows = self._rows(h, "SELECT status, COUNT(*) AS n FROM harness_tasks GROUP BY status")
+        return {r["status"]: int(r["n"]) for r in rows}
+
+    def set_queue_limit(self, queue: str, max_running: int | None) -> None:
+        """Cap how many tasks of ``queue`` run at once across all workers (``*``: globally)."""
+        with self._tx() as h:
+            self._run(h, "DELETE FROM harness_queues WHERE name = ?", (queue,))
+            if max_running is not None:
+                self._run(
+                    h,
+                    "INSERT INTO harness_queues (name, max_running) VALUES (?, ?)",
+                    (queue, max_running),
+                )
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def lease(
+        self,
+        owner: str,
+        queues: Sequence[str] | None,
+        ttl_s: float,
+        kinds: Sequence[str] | None = None,
+    ) -> tuple[TaskRow, str] | None:
+        """Take the next ready task (of ``queues`` and ``kinds``, if given) with a fresh token."""
+        where = ""
+        filters: list[Any] = []
+        if queues:
+            where += f" AND queue IN ({', '.join('?' for _ in queues)})"
+            filters.extend(queues)
+        if kinds is not None:
+            if not kinds:
+                return None
+            where += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+            filters.extend(kinds)
+        if not self._any(
+            "SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= ?"
+            + where
+            + " LIMIT 1",
+            [self._clock(), *filters],
+        ):
+            return None
+        with self._tx() as h:
+            now = self._now(h)
+            limits = {
+                r["name"]: int(r["max_running"])
+                for r in self._rows(h, "SELECT name, max_running FROM harness_queues")
+            }
+            running: dict[str, int] = {}
+            if limits:
+                self._limit_lock(h)
+                for r in self._rows(
+                    h,
+                    "SELECT queue, COUNT(*) AS n FROM harness_tasks WHERE status = 'running' "
+                    "GROUP BY queue",
+                ):
+                    running[r["queue"]] = int(r["n"])
+                if "*" in limits and sum(running.values()) >= limits["*"]:
+                    return None
+            sql = (
+                "SELECT id, queue FROM harness_tasks WHERE status = 'queued' AND run_after <= ?"
+                + where
+            )
+            params: list[Any] = [now, *filters]
+            sql += " ORDER BY priority DESC, created_at, id LIMIT ?" + self.skip_locked
+            params.append(16 if limits else 1)
+            for cand in self._rows(h, sql, params):
+                q = cand["queue"]
+                if q in limits and running.get(q, 0) >= limits[q]:
+                    continue
+                token = uuid.uuid4().hex
+                n = self._count(
+                    h,
+                    "UPDATE harness_tasks SET status = 'running', lease_owner = ?, "
+                    "lease_token = ?, lease_expires = ?, heartbeat_at = ?, "
+                    "attempts = attempts + 1, updated_at = ? WHERE id = ? AND status = 'queued'",
+                    (owner, token, now + ttl_s, now, now, cand["id"]),
+                )
+                if n != 1:
+                    continue
+                row = self._task(h, cand["id"])
+                self._append(
+                    h,
+                    cand["id"],
+                    Draft("leased", {"worker": owner, "attempt": int(row["attempts"])}),
+                    now,
+                )
+                return self._to_task(self._task(h, cand["id"])), token
+            return None
+
+    def heartbeat(self, leases: dict[str, str], ttl_s: float) -> set[str]:
+        """Extend the given leases (task id -> token); return the ids whose lease was lost."""
+        lost: set[str] = set()
+        if not leases:
+            return lost
+        with self._tx() as h:
+            now = self._now(h)
+            for task_id, token in leases.items():
+                n = self._count(
+                    h,
+                    "UPDATE harness_tasks SET lease_expires = ?, heartbeat_at = ? "
+                    "WHERE id = ? AND lease_token = ? AND status = 'running'",
+                    (now + ttl_s, now, task_id, token),
+                )
+                if n != 1:
+                    lost.add(task_id)
+        return lost
+
+    def reap(self) -> list[str]:
+        """Re-queue tasks whose lease expired (or fail them past ``max_attempts``)."""
+        if not self._any(
+            "SELECT id FROM harness_tasks WHERE status = 'running' AND lease_expires < ? LIMIT 1",
+            [self._clock()],
+        ):
+            return []
+        with self._tx() as h:
+            now = self._now(h)
+            rows = self._rows(
+                h,
+                "SELECT id, attempts, max_attempts, lease_owner FROM harness_tasks "
+                "WHERE status = 'running' AND lease_expires < ?" + self.skip_locked,
+                (now,),
+            )
+            for r in rows:
+                give_up = int(r["attempts"]) >= int(r["max_attempts"])
+                error = None
+                if give_up:
+                    error = {
+                        "code": "too_many_attempts",
+                        "message": f"the task lost its worker {r['attempts']} times "
+                        f"(max_attempts={r['max_attempts']})",
+                    }
+                self._run(
+                    h,
+                    "UPDATE harness_tasks SET status = ?, lease_owner = NULL, lease_token = NULL, "
+                    "lease_expires = NULL, error = ?, updated_at = ? WHERE id = ?",
+                    ("failed" if give_up else "queued", dumps(error), now, r["id"]),
+                )
+                self._append(
+                    h,
+                    r["id"],
+                    Draft(
+                        "lease_expired",
+                        {"worker": r["lease_owner"], "attempt": int(r["attempts"])},
+                        actor="reaper",
+                    )
+                    if not give_up
+                    else Draft("failed", {"error": error}, actor="reaper"),
+                    now,
+                )
+            return [r["id"] for r in rows]
+
+    def release(
+        self,
+        task_id: str,
+        token: str,
+        *,
+        status: str,
+        draft: Draft,
+        run_after: float = 0.0,
+        usage: dict[str, float] | None = None,
+        consume_steering: Sequence[int] = (),
+    ) -> None:
+        """Give the lease back, leaving the task ``queued`` or ``paused``."""
+        with self._tx() as h:
+            self._fenced(h, task_id, token)
+            now = self._now(h)
+            self._consume(h, consume_steering, now)
+            self._run(
+                h,
+                "UPDATE harness_tasks SET status = ?, lease_owner = NULL, lease_token = NULL, "
+                "lease_expires = NULL, run_after = ?, usage = COALESCE(?, usage), updated_at = ? "
+                "WHERE id = ?",
+                (status, now + run_after if run_after else 0.0, _opt(usage), now, task_id),
+            )
+            self._append(h, task_id, draft, now)
+            if status == "queued":
+                self._notify(h, "holdfast_tasks", task_id)
+
+    def finish(
+        self,
+        task_id: str,
+        token: str,
+        *,
+        status: str,
+        result: Any,
+        error: dict[str, Any] | None,
+        usage: dict[str, float],
+        draft: Draft,
+        consume_steering: Sequence[int] = (),
+    ) -> None:
+        """End the task (succeeded, failed or cancelled) with its result and receipt."""
+        assert status in TERMINAL_STATUSES
+        with self._tx() as h:
+            self._fenced(h, task_id, token)
+            now = self._now(h)
+            self._consume(h, consume_steering, now)
+            self._run(
+                h,
+                "UPDATE harness_tasks SET status = ?, result = ?, error = ?, usage = ?, "
+                "lease_owner = NULL, lease_token = NULL, lease_expires = NULL, waiting = NULL, "
+                "updated_at = ? WHERE id = ?",
+                (status, dumps(result), dumps(error), dumps(usage), now, task_id),
+            )
+            self._append(h, task_id, draft, now)
+
+    def _consume(self, h: Any, ids: Sequence[int], now: float) -> None:
+        for sid in ids:
+            self._run(
+                h,
+                "UPDATE harness_steering SET consumed_at = ? WHERE id = ? AND consumed_at IS NULL",
+                (now, sid),
+            )
+
+    def checkpoint(
+        self, task_id: str, token: str, state: Any, usage: dict[str, float], draft: Draft | None
+    ) -> None:
+        """Store the runner's resumable state (and usage so far), with an optional receipt."""
+        with self._tx() as h:
+            self._fenced(h, task_id, token)
+            now = self._now(h)
+            self._run(
+                h,
+                "UPDATE harness_tasks SET checkpoint = ?, usage = ?, updated_at = ? WHERE id = ?",
+                (dumps(state), dumps(usage), now, task_id),
+            )
+            if draft is not None:
+                self._append(h, task_id, draft, now)
+
+    def save_usage(self, task_id: str, token: str, usage: dict[str, float]) -> None:
+        with self._tx() as h:
+            self._fenced(h, task_id, token)
+            self._run(h, "UPDATE harness_tasks SET usage = ? WHERE id = ?", (dumps(usage), task_id))
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None else dumps(value)
