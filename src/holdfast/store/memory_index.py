@@ -8,6 +8,7 @@ hand edits are found and re-read incrementally.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -45,7 +46,7 @@ MIGRATIONS = [
     CREATE INDEX memory_items_session ON memory_items(namespace, session, turn);
     CREATE INDEX memory_items_path ON memory_items(path);
     CREATE VIRTUAL TABLE memory_fts USING fts5(
-        body, context, entities, tokenize = 'porter unicode61'
+        body, context, entities, ns, tokenize = 'porter unicode61'
     );
     CREATE TABLE memory_chunks (
         chunk_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,7 +64,7 @@ MIGRATIONS = [
         canonical TEXT NOT NULL,
         PRIMARY KEY (rid, canonical)
     );
-    CREATE INDEX memory_item_entities_name ON memory_item_entities(namespace, canonical);
+    CREATE INDEX memory_item_entities_name ON memory_item_entities(namespace, canonical, rid);
     CREATE TABLE memory_files (
         path TEXT PRIMARY KEY,
         namespace TEXT NOT NULL,
@@ -87,6 +88,11 @@ MIGRATIONS = [
     );
     """,
 ]
+
+
+def ns_token(namespace: str) -> str:
+    """A single FTS token standing for a namespace (names may hold characters FTS splits on)."""
+    return "ns" + hashlib.sha1(namespace.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -167,8 +173,8 @@ class MemoryIndex:
             )
             rid = int(cur.lastrowid or 0)
             tx.execute(
-                "INSERT INTO memory_fts (rowid, body, context, entities) VALUES (?, ?, '', ?)",
-                (rid, body, entities_text),
+                "INSERT INTO memory_fts (rowid, body, context, entities, ns) VALUES (?, ?, '', ?, ?)",
+                (rid, body, entities_text, ns_token(data["namespace"])),
             )
             return rid, True
         else:
@@ -327,25 +333,26 @@ class MemoryIndex:
     def keyword(
         self, namespace: str, match: str, limit: int, weights: tuple[float, float, float]
     ) -> list[int]:
-        """rids ranked by FTS5 BM25 (best first) for a MATCH expression, in one namespace."""
+        """rids ranked by FTS5 BM25 (best first) for a MATCH expression, in one namespace.
+
+        The namespace is a token in the FTS row, so the search never joins the items table;
+        tombstoned or superseded rows are filtered by the caller.
+        """
         w = ", ".join(f"{x:.4f}" for x in weights)
         rows = self.db.connection().execute(
-            f"SELECT f.rowid FROM memory_fts f JOIN memory_items i ON i.rid = f.rowid "
-            f"WHERE memory_fts MATCH ? AND i.namespace = ? AND i.status = 'active' "
-            f"ORDER BY bm25(memory_fts, {w}) LIMIT ?",
-            (match, namespace, limit),
+            f"SELECT rowid FROM memory_fts WHERE memory_fts MATCH ? "
+            f"ORDER BY bm25(memory_fts, {w}, 0.0) LIMIT ?",
+            (f"ns:{ns_token(namespace)} AND ({match})", limit),
         )
         return [int(r[0]) for r in rows]
 
     def entity_items(self, namespace: str, names: Sequence[str], limit: int) -> list[int]:
-        """rids mentioning the most of ``names``, most recent first among ties."""
+        """rids naming the most of ``names``, newest first among ties (status filtered later)."""
         if not names:
             return []
         q = (
-            "SELECT e.rid, COUNT(*) AS n FROM memory_item_entities e JOIN memory_items i "
-            "ON i.rid = e.rid WHERE e.namespace = ? AND i.status = 'active' AND e.canonical IN "
-            f"({','.join('?' * len(names))}) GROUP BY e.rid ORDER BY n DESC, i.mention_time DESC "
-            "LIMIT ?"
+            "SELECT rid, COUNT(*) AS n FROM memory_item_entities WHERE namespace = ? AND canonical "
+            f"IN ({','.join('?' * len(names))}) GROUP BY rid ORDER BY n DESC, rid DESC LIMIT ?"
         )
         rows = self.db.connection().execute(q, (namespace, *names, limit))
         return [int(r[0]) for r in rows]
