@@ -80,6 +80,15 @@ def holders(h: Harness) -> set[int]:
     }
 
 
+def drain(h: Harness, url: str, ids: list[str]) -> None:
+    """Run idle-exiting workers until every task ended (leases of killed workers must expire)."""
+    deadline = time.monotonic() + 120
+    while not all(h.get(t).terminal for t in ids):
+        assert time.monotonic() < deadline, worker_log()
+        spawn_worker(url, "--exit-when-idle").wait(120)
+        time.sleep(0.5)
+
+
 def kill_run(url: str, workspace: Path, kills_wanted: int, seed: int) -> dict[str, Any]:
     """SIGKILL workers that hold a lease, at a random moment of their work, ``kills_wanted`` times."""
     rng = random.Random(seed)
@@ -107,8 +116,7 @@ def kill_run(url: str, workspace: Path, kills_wanted: int, seed: int) -> dict[st
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(30)
-        final = spawn_worker(url, "--exit-when-idle")
-        final.wait(120)
+        drain(h, url, ids)
         check_exactly_once(h, workspace, ids, "c")
         attempts = EffectLedger(workspace / "effects.db").attempts("c")
     finally:
