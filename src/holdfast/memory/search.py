@@ -74,17 +74,20 @@ def search(
 
     cands = Candidates()
     terms = keyword_terms(query)
+    keyword_job = None
     if "keyword" in arms and terms:
-        cands.lists["keyword"] = store.index.keyword(
-            namespace,
-            fts_query(terms),
-            depth,
-            (settings.body_weight, settings.context_weight, settings.entity_text_weight),
-        )
+        weights = (settings.body_weight, settings.context_weight, settings.entity_text_weight)
+        match = fts_query(terms)
+        if "dense" in arms and store.embedder.dim:
+            keyword_job = store.pool.submit(store.index.keyword, namespace, match, depth, weights)
+        else:
+            cands.lists["keyword"] = store.index.keyword(namespace, match, depth, weights)
     if "dense" in arms and store.embedder.dim and query.strip():
         qv = store.embedder.embed([query])[0]
         hits = store.vectors.search(namespace, store.embedder.name, qv, depth)
         cands.lists["dense"] = [rid for rid, _ in hits]
+    if keyword_job is not None:
+        cands.lists = {"keyword": keyword_job.result(), **cands.lists}
     resolver = None
     if (("entity" in arms or entity) and store.config.extract_entities) or entity:
         resolver = store.indexer.resolver(ns)

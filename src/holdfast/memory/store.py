@@ -9,6 +9,7 @@ soon as ``add`` returns. No model is called on the write or read path.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,6 +105,7 @@ class MemoryStore(Maintenance):
         self.embedder = embedder or make_embedder(self.config.embedder)
         self.indexer = Indexer(self.index, self.embedder, self.config.context_window)
         self._vectors: VectorCache | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def vectors(self) -> VectorCache:
@@ -111,10 +113,21 @@ class MemoryStore(Maintenance):
             self._vectors = VectorCache(self.index, self.embedder.dim)
         return self._vectors
 
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """A one-thread pool that runs the keyword query while the query is being embedded
+        (SQLite and the embedder both release the GIL, so the two overlap on two cores)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="holdfast-recall")
+        return self._pool
+
     def ns(self, namespace: str) -> NamespaceDir:
         return NamespaceDir(self.root, check_namespace(namespace))
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.db.close()
 
     # ----- writes
