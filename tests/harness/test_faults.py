@@ -226,6 +226,16 @@ def test_receipt_rewritten_in_postgres_is_caught(pg_cluster: PostgresCluster) ->
     h.close()
 
 
+def test_tampered_step_result_is_caught(harness: Harness, workspace: Path) -> None:
+    t = harness.submit(scripted(workspace, [{"tool": "counter.add", "args": {"counter": "c"}}]))
+    harness.run_until_idle()
+    assert harness.verify(t.id).ok
+    with harness.store._tx() as c:
+        harness.store._run(c, "UPDATE harness_steps SET result = '42' WHERE task_id = ?", (t.id,))
+    result = harness.verify(t.id)
+    assert not result.ok and "stored result of step '001-counter.add'" in result.reason
+
+
 def test_locked_database_gives_a_clear_message_and_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "h.db"
     Harness.open(db).close()

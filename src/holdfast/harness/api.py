@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -203,17 +205,42 @@ class Harness:
     def verify(
         self, task_id: str, *, signer: Signer | None = None, require_signatures: bool = False
     ) -> VerifyResult:
-        """Check the task's receipt chain against its checkpointed head (and signatures)."""
+        """Check the task's receipt chain against its checkpointed head (and signatures), and
+        each finished step's stored result (what a resumed task replays) against its receipt."""
         task = self.store.get(task_id)
-        return verify_chain(
+        results: dict[str, tuple[int, str]] = {}
+
+        def collect() -> Iterator[ReceiptRow]:
+            for r in self.store.iter_receipts(task_id):
+                if '"kind":"result"' in r.body:
+                    d = r.data()
+                    if d.get("kind") == "result" and d["payload"].get("ok"):
+                        results[str(d["step"])] = (r.seq, str(d["payload"]["result_sha256"]))
+                yield r
+
+        chain = verify_chain(
             task_id,
-            self.store.iter_receipts(task_id),
+            collect(),
             head_seq=task.head_seq,
             head_hash=task.head_hash,
             head_sig=task.head_sig,
             signer=signer or self.signer,
             require_signatures=require_signatures,
         )
+        if not chain.ok:
+            return chain
+        for step in self.store.list_steps(task_id):
+            if step.status != "done" or step.name not in results:
+                continue
+            seq, digest = results[step.name]
+            if hashlib.sha256(canonical_json(step.result).encode()).hexdigest() != digest:
+                return replace(
+                    chain,
+                    ok=False,
+                    bad_seq=seq,
+                    reason=f"the stored result of step {step.name!r} does not match receipt {seq}",
+                )
+        return chain
 
     # -- workers ---------------------------------------------------------------------------
 
