@@ -9,6 +9,7 @@ Start with :class:`MemoryStore`::
     hits = store.search("where does Alice live?", namespace="project")
 """
 
+from holdfast.memory.context import ContextPack, LeftOut, build_pack, context_pack
 from holdfast.memory.embedders import (
     Embedder,
     LocalEmbedder,
@@ -17,6 +18,7 @@ from holdfast.memory.embedders import (
     make_embedder,
 )
 from holdfast.memory.entities import EntityResolver, extract_names
+from holdfast.memory.extract import ExtractionResult, extract
 from holdfast.memory.indexer import SyncReport
 from holdfast.memory.items import Evidence, Kind, MemoryItem, Source, Status, Trust
 from holdfast.memory.markdown import ParseIssue, parse_file, render_item
@@ -24,17 +26,22 @@ from holdfast.memory.recall import Hit, RecallSettings
 from holdfast.memory.security import instruction_like, redact
 from holdfast.memory.store import MemoryConfig, MemoryStore, WriteResult, belief_confidence
 from holdfast.memory.timeexpr import query_range, resolve_event_time
+from holdfast.memory.tools import MemoryTools
 
 __all__ = [
+    "ContextPack",
     "Embedder",
     "EntityResolver",
     "Evidence",
+    "ExtractionResult",
     "Hit",
     "Kind",
+    "LeftOut",
     "LocalEmbedder",
     "MemoryConfig",
     "MemoryItem",
     "MemoryStore",
+    "MemoryTools",
     "NoEmbedder",
     "OpenAIEmbedder",
     "ParseIssue",
@@ -45,6 +52,9 @@ __all__ = [
     "Trust",
     "WriteResult",
     "belief_confidence",
+    "build_pack",
+    "context_pack",
+    "extract",
     "extract_names",
     "instruction_like",
     "make_embedder",
