@@ -7,6 +7,7 @@ program can do the same. Explicit arguments always win over ``env``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,8 +25,12 @@ def resolve_endpoint(
     api_key: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> tuple[str, str | None]:
-    """The base URL and API key to use: explicit values, then ``env``, then the provider default."""
-    env = env or {}
+    """The base URL and API key to use: explicit values, then ``env``, then the provider default.
+
+    ``env=None`` means the process environment, read now (never at import); pass ``{}`` to ignore
+    the environment entirely.
+    """
+    env = os.environ if env is None else env
     url = base_url or (env.get(spec.base_url_env) if spec.base_url_env else None) or spec.base_url
     key = api_key or (env.get(spec.key_env) if spec.key_env else None) or None
     return url, key
@@ -48,7 +53,8 @@ def get_lm(
 
     ``base_url`` overrides the provider's default endpoint (any OpenAI-compatible server works as
     ``vllm:<model>`` with a base URL); ``env`` is where to look up the provider's key and base-URL
-    variables (e.g. ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``) when they are not passed. Calls go
+    variables (e.g. ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``) when they are not passed: the process
+    environment by default, as the provider SDKs do; ``{}`` ignores it. Calls go
     to ``call_log`` when one is attached. Extra ``options`` go to the client class.
     """
     spec, _ = parse_model_name(model)
