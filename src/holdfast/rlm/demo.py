@@ -126,15 +126,16 @@ def run_rlm_demo(
             "sub-model: SCRIPTED (a function that counts codes in each chunk)[/]"
         )
     policy = SandboxPolicy()
-    try:
-        from holdfast.sandbox.launch import bwrap_path, namespace_problem
+    from holdfast.sandbox.check import diagnose
 
-        bwrap = bwrap_path()
-        if bwrap is None or namespace_problem(bwrap) is not None:
-            policy = SandboxPolicy(isolation="process")
-            console.print("[red]namespaces unavailable: using the weaker 'process' isolation[/]")
-    except ImportError:
-        pass
+    if not diagnose().namespace_ok:
+        # bubblewrap missing and not root (or user namespaces blocked): `holdfast sandbox check`
+        # names the remedy. The demo goes on, loudly, with the plain-subprocess level.
+        policy = SandboxPolicy(isolation="process")
+        console.print(
+            "[red]namespaces unavailable (see `holdfast sandbox check`): using the weaker "
+            "'process' isolation, which is not a security boundary[/]"
+        )
     turns: list[int] = []
 
     def show(trace_id: str, kind: str, data: dict[str, Any]) -> None:

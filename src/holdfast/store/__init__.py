@@ -4,6 +4,7 @@
 plane's PostgreSQL backend lives beside them.
 """
 
+from holdfast.store.calllog import CallLog
 from holdfast.store.sqlite import SQLiteDB, StoreBusy, migrate
 
-__all__ = ["SQLiteDB", "StoreBusy", "migrate"]
+__all__ = ["CallLog", "SQLiteDB", "StoreBusy", "migrate"]

@@ -1,9 +1,11 @@
 """Fakes shipped with Holdfast for offline tests: scripted models and a local OpenAI-compatible server.
 
 ``ScriptedLM`` and ``FunctionLM`` stand in for a model above the provider adapter;
-``FakeOpenAIServer`` is a real HTTP server on 127.0.0.1 for exercising the real client code.
+``FakeOpenAIServer`` is a real HTTP server on 127.0.0.1 for exercising the real client code;
+``FakeSandbox`` runs cells in-process (no isolation) for tests above the sandbox layer.
 """
 
+from holdfast.testing.fake_sandbox import FakeSandbox
 from holdfast.testing.fake_server import FakeOpenAIServer, RequestRecord
 from holdfast.testing.fake_wire import Fault, embed_text
 from holdfast.testing.scripted import (
@@ -17,6 +19,7 @@ from holdfast.testing.scripted import (
 
 __all__ = [
     "FakeOpenAIServer",
+    "FakeSandbox",
     "Fault",
     "FunctionLM",
     "RecordedCall",
