@@ -27,11 +27,13 @@ PARTS = ("all", "lm", "rlm", "agent")
     default="all",
     show_default=True,
     help="lm: one real HTTP call and the call log; rlm: an RLM job over a generated corpus; "
-    "agent: the long task; all: lm then agent.",
+    "agent: the long task; all: the three in that order.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
 def demo(model: str | None, part: str, as_json: bool) -> None:
-    """Run the offline end-to-end demo (a scripted model unless --model is given)."""
+    """Run the offline end-to-end demo (a scripted model unless --model is given).
+
+    Exits 1 when the RLM job or the agent task does not succeed (a real model may fail it)."""
     model = default_model(model)
     console = Console(highlight=False)
     home = holdfast_home()
@@ -41,7 +43,7 @@ def demo(model: str | None, part: str, as_json: bool) -> None:
     if part in ("all", "lm"):
         console.rule("model access: one call over real HTTP, recorded in the call log")
         summary["lm"] = _lm_part(console, model)
-    if part == "rlm":
+    if part in ("all", "rlm"):
         from holdfast.rlm.demo import run_rlm_demo
 
         console.rule("reasoning memory: an RLM job")
@@ -51,11 +53,22 @@ def demo(model: str | None, part: str, as_json: bool) -> None:
         from holdfast.agent.demo import run_agent_demo
 
         console.rule("the long task: agent, virtual sessions, RLM, memory, approvals, receipts")
-        summary["agent"] = run_agent_demo(model, console=console)
+        embedder = os.environ.get("HOLDFAST_MEMORY_EMBEDDER") or "local"
+        summary["agent"] = run_agent_demo(model, console=console, embedder=embedder)
     if as_json:
         import json
 
         click.echo(json.dumps(summary, indent=2, default=str))
+    failed = [
+        name
+        for name, status in (
+            ("rlm", summary.get("rlm", {}).get("status", "ok")),
+            ("agent", summary.get("agent", {}).get("status", "succeeded")),
+        )
+        if status not in ("ok", "succeeded")
+    ]
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 def _lm_part(console: Console, model: str | None) -> dict[str, Any]:
@@ -76,13 +89,13 @@ def _lm_part(console: Console, model: str | None) -> dict[str, Any]:
             latency=0.05,
         ) as server:
             console.print(f"scripted OpenAI-compatible server at {server.base_url} (offline)")
-            lm = get_lm(
+            with get_lm(
                 "openai:demo-scripted", base_url=server.base_url, api_key="offline", call_log=log
-            )
-            completion = lm.complete(messages)
+            ) as lm:
+                completion = lm.complete(messages)
     else:
-        lm = get_lm(model, env=dict(os.environ), call_log=log)
-        completion = lm.complete(messages)
+        with get_lm(model, call_log=log) as lm:
+            completion = lm.complete(messages)
     usage = completion.usage
     console.print(f"[bold]reply:[/bold] {completion.text}")
     console.print(

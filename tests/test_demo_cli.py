@@ -1,0 +1,44 @@
+"""``holdfast demo``, the command behind ``make demo``: all three parts, and a failing exit code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from holdfast.cli.main import cli
+from holdfast.config import default_db_path
+from holdfast.store import CallLog, SQLiteDB
+from holdfast.testing import FakeOpenAIServer
+
+
+@pytest.mark.sandbox
+def test_make_demo_runs_every_part_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOLDFAST_MEMORY_EMBEDDER", "none")
+    monkeypatch.delenv("HOLDFAST_MODEL", raising=False)
+    result = CliRunner().invoke(cli, ["demo", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "SCRIPTED" in out and "checked against the generator's ground truth: correct" in out
+    summary = json.loads(out[out.rindex("\n{\n") :])
+    assert summary["model"] == "scripted"
+    assert summary["rlm"]["status"] == "ok"
+    assert summary["agent"]["status"] == "succeeded" and summary["agent"]["receipts_ok"]
+    assert summary["agent"]["rollovers"] >= 3
+    record = CallLog(SQLiteDB(default_db_path())).get(summary["lm"]["call_id"])
+    assert record is not None, "the HTTP call is in the call log"
+    assert record.messages[-1]["content"].startswith("Say hello")
+
+
+@pytest.mark.sandbox
+def test_demo_exits_1_when_a_real_model_fails_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that never calls a tool fails the agent task; the demo says so and exits 1."""
+    monkeypatch.setenv("HOLDFAST_MEMORY_EMBEDDER", "none")
+    with FakeOpenAIServer(default_reply="I only talk.") as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        args = ["demo", "--model", "openai:chatty", "--part", "agent", "--json"]
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert "without calling a tool" in result.stdout
