@@ -82,6 +82,10 @@ class Worker:
         self._poll_now = threading.Event()
         self._stopped = threading.Event()
         self._lock = threading.Lock()
+        # Set by the SIGTERM/SIGINT handler and acted on by the main loop: a handler runs between
+        # two bytecodes of the main thread, possibly while that thread holds an Event's internal
+        # lock (Event.wait and Event.clear take it), so it must take no lock itself.
+        self._signalled: int | None = None
         self._running: dict[str, _Running] = {}
         self._pool: ThreadPoolExecutor | None = None
         self.completed = 0
@@ -103,7 +107,7 @@ class Worker:
         quiet_until = 0.0
         backoff = self.settings.poll_s
         try:
-            while not self.draining.is_set():
+            while not self._drain_requested():
                 try:
                     now = time.monotonic()
                     if now - last_reap >= self.settings.reap_interval:
@@ -113,14 +117,14 @@ class Worker:
                     backoff = self.settings.poll_s
                 except RetryableFailure as exc:
                     quiet_until = self._log_once("worker", quiet_until, exc.message)
-                    self._wake.wait(backoff)
+                    self._pause(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 if self._done_enough():
                     break
                 if self.settings.exit_when_idle and not leased and not self._active():
                     break
-                self._wake.wait(self.settings.poll_s)
+                self._pause(self.settings.poll_s)
                 self._wake.clear()
         finally:
             self.draining.set()
@@ -148,8 +152,8 @@ class Worker:
             return lambda: None
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("signal %s: finishing current steps, then releasing leases", signum)
-            self.stop()
+            # No logging, no Event.set: see ``_signalled``. The loop wakes within ``poll_s``.
+            self._signalled = signum
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
@@ -159,9 +163,24 @@ class Worker:
 
         return restore
 
+    def _pause(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for a wake-up, noticing a signal within a quarter second."""
+        deadline = time.monotonic() + seconds
+        while self._signalled is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._wake.wait(min(left, 0.25)):
+                return
+
+    def _drain_requested(self) -> bool:
+        """Whether to stop leasing; turns a received signal into :meth:`stop`."""
+        if self._signalled is not None and not self.draining.is_set():
+            log.info("signal %s: finishing current steps, then releasing leases", self._signalled)
+            self.stop()
+        return self.draining.is_set()
+
     def _fill(self) -> bool:
         leased = False
-        while not self.draining.is_set() and self._active() < self.settings.concurrency:
+        while not self._drain_requested() and self._active() < self.settings.concurrency:
             m = self.settings.max_tasks
             if m is not None and self.completed + self._active() >= m:
                 break
