@@ -45,7 +45,7 @@ from holdfast.session.seed import (
 )
 from holdfast.session.tokens import TokenMeter, estimate_messages_tokens, estimate_text_tokens
 from holdfast.session.working_set import WorkingSet
-from holdfast.store.session_sqlite import Entry, SessionStore
+from holdfast.store.session_sql import Entry, SQLSessionStore
 
 RecallFn = Callable[[list[str]], Sequence[RecallHit]]
 FlushFn = Callable[[list[FlushItem]], None]
@@ -68,7 +68,7 @@ class VirtualSession:
 
     def __init__(
         self,
-        store: SessionStore,
+        store: SQLSessionStore,
         vsession_id: str,
         *,
         memory_policy: MemoryPolicy | None = None,
@@ -115,7 +115,7 @@ class VirtualSession:
     @classmethod
     def create(
         cls,
-        store: SessionStore,
+        store: SQLSessionStore,
         *,
         request: str,
         system_prompt: str,
