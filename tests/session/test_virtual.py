@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,16 +13,13 @@ from holdfast.session import (
     FlushItem,
     RecallHit,
     RolloverPolicy,
-    SessionStore,
+    SQLSessionStore,
     StaleSessionWrite,
     VirtualSession,
     dumps_prompt,
 )
-from holdfast.store import SQLiteDB
 
-
-def _store(tmp_path: Path) -> SessionStore:
-    return SessionStore(SQLiteDB(tmp_path / "h.db"))
+OpenStore = Callable[[], SQLSessionStore]  # the ``open_store`` fixture of conftest.py
 
 
 def _turn(vs: VirtualSession, n: int, payload_chars: int = 2000) -> str:
@@ -35,10 +33,10 @@ def _turn(vs: VirtualSession, n: int, payload_chars: int = 2000) -> str:
     return vs.record_tool_result(f"call{n}", "read", f"output {n} " + "z" * payload_chars)
 
 
-def _make(tmp_path: Path, **policy: object) -> VirtualSession:
+def _make(open_store: OpenStore, tmp_path: Path, **policy: object) -> VirtualSession:
     pol = RolloverPolicy(**{"context_window": 8000, "keep_last_turns": 2, **policy})  # type: ignore[arg-type]
     return VirtualSession.create(
-        _store(tmp_path),
+        open_store(),
         request="Port the parser",
         system_prompt="You are a careful engineer.",
         policy=pol,
@@ -46,8 +44,10 @@ def _make(tmp_path: Path, **policy: object) -> VirtualSession:
     )
 
 
-def test_rolls_over_under_a_stable_id_and_keeps_the_working_set(tmp_path: Path) -> None:
-    vs = _make(tmp_path)
+def test_rolls_over_under_a_stable_id_and_keeps_the_working_set(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    vs = _make(open_store, tmp_path)
     vid = vs.id
     assert vid.startswith("vsession-") and vs.physical_key == f"{vid}:cont-0"
     vs.working_set.add_constraint("never edit generated files")
@@ -67,8 +67,8 @@ def test_rolls_over_under_a_stable_id_and_keeps_the_working_set(tmp_path: Path) 
     assert max(t["estimate_tokens"] for t in turns) <= vs.policy.context_window
 
 
-def test_seed_carries_last_turns_verbatim(tmp_path: Path) -> None:
-    vs = _make(tmp_path, max_turns=5)
+def test_seed_carries_last_turns_verbatim(open_store: OpenStore, tmp_path: Path) -> None:
+    vs = _make(open_store, tmp_path, max_turns=5)
     rids = [_turn(vs, n, 100) for n in range(1, 6)]
     plan = vs.begin_turn()
     assert plan.rolled_over and vs.continuation == 1
@@ -79,8 +79,8 @@ def test_seed_carries_last_turns_verbatim(tmp_path: Path) -> None:
     assert "3 earlier turns" in text
 
 
-def test_prune_and_recall_keep_the_full_text(tmp_path: Path) -> None:
-    vs = _make(tmp_path)
+def test_prune_and_recall_keep_the_full_text(open_store: OpenStore, tmp_path: Path) -> None:
+    vs = _make(open_store, tmp_path)
     rid = _turn(vs, 1, 300)
     vs.prune([rid], "old listing of src/")
     text = dumps_prompt(vs.build_prompt())
@@ -94,8 +94,10 @@ def test_prune_and_recall_keep_the_full_text(tmp_path: Path) -> None:
     assert "keep it short" in vs.recall(c)
 
 
-def test_long_results_are_shown_in_part_with_a_pointer(tmp_path: Path) -> None:
-    vs = _make(tmp_path)
+def test_long_results_are_shown_in_part_with_a_pointer(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    vs = _make(open_store, tmp_path)
     rid = _turn(vs, 1, 20_000)
     text = dumps_prompt(vs.build_prompt())
     assert f'context_recall(\\"{rid}\\", offset=' in text
@@ -103,8 +105,8 @@ def test_long_results_are_shown_in_part_with_a_pointer(tmp_path: Path) -> None:
     assert len(page.split("\n")[0]) == 100 and "more:" in page
 
 
-def test_resume_rebuilds_the_exact_prompt(tmp_path: Path) -> None:
-    vs = _make(tmp_path)
+def test_resume_rebuilds_the_exact_prompt(open_store: OpenStore, tmp_path: Path) -> None:
+    vs = _make(open_store, tmp_path)
     vs.working_set.set_goal("port it", criteria=["green"])
     for n in range(1, 25):
         _turn(vs, n)
@@ -112,14 +114,14 @@ def test_resume_rebuilds_the_exact_prompt(tmp_path: Path) -> None:
             vs.prune([f"r{3}"], "not needed")
             vs.working_set.add_blocker("grammar ambiguity")
     before = dumps_prompt(vs.begin_turn().messages)
-    reopened = VirtualSession(SessionStore(SQLiteDB(tmp_path / "h.db")), vs.id)
+    reopened = VirtualSession(open_store(), vs.id)
     after = dumps_prompt(reopened.begin_turn().messages)
     assert after == before
     assert reopened.continuation == vs.continuation and reopened.turn == vs.turn
 
 
-def test_pending_tool_calls_after_a_crash(tmp_path: Path) -> None:
-    vs = _make(tmp_path)
+def test_pending_tool_calls_after_a_crash(open_store: OpenStore, tmp_path: Path) -> None:
+    vs = _make(open_store, tmp_path)
     plan = vs.begin_turn()
     calls = [
         {"id": f"c{i}", "type": "function", "function": {"name": "t", "arguments": "{}"}}
@@ -135,7 +137,7 @@ def test_pending_tool_calls_after_a_crash(tmp_path: Path) -> None:
     assert [c["id"] for c in reopened.pending_tool_calls()] == ["c1"]
 
 
-def test_flush_is_idempotent_and_fail_open(tmp_path: Path) -> None:
+def test_flush_is_idempotent_and_fail_open(open_store: OpenStore, tmp_path: Path) -> None:
     written: list[FlushItem] = []
     fail = {"on": True}
 
@@ -144,7 +146,7 @@ def test_flush_is_idempotent_and_fail_open(tmp_path: Path) -> None:
             raise RuntimeError("memory offline")
         written.extend(items)
 
-    vs = _make(tmp_path, max_turns=2)
+    vs = _make(open_store, tmp_path, max_turns=2)
     vs.flush_fn = flush
     vs.recall_fn = lambda qs: [RecallHit("parsers need fuzzing", "MEMORY.md#12")]
     vs.working_set.set_goal("port the parser")
@@ -166,8 +168,8 @@ def test_flush_is_idempotent_and_fail_open(tmp_path: Path) -> None:
     assert [i.key for i in written] == ["decision:d1"]  # nothing flushed twice
 
 
-def test_two_writers_cannot_both_roll_over(tmp_path: Path) -> None:
-    vs = _make(tmp_path, max_turns=1)
+def test_two_writers_cannot_both_roll_over(open_store: OpenStore, tmp_path: Path) -> None:
+    vs = _make(open_store, tmp_path, max_turns=1)
     _turn(vs, 1, 10)
     other = VirtualSession(vs.store, vs.id)
     vs.begin_turn()
@@ -175,24 +177,24 @@ def test_two_writers_cannot_both_roll_over(tmp_path: Path) -> None:
         other.begin_turn()
 
 
-def test_bad_input(tmp_path: Path) -> None:
+def test_bad_input(open_store: OpenStore, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput):
         RolloverPolicy(threshold=1.5)
     with pytest.raises(ContextWindowTooSmall, match="exceed the roll-over limit"):
         VirtualSession.create(
-            _store(tmp_path),
+            open_store(),
             request="x" * 4000,
             system_prompt="s",
             policy=RolloverPolicy(context_window=1000),
         )
     with pytest.raises(InvalidInput):
-        VirtualSession.create(_store(tmp_path), request=" ", system_prompt="s")
+        VirtualSession.create(open_store(), request=" ", system_prompt="s")
     with pytest.raises(InvalidInput, match="no virtual session"):
-        VirtualSession(_store(tmp_path), "vsession-missing")
+        VirtualSession(open_store(), "vsession-missing")
 
 
-def test_token_accounting_uses_provider_usage(tmp_path: Path) -> None:
-    vs = _make(tmp_path)
+def test_token_accounting_uses_provider_usage(open_store: OpenStore, tmp_path: Path) -> None:
+    vs = _make(open_store, tmp_path)
     plan = vs.begin_turn()
     vs.record_assistant(
         {"role": "assistant", "content": "hi"},
@@ -206,10 +208,10 @@ def test_token_accounting_uses_provider_usage(tmp_path: Path) -> None:
     json.dumps(row)
 
 
-def test_auto_prune_policy_keeps_one_session_bounded(tmp_path: Path) -> None:
+def test_auto_prune_policy_keeps_one_session_bounded(open_store: OpenStore, tmp_path: Path) -> None:
     from holdfast.session import HeuristicMemoryPolicy
 
-    vs = _make(tmp_path)
+    vs = _make(open_store, tmp_path)
     vs.memory_policy = HeuristicMemoryPolicy(prune_at=0.5, prune_min_tokens=100, prune_min_age=2)
     for n in range(1, 30):
         _turn(vs, n, 1500)
@@ -219,8 +221,10 @@ def test_auto_prune_policy_keeps_one_session_bounded(tmp_path: Path) -> None:
     assert vs.recall("r1").startswith("output 1 ")
 
 
-def test_a_notice_gives_one_last_turn_before_the_rollover(tmp_path: Path) -> None:
-    vs = _make(tmp_path, max_turns=3)
+def test_a_notice_gives_one_last_turn_before_the_rollover(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    vs = _make(open_store, tmp_path, max_turns=3)
     for n in range(1, 4):
         _turn(vs, n, 10)
     plan = vs.begin_turn(notice="session ends after this turn")
@@ -236,8 +240,8 @@ def test_a_notice_gives_one_last_turn_before_the_rollover(tmp_path: Path) -> Non
     assert final.rolled_over and vs.continuation == 1
 
 
-def test_every_physical_session_gets_its_own_notice(tmp_path: Path) -> None:
-    vs = _make(tmp_path, max_turns=2, keep_last_turns=3)
+def test_every_physical_session_gets_its_own_notice(open_store: OpenStore, tmp_path: Path) -> None:
+    vs = _make(open_store, tmp_path, max_turns=2, keep_last_turns=3)
     notices = 0
     for n in range(1, 12):
         plan = vs.begin_turn(notice="ending soon")

@@ -21,6 +21,7 @@ from holdfast.session.render import (
     write_overflow,
 )
 from holdfast.session.seed import RecallHit
+from holdfast.session.storage import open_session_store
 from holdfast.session.tokens import (
     TokenMeter,
     estimate_message_tokens,
@@ -37,7 +38,8 @@ from holdfast.session.working_set import (
     TrackedFile,
     WorkingSet,
 )
-from holdfast.store.session_sqlite import SessionStore, StaleSessionWrite
+from holdfast.store.session_sql import SQLSessionStore, StaleSessionWrite
+from holdfast.store.session_sqlite import SessionStore
 
 __all__ = [
     "Blocker",
@@ -53,6 +55,7 @@ __all__ = [
     "RecallHit",
     "RenderedWorkingSet",
     "RolloverPolicy",
+    "SQLSessionStore",
     "SessionStore",
     "StaleSessionWrite",
     "TokenMeter",
@@ -64,6 +67,7 @@ __all__ = [
     "estimate_message_tokens",
     "estimate_messages_tokens",
     "estimate_text_tokens",
+    "open_session_store",
     "render_working_set",
     "write_overflow",
 ]
