@@ -27,12 +27,10 @@ from holdfast.agent.prompts import ROLLOVER_NOTICE, SYSTEM_PROMPT
 from holdfast.agent.settings import AgentSettings
 from holdfast.agent.tools import Tool, ToolBox
 from holdfast.agent.workspace import Workspace
-from holdfast.config import default_db_path
 from holdfast.errors import BudgetExceeded, InvalidInput, ModelFacingError
 from holdfast.lm.errors import ProviderRejected
 from holdfast.lm.types import LM
-from holdfast.session import FlushItem, MemoryPolicy, SessionStore, VirtualSession
-from holdfast.store import SQLiteDB
+from holdfast.session import FlushItem, MemoryPolicy, VirtualSession, open_session_store
 
 if TYPE_CHECKING:
     from holdfast.harness import StepContext
@@ -88,7 +86,7 @@ class Agent:
                 close = getattr(resource, "close", None)
                 if callable(close):
                     close()
-            vs.store.db.close()
+            vs.store.close()
 
     def _turns(self, run: _Run, settings: AgentSettings, lm: LM) -> dict[str, Any]:
         """The turn loop proper (see the module docstring)."""
@@ -180,7 +178,8 @@ class Agent:
     def _session(
         self, ctx: StepContext, settings: AgentSettings, workspace: Workspace | None
     ) -> VirtualSession:
-        store = SessionStore(SQLiteDB(self.db_path or _db_path_of(ctx)))
+        # the task's own database, so a worker on another machine finds the same session
+        store = open_session_store(self.db_path or ctx.store)
         vid = store.find_by_task(ctx.task_id)
         if vid is not None:
             vs = VirtualSession(store, vid, memory_policy=self.memory_policy)
@@ -345,10 +344,3 @@ def _out_of_turns(
         partial={"vsession": vs.id, "turns": vs.turn, "working_set": vs.working_set.to_dict()},
         trace_id=vs.id,
     )
-
-
-def _db_path_of(ctx: StepContext) -> Path:
-    db = getattr(ctx.store, "db", None)
-    if isinstance(db, SQLiteDB) and str(db.path) != ":memory:":
-        return db.path
-    return default_db_path()

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from holdfast.cli.task import db_option, json_option, open_harness, read_json_arg
 from holdfast.errors import InvalidInput, UserError
+
+if TYPE_CHECKING:
+    from holdfast.session import SQLSessionStore
 
 
 @click.command(name="run")
@@ -211,24 +214,35 @@ def working_set(
     blockers, progress, files, findings, with its physical sessions and tokens."""
     from holdfast.config import database_url as env_url
     from holdfast.config import default_db_path
-    from holdfast.session import SessionStore, VirtualSession, render_working_set
-    from holdfast.store import SQLiteDB
+    from holdfast.session import open_session_store
 
     url = env_url(database_url) or ""
     if url.startswith("sqlite:///"):
         url = url[len("sqlite:///") - 1 :]
-    postgres = url.startswith(("postgres://", "postgresql://"))
-    path = Path(url) if url and not postgres else default_db_path()
-    if not path.exists():
-        raise InvalidInput(f"no Holdfast store at {path}")
-    store = SessionStore(SQLiteDB(path))
+    if not url.startswith(("postgres://", "postgresql://")):
+        path = Path(url) if url else default_db_path()
+        if not path.exists():
+            raise InvalidInput(f"no Holdfast store at {path}")
+        url = str(path)
+    store = open_session_store(url)
+    try:
+        _show_working_set(store, task_or_vsession, turns, show_prompt, as_json)
+    finally:
+        store.close()
+
+
+def _show_working_set(
+    store: SQLSessionStore, task_or_vsession: str, turns: bool, show_prompt: bool, as_json: bool
+) -> None:
+    from holdfast.session import VirtualSession, render_working_set
+
     vid = (
         task_or_vsession
         if task_or_vsession.startswith("vsession-")
         else store.find_by_task(task_or_vsession)
     )
     if vid is None:
-        raise InvalidInput(f"no virtual session for task {task_or_vsession!r} in {path}")
+        raise InvalidInput(f"no virtual session for task {task_or_vsession!r} in {store.where}")
     vs = VirtualSession(store, vid)
     if show_prompt:
         click.echo(json.dumps(vs.build_prompt(), indent=2, ensure_ascii=False))
