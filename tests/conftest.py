@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from holdfast.testing import netguard
+from holdfast.testing.postgres import MISSING, PostgresCluster, find_bin_dir
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,3 +38,15 @@ def holdfast_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL server for the whole run, started on first use; each test
+    creates its own database in it (skips when the server binaries are missing)."""
+    if find_bin_dir() is None:
+        pytest.skip(MISSING)
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.destroy()

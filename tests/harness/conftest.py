@@ -9,20 +9,9 @@ from pathlib import Path
 import pytest
 
 from holdfast.harness import Harness
-from holdfast.testing.postgres import MISSING, PostgresCluster, find_bin_dir
+from holdfast.testing.postgres import PostgresCluster
 
 _db_names = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PostgresCluster]:
-    """One throwaway PostgreSQL server for the whole session (started on first use)."""
-    if find_bin_dir() is None:
-        pytest.skip(MISSING)
-    cluster = PostgresCluster()
-    cluster.start()
-    yield cluster
-    cluster.destroy()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

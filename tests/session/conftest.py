@@ -9,24 +9,13 @@ from pathlib import Path
 import pytest
 
 from holdfast.session import SQLSessionStore, open_session_store
-from holdfast.testing.postgres import MISSING, PostgresCluster, find_bin_dir
+from holdfast.testing.postgres import PostgresCluster
 
 _db_names = itertools.count(1)
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 OpenStore = Callable[[], SQLSessionStore]
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PostgresCluster]:
-    """One throwaway PostgreSQL server for the session tests (started on first use)."""
-    if find_bin_dir() is None:
-        pytest.skip(MISSING)
-    cluster = PostgresCluster()
-    cluster.start()
-    yield cluster
-    cluster.destroy()
 
 
 @pytest.fixture(params=BACKENDS)

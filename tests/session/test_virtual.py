@@ -255,3 +255,22 @@ def test_every_physical_session_gets_its_own_notice(open_store: OpenStore, tmp_p
         vs.record_tool_result(f"k{n}", "t", "ok")
     assert vs.continuation >= 3
     assert notices >= vs.continuation
+
+
+def test_without_a_state_dir_the_overflow_file_follows_the_running_worker(
+    open_store: OpenStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session resumed by a worker with another Holdfast home (another machine) writes its
+    overflow file under that home, not under a path recorded by the first worker."""
+    monkeypatch.setenv("HOLDFAST_HOME", str(tmp_path / "home-a"))
+    vs = VirtualSession.create(
+        open_store(), request="Port the parser", system_prompt="You are a careful engineer."
+    )
+    assert vs.overflow_path.is_relative_to(tmp_path / "home-a")
+    monkeypatch.setenv("HOLDFAST_HOME", str(tmp_path / "home-b"))
+    resumed = VirtualSession(open_store(), vs.id)
+    assert resumed.overflow_path == tmp_path / "home-b" / "sessions" / vs.id / (
+        "working-set-overflow.md"
+    )
+    pinned = _make(open_store, tmp_path)
+    assert VirtualSession(open_store(), pinned.id).state_dir == tmp_path / "state"

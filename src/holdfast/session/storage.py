@@ -44,8 +44,7 @@ def open_session_store(
     if isinstance(target, PostgresHarnessStore):
         from holdfast.store.session_postgres import PostgresSessionStore
 
-        # the full URL, password included: the store's public ``url`` is redacted
-        return PostgresSessionStore(target._dsn)
+        return PostgresSessionStore(target.connection_url)
     db = getattr(target, "db", None)
     if isinstance(db, SQLiteDB) and str(db.path) != ":memory:":
         return _sqlite(db.path)

@@ -83,7 +83,13 @@ class VirtualSession:
         cfg = row.config
         self.request: str = cfg["request"]
         self.policy = RolloverPolicy(**cfg["policy"])
-        self.state_dir = Path(cfg["state_dir"])
+        # No state_dir recorded means "under the Holdfast home of whichever worker runs it", so
+        # a worker on another machine writes its overflow file under its own home.
+        self.state_dir = (
+            Path(cfg["state_dir"])
+            if cfg.get("state_dir")
+            else holdfast_home() / "sessions" / vsession_id
+        )
         self.max_result_tokens: int = cfg["max_result_tokens"]
         self.memory_policy: MemoryPolicy = memory_policy or HeuristicMemoryPolicy()
         self.recall_fn = recall
@@ -133,12 +139,11 @@ class VirtualSession:
             raise InvalidInput("the task request is empty")
         policy = policy or RolloverPolicy()
         vid = vsession_id or f"vsession-{uuid.uuid4().hex[:16]}"
-        state = state_dir or holdfast_home() / "sessions" / vid
         cap = max_result_tokens or max(256, policy.context_window // 8)
         config = {
             "request": request,
             "policy": asdict(policy),
-            "state_dir": str(state),
+            "state_dir": str(state_dir) if state_dir is not None else None,
             "max_result_tokens": cap,
         }
         seed: list[Entry] = [({"role": "user", "content": request}, None)]

@@ -175,6 +175,12 @@ class PostgresHarnessStore(SQLHarnessStore):
         with self._guard():
             pg_migrate(self._conn(), COMPONENT, MIGRATIONS)
 
+    @property
+    def connection_url(self) -> str:
+        """The full connection URL, password included (``url`` is the redacted one for display),
+        for components that keep their tables in the same database."""
+        return self._dsn
+
     def _connect(self) -> Any:
         import psycopg
         from psycopg.rows import dict_row
