@@ -267,13 +267,28 @@ async def test_empty_reply_is_an_error(server: FakeOpenAIServer) -> None:
             await lm.acomplete(USER)
 
 
-def test_missing_key_names_the_variable(server: FakeOpenAIServer) -> None:
+def test_missing_key_names_the_variable(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(MissingAPIKey, match="OPENAI_API_KEY"):
         get_lm("openai:gpt-4o-mini")
     env = {"OPENAI_API_KEY": "sk-env", "OPENAI_BASE_URL": server.base_url}
     with get_lm("openai:gpt-4o-mini", env=env, direct_http=DIRECT) as lm:
         assert lm.complete(USER).text.startswith("echo:")
     assert server.request_log[-1].headers["authorization"] == "Bearer sk-env"
+
+
+def test_the_process_environment_is_read_by_default(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-process")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    with get_lm("openai:gpt-4o-mini", direct_http=DIRECT) as lm:
+        assert lm.complete(USER).text.startswith("echo:")
+    assert server.request_log[-1].headers["authorization"] == "Bearer sk-process"
+    with pytest.raises(MissingAPIKey):
+        get_lm("openai:gpt-4o-mini", env={})  # {} ignores the environment
 
 
 def test_unknown_provider_lists_known_ones() -> None:

@@ -1,8 +1,9 @@
 """``get_lm("provider:model")``: the one way to build a model client from a name.
 
-Environment variables are not read here unless the caller passes them: the command line and the
-server hand in ``env=os.environ`` (the edge reads the environment, the library does not), and a
-program can do the same. Explicit arguments always win over ``env``.
+The provider's key and base-URL variables (``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` ...) are read
+from the process environment at call time, as the provider SDKs do; pass ``env={}`` to ignore the
+environment or any mapping to use instead. Explicit arguments always win over ``env``. The model
+clients themselves (``OpenAICompatLM`` ...) never read the environment.
 """
 
 from __future__ import annotations

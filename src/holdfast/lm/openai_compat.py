@@ -72,7 +72,7 @@ class OpenAICompatLM(BaseLM):
         if not api_key and self.spec.needs_key:
             raise MissingAPIKey(
                 f"{self.spec.name} needs an API key for {model}: set {self.spec.key_env} "
-                f"(read by the command line, or by get_lm(..., env=os.environ)) or pass api_key=...",
+                "(get_lm and the command line read it from the environment) or pass api_key=...",
                 env_var=self.spec.key_env,
             )
         self.api_key = api_key or KEYLESS
