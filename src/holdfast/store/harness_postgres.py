@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
-from holdfast.errors import ConfigError, RetryableFailure
 from holdfast.store.harness_sql import Row, SQLHarnessStore
-from holdfast.store.harness_types import Sealer, StoreUnavailable
+from holdfast.store.harness_types import Sealer
+from holdfast.store.postgres import PostgresDB, pg_migrate
 
 log = logging.getLogger("holdfast.store.postgres")
 
 COMPONENT = "harness"
-_MIGRATE_LOCK = 7_373_000
 _LIMIT_LOCK = 7_373_001
 
 MIGRATIONS = [
@@ -111,47 +109,6 @@ MIGRATIONS = [
 ]
 
 
-def pg_migrate(conn: Any, component: str, migrations: Sequence[str]) -> int:
-    """PostgreSQL twin of ``store.sqlite.migrate``: versioned, append-only, applied once."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, "
-            "version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL, "
-            "PRIMARY KEY (component, version))"
-        )
-        row = conn.execute(
-            "SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations WHERE component = %s",
-            (component,),
-        ).fetchone()
-        current = int(row["v"])
-        if current > len(migrations):
-            raise ConfigError(
-                f"the database has {component} schema version {current}, newer than this "
-                f"Holdfast knows ({len(migrations)}); upgrade Holdfast"
-            )
-        for version in range(current + 1, len(migrations) + 1):
-            conn.execute(migrations[version - 1])
-            conn.execute(
-                "INSERT INTO schema_migrations (component, version, applied_at) VALUES (%s, %s, %s)",
-                (component, version, time.time()),
-            )
-    return len(migrations)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        info = conninfo_to_dict(url)
-    except Exception:
-        return "postgresql://(unparseable URL)"
-    host = info.get("host") or "localhost"
-    port = info.get("port") or "5432"
-    return f"postgresql://{info.get('user') or ''}@{host}:{port}/{info.get('dbname') or ''}"
-
-
 class PostgresHarnessStore(SQLHarnessStore):
     """The control-plane store in a PostgreSQL database."""
 
@@ -160,88 +117,22 @@ class PostgresHarnessStore(SQLHarnessStore):
 
     def __init__(self, url: str, sealer: Sealer, *, connect_timeout_s: int = 5) -> None:
         super().__init__(sealer)
-        try:
-            import psycopg  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError(
-                "PostgreSQL needs the 'postgres' extra: pip install 'holdfast[postgres]'"
-            ) from exc
-        self._dsn = url
-        self.url = redact(url)
-        self._timeout = connect_timeout_s
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._all: list[Any] = []
-        with self._guard():
-            pg_migrate(self._conn(), COMPONENT, MIGRATIONS)
+        self.db = PostgresDB(url, connect_timeout_s=connect_timeout_s)
+        self.url = self.db.url
+        with self.db.guard():
+            pg_migrate(self.db.connection(), COMPONENT, MIGRATIONS)
 
     @property
     def connection_url(self) -> str:
         """The full connection URL, password included (``url`` is the redacted one for display),
         for components that keep their tables in the same database."""
-        return self._dsn
+        return self.db.connection_url
 
-    def _connect(self) -> Any:
-        import psycopg
-        from psycopg.rows import dict_row
+    def _tx(self) -> AbstractContextManager[Any]:
+        return self.db.transaction()
 
-        try:
-            return psycopg.connect(
-                self._dsn, autocommit=True, row_factory=dict_row, connect_timeout=self._timeout
-            )
-        except psycopg.OperationalError as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise StoreUnavailable(
-                f"cannot reach PostgreSQL at {self.url}: {reason}; check the URL "
-                "(--database-url / HOLDFAST_DATABASE_URL) and that the server is running",
-                url=self.url,
-            ) from exc
-        except psycopg.ProgrammingError as exc:
-            raise ConfigError(f"invalid PostgreSQL URL {self.url}: {exc}") from exc
-
-    def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
-        import psycopg
-
-        try:
-            yield
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            conn = getattr(self._local, "conn", None)
-            if conn is not None:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
-                self._local.conn = None
-            if isinstance(
-                exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
-            ):
-                raise RetryableFailure(f"PostgreSQL transaction conflict: {exc}") from exc
-            raise StoreUnavailable(
-                f"lost the connection to PostgreSQL at {self.url}: {str(exc).strip()[:200]}",
-                url=self.url,
-            ) from exc
-
-    @contextmanager
-    def _tx(self) -> Iterator[Any]:
-        with self._guard():
-            conn = self._conn()
-            with conn.transaction():
-                yield conn
-
-    @contextmanager
-    def _reader(self) -> Iterator[Any]:
-        with self._guard():
-            yield self._conn()
+    def _reader(self) -> AbstractContextManager[Any]:
+        return self.db.reader()
 
     def _run(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         cur = handle.execute(sql.replace("?", "%s"), tuple(params))
@@ -278,7 +169,7 @@ class PostgresHarnessStore(SQLHarnessStore):
         while not stop.is_set():
             conn = None
             try:
-                conn = self._connect()
+                conn = self.db.connect()
                 for ch in channels:
                     conn.execute(f'LISTEN "{ch}"')
                 delay = 0.5
@@ -297,11 +188,4 @@ class PostgresHarnessStore(SQLHarnessStore):
                         pass
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._all = self._all, []
-        for c in conns:
-            try:
-                c.close()
-            except Exception:
-                pass
-        self._local = threading.local()
+        self.db.close()

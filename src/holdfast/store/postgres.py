@@ -10,13 +10,56 @@ imported only when a database is opened.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from holdfast.errors import ConfigError, RetryableFailure
-from holdfast.store.harness_postgres import redact
 from holdfast.store.harness_types import StoreUnavailable
+
+_MIGRATE_LOCK = 7_373_000
+
+
+def pg_migrate(conn: Any, component: str, migrations: Sequence[str]) -> int:
+    """PostgreSQL twin of ``store.sqlite.migrate``: versioned, append-only, applied once."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, "
+            "version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL, "
+            "PRIMARY KEY (component, version))"
+        )
+        row = conn.execute(
+            "SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations WHERE component = %s",
+            (component,),
+        ).fetchone()
+        current = int(row["v"])
+        if current > len(migrations):
+            raise ConfigError(
+                f"the database has {component} schema version {current}, newer than this "
+                f"Holdfast knows ({len(migrations)}); upgrade Holdfast"
+            )
+        for version in range(current + 1, len(migrations) + 1):
+            conn.execute(migrations[version - 1])
+            conn.execute(
+                "INSERT INTO schema_migrations (component, version, applied_at) VALUES (%s, %s, %s)",
+                (component, version, time.time()),
+            )
+    return len(migrations)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(url)
+    except Exception:
+        return "postgresql://(unparseable URL)"
+    host = info.get("host") or "localhost"
+    port = info.get("port") or "5432"
+    return f"postgresql://{info.get('user') or ''}@{host}:{port}/{info.get('dbname') or ''}"
 
 
 class PostgresDB:
@@ -36,7 +79,13 @@ class PostgresDB:
         self._lock = threading.Lock()
         self._all: list[Any] = []
 
-    def _connect(self) -> Any:
+    @property
+    def connection_url(self) -> str:
+        """The full connection URL, password included (``url`` is redacted for display)."""
+        return self._dsn
+
+    def connect(self) -> Any:
+        """A new connection of this database's settings, owned by the caller (e.g. for LISTEN)."""
         import psycopg
         from psycopg.rows import dict_row
 
@@ -58,7 +107,7 @@ class PostgresDB:
         """This thread's connection, (re)opened when missing, closed or broken."""
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
-            conn = self._connect()
+            conn = self.connect()
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)

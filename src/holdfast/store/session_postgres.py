@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from holdfast.store.harness_postgres import pg_migrate
-from holdfast.store.postgres import PostgresDB
+from holdfast.store.postgres import PostgresDB, pg_migrate
 from holdfast.store.session_sql import COMPONENT, SQLSessionStore
 
 # versions match the SQLite schema's (store/session_sqlite.py), one for one
