@@ -176,13 +176,6 @@ def fts_query(terms: list[str]) -> str:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
-def shingles(text: str, n: int = 3) -> set[str]:
-    ws = normalize(text).split()
-    if len(ws) < n:
-        return {" ".join(ws)} if ws else set()
-    return {" ".join(ws[i : i + n]) for i in range(len(ws) - n + 1)}
-
-
 def jaccard(a: set[str], b: set[str]) -> float:
     if not a or not b:
         return 0.0

@@ -98,10 +98,6 @@ class VectorCache:
                 break
         return out
 
-    def nearest(self, namespace: str, embedder: str, query: Any) -> tuple[int, float] | None:
-        hits = self.search(namespace, embedder, query, 1)
-        return hits[0] if hits else None
-
     def invalidate(self) -> None:
         with self._lock:
             self._mats.clear()

@@ -557,17 +557,3 @@ class MemoryIndex:
             "vectors": int(chunks),
             "files": len(self.file_state(namespace)),
         }
-
-    def namespace_ids(self, namespace: str) -> list[str]:
-        rows = self.db.connection().execute(
-            "SELECT id FROM memory_items WHERE namespace = ? ORDER BY mention_time, rid",
-            (namespace,),
-        )
-        return [r[0] for r in rows]
-
-    def items_for_entity(self, namespace: str, canonical: str) -> list[int]:
-        rows = self.db.connection().execute(
-            "SELECT rid FROM memory_item_entities WHERE namespace = ? AND canonical = ?",
-            (namespace, canonical),
-        )
-        return [int(r[0]) for r in rows]
