@@ -86,5 +86,8 @@ def _redact_keywords(text: str) -> str:
 
 
 def sqlite_path(url: str) -> str:
-    """The file path of a ``sqlite:///path`` URL, or ``url`` itself when it is a plain path."""
-    return url[len(SQLITE_SCHEME) - 1 :] if url.startswith(SQLITE_SCHEME) else url
+    """The file path of a ``sqlite:///path`` URL (``sqlite:////path`` too), or ``url`` itself when
+    it is a plain path."""
+    if not url.startswith(SQLITE_SCHEME):
+        return url
+    return "/" + url[len(SQLITE_SCHEME) :].lstrip("/")
