@@ -173,7 +173,7 @@ class StreamError(Exception):
 _OVERFLOW = re.compile(
     r"context_length_exceeded|exceed_context_size|context.{0,20}(length|window|limit|size)"
     r"|prompt is too long|too many tokens|max_new_tokens. must be <="
-    r"|(exceeds|greater than|longer than).{0,40}context",
+    r"|(exceeds|greater than|longer than|overflows).{0,40}context",
     re.IGNORECASE,
 )
 _FIGURES = (
