@@ -29,7 +29,7 @@ from holdfast.lm import (
     json_schema_format,
 )
 from holdfast.lm.stream import SSEDecoder, SSEEvent
-from holdfast.store.calllog import CallLog
+from holdfast.lm.calllog import CallLog
 from holdfast.testing import (
     FakeOpenAIServer,
     Fault,
