@@ -21,7 +21,12 @@ BASE = "http://127.0.0.1:8765"
 
 @pytest.fixture
 def settings() -> ServerSettings:
-    return ServerSettings(poll_s=0.05, port=0, isolation="process")
+    return ServerSettings(
+        poll_s=0.05,
+        port=0,
+        isolation="process",
+        load=("holdfast.testing.kinds:SCRIPTED", "holdfast.testing.kinds:NOOP"),
+    )
 
 
 @pytest.fixture

@@ -126,7 +126,7 @@ def test_receipts_written_through_the_api_are_signed_with_the_servers_key(
 
     key = tmp_path / "hmac.key"
     key.write_bytes(b"0123456789abcdef-secret")
-    settings = ServerSettings(sign_key=key)
+    settings = ServerSettings(sign_key=key, load=("holdfast.testing.kinds:NOOP",))
     svc = Services.open(settings)
     try:
         _, token = svc.tokens.create("signer")  # type: ignore[union-attr]

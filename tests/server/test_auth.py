@@ -206,3 +206,23 @@ def test_token_cli_round_trip(holdfast_home: Path) -> None:
     )
     with pytest.raises(Unauthorized):
         store.authenticate(made["token"])
+
+
+@pytest.mark.postgres
+def test_tokens_on_the_postgresql_control_plane(pg_cluster) -> None:  # type: ignore[no-untyped-def]
+    url = pg_cluster.create_database("server_tokens")
+    tokens = TokenStore.open(url)
+    try:
+        info, secret = tokens.create("pg-user", scopes=["read", "rlm"])
+        assert tokens.authenticate(secret).scopes == frozenset({"read", "rlm"})
+        again = TokenStore.open(url)  # a second server over the same database
+        try:
+            assert again.authenticate(secret).name == "pg-user"
+            again.revoke("pg-user")
+        finally:
+            again.close()
+        with pytest.raises(Unauthorized):
+            tokens.authenticate(secret)
+        assert tokens.list(include_revoked=True)[0].id == info.id
+    finally:
+        tokens.close()

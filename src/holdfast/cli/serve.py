@@ -51,6 +51,7 @@ def build_settings(**opts: Any) -> Any:
         max_body_bytes=int(float(opts.get("max_body_mb", 64)) * 1024 * 1024),
         isolation=opts.get("isolation") or "namespace",
         console=not opts.get("no_console", False),
+        load=tuple(opts.get("load", ())),
     )
 
 
@@ -92,6 +93,7 @@ def build_settings(**opts: Any) -> Any:
 @click.option("--max-body-mb", type=float, default=64.0, show_default=True)
 @click.option("--isolation", type=click.Choice(["namespace", "process"]), default="namespace")
 @click.option("--no-console", is_flag=True, help="Do not serve the web console.")
+@click.option("--load", multiple=True, metavar="MODULE:ATTR", help="Accept this task kind.")
 @click.option("--log-level", default="info", show_default=True)
 def serve(**opts: Any) -> None:
     """Serve the API, the OpenAI-compatible endpoint and the console until interrupted."""

@@ -17,11 +17,10 @@ from holdfast.cli.task import db_option, echo_json, json_option
 
 def _tokens(database_url: str | None) -> Any:
     from holdfast.config import database_url as env_url
-    from holdfast.harness import open_store
     from holdfast.server.tokens import TokenStore
 
-    store = open_store(env_url(database_url))
-    return store, TokenStore.for_store(store)
+    tokens = TokenStore.open(env_url(database_url))
+    return tokens, tokens
 
 
 def _when(ts: float | None) -> str:

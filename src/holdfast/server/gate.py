@@ -62,7 +62,7 @@ class Gate:
             ("/api/", ""),
             ("/v1/", "rlm"),
         ]
-        self._threaded = tokens is not None and not _is_sqlite(tokens)
+        self._threaded = tokens is not None and not tokens.is_sqlite
 
     def protect(self, prefix: str, scope: str = "") -> None:
         """Require a bearer token under ``prefix`` (for apps mounted there, such as MCP);
@@ -174,12 +174,6 @@ class Gate:
         if self._threaded:
             return await anyio.to_thread.run_sync(tokens.authenticate, token.strip())
         return tokens.authenticate(token.strip())
-
-
-def _is_sqlite(tokens: TokenStore) -> bool:
-    from holdfast.store.sqlite import SQLiteDB
-
-    return isinstance(tokens.db, SQLiteDB)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

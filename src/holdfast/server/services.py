@@ -22,10 +22,10 @@ from holdfast.server.tokens import TokenStore
 
 if TYPE_CHECKING:
     from holdfast.harness import Harness
+    from holdfast.lm.calllog import CallLog
     from holdfast.memory import MemoryStore
+    from holdfast.rlm.store import RLMTraceStore
     from holdfast.session import SQLSessionStore
-    from holdfast.store.calllog import CallLog
-    from holdfast.store.rlm_traces import RLMTraceStore
 
 
 @dataclass
@@ -50,15 +50,17 @@ class Services:
     def open(cls, settings: ServerSettings, *, harness: Harness | None = None) -> Services:
         from holdfast.config import default_db_path
         from holdfast.harness import Harness, default_registry, load_signer
-        from holdfast.store.calllog import CallLog
-        from holdfast.store.rlm_traces import RLMTraceStore
+        from holdfast.lm.calllog import CallLog
+        from holdfast.rlm.store import RLMTraceStore
         from holdfast.store.sqlite import SQLiteDB
 
         home_db = default_db_path(settings.home)
         if harness is None:
             signer = load_signer(str(settings.sign_key)) if settings.sign_key else None
             harness = Harness.open(
-                settings.database_url or home_db, signer=signer, registry=default_registry()
+                settings.database_url or home_db,
+                signer=signer,
+                registry=default_registry(settings.load),
             )
         tokens = TokenStore.for_store(harness.store)
         db = SQLiteDB(home_db)

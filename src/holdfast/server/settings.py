@@ -111,6 +111,8 @@ class ServerSettings:
     isolation: str = "namespace"
     console: bool = True
     session_ttl_s: float = 12 * 3600.0
+    load: tuple[str, ...] = ()
+    """Task kinds (``module:attr``) the server accepts besides the entry points' ones."""
 
     def __post_init__(self) -> None:
         if not self.auth and not is_loopback(self.host):

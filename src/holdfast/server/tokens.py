@@ -20,32 +20,33 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from holdfast.errors import InvalidInput, UserError
-from holdfast.store.sqlite import SQLiteDB, migrate
+from holdfast.store import Backend, Dialect, Migration, migrate, open_url
 
 COMPONENT = "server_tokens"
 
-MIGRATIONS = [
-    """
+
+def _v1(d: Dialect) -> str:
+    return f"""
     CREATE TABLE server_tokens (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         scopes TEXT NOT NULL,
         hash TEXT NOT NULL,
-        created_at REAL NOT NULL,
+        created_at {d.float} NOT NULL,
         created_by TEXT NOT NULL,
-        expires_at REAL,
-        revoked_at REAL,
-        last_used_at REAL
+        expires_at {d.float},
+        revoked_at {d.float},
+        last_used_at {d.float}
     );
     CREATE INDEX server_tokens_name ON server_tokens (name);
     """
-]
-_PG_MIGRATIONS = [MIGRATIONS[0].replace(" REAL", " DOUBLE PRECISION")]
+
+
+MIGRATIONS: list[Migration] = [_v1]
 
 SCOPES = ("read", "write", "rlm")
 """``read``: every GET; ``write``: every change (implies ``read`` and ``rlm``); ``rlm``: the
@@ -135,44 +136,32 @@ def _digest(token: str) -> str:
 
 
 class TokenStore:
-    """Tokens in the control plane's database (a :class:`SQLiteDB` or a ``PostgresDB``)."""
+    """Tokens in the control plane's database, over its :class:`~holdfast.store.Backend`."""
 
-    def __init__(self, db: Any) -> None:
-        self.db = db
-        self._sqlite = isinstance(db, SQLiteDB)
+    def __init__(self, backend: Backend, *, owned: bool = False) -> None:
+        self.backend = backend
+        self._owned = owned
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
-        if self._sqlite:
-            migrate(db, COMPONENT, MIGRATIONS)
-        else:
-            from holdfast.store.postgres import pg_migrate
-
-            with db.guard():
-                pg_migrate(db.connection(), COMPONENT, _PG_MIGRATIONS)
+        migrate(backend, COMPONENT, MIGRATIONS)
 
     @classmethod
     def for_store(cls, store: Any) -> TokenStore:
-        """The token store in the same database as a control-plane store."""
-        db = getattr(store, "db", None)
-        if db is None:
+        """The token store in the same database as a control-plane store (sharing its
+        connections; closing the token store leaves them open)."""
+        backend = getattr(store, "backend", None)
+        if not isinstance(backend, Backend):
             raise InvalidInput("this control-plane store has no database to keep tokens in")
-        return cls(db)
+        return cls(backend)
 
-    # -- SQL plumbing (one statement text for both dialects) ----------------------------------
+    @classmethod
+    def open(cls, url: str | None = None) -> TokenStore:
+        """The token store of the control plane at ``url`` (default: the Holdfast home's)."""
+        return cls(open_url(url), owned=True)
 
-    def _sql(self, sql: str) -> str:
-        return sql if self._sqlite else sql.replace("?", "%s")
-
-    def _write(self) -> AbstractContextManager[Any]:
-        cm: AbstractContextManager[Any] = self.db.transaction()
-        return cm
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        if self._sqlite:
-            cur = self.db.connection().execute(sql, tuple(params))
-            return [dict(r) for r in cur.fetchall()]
-        with self.db.reader() as conn:
-            return [dict(r) for r in conn.execute(self._sql(sql), tuple(params)).fetchall()]
+    @property
+    def is_sqlite(self) -> bool:
+        return self.backend.dialect.name == "sqlite"
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -191,32 +180,32 @@ class TokenStore:
                 "a token name is 1 to 64 letters, digits or . _ @ + - (starting with a letter "
                 f"or digit); got {name!r}"
             )
-        if ttl_s is not None and ttl_s <= 0:
-            raise InvalidInput("a token's lifetime must be positive")
+        if ttl_s is not None and not 0 < ttl_s < float("inf"):
+            raise InvalidInput("a token's lifetime must be a positive number of seconds")
         scope_list = check_scopes(scopes)
         token_id = secrets.token_hex(8)
         token = f"hft_{token_id}_{secrets.token_urlsafe(32)}"
         now = time.time()
         expires = now + ttl_s if ttl_s is not None else None
-        with self._write() as tx:
-            tx.execute(
-                self._sql(
-                    "INSERT INTO server_tokens (id, name, scopes, hash, created_at, created_by, "
-                    "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                ),
+        with self.backend.transaction() as h:
+            self.backend.run(
+                h,
+                "INSERT INTO server_tokens (id, name, scopes, hash, created_at, created_by, "
+                "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (token_id, name, ",".join(scope_list), _digest(token), now, created_by, expires),
             )
         return self.get(token_id), token
 
     def get(self, token_id: str) -> TokenInfo:
-        rows = self._rows("SELECT * FROM server_tokens WHERE id = ?", (token_id,))
-        if not rows:
+        row = self.backend.query_one("SELECT * FROM server_tokens WHERE id = ?", (token_id,))
+        if row is None:
             raise InvalidInput(f"no token {token_id!r}")
-        return _info(rows[0])
+        return _info(row)
 
     def list(self, *, include_revoked: bool = False) -> builtins.list[TokenInfo]:
-        rows = self._rows("SELECT * FROM server_tokens ORDER BY created_at")
-        infos = [_info(r) for r in rows]
+        infos = [
+            _info(r) for r in self.backend.query("SELECT * FROM server_tokens ORDER BY created_at")
+        ]
         return [t for t in infos if include_revoked or t.revoked_at is None]
 
     def revoke(self, token_or_name: str) -> builtins.list[TokenInfo]:
@@ -224,15 +213,13 @@ class TokenStore:
         match = _TOKEN.match(token_or_name)
         key = match.group(1) if match else token_or_name
         now = time.time()
-        with self._write() as tx:
-            cur = tx.execute(
-                self._sql(
-                    "UPDATE server_tokens SET revoked_at = ? "
-                    "WHERE (id = ? OR name = ?) AND revoked_at IS NULL"
-                ),
+        with self.backend.transaction() as h:
+            changed = self.backend.run(
+                h,
+                "UPDATE server_tokens SET revoked_at = ? "
+                "WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
                 (now, key, key),
             )
-            changed = cur.rowcount
         if not changed:
             raise InvalidInput(f"no active token with the id or name {token_or_name!r}")
         return [t for t in self.list(include_revoked=True) if t.revoked_at == now]
@@ -248,16 +235,16 @@ class TokenStore:
         match = _TOKEN.match(token)
         # Hash even a malformed token: the time taken does not depend on what was wrong.
         presented = _digest(token)
-        rows = (
-            self._rows("SELECT * FROM server_tokens WHERE id = ?", (match.group(1),))
+        row = (
+            self.backend.query_one("SELECT * FROM server_tokens WHERE id = ?", (match.group(1),))
             if match
-            else []
+            else None
         )
-        stored = rows[0]["hash"] if rows else _digest("hft_" + "0" * 16)
-        ok = hmac.compare_digest(presented, stored) and bool(rows)
-        if not ok:
+        stored = row["hash"] if row else _digest("hft_" + "0" * 16)
+        ok = hmac.compare_digest(presented, stored) and row is not None
+        if not ok or row is None:
             raise Unauthorized("invalid, revoked or expired bearer token")
-        info = _info(rows[0])
+        info = _info(row)
         if not info.active:
             raise Unauthorized("invalid, revoked or expired bearer token")
         self._touch(info.id)
@@ -271,16 +258,16 @@ class TokenStore:
                 return
             self._touched[token_id] = now
         try:
-            with self._write() as tx:
-                tx.execute(
-                    self._sql("UPDATE server_tokens SET last_used_at = ? WHERE id = ?"),
-                    (now, token_id),
+            with self.backend.transaction() as h:
+                self.backend.run(
+                    h, "UPDATE server_tokens SET last_used_at = ? WHERE id = ?", (now, token_id)
                 )
         except Exception:  # a busy store must not fail an authenticated request
             pass
 
     def close(self) -> None:
-        self.db.close()
+        if self._owned:
+            self.backend.close()
 
 
 def iter_scopes(text: str) -> Iterator[str]:
