@@ -96,6 +96,7 @@ def suites_cmd(as_json: bool) -> None:
     help="locomo: a file in LoCoMo's schema.",
 )
 @click.option("--logprobs", is_flag=True, help="Ask the provider for token log-probabilities.")
+@click.option("--token-ids", is_flag=True, help="Ask for token ids (vLLM's return_token_ids).")
 @click.option(
     "--out",
     "out_dir",
@@ -122,6 +123,7 @@ def run_cmd(
     memory_policy: str | None,
     data_file: str | None,
     logprobs: bool,
+    token_ids: bool,
     out_dir: str | None,
     db: str | None,
     as_json: bool,
@@ -151,6 +153,7 @@ def run_cmd(
         embedder=embedder,
         memory_policy=memory_policy,
         logprobs=logprobs,
+        token_ids=token_ids,
         params=params,
     )
     config.check()

@@ -128,10 +128,14 @@ def run_agent_suite(config: Any, suite: Suite, db_path: Path, progress: Any) -> 
             ledger.path = work / f"ledger-{i}.jsonl"
             started = time.monotonic()
             outcome: dict[str, Any] = {}
+            task_ids: list[str] = []
+            approvals: list[dict[str, Any]] = []
             for case in cases:
                 outcome = _run_case(
                     harness, case, work / f"ws-{i}-{case.phase or 'main'}", config, run_id, i
                 )
+                task_ids.append(outcome["task"])
+                approvals.extend(outcome["approvals"])
             wall = time.monotonic() - started
             ws = Path(outcome["workspace"])
             result_text = outcome.get("result")
@@ -160,8 +164,8 @@ def run_agent_suite(config: Any, suite: Suite, db_path: Path, progress: Any) -> 
                 details={
                     "score": score.details,
                     "rollovers": max(0, int(outcome.get("continuations") or 1) - 1),
-                    "tasks": outcome.get("tasks"),
-                    "approvals": outcome.get("approvals"),
+                    "tasks": task_ids,
+                    "approvals": approvals,
                     "memory_policy_fallbacks": len(fallbacks),
                 },
                 error=outcome.get("error"),
@@ -180,6 +184,9 @@ def run_agent_suite(config: Any, suite: Suite, db_path: Path, progress: Any) -> 
         harness.close()
         memory_store.close()
         _close(lm.inner)
+        close_policy = getattr(policy, "close", None)
+        if callable(close_policy):
+            close_policy()
         db.close()
         shutil.rmtree(work / "memory", ignore_errors=True)
     return run_id
@@ -241,5 +248,4 @@ def _run_case(
         "vsession": out.get("vsession"),
         "error": row.error,
         "approvals": approvals,
-        "tasks": [row.id],
     }

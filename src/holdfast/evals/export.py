@@ -161,8 +161,11 @@ def export_run(
         if result.score is None and not include_unscored:
             continue
         if fmt == "memory-ops":
-            if result.harness_task and run.mode == "agent":
-                for op in memory_ops(db_path, result.harness_task):
+            tasks = result.details.get("tasks") or (
+                [result.harness_task] if result.harness_task else []
+            )
+            for task in tasks if run.mode == "agent" else []:
+                for op in memory_ops(db_path, str(task)):
                     yield {
                         **op,
                         "reward": result.score,

@@ -41,7 +41,7 @@ class EvalConfig:
     which decides whether the baseline fits. ``size``: the suite's size knob (see
     :class:`~holdfast.evals.suites.Suite`). ``isolation``: the box (``namespace`` or
     ``process``). ``logprobs``: ask OpenAI-compatible providers for token log-probabilities
-    (and token ids where the server supports ``return_token_ids``).
+    ``token_ids``: ask for token ids (vLLM's ``return_token_ids``).
     """
 
     suite: str
@@ -60,6 +60,7 @@ class EvalConfig:
     embedder: str = "none"
     memory_policy: str | None = None
     logprobs: bool = False
+    token_ids: bool = False
     data_dir: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -103,8 +104,13 @@ def make_lm(name: str, config: EvalConfig) -> LM:
     from holdfast.lm import get_lm
 
     options: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
     if config.logprobs:
-        options["extra_body"] = {"logprobs": True, "top_logprobs": 0, "return_token_ids": True}
+        extra["logprobs"] = True
+    if config.token_ids:
+        extra["return_token_ids"] = True  # vLLM's extension; other servers may refuse it
+    if extra:
+        options["extra_body"] = extra
     lm: LM = get_lm(name, base_url=config.base_url, **options)
     return lm
 

@@ -14,7 +14,8 @@ run can report how often the learned policy was actually in charge.
 
 When a roll-over happens is not the model's decision (``should_flush`` stays mechanical), and the
 prune decision is only asked for once the prompt passes ``prune_at`` of the roll-over limit, so
-the policy model is not called on every turn. ``memory_policy_from_config`` selects the policy
+the policy model is not called on every turn. A policy model that fails ``trip_after`` times in a
+row (errors, not bad answers) is not asked again for the next ``cooldown`` decisions. ``memory_policy_from_config`` selects the policy
 from configuration: ``"heuristic"`` (the default) or ``"model:<provider:model>"`` with an
 optional ``@<base_url>``.
 """
@@ -123,6 +124,8 @@ class ModelMemoryPolicy:
         timeout_s: float = 60.0,
         on_fallback: Callable[[Fallback], None] | None = None,
         history: int = 1000,
+        trip_after: int = 3,
+        cooldown: int = 20,
     ) -> None:
         if not 0.0 < prune_at <= 1.0:
             raise InvalidInput(f"prune_at must be in (0, 1], not {prune_at}")
@@ -135,6 +138,16 @@ class ModelMemoryPolicy:
         self.fallbacks: deque[Fallback] = deque(maxlen=history)
         self.decisions = 0
         self.last_prompt: list[Message] = []
+        self.trip_after = trip_after
+        self.cooldown = cooldown
+        self._failures = 0
+        self._skip = 0
+
+    def close(self) -> None:
+        """Close the policy model's connections."""
+        closer = getattr(self.lm, "close", None)
+        if callable(closer):
+            closer()
 
     # -- the MemoryPolicy interface -------------------------------------------------------------
 
@@ -248,6 +261,13 @@ class ModelMemoryPolicy:
         ]
         self.last_prompt = messages
         self.decisions += 1
+        if self._skip > 0:
+            # a policy model that failed ``trip_after`` times in a row is left alone for
+            # ``cooldown`` decisions, so a dead endpoint does not slow every turn
+            self._skip -= 1
+            return self._fall_back(
+                name, "the policy model failed repeatedly; cooling down", "", heuristic
+            )
         raw = ""
         try:
             completion = self.lm.complete(
@@ -259,11 +279,16 @@ class ModelMemoryPolicy:
                 metadata={"purpose": f"memory_policy.{name}"},
             )
             raw = completion.text
-            return use(raw)
+            decided = use(raw)
         except (BadPolicyReply, ValidationError, ValueError) as exc:
             return self._fall_back(name, f"bad answer: {exc}", raw, heuristic)
         except Exception as exc:  # the policy model is fail-open: the heuristic decides
+            self._failures += 1
+            if self._failures >= self.trip_after:
+                self._failures, self._skip = 0, self.cooldown
             return self._fall_back(name, f"{type(exc).__name__}: {exc}", raw, heuristic)
+        self._failures = 0
+        return decided
 
     def _fall_back(self, name: str, reason: str, raw: str, heuristic: Callable[[], T]) -> T:
         record = Fallback(name, reason[:1000], raw)
@@ -330,8 +355,15 @@ def memory_policy_from_config(
         if not cfg.get("model"):
             raise InvalidInput("a model memory policy needs 'model' (provider:model)")
         from holdfast.lm import get_lm
+        from holdfast.lm.retry import RetryPolicy
 
-        lm = get_lm(str(cfg["model"]), base_url=cfg.get("base_url"))
+        # a decision on the agent's hot path: fail fast and let the heuristic decide
+        lm = get_lm(
+            str(cfg["model"]),
+            base_url=cfg.get("base_url"),
+            retry=RetryPolicy(max_attempts=2, base_delay=0.25, max_delay=1.0),
+            timeout=float(cfg.get("timeout_s", 60.0)),
+        )
     policy = ModelMemoryPolicy(
         lm,
         prune_at=float(cfg.get("prune_at", 0.6)),
