@@ -22,7 +22,6 @@ from holdfast.config import default_db_path
 from holdfast.evals import EvalConfig, EvalStore, run_eval
 from holdfast.evals.export import export_run, export_trace
 from holdfast.evals.policies import niah_root
-from holdfast.store.sqlite import SQLiteDB
 from holdfast.testing import FakeOpenAIServer
 from holdfast.testing.fake_wire import completion_body
 
@@ -126,7 +125,7 @@ def test_rlm_run_over_http_exports_rewards_and_token_data(tmp_path: Path) -> Non
     assert bodies and all(
         b.get("logprobs") is True and b.get("return_token_ids") is True for b in bodies
     )
-    store = EvalStore(SQLiteDB(default_db_path()))
+    store = EvalStore(default_db_path())
     try:
         run = store.get_run(run_id)
         assert not run.scripted and run.summary and run.summary["mean_score"] == 1.0
@@ -153,7 +152,7 @@ def test_rlm_run_over_http_exports_rewards_and_token_data(tmp_path: Path) -> Non
 
 def test_agent_run_exports_tool_calls_and_memory_operations() -> None:
     (run_id,) = run_eval(EvalConfig(suite="agent-knowledge", n=1))
-    store = EvalStore(SQLiteDB(default_db_path()))
+    store = EvalStore(default_db_path())
     try:
         rows = list(export_run(store, run_id, "openai"))
         trl = list(export_run(store, run_id, "trl"))
@@ -185,7 +184,7 @@ def test_agent_run_exports_tool_calls_and_memory_operations() -> None:
 def test_trace_export_command(tmp_path: Path) -> None:
     (run_id,) = run_eval(EvalConfig(suite="niah-multi", n=1, size=60_000, isolation="process"))
     (agent_run,) = run_eval(EvalConfig(suite="agent-gated", n=1))
-    store = EvalStore(SQLiteDB(default_db_path()))
+    store = EvalStore(default_db_path())
     try:
         (rlm_result,) = store.results(run_id)
         (agent_result,) = store.results(agent_run)
@@ -223,7 +222,7 @@ def test_unscored_tasks_are_left_out_unless_asked(fmt: str) -> None:
     (run_id,) = run_eval(
         EvalConfig(suite="niah-single", n=1, size=100_000, mode="plain", context_window=1000)
     )
-    store = EvalStore(SQLiteDB(default_db_path()))
+    store = EvalStore(default_db_path())
     try:
         assert list(export_run(store, run_id, fmt)) == []
         assert (

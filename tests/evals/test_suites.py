@@ -14,8 +14,7 @@ from holdfast.cli.main import cli
 from holdfast.config import default_db_path
 from holdfast.evals.store import EvalStore
 from holdfast.harness import Harness
-from holdfast.store.rlm_traces import RLMTraceStore
-from holdfast.store.sqlite import SQLiteDB
+from holdfast.rlm.store import RLMTraceStore
 
 LOCOMO = (
     Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "locomo" / "locomo_dev.json"
@@ -57,8 +56,8 @@ def test_rlm_suites_with_baseline(suite: str, size: str, tmp_path: Path) -> None
     assert rlm["scripted"] and plain["scripted"]
     assert rlm["summary"]["tasks"] == 2 and rlm["summary"]["mean_score"] == 1.0
     assert plain["summary"]["scored"] == 2
-    store = EvalStore(SQLiteDB(default_db_path()))
-    traces = RLMTraceStore(SQLiteDB(default_db_path()))
+    store = EvalStore(default_db_path())
+    traces = RLMTraceStore(default_db_path())
     h = Harness.open(default_db_path())
     for r in store.results(rlm["run_id"]):
         assert r.status == "ok" and r.score == 1.0
@@ -71,7 +70,7 @@ def test_rlm_suites_with_baseline(suite: str, size: str, tmp_path: Path) -> None
         assert calls and calls[0]["role"] == "root"
     h.close()
     store.close()
-    traces.db.close()
+    traces.backend.close()
     report = json.loads((tmp_path / "reports" / f"{rlm['run_id']}.json").read_text())
     assert report["scripted"] is True and "(scripted)" in report["label"]
     with (tmp_path / "reports" / f"{plain['run_id']}.csv").open() as fh:
@@ -123,7 +122,7 @@ def test_agent_suites(suite: str, size: str | None) -> None:
     run_row = runs[0]
     assert run_row["mode"] == "agent" and run_row["scripted"]
     assert run_row["summary"]["mean_score"] == 1.0, run_row
-    store = EvalStore(SQLiteDB(default_db_path()))
+    store = EvalStore(default_db_path())
     (result,) = store.results(run_row["run_id"])
     h = Harness.open(default_db_path())
     assert h.verify(result.harness_task or "").ok

@@ -148,7 +148,6 @@ def test_the_agent_runs_with_the_learned_policy_and_survives_its_failure(tmp_pat
     """An agent eval whose policy model always fails: every decision falls back, the task works."""
     from holdfast.config import default_db_path
     from holdfast.evals import EvalConfig, EvalStore, run_eval
-    from holdfast.store.sqlite import SQLiteDB
 
     with FakeOpenAIServer(lambda body: Fault.status(500, "down")) as server:
         (run_id,) = run_eval(
@@ -159,7 +158,7 @@ def test_the_agent_runs_with_the_learned_policy_and_survives_its_failure(tmp_pat
                 memory_policy=f"model:vllm:tiny@{server.base_url}",
             )
         )
-    store = EvalStore(SQLiteDB(default_db_path()))
+    store = EvalStore(default_db_path())
     try:
         (result,) = store.results(run_id)
     finally:

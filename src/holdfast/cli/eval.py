@@ -15,12 +15,18 @@ import click
 from holdfast.errors import UserError
 
 
+def _db(db: str | None) -> str | None:
+    """``--db``, else ``$HOLDFAST_DATABASE_URL``, else None (the Holdfast home's store)."""
+    import os
+
+    return db or os.environ.get("HOLDFAST_DATABASE_URL") or None
+
+
 def _store(db: str | None) -> Any:
     from holdfast.config import default_db_path
     from holdfast.evals.store import EvalStore
-    from holdfast.store.sqlite import SQLiteDB
 
-    return EvalStore(SQLiteDB(Path(db) if db else default_db_path()))
+    return EvalStore(_db(db) or default_db_path())
 
 
 @click.group()
@@ -103,7 +109,10 @@ def suites_cmd(as_json: bool) -> None:
     type=click.Path(file_okay=False),
     help="Write <run>.json and <run>.csv here.",
 )
-@click.option("--db", help="The Holdfast store (default: <home>/holdfast.db).")
+@click.option(
+    "--db",
+    help="The store: a SQLite path or postgresql:// URL (default: <home>/holdfast.db; $HOLDFAST_DATABASE_URL).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the runs' summaries as JSON.")
 def run_cmd(
     suite: str,
@@ -158,7 +167,7 @@ def run_cmd(
     )
     config.check()
     with _ProgressBar(enabled=sys.stderr.isatty() and not as_json) as bar:
-        run_ids = run_eval(config, db_path=Path(db) if db else None, progress=bar)
+        run_ids = run_eval(config, db_path=_db(db), progress=bar)
     store = _store(db)
     from holdfast.display import console, text
     from holdfast.evals.report import compare, render_compare
@@ -325,9 +334,7 @@ def export_cmd(
 
     store = _store(db)
     try:
-        rows = export_run(
-            store, run_id, fmt, db_path=Path(db) if db else None, include_unscored=include_unscored
-        )
+        rows = export_run(store, run_id, fmt, db_path=_db(db), include_unscored=include_unscored)
         count = _write_jsonl(rows, output)
     finally:
         store.close()

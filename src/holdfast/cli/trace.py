@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 
@@ -27,8 +25,8 @@ def trace() -> None:
 @click.option("--db", help="The Holdfast store (default: <home>/holdfast.db).")
 def export(trace_id: str, fmt: str, output: str | None, db: str | None) -> None:
     """Write TRACE_ID (an RLM trace ``rlm-...`` or an agent task id) as JSONL."""
-    from holdfast.cli.eval import _write_jsonl
+    from holdfast.cli.eval import _db, _write_jsonl
     from holdfast.evals.export import export_trace
 
-    count = _write_jsonl(export_trace(Path(db) if db else None, trace_id, fmt), output)
+    count = _write_jsonl(export_trace(_db(db), trace_id, fmt), output)
     click.echo(f"{count} rows", err=True)

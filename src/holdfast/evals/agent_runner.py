@@ -85,17 +85,15 @@ class _KeepOpen(RecordingLM):
         return None
 
 
-def run_agent_suite(config: Any, suite: Suite, db_path: Path, progress: Any) -> str:
+def run_agent_suite(config: Any, suite: Suite, db_path: str | Path, progress: Any) -> str:
     from holdfast.agent import agent_kind
     from holdfast.agent.memory import StoreMemory
     from holdfast.evals.runner import _close, _new_run, _usage_of, summarize
     from holdfast.harness import Harness
     from holdfast.memory import MemoryConfig, MemoryStore
     from holdfast.session.learned_policy import memory_policy_from_config
-    from holdfast.store.sqlite import SQLiteDB
 
-    db = SQLiteDB(db_path)
-    store = EvalStore(db)
+    store = EvalStore(db_path)
     lm = _KeepOpen(agent_lm(config), "agent")
     run_id = _new_run(store, config, suite, "agent", lm.model, None)
     work = Path(tempfile.mkdtemp(prefix=f"holdfast-{run_id}-"))
@@ -187,7 +185,7 @@ def run_agent_suite(config: Any, suite: Suite, db_path: Path, progress: Any) -> 
         close_policy = getattr(policy, "close", None)
         if callable(close_policy):
             close_policy()
-        db.close()
+        store.close()
         shutil.rmtree(work / "memory", ignore_errors=True)
     return run_id
 

@@ -182,16 +182,17 @@ def export_run(
 
 def rlm_trace_calls(db_path: Any, trace_id: str) -> list[dict[str, Any]]:
     """The root calls of an RLM trace, rebuilt as recorded calls (messages, reply)."""
-    from holdfast.store.rlm_traces import RLMTraceStore
-    from holdfast.store.sqlite import SQLiteDB
+    from holdfast.rlm.store import RLMTraceStore
 
-    traces = RLMTraceStore(SQLiteDB(_path(db_path)))
+    traces = RLMTraceStore(_path(db_path))
     run = traces.find_run(trace_id)
     if run is None:
         raise InvalidInput(f"no RLM trace {trace_id!r} (see `holdfast rlm trace`)")
     history: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
-    for ev in traces.events(run.trace_id):
+    events = traces.events(run.trace_id)
+    traces.backend.close()
+    for ev in events:
         if ev.kind not in ("root_call", "direct_call") or "reply" not in ev.data:
             continue
         history.extend(ev.data.get("messages") or [])

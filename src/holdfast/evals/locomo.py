@@ -124,18 +124,16 @@ def score_qa(qa: dict[str, Any], answer: str) -> Score:
     return token_f1(qa.get("answer", ""), answer)
 
 
-def run_locomo(config: Any, suite: Suite, db_path: Path, progress: Any) -> str:
+def run_locomo(config: Any, suite: Suite, db_path: str | Path, progress: Any) -> str:
     from holdfast.evals.runner import _close, _new_run, _usage_of, make_lm, summarize
     from holdfast.memory import MemoryConfig, MemoryStore
-    from holdfast.store.sqlite import SQLiteDB
 
     path = Path(config.params.get("data") or _default_data())
     data = load_locomo(path)
     questions = [(ci, qi) for ci, item in enumerate(data) for qi in range(len(item["qa"]))]
     random.Random(config.seed).shuffle(questions)
     chosen = questions[: min(config.n, len(questions))]
-    db = SQLiteDB(db_path)
-    store = EvalStore(db)
+    store = EvalStore(db_path)
     if config.scripted:
         from holdfast.testing import FunctionLM
 
@@ -206,7 +204,7 @@ def run_locomo(config: Any, suite: Suite, db_path: Path, progress: Any) -> str:
         store.finish_run(run_id, status, summary)
         memory.close()
         _close(inner)
-        db.close()
+        store.close()
         shutil.rmtree(work, ignore_errors=True)
     return run_id
 

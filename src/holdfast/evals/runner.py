@@ -86,10 +86,11 @@ class EvalConfig:
         return self.size if self.size is not None else suite.default_size
 
 
-def _db_path(db_path: Path | None) -> Path:
+def _db_path(db_path: str | Path | None) -> str | Path:
+    """The store: a SQLite path, a ``postgresql://`` URL, else the Holdfast home's store."""
     from holdfast.config import default_db_path
 
-    return Path(db_path) if db_path is not None else default_db_path()
+    return db_path if db_path is not None else default_db_path()
 
 
 def data_dir_for(config: EvalConfig) -> Path:
@@ -172,7 +173,7 @@ def _usage_of(calls: list[dict[str, Any]]) -> tuple[int, int, float]:
 
 
 def run_eval(
-    config: EvalConfig, *, db_path: Path | None = None, progress: Progress | None = None
+    config: EvalConfig, *, db_path: str | Path | None = None, progress: Progress | None = None
 ) -> list[str]:
     """Run ``config``; returns the eval run ids (two with ``mode="both"``: RLM, then plain)."""
     suite = config.check()
@@ -218,13 +219,12 @@ def _new_run(
 
 
 def _run_rlm_suite(
-    config: EvalConfig, suite: Suite, db_path: Path, progress: Progress | None
+    config: EvalConfig, suite: Suite, db_path: str | Path, progress: Progress | None
 ) -> str:
     from holdfast.harness import Harness, TaskKind
-    from holdfast.store.sqlite import SQLiteDB
 
-    db = SQLiteDB(db_path)
-    store = EvalStore(db)
+    store = EvalStore(db_path)
+    db = store.backend
     plain = config.mode == "plain"
     if plain:
         lms: list[RecordingLM] = [RecordingLM(plain_model(config), "plain")]
@@ -296,7 +296,7 @@ def _run_rlm_suite(
         harness.close()
         for lm in {id(x): x for x in lms}.values():
             _close(lm.inner)
-        db.close()
+        store.close()
     return run_id
 
 
@@ -327,8 +327,8 @@ class _RLMRunner:
 
     def _engine(self, model: Any, sub: Any, task: EvalTask, mode: str) -> Any:
         from holdfast.rlm import RLM, Budget
+        from holdfast.rlm.store import RLMTraceStore
         from holdfast.sandbox.types import SandboxPolicy
-        from holdfast.store.rlm_traces import RLMTraceStore
 
         rlm = RLM(
             model,

@@ -11,19 +11,20 @@ trajectory export reads. Tables are created through the store's versioned migrat
 from __future__ import annotations
 
 import json
-import time
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from holdfast.errors import InvalidInput
-from holdfast.store.sqlite import SQLiteDB, migrate
+from holdfast.store import Backend, Dialect, SQLiteDB, as_backend, migrate
 
 COMPONENT = "evals"
 
-MIGRATIONS = [
-    """
+
+def _schema(d: Dialect) -> str:
+    return f"""
     CREATE TABLE eval_runs (
         run_id TEXT PRIMARY KEY,
         suite TEXT NOT NULL,
@@ -31,12 +32,12 @@ MIGRATIONS = [
         model TEXT NOT NULL,
         sub_model TEXT,
         scripted INTEGER NOT NULL,
-        seed INTEGER NOT NULL,
+        seed {d.bigint} NOT NULL,
         n INTEGER NOT NULL,
         params TEXT NOT NULL,
         status TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        ended_at REAL,
+        started_at {d.float} NOT NULL,
+        ended_at {d.float},
         summary TEXT
     );
     CREATE INDEX eval_runs_started ON eval_runs (started_at);
@@ -45,11 +46,11 @@ MIGRATIONS = [
         seq INTEGER NOT NULL,
         task_id TEXT NOT NULL,
         status TEXT NOT NULL,
-        score REAL,
-        input_tokens INTEGER NOT NULL,
-        output_tokens INTEGER NOT NULL,
-        usd REAL NOT NULL,
-        wall_s REAL NOT NULL,
+        score {d.float},
+        input_tokens {d.bigint} NOT NULL,
+        output_tokens {d.bigint} NOT NULL,
+        usd {d.float} NOT NULL,
+        wall_s {d.float} NOT NULL,
         iterations INTEGER NOT NULL,
         trace_id TEXT,
         harness_task TEXT,
@@ -65,7 +66,9 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, task_id, seq)
     );
     """
-]
+
+
+MIGRATIONS = [_schema]
 
 
 @dataclass
@@ -126,14 +129,16 @@ def _dumps(value: Any) -> str:
 
 
 class EvalStore:
-    """Eval runs, results and recorded calls over the Holdfast SQLite store."""
+    """Eval runs, results and recorded calls in a store backend (a
+    :class:`~holdfast.store.Backend`, a :class:`~holdfast.store.SQLiteDB`, a SQLite path or a
+    ``postgresql://`` URL): the same database as the control plane the tasks ran on."""
 
-    def __init__(self, db: SQLiteDB) -> None:
-        self.db = db
-        migrate(db, COMPONENT, MIGRATIONS)
+    def __init__(self, db: Backend | SQLiteDB | str | os.PathLike[str]) -> None:
+        self.backend = as_backend(db)
+        migrate(self.backend, COMPONENT, MIGRATIONS)
 
     def close(self) -> None:
-        self.db.close()
+        self.backend.close()
 
     def create_run(
         self,
@@ -148,8 +153,10 @@ class EvalStore:
         params: dict[str, Any],
     ) -> str:
         run_id = f"eval-{uuid.uuid4().hex[:12]}"
-        with self.db.transaction() as tx:
-            tx.execute(
+        b = self.backend
+        with b.transaction() as h:
+            b.run(
+                h,
                 "INSERT INTO eval_runs (run_id, suite, mode, model, sub_model, scripted, seed, n, "
                 "params, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
                 (
@@ -162,19 +169,23 @@ class EvalStore:
                     seed,
                     n,
                     _dumps(params),
-                    time.time(),
+                    b.local_now(),
                 ),
             )
         return run_id
 
     def add_result(self, run_id: str, result: TaskResult, calls: list[dict[str, Any]]) -> int:
         """Store one task's result and its calls in one transaction; returns its position."""
-        with self.db.transaction() as tx:
-            row = tx.execute(
-                "SELECT COALESCE(MAX(seq), 0) FROM eval_results WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            seq = int(row[0]) + 1
-            tx.execute(
+        b = self.backend
+        with b.transaction() as h:
+            row = b.one(
+                h,
+                "SELECT COALESCE(MAX(seq), 0) AS n FROM eval_results WHERE run_id = ?",
+                (run_id,),
+            )
+            seq = int(row["n"] if row else 0) + 1
+            b.run(
+                h,
                 "INSERT INTO eval_results (run_id, seq, task_id, status, score, input_tokens, "
                 "output_tokens, usd, wall_s, iterations, trace_id, harness_task, record) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -194,9 +205,14 @@ class EvalStore:
                     _dumps(result.to_dict()),
                 ),
             )
-            tx.executemany(
-                "INSERT OR REPLACE INTO eval_calls (run_id, task_id, seq, role, call) "
-                "VALUES (?, ?, ?, ?, ?)",
+            b.run(
+                h,
+                "DELETE FROM eval_calls WHERE run_id = ? AND task_id = ?",
+                (run_id, result.task_id),
+            )
+            b.executemany(
+                h,
+                "INSERT INTO eval_calls (run_id, task_id, seq, role, call) VALUES (?, ?, ?, ?, ?)",
                 [
                     (run_id, result.task_id, i, str(c.get("role", "")), _dumps(c))
                     for i, c in enumerate(calls)
@@ -205,51 +221,43 @@ class EvalStore:
         return seq
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
-        with self.db.transaction() as tx:
-            tx.execute(
+        b = self.backend
+        with b.transaction() as h:
+            b.run(
+                h,
                 "UPDATE eval_runs SET status = ?, ended_at = ?, summary = ? WHERE run_id = ?",
-                (status, time.time(), _dumps(summary), run_id),
+                (status, b.local_now(), _dumps(summary), run_id),
             )
 
     def get_run(self, run_id: str) -> RunRow:
-        conn = self.db.connection()
-        row = conn.execute("SELECT * FROM eval_runs WHERE run_id = ?", (run_id,)).fetchone()
+        b = self.backend
+        row = b.query_one("SELECT * FROM eval_runs WHERE run_id = ?", (run_id,))
         if row is None:
-            rows = conn.execute(
-                "SELECT * FROM eval_runs WHERE run_id LIKE ? LIMIT 2",
-                (run_id.replace("%", "").replace("_", "") + "%",),
-            ).fetchall()
-            if len(rows) != 1:
+            prefix = run_id.replace("%", "").replace("_", "")
+            rows = b.query("SELECT * FROM eval_runs WHERE run_id LIKE ? LIMIT 2", (prefix + "%",))
+            if len(rows) != 1 or not prefix:
                 raise InvalidInput(f"no eval run {run_id!r} (see `holdfast eval list`)")
             row = rows[0]
         return _run(row)
 
     def runs(self, limit: int = 50) -> list[RunRow]:
-        rows = (
-            self.db.connection()
-            .execute("SELECT * FROM eval_runs ORDER BY started_at DESC LIMIT ?", (limit,))
-            .fetchall()
+        rows = self.backend.query(
+            "SELECT * FROM eval_runs ORDER BY started_at DESC LIMIT ?", (limit,)
         )
         return [_run(r) for r in rows]
 
     def results(self, run_id: str) -> list[TaskResult]:
-        rows = (
-            self.db.connection()
-            .execute("SELECT record FROM eval_results WHERE run_id = ? ORDER BY seq", (run_id,))
-            .fetchall()
+        rows = self.backend.query(
+            "SELECT record FROM eval_results WHERE run_id = ? ORDER BY seq", (run_id,)
         )
-        return [TaskResult.from_dict(json.loads(r[0])) for r in rows]
+        return [TaskResult.from_dict(json.loads(r["record"])) for r in rows]
 
     def calls(self, run_id: str, task_id: str) -> list[dict[str, Any]]:
-        rows = (
-            self.db.connection()
-            .execute(
-                "SELECT call FROM eval_calls WHERE run_id = ? AND task_id = ? ORDER BY seq",
-                (run_id, task_id),
-            )
-            .fetchall()
+        rows = self.backend.query(
+            "SELECT call FROM eval_calls WHERE run_id = ? AND task_id = ? ORDER BY seq",
+            (run_id, task_id),
         )
-        return [json.loads(r[0]) for r in rows]
+        return [json.loads(r["call"]) for r in rows]
 
     def iter_results(self, run_id: str) -> Iterator[tuple[TaskResult, list[dict[str, Any]]]]:
         for result in self.results(run_id):
