@@ -14,7 +14,7 @@ from holdfast.lm.base import CallParams
 from holdfast.lm.errors import EmptyResponse, MalformedResponse, StreamError
 from holdfast.lm.stream import Delta, TextDelta, ToolCallDelta
 from holdfast.lm.tokens import estimate_tokens, estimate_tools_tokens
-from holdfast.lm.types import Completion, Message, ToolCall, Usage
+from holdfast.lm.types import Completion, Message, TokenLogprob, ToolCall, Usage
 
 
 def request_body(
@@ -101,7 +101,50 @@ def parse_completion(raw: bytes, request: dict[str, Any], *, url: str) -> Comple
             finish_reason=finish,
             usage=usage.to_dict(),
         )
-    return Completion(text=text, tool_calls=tuple(calls), finish_reason=finish, usage=usage)
+    logprobs, token_ids, prompt_ids = token_data(choice, data)
+    return Completion(
+        text=text,
+        tool_calls=tuple(calls),
+        finish_reason=finish,
+        usage=usage,
+        logprobs=logprobs,
+        token_ids=token_ids,
+        prompt_token_ids=prompt_ids,
+    )
+
+
+def _ints(raw: Any) -> tuple[int, ...]:
+    if isinstance(raw, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+        return tuple(raw)
+    return ()
+
+
+def token_data(
+    choice: dict[str, Any], data: dict[str, Any]
+) -> tuple[tuple[TokenLogprob, ...], tuple[int, ...], tuple[int, ...]]:
+    """Token log-probabilities (``choices[0].logprobs.content``) and the token ids some servers
+    add (vLLM: ``choices[0].token_ids`` and ``prompt_token_ids``); empty when absent or odd."""
+    out: list[TokenLogprob] = []
+    content = (
+        (choice.get("logprobs") or {}).get("content")
+        if isinstance(choice.get("logprobs"), dict)
+        else None
+    )
+    if isinstance(content, list):
+        for item in content:
+            if not isinstance(item, dict):
+                return (), (), ()
+            token, lp = item.get("token"), item.get("logprob")
+            if (
+                not isinstance(token, str)
+                or not isinstance(lp, (int, float))
+                or isinstance(lp, bool)
+            ):
+                return (), (), ()
+            tid = item.get("token_id")
+            out.append(TokenLogprob(token, float(lp), tid if isinstance(tid, int) else None))
+    prompt = choice.get("prompt_token_ids", data.get("prompt_token_ids"))
+    return tuple(out), _ints(choice.get("token_ids")), _ints(prompt)
 
 
 def _usage(raw: Any, request: dict[str, Any], text: str, calls: list[ToolCall]) -> Usage:

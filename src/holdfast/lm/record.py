@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from holdfast.lm.types import Completion, Message, ToolCall, Usage
+from holdfast.lm.types import Completion, Message, TokenLogprob, ToolCall, Usage
 
 
 def usage_from_dict(data: dict[str, Any]) -> Usage:
@@ -39,6 +39,17 @@ def completion_to_dict(completion: Completion) -> dict[str, Any]:
         "usage": completion.usage.to_dict(),
         "model": completion.model,
         "call_id": completion.call_id,
+        **(
+            {"logprobs": [[t.token, t.logprob, t.token_id] for t in completion.logprobs]}
+            if completion.logprobs
+            else {}
+        ),
+        **({"token_ids": list(completion.token_ids)} if completion.token_ids else {}),
+        **(
+            {"prompt_token_ids": list(completion.prompt_token_ids)}
+            if completion.prompt_token_ids
+            else {}
+        ),
     }
 
 
@@ -54,6 +65,11 @@ def completion_from_dict(data: dict[str, Any]) -> Completion:
         usage=usage_from_dict(data.get("usage") or {}),
         model=str(data.get("model", "")),
         call_id=data.get("call_id"),
+        logprobs=tuple(
+            TokenLogprob(str(t[0]), float(t[1]), t[2]) for t in data.get("logprobs") or ()
+        ),
+        token_ids=tuple(int(x) for x in data.get("token_ids") or ()),
+        prompt_token_ids=tuple(int(x) for x in data.get("prompt_token_ids") or ()),
     )
 
 

@@ -90,8 +90,21 @@ ZERO_USAGE = Usage(calls=0)
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its log-probability (and its id, where the server sends it)."""
+
+    token: str
+    logprob: float
+    token_id: int | None = None
+
+
+@dataclass(frozen=True)
 class Completion:
-    """A model's reply: text, tool calls, why it stopped, and what it cost."""
+    """A model's reply: text, tool calls, why it stopped, and what it cost.
+
+    ``logprobs``, ``token_ids`` and ``prompt_token_ids`` are filled only when the provider
+    returned them (OpenAI-compatible ``logprobs``; vLLM's ``return_token_ids``): trainers read
+    them from exported trajectories."""
 
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
@@ -99,6 +112,9 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     call_id: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
+    token_ids: tuple[int, ...] = ()
+    prompt_token_ids: tuple[int, ...] = ()
 
     def to_message(self) -> Message:
         """The assistant message to append to a conversation."""

@@ -7,6 +7,7 @@ seeded with the working set, cited recall and the last few turns verbatim, never
 summary.
 """
 
+from holdfast.session.learned_policy import ModelMemoryPolicy, memory_policy_from_config
 from holdfast.session.policy import (
     FlushItem,
     HeuristicMemoryPolicy,
@@ -49,6 +50,7 @@ __all__ = [
     "FlushItem",
     "HeuristicMemoryPolicy",
     "MemoryPolicy",
+    "ModelMemoryPolicy",
     "ProgressEntry",
     "PruneCandidate",
     "RecallHit",
@@ -66,6 +68,7 @@ __all__ = [
     "estimate_message_tokens",
     "estimate_messages_tokens",
     "estimate_text_tokens",
+    "memory_policy_from_config",
     "open_session_store",
     "render_working_set",
     "write_overflow",
