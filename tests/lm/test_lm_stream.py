@@ -28,8 +28,8 @@ from holdfast.lm import (
     get_lm,
     json_schema_format,
 )
-from holdfast.lm.stream import SSEDecoder, SSEEvent
 from holdfast.lm.calllog import CallLog
+from holdfast.lm.stream import SSEDecoder, SSEEvent
 from holdfast.testing import (
     FakeOpenAIServer,
     Fault,
