@@ -44,8 +44,10 @@ def rc(rlm_app: FastAPI, token: str) -> Iterator[TestClient]:
 
 
 def test_job_runs_and_its_trace_is_served(rc: TestClient) -> None:
-    r = rc.post("/api/v1/rlm/jobs", json={"query": "How many errors?", "model": "counter",
-                                          "inputs": {"context": LOG}})  # fmt: skip
+    r = rc.post(
+        "/api/v1/rlm/jobs",
+        json={"query": "How many errors?", "model": "counter", "inputs": {"context": LOG}},
+    )
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["status"] in ("queued", "running")
@@ -67,22 +69,43 @@ def test_job_runs_and_its_trace_is_served(rc: TestClient) -> None:
 
 
 def test_budget_caps_are_refused_not_shrunk(rc: TestClient) -> None:
-    r = rc.post("/api/v1/rlm/jobs", json={"query": "q", "model": "counter", "inputs": {"context": LOG},
-                                          "budget": {"max_usd": 5}})  # fmt: skip
+    r = rc.post(
+        "/api/v1/rlm/jobs",
+        json={
+            "query": "q",
+            "model": "counter",
+            "inputs": {"context": LOG},
+            "budget": {"max_usd": 5},
+        },
+    )
     assert r.status_code == 400
     assert "cap of 1.0" in r.json()["error"]["message"]
-    r = rc.post("/api/v1/rlm/jobs", json={"query": "q", "model": "counter", "inputs": {"context": LOG},
-                                          "budget": {"max_wallclock": 5}})  # fmt: skip
+    r = rc.post(
+        "/api/v1/rlm/jobs",
+        json={
+            "query": "q",
+            "model": "counter",
+            "inputs": {"context": LOG},
+            "budget": {"max_wallclock": 5},
+        },
+    )
     assert r.status_code == 400 and "unknown budget fields" in r.json()["error"]["message"]
     r = rc.post(
         "/api/v1/rlm/jobs", json={"query": "q", "model": "nobody", "inputs": {"context": LOG}}
     )
-    assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_found"
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
 
 def test_out_of_budget_job_ends_with_its_partial_result(rc: TestClient) -> None:
-    r = rc.post("/api/v1/rlm/jobs", json={"query": "q", "model": "counter", "inputs": {"context": LOG},
-                                          "budget": {"max_iterations": 1}})  # fmt: skip
+    r = rc.post(
+        "/api/v1/rlm/jobs",
+        json={
+            "query": "q",
+            "model": "counter",
+            "inputs": {"context": LOG},
+            "budget": {"max_iterations": 1},
+        },
+    )
     done = rc.get(f"/api/v1/rlm/jobs/{r.json()['id']}/result", params={"wait_s": 60}).json()
     assert done["status"] == "budget_exceeded"
     assert done["error"]["limit"] == "iterations"
@@ -106,8 +129,14 @@ def test_cancel_stops_the_job_and_its_sub_calls(rc: TestClient, slow: SlowSub) -
 def test_paths_only_inside_the_input_roots(rc: TestClient, tmp_path: Path) -> None:
     (tmp_path / "inputs" / "app.log").write_text(LOG)
     (tmp_path / "secret.txt").write_text("ERROR " * 3)
-    ok = rc.post("/api/v1/rlm/jobs", json={"query": "q", "model": "counter",
-                                           "inputs": {"context": {"path": str(tmp_path / "inputs" / "app.log")}}})  # fmt: skip
+    ok = rc.post(
+        "/api/v1/rlm/jobs",
+        json={
+            "query": "q",
+            "model": "counter",
+            "inputs": {"context": {"path": str(tmp_path / "inputs" / "app.log")}},
+        },
+    )
     assert ok.status_code == 202
     done = rc.get(f"/api/v1/rlm/jobs/{ok.json()['id']}/result", params={"wait_s": 60}).json()
     assert done["result"]["answer"].startswith("7 errors")
@@ -125,6 +154,12 @@ def test_paths_only_inside_the_input_roots(rc: TestClient, tmp_path: Path) -> No
 
 
 def test_no_file_access_without_input_roots(client: TestClient) -> None:
-    r = client.post("/api/v1/rlm/jobs", json={"query": "q", "model": "rlm:openai:gpt-x",
-                                              "inputs": {"context": {"path": "/etc/passwd"}}})  # fmt: skip
+    r = client.post(
+        "/api/v1/rlm/jobs",
+        json={
+            "query": "q",
+            "model": "rlm:openai:gpt-x",
+            "inputs": {"context": {"path": "/etc/passwd"}},
+        },
+    )
     assert r.status_code == 400 and "--input-root" in r.json()["error"]["message"]

@@ -60,8 +60,9 @@ def test_task_events_arrive_live_and_resume(
         types = {e["data"]["kind"]: e["event"] for e in receipts}
         assert types["succeeded"] == "status" and types["intent"] == "receipt"
 
-        with c.stream("GET", f"/api/v1/tasks/{task['id']}/events",
-                      headers={"Last-Event-ID": str(seqs[2])}) as r:  # fmt: skip
+        with c.stream(
+            "GET", f"/api/v1/tasks/{task['id']}/events", headers={"Last-Event-ID": str(seqs[2])}
+        ) as r:
             resumed = read_events(r)
         assert [int(e["id"]) for e in resumed if e["event"] != "end"] == seqs[3:]
 

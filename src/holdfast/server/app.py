@@ -84,6 +84,9 @@ def create_app(
 
     for module in (routes_tasks, routes_memory, routes_rlm, routes_calls):
         app.include_router(module.router)
+    from holdfast.server import openai_api
+
+    app.include_router(openai_api.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:

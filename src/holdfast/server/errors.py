@@ -25,6 +25,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "forbidden": 403,
     "task_not_found": 404,
     "not_found": 404,
+    "model_not_found": 404,
     "task_state": 409,
     "cancelled": 409,
     "payload_too_large": 413,

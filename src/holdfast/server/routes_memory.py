@@ -187,8 +187,12 @@ def update(
                 trust=old.trust.value,
                 source=_source(None, who),
             )
-            return {"status": "superseded", "id": res.item.id, "old_id": item_id,
-                    "item": res.item.to_dict()}  # fmt: skip
+            return {
+                "status": "superseded",
+                "id": res.item.id,
+                "old_id": item_id,
+                "item": res.item.to_dict(),
+            }
         item = store.update(item_id, namespace=req.namespace, text=req.text)
         return {"status": "updated", "id": item.id, "item": item.to_dict()}
 

@@ -129,8 +129,12 @@ def show_task(task_id: str, svc: Services = Depends(services)) -> dict[str, Any]
 
 def _steer(svc: Services, who: Principal, task_id: str, kind: str, message: str = "") -> Any:
     outcome = svc.harness.steer(task_id, kind, message, by=who.actor)
-    return {"task": task_id, "command": kind, "outcome": outcome,
-            "status": svc.harness.get(task_id).status}  # fmt: skip
+    return {
+        "task": task_id,
+        "command": kind,
+        "outcome": outcome,
+        "status": svc.harness.get(task_id).status,
+    }
 
 
 @router.post("/tasks/{task_id}/steer", summary="Send a steering message")
@@ -240,8 +244,10 @@ def vsession_for(svc: Services, task_id: str) -> str:
     svc.harness.get(task_id)
     vid = svc.sessions.find_by_task(task_id)
     if vid is None:
-        raise InvalidInput(f"task {task_id} has no virtual session (it is not an agent task, "
-                           "or it has not started)")  # fmt: skip
+        raise InvalidInput(
+            f"task {task_id} has no virtual session (it is not an agent task, "
+            "or it has not started)"
+        )
     return vid
 
 
@@ -315,8 +321,12 @@ def turns(
     for cont in sorted({int(t["cont"]) for t in rows}):
         for turn, message, result_id in store.messages(vid, cont):
             if turn in {t["turn"] for t in rows}:
-                entry = {"role": message.get("role"), "content": message.get("content"),
-                         "tool_calls": message.get("tool_calls"), "result_id": result_id}  # fmt: skip
+                entry = {
+                    "role": message.get("role"),
+                    "content": message.get("content"),
+                    "tool_calls": message.get("tool_calls"),
+                    "result_id": result_id,
+                }
                 replies.setdefault(turn, []).append(entry)
     return [{**t, "messages": replies.get(int(t["turn"]), [])} for t in rows]
 
