@@ -42,6 +42,8 @@ def _leaks(text: str, password: str) -> bool:
         ("postgresql://holdfast@/t1?host=/tmp/x", "postgresql://holdfast@/t1?host=/tmp/x"),
         ("postgres://u:p@ss/w0rd@host/db", "postgresql://u@host/db"),
         ("postgresql://h/db?password=Secret", "postgresql://h/db"),
+        ("postgresql://0:]", "postgresql://0:***/"),
+        ("postgresql://[::1]/db", "postgresql://[::1]/db"),
     ],
 )
 def test_redact_examples(url: str, shown: str) -> None:

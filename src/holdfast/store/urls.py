@@ -35,7 +35,7 @@ def _secrets(url: str) -> list[str]:
             _, colon, password = rest[:at].partition(":")
             if colon:
                 found.append(password)
-        elif ":" in authority and not authority.endswith("]"):
+        elif ":" in authority and not (authority.startswith("[") and authority.endswith("]")):
             port = authority.rsplit(":", 1)[1]
             if not port.isdigit():
                 found.append(port)  # "user:password" with the "@host" left out
@@ -83,7 +83,8 @@ def redact(url: str) -> str:
     userinfo, hostpart = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
     user = userinfo.partition(":")[0]
     hostport, _, path = hostpart.partition("/")
-    if at < 0 and ":" in hostport and not hostport.endswith("]"):
+    bracketed = hostport.startswith("[") and hostport.endswith("]")  # a bare IPv6 address
+    if at < 0 and ":" in hostport and not bracketed:
         host_only, port = hostport.rsplit(":", 1)
         if not port.isdigit():
             hostport = f"{host_only}:{MASK}"
