@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
+from holdfast.store.liveness import ProcessId, process_alive, this_process
 from holdfast.store.sqlite import SQLiteDB, migrate
 
 COMPONENT = "rlm_traces"
@@ -52,8 +53,20 @@ MIGRATIONS = [
         reply TEXT NOT NULL,
         created_at REAL NOT NULL
     );
+    """,
+    # Who runs a run: a row left 'running' by a process that is gone is marked 'interrupted'.
     """
+    ALTER TABLE rlm_runs ADD COLUMN host TEXT;
+    ALTER TABLE rlm_runs ADD COLUMN pid INTEGER;
+    ALTER TABLE rlm_runs ADD COLUMN proc_start TEXT;
+    ALTER TABLE rlm_runs ADD COLUMN heartbeat_at REAL;
+    """,
 ]
+
+HEARTBEAT_S = 10.0
+"""How often a job refreshes the heartbeat of its running runs."""
+STALE_S = 60.0
+"""A running run of another host whose heartbeat is older than this is taken as interrupted."""
 
 
 @dataclass(frozen=True)
@@ -124,10 +137,13 @@ class RLMTraceStore:
         mode: str,
         meta: dict[str, Any],
     ) -> None:
+        me = this_process()
+        now = time.time()
         with self.db.transaction() as tx:
             tx.execute(
                 "INSERT INTO rlm_runs (trace_id, parent_id, root_id, depth, query, model, sub_model,"
-                " mode, status, started_at, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                " mode, status, started_at, meta, host, pid, proc_start, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                 (
                     trace_id,
                     parent_id,
@@ -137,11 +153,26 @@ class RLMTraceStore:
                     model,
                     sub_model,
                     mode,
-                    time.time(),
+                    now,
                     dumps(meta),
+                    me.host,
+                    me.pid,
+                    me.start,
+                    now,
                 ),
             )
         self._seq[trace_id] = 0
+
+    def heartbeat(self, trace_ids: list[str]) -> None:
+        """Say that these runs' process is still alive (see :data:`STALE_S`)."""
+        if not trace_ids:
+            return
+        marks = ", ".join("?" for _ in trace_ids)
+        self.db.connection().execute(
+            f"UPDATE rlm_runs SET heartbeat_at = ? WHERE status = 'running' "
+            f"AND trace_id IN ({marks})",
+            (time.time(), *trace_ids),
+        )
 
     def add_event(
         self, trace_id: str, kind: str, data: dict[str, Any], *, iteration: int | None = None
@@ -193,7 +224,24 @@ class RLMTraceStore:
             .execute("SELECT * FROM rlm_runs WHERE trace_id = ?", (trace_id,))
             .fetchone()
         )
-        return None if row is None else _run(row)
+        return None if row is None else self._observed(row)
+
+    def _observed(self, row: Any) -> RunRow:
+        """The run, marked ``interrupted`` (here and in the store) if its process is gone."""
+        run = _run(row)
+        if run.status != "running":
+            return run
+        why = _gone(row)
+        if why is None:
+            return run
+        result = {"error": f"interrupted: {why}", "interrupted": True}
+        ended = time.time()
+        self.db.connection().execute(
+            "UPDATE rlm_runs SET status = 'interrupted', ended_at = ?, result = ? "
+            "WHERE trace_id = ? AND status = 'running'",
+            (ended, dumps(result), run.trace_id),
+        )
+        return replace(run, status="interrupted", ended_at=ended, result=result)
 
     def find_run(self, prefix: str) -> RunRow | None:
         """A run by its id or a unique prefix of it."""
@@ -208,7 +256,7 @@ class RLMTraceStore:
             )
             .fetchall()
         )
-        return _run(rows[0]) if len(rows) == 1 else None
+        return self._observed(rows[0]) if len(rows) == 1 else None
 
     def children(self, trace_id: str) -> list[RunRow]:
         rows = (
@@ -216,7 +264,7 @@ class RLMTraceStore:
             .execute("SELECT * FROM rlm_runs WHERE parent_id = ? ORDER BY started_at", (trace_id,))
             .fetchall()
         )
-        return [_run(r) for r in rows]
+        return [self._observed(r) for r in rows]
 
     def tree(self, trace_id: str) -> list[RunRow]:
         """The run and all its descendants, parents before children."""
@@ -263,7 +311,7 @@ class RLMTraceStore:
             )
             .fetchall()
         )
-        return [_run(r) for r in rows]
+        return [self._observed(r) for r in rows]
 
     def export_jsonl(self, trace_id: str, out: TextIO) -> int:
         """Write the run tree as JSON lines (a ``run`` line then its events); returns lines."""
@@ -303,6 +351,20 @@ class RLMTraceStore:
             "INSERT OR REPLACE INTO rlm_call_cache (key, model, reply, created_at) VALUES (?, ?, ?, ?)",
             (key, model, dumps(reply), time.time()),
         )
+
+
+def _gone(row: Any) -> str | None:
+    """Why a row marked running cannot be running any more, or None if it may be."""
+    host, pid = row["host"], row["pid"]
+    if host is None or pid is None:
+        return None  # written before runs recorded their process: cannot tell
+    alive = process_alive(ProcessId(host=host, pid=int(pid), start=row["proc_start"] or ""))
+    if alive is False:
+        return f"its process (pid {pid} on {host}) is gone"
+    beat = row["heartbeat_at"]
+    if alive is None and beat is not None and time.time() - float(beat) > STALE_S:
+        return f"no heartbeat from {host} (pid {pid}) for {time.time() - float(beat):.0f} s"
+    return None
 
 
 def _run(row: Any) -> RunRow:
