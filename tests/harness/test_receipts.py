@@ -14,7 +14,7 @@ from holdfast.harness import (
     verify_chain,
 )
 from holdfast.harness.receipts import load_signer
-from holdfast.store.harness_types import Draft
+from holdfast.harness.rows import Draft
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),

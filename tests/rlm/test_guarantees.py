@@ -23,8 +23,8 @@ from holdfast.lm.types import Completion
 from holdfast.rlm import RLM, BrokerLimits, Budget
 from holdfast.rlm.errors import PreludeFailed, RLMFailed
 from holdfast.rlm.pricing import JobPricing, UnpricedModel
+from holdfast.rlm.store import RLMTraceStore
 from holdfast.sandbox.types import CellResult, SandboxPolicy
-from holdfast.store.rlm_traces import RLMTraceStore
 from holdfast.testing import FakeOpenAIServer, FunctionLM, ScriptedLM
 from holdfast.testing.fake_sandbox import FakeSandbox
 from holdfast.testing.fake_wire import Fault

@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
+from holdfast.rlm.store import RLMTraceStore
 from holdfast.store.liveness import ProcessId, process_alive, this_process
-from holdfast.store.rlm_traces import RLMTraceStore
 from holdfast.store.sqlite import SQLiteDB
 from holdfast.testing import FakeOpenAIServer
 from holdfast.testing.fake_wire import Fault
+from holdfast.testing.postgres import PostgresCluster
 
 from .helpers import code
 
@@ -31,7 +32,7 @@ JOB = textwrap.dedent(
     import asyncio, sys
     from holdfast.rlm import RLM
     from holdfast.sandbox.types import SandboxPolicy
-    from holdfast.store.rlm_traces import RLMTraceStore
+    from holdfast.rlm.store import RLMTraceStore
     from holdfast.store.sqlite import SQLiteDB
     from holdfast.testing import FunctionLM
     from holdfast.testing.fake_sandbox import FakeSandbox
@@ -40,7 +41,7 @@ JOB = textwrap.dedent(
         print("calling", flush=True)
         await asyncio.Event().wait()
 
-    store = RLMTraceStore(SQLiteDB(sys.argv[1]))
+    store = RLMTraceStore(sys.argv[1])
     RLM(FunctionLM(hang, model="fake:hang"), mode="rlm", store=store,
         sandbox=lambda p: FakeSandbox(SandboxPolicy(isolation="process"))).run(
         "q", context="word " * 1000)
@@ -48,7 +49,7 @@ JOB = textwrap.dedent(
 )
 
 
-def _start_job(db: Path) -> subprocess.Popen[str]:
+def _start_job(db: Path | str) -> subprocess.Popen[str]:
     proc = subprocess.Popen([sys.executable, "-c", JOB, str(db)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "calling", "the job reached its model call"
@@ -70,6 +71,24 @@ def test_a_run_whose_process_died_is_marked_interrupted(tmp_path: Path, signum: 
     assert store.get_run(after.trace_id).status == "interrupted"  # type: ignore[union-attr]
     fresh = RLMTraceStore(SQLiteDB(db)).get_run(after.trace_id)
     assert fresh is not None and fresh.status == "interrupted", "written to the store"
+
+
+@pytest.mark.postgres
+def test_a_killed_run_is_marked_interrupted_on_postgresql(pg_cluster: PostgresCluster) -> None:
+    url = pg_cluster.create_database("rlm_liveness")
+    proc = _start_job(url)
+    store = RLMTraceStore(url)
+    try:
+        (running,) = store.recent_runs()
+        assert running.status == "running"
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+        (after,) = store.recent_runs()
+        assert after.status == "interrupted"
+        store.heartbeat([after.trace_id])  # a late beat cannot bring it back
+        assert store.get_run(after.trace_id).status == "interrupted"  # type: ignore[union-attr]
+    finally:
+        store.close()
 
 
 def test_liveness_tells_a_reused_pid_and_a_live_process_apart() -> None:

@@ -30,9 +30,7 @@ from holdfast.harness.receipts import (
     verify_chain,
 )
 from holdfast.harness.registry import Registry, Runner, TaskKind, ToolSpec, default_registry
-from holdfast.harness.spec import Budget, TaskSpec
-from holdfast.harness.worker import Worker, WorkerSettings
-from holdfast.store.harness_types import (
+from holdfast.harness.rows import (
     TASK_STATUSES,
     TERMINAL_STATUSES,
     ApprovalRow,
@@ -44,6 +42,9 @@ from holdfast.store.harness_types import (
     TaskRow,
     TaskStateError,
 )
+from holdfast.harness.spec import Budget, TaskSpec
+from holdfast.harness.store import SQLHarnessStore
+from holdfast.harness.worker import Worker, WorkerSettings
 
 __all__ = [
     "STEER_KINDS",
@@ -65,6 +66,7 @@ __all__ = [
     "Registry",
     "Rule",
     "Runner",
+    "SQLHarnessStore",
     "Signer",
     "StepContext",
     "StepFailed",

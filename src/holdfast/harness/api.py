@@ -25,35 +25,41 @@ from holdfast.harness.receipts import (
     verify_chain,
 )
 from holdfast.harness.registry import Registry, default_registry
-from holdfast.harness.spec import TaskSpec
-from holdfast.harness.worker import Worker, WorkerSettings
-from holdfast.store.harness_sql import SQLHarnessStore
-from holdfast.store.harness_types import (
+from holdfast.harness.rows import (
     ApprovalRow,
     Draft,
     ReceiptRow,
     StepRow,
     TaskRow,
 )
+from holdfast.harness.spec import TaskSpec
+from holdfast.harness.store import SQLHarnessStore
+from holdfast.harness.worker import Worker, WorkerSettings
+from holdfast.store import Backend, Clock, open_url
 
 STEER_KINDS = ("message", "stop", "pause", "resume")
 
 
 def open_store(
-    url: str | os.PathLike[str] | None = None, *, signer: Signer | None = None
+    url: str | os.PathLike[str] | Backend | None = None,
+    *,
+    signer: Signer | None = None,
+    clock: Clock | None = None,
 ) -> SQLHarnessStore:
-    """The control-plane store at ``url``: PostgreSQL for ``postgres[ql]://``, else SQLite."""
+    """The control-plane store at ``url``: PostgreSQL for ``postgres[ql]://``, a SQLite file for a
+    path or ``sqlite:///path``, ``<holdfast home>/holdfast.db`` for nothing, or an open backend.
+
+    ``clock`` replaces the store's clock (tests pass a :class:`holdfast.testing.FakeClock`).
+    """
     sealer = ReceiptSealer(signer)
-    text = str(url) if url is not None else ""
-    if text.startswith(("postgresql://", "postgres://")):
-        from holdfast.store.harness_postgres import PostgresHarnessStore
-
-        return PostgresHarnessStore(text, sealer)
-    if text.startswith("sqlite:///"):
-        text = text[len("sqlite:///") - 1 :]
-    from holdfast.store.harness_sqlite import SQLiteHarnessStore
-
-    return SQLiteHarnessStore(Path(text) if text else default_db_path(), sealer)
+    if isinstance(url, Backend):
+        return SQLHarnessStore(url, sealer)
+    backend = open_url(url, clock=clock, default=default_db_path)
+    try:
+        return SQLHarnessStore(backend, sealer)
+    except BaseException:
+        backend.close()
+        raise
 
 
 class Harness:
@@ -73,12 +79,13 @@ class Harness:
     @classmethod
     def open(
         cls,
-        url: str | os.PathLike[str] | None = None,
+        url: str | os.PathLike[str] | Backend | None = None,
         *,
         signer: Signer | None = None,
         registry: Registry | None = None,
+        clock: Clock | None = None,
     ) -> Harness:
-        return cls(open_store(url, signer=signer), registry, signer=signer)
+        return cls(open_store(url, signer=signer, clock=clock), registry, signer=signer)
 
     def close(self) -> None:
         self.store.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from holdfast.errors import ConfigError
-from holdfast.store.harness_types import Draft, ReceiptRow, SealedReceipt
+from holdfast.harness.rows import Draft, ReceiptRow, SealedReceipt
 
 GENESIS = ""
 

@@ -6,7 +6,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from holdfast.store.rlm_traces import EventRow, RLMTraceStore, RunRow
+from holdfast.rlm.store import EventRow, RLMTraceStore, RunRow
 
 SHOWN_SUB_CALLS = 5
 
