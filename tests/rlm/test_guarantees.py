@@ -98,9 +98,9 @@ def test_a_usd_budget_holds_under_hundreds_of_concurrent_sub_calls(
         rlm.run("q", context=BIG)
     exc = err.value
     assert exc.limit == "usd"
-    one_call = JobPricing(budget).reservation(sub_lm, [{"role": "user", "content": "tell me"}], 60)[
-        1
-    ]
+    one_call = JobPricing.for_budget(budget).reservation(
+        sub_lm, [{"role": "user", "content": "tell me"}], 60
+    )[1]
     final = exc.partial["usage"]["usd"]
     assert final <= 0.004 + one_call + 1e-9, (final, one_call)
     assert len(sub_lm.calls) < 400

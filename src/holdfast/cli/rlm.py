@@ -10,16 +10,18 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from holdfast.cli.model_options import (
+    check_seconds,
+    model_call_options,
+    parse_assignments,
+    parse_prices,
+)
 from holdfast.errors import Cancelled, UserError
-from holdfast.lm.prices import Price
-
-T = TypeVar("T")
 
 EXIT_BUDGET = 3
 
@@ -52,39 +54,6 @@ def _parse_inputs(specs: tuple[str, ...]) -> dict[str, Any]:
                 raise UserError(f"input {name!r}: {path} does not exist")
             inputs[name] = path
     return inputs
-
-
-def parse_assignments(specs: tuple[str, ...], flag: str, kind: Callable[[str], T]) -> dict[str, T]:
-    """``MODEL=VALUE`` options into a dict by model name (split at the last ``=``)."""
-    out: dict[str, T] = {}
-    for spec in specs:
-        name, sep, raw = spec.rpartition("=")
-        if not sep or not name:
-            raise UserError(f"{flag} takes MODEL=VALUE, got {spec!r}")
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise UserError(f"{flag} {spec!r}: {raw!r} is not a valid value") from None
-        if isinstance(value, (int, float)) and not (0 < value < float("inf")):
-            raise UserError(f"{flag} {spec!r}: the value must be positive")
-        out[name] = value
-    return out
-
-
-def parse_prices(specs: tuple[str, ...]) -> dict[str, Price]:
-    """``--price MODEL=IN,OUT[,CACHED]`` (USD per million tokens) into prices by model name."""
-    out: dict[str, Price] = {}
-    for name, raw in parse_assignments(specs, "--price", str).items():
-        try:
-            numbers = [float(x) for x in raw.split(",")]
-        except ValueError:
-            numbers = []
-        if len(numbers) not in (2, 3) or not all(0 <= n < float("inf") for n in numbers):
-            raise UserError(
-                f"--price {name}={raw}: give INPUT,OUTPUT[,CACHED] in USD per million tokens"
-            )
-        out[name] = Price(*numbers)
-    return out
 
 
 class StopOnSignal:
@@ -208,46 +177,12 @@ def rlm() -> None:
     "--max-tokens", type=int, help="Token budget of the job, root and sub-calls together."
 )
 @click.option(
-    "--max-output-tokens",
-    type=int,
-    default=4096,
-    show_default=True,
-    help="max_tokens of each root-model turn.",
-)
-@click.option(
     "--sub-max-output-tokens",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="max_tokens of each sub-call (default: --max-output-tokens).",
 )
-@click.option(
-    "--call-timeout",
-    type=float,
-    default=600.0,
-    show_default=True,
-    help="Seconds one attempt of a model call may take (slow local servers need minutes).",
-)
-@click.option(
-    "--cell-timeout",
-    type=float,
-    default=60.0,
-    show_default=True,
-    help="Seconds of its own time a code cell may run (waiting for sub-calls not counted).",
-)
-@click.option(
-    "--price",
-    "prices",
-    multiple=True,
-    metavar="MODEL=IN,OUT[,CACHED]",
-    help="USD per million tokens for a model the price table does not know; repeatable.",
-)
-@click.option(
-    "--unpriced",
-    type=click.Choice(["fail", "estimate"]),
-    default="fail",
-    show_default=True,
-    help="With --max-usd: refuse an unpriced model, or count it at the table's highest price.",
-)
+@model_call_options(defaults=True)
 @click.option(
     "--context-window",
     "context_windows",
@@ -311,14 +246,9 @@ def ask(
     model = default_model(model)
     if not model:
         raise UserError("name a model with --model provider:model (or set HOLDFAST_MODEL)")
-    for flag, value in (
-        ("--max-wall", max_wall),
-        ("--max-usd", max_usd),
-        ("--call-timeout", call_timeout),
-        ("--cell-timeout", cell_timeout),
-    ):
-        if value is not None and not (0 < value < float("inf")):
-            raise UserError(f"{flag} must be a positive number, got {value}")
+    check_seconds(max_wall=max_wall, call_timeout=call_timeout, cell_timeout=cell_timeout)
+    if max_usd is not None and not 0 < max_usd < float("inf"):
+        raise UserError(f"--max-usd must be a positive number, got {max_usd}")
     named = _parse_inputs(inputs)
     engine = RLM(
         _lm(model, base_url, direct_http),

@@ -74,7 +74,7 @@ class Broker:
         self.tracer = tracer
         self.limits = limits or BrokerLimits()
         self.cache = cache
-        self.pricing = pricing or JobPricing(tracker.budget)
+        self.pricing = pricing or JobPricing.for_budget(tracker.budget)
         self._sem = asyncio.Semaphore(max(1, self.limits.concurrency))
         self._model_sems = {
             m: asyncio.Semaphore(max(1, n)) for m, n in self.limits.per_model.items()

@@ -103,7 +103,7 @@ class RLM:
         root_max_tokens: int | None = 4_096,
         sub_max_tokens: int | None = 4_096,
         cell_timeout_s: float | None = None,
-        prices: Mapping[str, Price | tuple[float, ...]] | None = None,
+        prices: Mapping[str, Price | Sequence[float]] | None = None,
         strict: bool = True,
         on_usage: Callable[[Usage], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -148,7 +148,7 @@ class RLM:
         self.root_max_tokens = root_max_tokens
         self.sub_max_tokens = sub_max_tokens
         self.cell_timeout_s = cell_timeout_s
-        self.pricing = JobPricing(self.budget, prices)
+        self.pricing = JobPricing.for_budget(self.budget, prices)
         self.on_usage = on_usage
         self._clock = clock
         self.system_prompt = system_prompt

@@ -8,7 +8,7 @@ highest input and output rates in the table, so the budget still bounds what it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -16,12 +16,20 @@ from holdfast.errors import ConfigError
 from holdfast.lm.prices import DEFAULT_PRICES, Price
 from holdfast.lm.tokens import estimate_tokens
 from holdfast.lm.types import LM, Message, Usage
-from holdfast.rlm.budget import Budget
+from holdfast.rlm.budget import Budget, Unpriced
 
 # The estimate of a reply's tokens when a call sets no max_tokens (for reservations only).
 UNBOUNDED_REPLY_TOKENS = 8_192
 
 _MISSING: Any = object()
+
+
+RLM_REMEDY = (
+    "Give it a price in USD per million tokens: RLM(..., prices={{'{name}': (INPUT, OUTPUT)}}) "
+    "or get_lm('{name}', price=Price(INPUT, OUTPUT)) (command line: --price {name}=INPUT,OUTPUT); "
+    "or count it at the highest price in the table ({estimate}) with "
+    "Budget(unpriced='estimate') (--unpriced estimate)."
+)
 
 
 class UnpricedModel(ConfigError):
@@ -39,11 +47,11 @@ def estimate_price(prices: Iterable[Price] | None = None) -> Price:
     )
 
 
-def as_price(value: Price | tuple[float, ...] | list[float]) -> Price:
+def as_price(value: Price | Sequence[float]) -> Price:
     """A :class:`Price` from a Price or ``(input, output[, cached_input])`` USD per million."""
     if isinstance(value, Price):
         return value
-    if isinstance(value, (tuple, list)) and len(value) in (2, 3):
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) in (2, 3):
         numbers = [float(v) for v in value]
         if all(n >= 0 and n == n and n != float("inf") for n in numbers):
             return Price(*numbers)
@@ -53,16 +61,31 @@ def as_price(value: Price | tuple[float, ...] | list[float]) -> Price:
 
 
 class JobPricing:
-    """The prices of the models of one job; ``overrides`` are the caller's, by model name."""
+    """The prices of the models of one job (or task) under a dollar limit.
+
+    ``overrides`` are the caller's prices by model name; ``max_usd`` and ``unpriced`` are the
+    dollar limit and what it does with a model of unknown price (see :class:`Budget`).
+    """
 
     def __init__(
         self,
-        budget: Budget,
-        overrides: Mapping[str, Price | tuple[float, ...] | list[float]] | None = None,
+        overrides: Mapping[str, Price | Sequence[float]] | None = None,
+        *,
+        max_usd: float | None = None,
+        unpriced: Unpriced = "fail",
     ) -> None:
-        self.budget = budget
+        self.max_usd = max_usd
+        self.unpriced = unpriced
         self.overrides = {name: as_price(p) for name, p in (overrides or {}).items()}
         self.estimate = estimate_price()
+
+    @classmethod
+    def for_budget(
+        cls,
+        budget: Budget,
+        overrides: Mapping[str, Price | Sequence[float]] | None = None,
+    ) -> JobPricing:
+        return cls(overrides, max_usd=budget.max_usd, unpriced=budget.unpriced)
 
     def price_of(self, lm: LM) -> Price | None:
         """The price of ``lm``: the caller's override, else the model's own; None if unknown."""
@@ -72,23 +95,22 @@ class JobPricing:
         price = getattr(lm, "price", _MISSING)
         return price if isinstance(price, Price) else None
 
-    def check(self, models: Iterable[LM]) -> None:
-        """Refuse a dollar budget over a model of unknown price (unless estimates are allowed)."""
-        b = self.budget
-        if b.max_usd is None or b.unpriced == "estimate":
+    def check(self, models: Iterable[LM], remedy: str = RLM_REMEDY) -> None:
+        """Refuse a dollar limit over a model of unknown price (unless estimates are allowed).
+
+        ``remedy`` says how to give a price or opt in, with ``{name}`` for the model's name and
+        ``{estimate}`` for the estimate's rates.
+        """
+        if self.max_usd is None or self.unpriced == "estimate":
             return
         unknown = sorted({lm.model for lm in models if self.price_of(lm) is None})
         if not unknown:
             return
-        name = unknown[0]
+        rates = f"${self.estimate.input:g} in, ${self.estimate.output:g} out per million"
         raise UnpricedModel(
-            f"max_usd={b.max_usd:g} is set, but the price of {', '.join(unknown)} is unknown, so "
-            "its calls cannot be counted against the budget (they would count as free). Give it "
-            f"a price in USD per million tokens: RLM(..., prices={{{name!r}: (INPUT, OUTPUT)}}) "
-            f"or get_lm({name!r}, price=Price(INPUT, OUTPUT)) (command line: --price "
-            f"{name}=INPUT,OUTPUT); or count it at the highest price in the table "
-            f"(${self.estimate.input:g} in, ${self.estimate.output:g} out per million) with "
-            "Budget(unpriced='estimate') (--unpriced estimate).",
+            f"a dollar budget (${self.max_usd:g}) is set, but the price of {', '.join(unknown)} "
+            "is unknown, so its calls cannot be counted against it (they would count as free). "
+            + remedy.format(name=unknown[0], estimate=rates),
             models=unknown,
         )
 
@@ -99,7 +121,7 @@ class JobPricing:
             return replace(usage, cost_usd=_cost(override, usage), priced=True)
         if usage.priced:
             return usage
-        if self.budget.max_usd is not None:  # unpriced="estimate": count it high, flagged
+        if self.max_usd is not None:  # unpriced="estimate": count it high, flagged
             return replace(usage, cost_usd=_cost(self.estimate, usage), priced=False)
         return replace(usage, priced=False)
 
