@@ -30,6 +30,10 @@ class HoldfastError(Exception):
 
     code: ClassVar[str] = "holdfast_error"
     retryable: ClassVar[bool] = False
+    trace_id: str | None = None
+    """The trace of the job that failed, when a job was under way (set by the engine)."""
+    partial: Any = None
+    """What the failed work had produced so far, when there was something (set by the engine)."""
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)

@@ -36,15 +36,23 @@ def test_budget_settings_are_checked() -> None:
         Budget(max_usd=-1)
 
 
-def test_sub_call_count_stops_a_loop_mid_cell(fake_box: Any, store: RLMTraceStore) -> None:
+def test_a_used_up_sub_call_count_is_refused_to_the_model_which_gets_a_final_turn(
+    fake_box: Any, store: RLMTraceStore
+) -> None:
     sub = ScriptedLM([], then="ok", model="fake:sub")
     root = ScriptedLM(
-        [code("answer['content'] = 'p'\nfor i in range(100):\n    llm_query(f'q{i}')")]
+        [
+            code("answer['content'] = 'p'\nfor i in range(100):\n    llm_query(f'q{i}')"),
+            code("SUBMIT('five answers')"),
+        ]
     )
-    exc = run_expecting(
-        "sub_calls", RLM(root, sub, sandbox=fake_box, store=store, budget=Budget(max_sub_calls=5))
-    )
-    assert len(sub.calls) == 5 and exc.partial["iterations"] == 1
+    rlm = RLM(root, sub, sandbox=fake_box, store=store, budget=Budget(max_sub_calls=5))
+    result = rlm.run("q", context=BIG)
+    assert result.answer == "five answers"
+    assert len(sub.calls) == 5, "the refused calls never reached the model"
+    feedback = root.calls[1].messages[-1]["content"]
+    assert "sub-call budget of 5 calls is used up (0 left)" in feedback
+    assert "final turn" in feedback
 
 
 def test_sub_tokens(fake_box: Any, store: RLMTraceStore) -> None:
@@ -91,7 +99,9 @@ def test_wall_time_cancels_a_slow_sub_call(fake_box: Any, store: RLMTraceStore) 
     exc = run_expecting("wall_time", rlm)
     assert time.monotonic() - t0 < 5.0
     calls = [e for e in store.events(exc.trace_id or "") if e.kind == "sub_call"]
-    assert calls and calls[0].data["error"].startswith(("cancelled", "timed out"))
+    assert calls and calls[0].data["error"].startswith(
+        ("cancelled", "timed out", "the wall-time budget")
+    )
     assert calls[0].data["latency_s"] < 2.0
 
 

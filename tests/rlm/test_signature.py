@@ -13,8 +13,13 @@ def test_parses_inputs_and_typed_outputs() -> None:
     sig = parse_signature("question, passage -> answer: str, confidence: float")
     assert [f.name for f in sig.inputs] == ["question", "passage"]
     assert sig.output_names == ["answer", "confidence"]
-    out = sig.validate({"answer": "yes", "confidence": "0.5"})
+    out = sig.validate({"answer": "yes", "confidence": 0.5})
     assert out.confidence == 0.5  # type: ignore[attr-defined]
+    assert sig.validate({"answer": "yes", "confidence": 1}).confidence == 1.0  # type: ignore[attr-defined]
+    with pytest.raises(SubmitError):
+        sig.validate({"answer": "yes", "confidence": "0.5"})
+    lenient = parse_signature("question, passage -> answer: str, confidence: float", strict=False)
+    assert lenient.validate({"answer": "yes", "confidence": "0.5"}).confidence == 0.5  # type: ignore[attr-defined]
 
 
 def test_nested_types_validate() -> None:

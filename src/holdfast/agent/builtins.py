@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from holdfast.agent.env import ToolEnv
+from holdfast.agent.env import JobAllowance, ToolEnv
 from holdfast.agent.tools import Tool, schema_tool, tool
 from holdfast.errors import ModelFacingError
 
@@ -233,9 +233,21 @@ def analyze(
         inputs[f"source_{i}" if len(paths or ()) > 1 else "source"] = target
     if not inputs:
         raise ModelFacingError("analyze needs `paths` or `text` to work on")
-    result = env.analyzer.analyze(question, inputs, signature)
-    if env.ctx is not None and (result.tokens or result.cost_usd):
-        env.ctx.charge(tokens=result.tokens, usd=result.cost_usd)
+    ctx = env.ctx
+    allowance = None
+    if ctx is not None:
+        left = ctx.budget.remaining()
+        tokens_left = left["tokens"]
+        allowance = JobAllowance(
+            cancel=ctx.cancel,
+            wall_s=left["wall_s"],
+            usd=left["usd"],
+            tokens=None if tokens_left is None else int(tokens_left),
+            spend=lambda tokens, usd: ctx.spend(tokens=tokens, usd=usd),
+        )
+    result = env.analyzer.analyze(question, inputs, signature, allowance=allowance)
+    if ctx is not None and not result.charged and (result.tokens or result.cost_usd):
+        ctx.spend(tokens=result.tokens, usd=result.cost_usd)
     answer = result.answer if isinstance(result.answer, str) else _short_json(result.answer)
     finding = f"{question} -> {answer}"
     fid = _ws(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,13 +38,37 @@ class AnalysisResult:
     status: str
     tokens: int = 0
     cost_usd: float = 0.0
+    charged: bool = False
+    """True when the job already charged the task as it went (through ``JobAllowance.spend``)."""
+
+
+@dataclass(frozen=True)
+class JobAllowance:
+    """What the task that starts a reasoning job lets it use, and where the job reports back.
+
+    ``cancel`` is the task's cancellation signal (anything with ``is_set()``); ``wall_s``,
+    ``usd`` and ``tokens`` are what the task's budget has left (None: no limit); ``spend`` is
+    called with ``(tokens, usd)`` for every charge as the job makes it, so the task is charged as
+    it goes, not only when the job ends.
+    """
+
+    cancel: Any = None
+    wall_s: float | None = None
+    usd: float | None = None
+    tokens: int | None = None
+    spend: Callable[[int, float], None] | None = None
 
 
 class Analyzer(Protocol):
-    """Runs a bounded reasoning job (an RLM run) over named inputs."""
+    """Runs a bounded reasoning job (an RLM run) over named inputs, within ``allowance``."""
 
     def analyze(
-        self, question: str, inputs: dict[str, Any], signature: str | None
+        self,
+        question: str,
+        inputs: dict[str, Any],
+        signature: str | None,
+        *,
+        allowance: JobAllowance | None = None,
     ) -> AnalysisResult: ...
 
 

@@ -46,11 +46,20 @@ def default_lm(settings: AgentSettings) -> LM:
     which is stored and receipted."""
     if not settings.model:
         raise ConfigError("an agent task needs a model: input.model ('provider:model')")
+    return model_from_settings(settings.model, settings)
+
+
+def model_from_settings(name: str, settings: AgentSettings) -> LM:
+    """A model by name with the task's endpoint, call timeout and any price it was given."""
     import os
 
     from holdfast.lm import get_lm
+    from holdfast.rlm.pricing import as_price
 
-    return get_lm(settings.model, base_url=settings.base_url, env=os.environ)
+    options: dict[str, Any] = {"timeout": settings.call_timeout_s}
+    if name in settings.prices:
+        options["price"] = as_price(settings.prices[name])
+    return get_lm(name, base_url=settings.base_url, env=os.environ, **options)
 
 
 def default_memory(settings: AgentSettings, task_id: str, vsession_id: str) -> MemoryAccess | None:
@@ -73,11 +82,21 @@ def default_analyzer(settings: AgentSettings, lm: LM) -> Analyzer | None:
     from holdfast.sandbox.types import SandboxPolicy
     from holdfast.store import SQLiteDB
 
-    model: LM | str = settings.analyze_model or lm
+    model: LM = (
+        model_from_settings(settings.analyze_model, settings) if settings.analyze_model else lm
+    )
     return RLMAnalyzer(
         model,
-        sandbox=SandboxPolicy(isolation=settings.analyze_sandbox),  # type: ignore[arg-type]
+        sandbox=SandboxPolicy(
+            isolation=settings.analyze_sandbox,  # type: ignore[arg-type]
+            cell_timeout_s=settings.cell_timeout_s,
+        ),
         db=SQLiteDB(default_db_path()),
+        max_output_tokens=settings.max_output_tokens,
+        call_timeout_s=settings.call_timeout_s,
+        cell_timeout_s=settings.cell_timeout_s,
+        prices=settings.prices,
+        unpriced=settings.unpriced,
     )
 
 

@@ -22,18 +22,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from holdfast.agent import builtins
+from holdfast.agent.calls import ModelCalls
 from holdfast.agent.env import Analyzer, MemoryAccess, ToolEnv
 from holdfast.agent.prompts import ROLLOVER_NOTICE, SYSTEM_PROMPT
 from holdfast.agent.settings import AgentSettings
 from holdfast.agent.tools import Tool, ToolBox
 from holdfast.agent.workspace import Workspace
 from holdfast.errors import BudgetExceeded, InvalidInput, ModelFacingError
-from holdfast.lm.errors import ContextOverflow, ProviderRejected
+from holdfast.lm.errors import ContextOverflow, EmptyResponse, ProviderRejected
 from holdfast.lm.types import LM
 from holdfast.session import FlushItem, MemoryPolicy, VirtualSession, open_session_store
 
 if TYPE_CHECKING:
     from holdfast.harness import StepContext
+    from holdfast.rlm.pricing import JobPricing
 
 Event = dict[str, Any]
 LMFactory = Callable[[AgentSettings], LM]
@@ -79,16 +81,18 @@ class Agent:
         )
         box = self.toolbox(settings, memory=memory is not None, analyze=analyzer is not None)
         run = _Run(ctx, vs, box, workspace, memory, analyzer)
+        calls = ModelCalls(lm, settings, ctx, _pricing(ctx, settings, lm, analyzer))
         try:
-            return self._turns(run, settings, lm)
+            return self._turns(run, settings, calls)
         finally:
+            calls.close()
             for resource in (lm, memory, analyzer):
                 close = getattr(resource, "close", None)
                 if callable(close):
                     close()
             vs.store.close()
 
-    def _turns(self, run: _Run, settings: AgentSettings, lm: LM) -> dict[str, Any]:
+    def _turns(self, run: _Run, settings: AgentSettings, calls: ModelCalls) -> dict[str, Any]:
         """The turn loop proper (see the module docstring)."""
         ctx, vs = run.ctx, run.vs
         schemas = run.box.schemas()
@@ -108,7 +112,26 @@ class Agent:
                     {"vsession": vs.id, "continuation": vs.continuation, "turn": plan.turn},
                 )
             try:
-                completion = lm.complete(plan.messages, tools=schemas)
+                completion = calls.complete(plan.messages, schemas)
+            except EmptyResponse as exc:  # charged already; the model is told, like a no-tool reply
+                idle += 1
+                reason = exc.details.get("finish_reason")
+                ctx.receipt("agent_empty_reply", {"turn": vs.turn + 1, "finish_reason": reason})
+                if idle > settings.max_idle_replies:
+                    raise _out_of_turns(vs, settings, idle=True) from None
+                why = (
+                    f" (finish_reason=length: it hit max_output_tokens={settings.max_output_tokens},"
+                    " which reasoning may have used up)"
+                    if reason == "length"
+                    else f" (finish_reason={reason})"
+                    if reason
+                    else ""
+                )
+                vs.add_user_message(
+                    f"[Holdfast] Your reply was empty{why}. Reply with a tool call (think less "
+                    "first), and call finish(result) when the task is done."
+                )
+                continue
             except ProviderRejected as exc:
                 if not _context_overflow(exc) or vs.turns_in_session == 0:
                     raise
@@ -126,7 +149,7 @@ class Agent:
                     },
                 )
                 continue
-            usage = completion.usage
+            usage = calls.priced(completion.usage)
             turn = vs.record_assistant(completion.to_message(), estimate=plan.estimate, usage=usage)
             ctx.receipt(
                 "agent_turn",
@@ -136,6 +159,8 @@ class Agent:
                     "estimate": plan.estimate,
                     "input_tokens": usage.input_tokens,
                     "output_tokens": usage.output_tokens,
+                    "estimated_tokens": usage.estimated_tokens,
+                    "usd": usage.cost_usd,
                     "tools": [c.name for c in completion.tool_calls],
                 },
             )
@@ -295,6 +320,33 @@ class _Run:
             if finished is not None:
                 return finished
         return None
+
+
+def _pricing(
+    ctx: StepContext, settings: AgentSettings, lm: LM, analyzer: Analyzer | None
+) -> JobPricing:
+    """The task's prices; a dollar budget over a model of unknown price fails at start."""
+    from holdfast.rlm.pricing import JobPricing
+
+    pricing = JobPricing(
+        settings.prices,
+        max_usd=ctx.spec.budget.usd,
+        unpriced=settings.unpriced,  # type: ignore[arg-type]
+    )
+    models = [lm]
+    more = getattr(analyzer, "models", None)
+    if callable(more):
+        models += list(more())
+    pricing.check(models, AGENT_REMEDY)
+    return pricing
+
+
+AGENT_REMEDY = (
+    'Give it a price in USD per million tokens in the task\'s input: "prices": {{"{name}": '
+    "[INPUT, OUTPUT]}} (holdfast run --price {name}=INPUT,OUTPUT), or count it at the highest "
+    'price in the table ({estimate}) with "unpriced": "estimate" (holdfast run --unpriced '
+    "estimate)."
+)
 
 
 _OVERFLOW = re.compile(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from holdfast.errors import InvalidInput
@@ -23,6 +24,15 @@ class AgentSettings:
     ``analyze_sandbox``: ``namespace`` or ``process``. ``pre_rollover_turn``: give the model
     one turn, with a notice, to update the working set before its physical session ends (the
     optional compaction step; it writes structured state, never a summary).
+
+    Model calls: ``max_output_tokens`` is every turn's (and every ``analyze`` call's)
+    ``max_tokens``; ``call_timeout_s`` is how long one attempt may take (a CPU-bound local server
+    can need minutes for a long prompt; the task's wall budget bounds all attempts together);
+    ``cell_timeout_s`` is how long an ``analyze`` job's code cell may run on its own time.
+    ``prices`` gives models the price table does not know, as ``{"provider:model": [input,
+    output]}`` (or ``[input, output, cached_input]``) in USD per million tokens; with a dollar
+    budget an unpriced model fails the task at start unless ``unpriced`` is ``"estimate"``
+    (counted at the table's highest price).
     """
 
     model: str | None = None
@@ -41,6 +51,11 @@ class AgentSettings:
     analyze: bool = True
     analyze_model: str | None = None
     analyze_sandbox: str = "namespace"
+    max_output_tokens: int = 4_096
+    call_timeout_s: float = 600.0
+    cell_timeout_s: float = 60.0
+    prices: dict[str, list[float]] = field(default_factory=dict)
+    unpriced: str = "fail"
 
     @classmethod
     def from_input(cls, raw: Mapping[str, Any]) -> AgentSettings:
@@ -62,6 +77,37 @@ class AgentSettings:
                 raise InvalidInput(f"agent input {name} must be a non-negative integer")
         if self.max_turns < 1:
             raise InvalidInput("agent input max_turns must be at least 1")
+        if (
+            isinstance(self.max_output_tokens, bool)
+            or not isinstance(self.max_output_tokens, int)
+            or self.max_output_tokens < 1
+        ):
+            raise InvalidInput("agent input max_output_tokens must be a positive integer")
+        for name in ("call_timeout_s", "cell_timeout_s"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 < value < math.inf
+            ):
+                raise InvalidInput(f"agent input {name} must be a positive number of seconds")
+        if self.unpriced not in ("fail", "estimate"):
+            raise InvalidInput("agent input unpriced must be 'fail' or 'estimate'")
+        if not isinstance(self.prices, dict):
+            raise InvalidInput("agent input prices must map model names to [input, output]")
+        for name, price in self.prices.items():
+            if not (
+                isinstance(price, (list, tuple))
+                and len(price) in (2, 3)
+                and all(
+                    isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < math.inf
+                    for p in price
+                )
+            ):
+                raise InvalidInput(
+                    f"agent input prices[{name!r}] must be [input, output] or [input, output, "
+                    "cached_input] in USD per million tokens"
+                )
         if self.analyze_sandbox not in ("namespace", "process"):
             raise InvalidInput("agent input analyze_sandbox must be 'namespace' or 'process'")
         self.rollover_policy()

@@ -7,6 +7,7 @@ partial answer is printed), 130 cancelled.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -14,6 +15,12 @@ from typing import Any
 
 import click
 
+from holdfast.cli.model_options import (
+    check_seconds,
+    model_call_options,
+    parse_assignments,
+    parse_prices,
+)
 from holdfast.errors import Cancelled, UserError
 
 EXIT_BUDGET = 3
@@ -47,6 +54,43 @@ def _parse_inputs(specs: tuple[str, ...]) -> dict[str, Any]:
                 raise UserError(f"input {name!r}: {path} does not exist")
             inputs[name] = path
     return inputs
+
+
+class StopOnSignal:
+    """SIGTERM and Ctrl-C cancel the job cleanly (recorded as cancelled); a second one kills.
+
+    The handler only sets a flag (no lock, see the worker's handler); the engine's watchdog reads
+    it through ``is_set()`` within a few tens of milliseconds.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def is_set(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # the second signal: stop waiting for a clean end
+            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
 
 
 def _lm(name: str, base_url: str | None, direct_http: bool = False) -> Any:
@@ -130,6 +174,26 @@ def rlm() -> None:
 @click.option("--max-usd", type=float, help="Dollar budget (from the price table).")
 @click.option("--max-sub-calls", type=int, default=2000, show_default=True)
 @click.option(
+    "--max-tokens", type=int, help="Token budget of the job, root and sub-calls together."
+)
+@click.option(
+    "--sub-max-output-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="max_tokens of each sub-call (default: --max-output-tokens).",
+)
+@model_call_options(defaults=True)
+@click.option(
+    "--context-window",
+    "context_windows",
+    multiple=True,
+    metavar="MODEL=TOKENS",
+    help="A model's context window, for the sub-call prompt-size guard; repeatable.",
+)
+@click.option(
+    "--lenient", is_flag=True, help="Let SUBMIT coerce values ('42' -> 42); strict by default."
+)
+@click.option(
     "--concurrency",
     type=int,
     default=64,
@@ -159,6 +223,15 @@ def ask(
     max_wall: float,
     max_usd: float | None,
     max_sub_calls: int,
+    max_tokens: int | None,
+    max_output_tokens: int,
+    sub_max_output_tokens: int | None,
+    call_timeout: float,
+    cell_timeout: float,
+    prices: tuple[str, ...],
+    unpriced: str,
+    context_windows: tuple[str, ...],
+    lenient: bool,
     concurrency: int,
     isolation: str,
     show_prompt: bool,
@@ -173,21 +246,35 @@ def ask(
     model = default_model(model)
     if not model:
         raise UserError("name a model with --model provider:model (or set HOLDFAST_MODEL)")
+    check_seconds(max_wall=max_wall, call_timeout=call_timeout, cell_timeout=cell_timeout)
+    if max_usd is not None and not 0 < max_usd < float("inf"):
+        raise UserError(f"--max-usd must be a positive number, got {max_usd}")
     named = _parse_inputs(inputs)
     engine = RLM(
         _lm(model, base_url, direct_http),
         _lm(sub_model, base_url, direct_http) if sub_model else None,
-        sandbox=SandboxPolicy(isolation=isolation),  # type: ignore[arg-type]
+        sandbox=SandboxPolicy(isolation=isolation, cell_timeout_s=cell_timeout),  # type: ignore[arg-type]
         budget=Budget(
             max_iterations=max_iterations,
             max_wall_s=max_wall,
             max_usd=max_usd,
             max_sub_calls=max_sub_calls,
+            max_tokens=max_tokens,
             max_depth=max_depth,
+            unpriced=unpriced,  # type: ignore[arg-type]
         ),
         signature=signature,
         mode=mode,  # type: ignore[arg-type]
-        limits=BrokerLimits(concurrency=concurrency),
+        limits=BrokerLimits(
+            concurrency=concurrency,
+            call_timeout_s=call_timeout,
+            context_windows=parse_assignments(context_windows, "--context-window", int),
+        ),
+        root_max_tokens=max_output_tokens,
+        sub_max_tokens=sub_max_output_tokens or max_output_tokens,
+        cell_timeout_s=cell_timeout,
+        prices=parse_prices(prices),
+        strict=not lenient,
         on_budget="return",
     )
     if show_prompt:
@@ -200,12 +287,13 @@ def ask(
         return
     progress = _Progress(enabled=not quiet and not as_json and sys.stderr.isatty())
     engine.on_event = progress
+    stop = StopOnSignal()
     try:
-        with progress:
-            result = engine.run(question, **named)
+        with progress, stop:
+            result = engine.run(question, cancel=stop, **named)
     except Cancelled as exc:
         click.echo(f"cancelled: {exc.message}", err=True)
-        sys.exit(130)
+        sys.exit(stop.exit_code)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
     else:

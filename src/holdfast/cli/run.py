@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from holdfast.cli.model_options import check_seconds, model_call_options, parse_prices
 from holdfast.cli.task import db_option, json_option, open_harness, read_json_arg
 from holdfast.errors import InvalidInput, UserError
 
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     metavar="JSON|@FILE",
     help='Task budget, e.g. {"usd": 2, "wall_s": 3600}.',
 )
+@model_call_options(defaults=False)
 @click.option("--detach", is_flag=True, help="Only enqueue; a `holdfast worker` runs it.")
 @db_option
 @json_option
@@ -79,6 +81,11 @@ def run(
     pre_rollover_turn: bool,
     policy: str | None,
     budget: str | None,
+    max_output_tokens: int | None,
+    call_timeout: float | None,
+    cell_timeout: float | None,
+    prices: tuple[str, ...],
+    unpriced: str | None,
     detach: bool,
     database_url: str | None,
     as_json: bool,
@@ -98,9 +105,19 @@ def run(
         ("threshold", threshold),
         ("max_turns", max_turns),
         ("memory_namespace", memory_namespace),
+        ("max_output_tokens", max_output_tokens),
+        ("call_timeout_s", call_timeout),
+        ("cell_timeout_s", cell_timeout),
+        ("unpriced", unpriced),
     ):
         if value is not None:
             fields[key] = value
+    check_seconds(call_timeout=call_timeout, cell_timeout=cell_timeout)
+    if prices:
+        fields["prices"] = {
+            model: [p.input, p.output] + ([p.cached_input] if p.cached_input is not None else [])
+            for model, p in parse_prices(prices).items()
+        }
     if no_memory:
         fields["memory_namespace"] = None
     if pre_rollover_turn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from holdfast.errors import BudgetExceeded
@@ -14,22 +15,30 @@ class BudgetMeter:
     """What a task has used so far against its :class:`Budget`.
 
     ``used`` is persisted with the task (at every step, checkpoint and charge), so a resumed task
-    continues from what earlier attempts spent; wall time counts only time spent running.
+    continues from what earlier attempts spent; wall time counts only time spent running, on
+    ``clock`` (monotonic by default; tests inject one).
     """
 
-    def __init__(self, budget: Budget, used: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        budget: Budget,
+        used: dict[str, float] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.budget = budget
         used = used or {}
         self.tokens = int(used.get("tokens", 0))
         self.usd = float(used.get("usd", 0.0))
         self.steps = int(used.get("steps", 0))
         self._wall_before = float(used.get("wall_s", 0.0))
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = clock()
         self._lock = threading.Lock()
 
     @property
     def wall_s(self) -> float:
-        return self._wall_before + (time.monotonic() - self._started)
+        return self._wall_before + max(0.0, self._clock() - self._started)
 
     def used(self) -> dict[str, float]:
         """The JSON form stored on the task."""
@@ -51,10 +60,15 @@ class BudgetMeter:
 
     def charge(self, *, tokens: int = 0, usd: float = 0.0) -> None:
         """Add model usage; raises :class:`BudgetExceeded` once a limit is passed."""
-        with self._lock:
-            self.tokens += int(tokens)
-            self.usd += float(usd)
+        self.add(tokens=tokens, usd=usd)
         self.check()
+
+    def add(self, *, tokens: int = 0, usd: float = 0.0) -> None:
+        """Add model usage without checking the limits (work in flight is charged as it goes;
+        the next boundary, or the work's own derived budget, stops it)."""
+        with self._lock:
+            self.tokens += max(0, int(tokens))
+            self.usd += max(0.0, float(usd))
 
     def charge_usage(self, usage: Any) -> None:
         """Add an ``lm.Usage`` (anything with ``total_tokens`` and ``cost_usd``)."""

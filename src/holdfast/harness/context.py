@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
-from holdfast.errors import HoldfastError, InvalidInput, RetryableFailure, RuntimeFailure
+from holdfast.errors import Cancelled, HoldfastError, InvalidInput, RetryableFailure, RuntimeFailure
 from holdfast.harness.budget import BudgetMeter
 from holdfast.harness.cancel import CancelToken
 from holdfast.harness.policy import Decision, Policy
@@ -109,8 +109,11 @@ class StepContext:
             self.policy = Policy.parse(task.spec.get("policy"), known_tools=kind.tools or None)
         except InvalidInput as exc:
             self.policy = Policy.broken(exc.message)
-        self.budget = BudgetMeter(self.spec.budget, task.usage)
+        # Wall time is running time on the store's injected clock when a test gave one.
+        clock = getattr(getattr(store, "backend", None), "clock", None)
+        self.budget = BudgetMeter(self.spec.budget, task.usage, clock=clock or time.monotonic)
         self.cancel = CancelToken()
+        self._saved_usage_at = time.monotonic()
         self.state: Any = task.checkpoint
         self._draining = draining or threading.Event()
         self._steer_flag = threading.Event()
@@ -293,6 +296,10 @@ class StepContext:
         try:
             result = fn(key)
         except Exception as exc:
+            if self.cancel.cancelled:
+                # Cut off by a stop, pause, budget or lost lease: the outcome is unknown, so the
+                # step stays 'started' (a resumed task reconciles it) and the cause is raised.
+                self.stop_here()
             self._fail(base, _error_dict(exc), exc)
         try:
             body = canonical_json(result)
@@ -382,8 +389,43 @@ class StepContext:
 
     def charge(self, *, tokens: int = 0, usd: float = 0.0) -> None:
         """Account model usage to the task's budget (persisted; raises when exhausted)."""
-        self.budget.charge(tokens=tokens, usd=usd)
+        self.budget.add(tokens=tokens, usd=usd)
         self._call(self.store.save_usage, self.task_id, self.token, self.budget.used())
+        self._saved_usage_at = time.monotonic()
+        self.budget.check(partial=self.state, trace_id=self.task_id)
+
+    def spend(self, *, tokens: int = 0, usd: float = 0.0, save_every_s: float = 1.0) -> None:
+        """Account usage of work in flight (an RLM job's calls, a cut-off model call).
+
+        Never raises: the meter is updated at once (so the ticker, and the work's own derived
+        budget, see it) and the store at most every ``save_every_s`` (one try; the next boundary
+        or :meth:`charge` saves it for sure).
+        """
+        self.budget.add(tokens=tokens, usd=usd)
+        now = time.monotonic()
+        if now - self._saved_usage_at < save_every_s:
+            return
+        self._saved_usage_at = now
+        try:
+            self.store.save_usage(self.task_id, self.token, self.budget.used())
+        except Exception:  # the store may be down or the lease gone: the next write decides
+            pass
+
+    def stop_here(self) -> NoReturn:
+        """Raise what ``ctx.cancel`` fired for, after work in flight was cut off by it.
+
+        A stop or pause becomes the :class:`TaskInterrupt` the worker acts on, a lost lease
+        :class:`LeaseLost`, an exhausted budget :class:`BudgetExceeded`; anything else
+        :class:`~holdfast.errors.Cancelled`.
+        """
+        self._steer_flag.set()
+        self.boundary()
+        reason = self.cancel.reason
+        if reason.startswith("stop"):
+            raise TaskInterrupt("stop", reason=reason)
+        if reason.startswith("pause"):
+            raise TaskInterrupt("pause", reason=reason)
+        raise Cancelled(f"cancelled: {reason}", reason=reason)
 
     def boundary(self) -> None:
         """Apply what waits for a step boundary: lost lease, stop, pause, shutdown, budget."""
@@ -402,10 +444,19 @@ class StepContext:
         if self.budget.exhausted() is not None:
             self.budget.check(partial=self.state, trace_id=self.task_id)
 
+    @property
+    def draining(self) -> bool:
+        """Whether the worker is shutting down (the task gives its lease back at the next
+        boundary; work that can be redone cheaply, like a model call, may stop now)."""
+        return self._draining.is_set()
+
     # -- used by the worker ----------------------------------------------------------------
 
-    def notify_steering(self) -> None:
+    def notify_steering(self, kind: str | None = None) -> None:
+        """Steering arrived for this task: a stop or pause also cuts off work in flight."""
         self._steer_flag.set()
+        if kind in ("stop", "pause"):
+            self.cancel.cancel(f"{kind} requested")
 
     def lose_lease(self) -> None:
         self._lost.set()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from holdfast.errors import BudgetExceeded, HoldfastError, RetryableFailure
+from holdfast.errors import BudgetExceeded, Cancelled, HoldfastError, RetryableFailure
 from holdfast.harness.context import StepContext, TaskInterrupt
 from holdfast.harness.registry import Registry
 from holdfast.harness.rows import Draft, LeaseLost, StoreUnavailable, TaskRow
@@ -250,9 +250,17 @@ class Worker:
             self._out_of_budget(ctx, exc)
             return
         except Exception as exc:
-            if ctx.cancel.cancelled and ctx.cancel.reason == "stop requested":
-                self._interrupted(ctx, TaskInterrupt("stop"))
-                return
+            if ctx.cancel.cancelled:  # work cut off by a stop, pause or budget: say which
+                try:
+                    ctx.stop_here()
+                except TaskInterrupt as intr:
+                    self._interrupted(ctx, intr)
+                    return
+                except BudgetExceeded as budget_exc:
+                    self._out_of_budget(ctx, budget_exc)
+                    return
+                except Cancelled:
+                    pass
             if ctx.budget.exhausted() is not None:
                 try:
                     ctx.budget.check(partial=ctx.state, trace_id=task.id)
@@ -366,9 +374,7 @@ class Worker:
                 for row in self.store.pending_steering(list(running)):
                     ctx = running[row.task_id].ctx
                     if ctx is not None:
-                        ctx.notify_steering()
-                        if row.kind == "stop":
-                            ctx.cancel.cancel("stop requested")
+                        ctx.notify_steering(row.kind)  # a stop or pause cancels work in flight
             except RetryableFailure as exc:
                 quiet_until = self._log_once("ticker", quiet_until, exc.message)
             except Exception:

@@ -34,7 +34,8 @@ from holdfast.lm.stream import (
     TextDelta,
     ToolCallDelta,
 )
-from holdfast.lm.types import Completion, Message, Usage
+from holdfast.lm.tokens import estimate_tokens, estimate_tools_tokens
+from holdfast.lm.types import Completion, Message, Usage, attach_usage, failed_usage
 
 log = logging.getLogger("holdfast.lm")
 
@@ -63,6 +64,15 @@ class CallParams:
             if value is not None:
                 out[name] = copy.deepcopy(value)
         return out
+
+
+def attempt_estimate(messages: list[Message], params: CallParams) -> Usage:
+    """The estimated tokens of an attempt that left no usage (it timed out, or was cancelled in
+    flight): its prompt, and its reply's ``max_tokens``, since the provider may bill a reply that
+    nobody received."""
+    prompt = estimate_tokens(messages) + estimate_tools_tokens(params.tools)
+    reply = params.max_tokens or 0
+    return Usage(input_tokens=prompt, output_tokens=reply, estimated_tokens=prompt + reply)
 
 
 def validate_messages(messages: Any) -> list[Message]:
@@ -226,6 +236,9 @@ class BaseLM(ABC):
         try:
             completion, attempts = await self._acall(messages, params)
         except BaseException as exc:
+            lost = failed_usage(exc)
+            if lost is not None:  # what the failed call used, priced like any other
+                attach_usage(exc, self.price_usage(lost))
             if self.call_log is not None:
                 self._record(call_id, messages, params, None, exc, started_at, t0, 1, metadata)
             raise

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from holdfast.lm._portal import LoopThread
-from holdfast.lm.base import BaseLM, CallParams, T
+from holdfast.lm.base import BaseLM, CallParams, T, attempt_estimate
 from holdfast.lm.errors import (
     ContextOverflow,
     MissingAPIKey,
@@ -37,7 +38,7 @@ from holdfast.lm.providers import ProviderSpec, parse_model_name
 from holdfast.lm.record import CallRecorder
 from holdfast.lm.retry import RetryPolicy, parse_retry_after, should_retry_status
 from holdfast.lm.stream import Delta, SSEEvent, sse_events
-from holdfast.lm.types import Completion, Message
+from holdfast.lm.types import ZERO_USAGE, Completion, Message, attach_usage, failed_usage
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -162,16 +163,43 @@ class OpenAICompatLM(BaseLM):
         timeout = params.timeout if params.timeout is not None else self.timeout
         client = self._client()
         attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with self.limiter.slot():
-                    # a deadline for the whole attempt: a server that trickles bytes cannot hold it
-                    async with asyncio.timeout(timeout):
-                        return await self._send(client, messages, params, timeout), attempt
-            except Exception as exc:
-                wait = self._classify(exc, attempt, timeout)
-            await asyncio.sleep(wait)
+        # Attempts that timed out or were cancelled in flight may still be billed: their
+        # estimated tokens ride on the reply's usage, or on the error when the call fails.
+        lost = ZERO_USAGE
+        sending = False
+        try:
+            while True:
+                attempt += 1
+                try:
+                    async with self.limiter.slot():
+                        sending = True
+                        # a deadline for the whole attempt: a server that trickles bytes
+                        # cannot hold it
+                        async with asyncio.timeout(timeout):
+                            completion = await self._send(client, messages, params, timeout)
+                        sending = False
+                    if lost.calls:
+                        completion = replace(completion, usage=completion.usage + lost)
+                    return completion, attempt
+                except Exception as exc:
+                    if sending and _is_timeout(exc, self._sdk()):
+                        lost = lost + attempt_estimate(messages, params)
+                    sending = False
+                    try:
+                        wait = self._classify(exc, attempt, timeout)
+                    except BaseException as final:
+                        spent = failed_usage(final)
+                        total = lost if spent is None else lost + spent
+                        if total.calls:
+                            attach_usage(final, total)
+                        raise
+                await asyncio.sleep(wait)
+        except asyncio.CancelledError as exc:
+            if sending:
+                lost = lost + attempt_estimate(messages, params)
+            if lost.calls:
+                attach_usage(exc, lost)
+            raise
 
     async def _astream(
         self, messages: list[Message], params: CallParams
@@ -439,6 +467,15 @@ def _loads_or_text(data: str) -> Any:
     except ValueError:
         return {"message": data}
     return value.get("error", value) if isinstance(value, dict) else {"message": data}
+
+
+def _is_timeout(exc: BaseException, sdk: Any) -> bool:
+    """Whether ``exc`` is a request that was sent and then timed out (not a connect timeout)."""
+    httpx = _httpx_module()
+    cause = exc.__cause__ if isinstance(exc, sdk.APITimeoutError) else exc
+    if isinstance(cause, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return False
+    return isinstance(exc, (TimeoutError, sdk.APITimeoutError, httpx.TimeoutException))
 
 
 def _httpx_module() -> Any:

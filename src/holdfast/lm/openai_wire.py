@@ -14,7 +14,7 @@ from holdfast.lm.base import CallParams
 from holdfast.lm.errors import EmptyResponse, MalformedResponse, StreamError
 from holdfast.lm.stream import Delta, TextDelta, ToolCallDelta
 from holdfast.lm.tokens import estimate_tokens, estimate_tools_tokens
-from holdfast.lm.types import Completion, Message, TokenLogprob, ToolCall, Usage
+from holdfast.lm.types import Completion, Message, TokenLogprob, ToolCall, Usage, attach_usage
 
 
 def request_body(
@@ -94,13 +94,15 @@ def parse_completion(raw: bytes, request: dict[str, Any], *, url: str) -> Comple
         ) from None
     usage = _usage(data.get("usage"), request, text, calls)
     if not text and not calls:
-        raise EmptyResponse(
+        empty = EmptyResponse(
             f"the model returned an empty reply (finish_reason={finish!r}) from {url}",
             body=raw,
             url=url,
             finish_reason=finish,
             usage=usage.to_dict(),
         )
+        attach_usage(empty, usage)  # an empty reply still used tokens (reasoning, say)
+        raise empty
     logprobs, token_ids, prompt_ids = token_data(choice, data)
     return Completion(
         text=text,
@@ -159,11 +161,16 @@ def _usage(raw: Any, request: dict[str, Any], text: str, calls: list[ToolCall]) 
             cached_tokens=int(cached or 0),
         )
     # No usage reported (some local servers): estimate, so budgets still move.
+    input_tokens = estimate_tokens(request.get("messages") or []) + estimate_tools_tokens(
+        request.get("tools")
+    )
+    output_tokens = estimate_tokens(text) + sum(
+        estimate_tokens(c.name) + estimate_tokens(c.arguments) for c in calls
+    )
     return Usage(
-        input_tokens=estimate_tokens(request.get("messages") or [])
-        + estimate_tools_tokens(request.get("tools")),
-        output_tokens=estimate_tokens(text)
-        + sum(estimate_tokens(c.name) + estimate_tokens(c.arguments) for c in calls),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        estimated_tokens=input_tokens + output_tokens,
     )
 
 

@@ -24,6 +24,7 @@ def usage_from_dict(data: dict[str, Any]) -> Usage:
         cost_usd=float(data.get("cost_usd", 0.0)),
         calls=int(data.get("calls", 1)),
         priced=bool(data.get("priced", True)),
+        estimated_tokens=int(data.get("estimated_tokens", 0)),
     )
 
 

@@ -58,6 +58,10 @@ class Usage:
     calls: int = 1
     priced: bool = True
     """False when a model in the sum had no entry in the price table (its cost counted as 0)."""
+    estimated_tokens: int = 0
+    """How many of ``input_tokens + output_tokens`` are estimates, not counts a provider reported:
+    a server that reports no usage, or an attempt that timed out or was cancelled (its prompt's
+    estimated tokens plus the reply's ``max_tokens``)."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -68,6 +72,7 @@ class Usage:
             cost_usd=self.cost_usd + other.cost_usd,
             calls=self.calls + other.calls,
             priced=self.priced and other.priced,
+            estimated_tokens=self.estimated_tokens + other.estimated_tokens,
         )
 
     @property
@@ -83,10 +88,35 @@ class Usage:
             "cost_usd": self.cost_usd,
             "calls": self.calls,
             "priced": self.priced,
+            "estimated_tokens": self.estimated_tokens,
         }
 
 
 ZERO_USAGE = Usage(calls=0)
+
+_FAILED_USAGE = "holdfast_usage"
+
+
+def attach_usage(exc: BaseException, usage: Usage) -> None:
+    """Record on ``exc`` the tokens its failed call used, or is estimated to have used.
+
+    A call that fails after the provider did work (an empty reply, attempts that timed out, a
+    request cancelled in flight) still costs money; callers that keep budgets charge what
+    :func:`failed_usage` finds instead of counting the failure as free.
+    """
+    vars(exc)[_FAILED_USAGE] = usage
+
+
+def failed_usage(exc: BaseException | None) -> Usage | None:
+    """The usage attached to ``exc`` (or to the exception it was raised from), if any."""
+    seen = 0
+    while exc is not None and seen < 8:
+        usage = vars(exc).get(_FAILED_USAGE)
+        if isinstance(usage, Usage):
+            return usage
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 @dataclass(frozen=True)

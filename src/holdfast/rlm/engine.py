@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
+import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
 from holdfast.errors import BudgetExceeded, Cancelled, ConfigError, HoldfastError, InvalidInput
-from holdfast.lm.types import LM, Message
+from holdfast.lm.prices import Price
+from holdfast.lm.types import LM, Message, Usage
 from holdfast.rlm.broker import Broker, BrokerLimits
 from holdfast.rlm.budget import Budget, BudgetTracker, BudgetTrip
+from holdfast.rlm.errors import RLMFailed
 from holdfast.rlm.inputs import (
     DEFAULT_MAX_INPUT_BYTES,
     JobInput,
@@ -31,16 +33,26 @@ from holdfast.rlm.inputs import (
 )
 from holdfast.rlm.job import Job
 from holdfast.rlm.loop import Run
+from holdfast.rlm.pricing import JobPricing
 from holdfast.rlm.result import RLMResult, RLMUsage
 from holdfast.rlm.router import DirectAnswerInvalid, answer_directly, choose_mode
 from holdfast.rlm.signature import Signature, outputs_to_jsonable, parse_signature
-from holdfast.rlm.store import RLMTraceStore
+from holdfast.rlm.store import HEARTBEAT_S, RLMTraceStore
 from holdfast.rlm.tools import as_tool_specs
 from holdfast.rlm.trace import CallCache, MemoryCache, Observer, StoreCache, Tracer
 from holdfast.sandbox.types import HostFunctionSpec, Sandbox, SandboxPolicy
 
+log = logging.getLogger("holdfast.rlm")
+
 Mode = Literal["auto", "rlm", "direct"]
-CancelSignal = asyncio.Event | threading.Event
+
+
+class CancelSignal(Protocol):
+    """Anything with ``is_set()``: an ``asyncio.Event``, a ``threading.Event``, a flag."""
+
+    def is_set(self) -> bool: ...
+
+
 SandboxFactory = Callable[[SandboxPolicy], Sandbox]
 
 DIRECT_THRESHOLD_CHARS = 50_000
@@ -89,6 +101,12 @@ class RLM:
         limits: BrokerLimits | None = None,
         output_cap: int = 8_000,
         root_max_tokens: int | None = 4_096,
+        sub_max_tokens: int | None = 4_096,
+        cell_timeout_s: float | None = None,
+        prices: Mapping[str, Price | Sequence[float]] | None = None,
+        strict: bool = True,
+        on_usage: Callable[[Usage], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
         system_prompt: str | None = None,
         cache: bool | CallCache = False,
         store: RLMTraceStore | None = None,
@@ -111,13 +129,28 @@ class RLM:
         self.max_depth = self.budget.max_depth if max_depth is None else max_depth
         if self.max_depth < 0:
             raise InvalidInput("max_depth must be 0 or more")
-        self.signature = parse_signature(signature)
+        for name, tokens in (
+            ("root_max_tokens", root_max_tokens),
+            ("sub_max_tokens", sub_max_tokens),
+        ):
+            if tokens is not None and (
+                isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1
+            ):
+                raise InvalidInput(f"{name} must be a positive integer (or None), not {tokens!r}")
+        if cell_timeout_s is not None and not (0 < cell_timeout_s < float("inf")):
+            raise InvalidInput(f"cell_timeout_s must be a positive number, not {cell_timeout_s!r}")
+        self.signature = parse_signature(signature, strict=strict)
         self.tools = as_tool_specs(tools)
         self.mode: Mode = mode
         self.direct_threshold_chars = direct_threshold_chars
         self.limits = limits or BrokerLimits()
         self.output_cap = output_cap
         self.root_max_tokens = root_max_tokens
+        self.sub_max_tokens = sub_max_tokens
+        self.cell_timeout_s = cell_timeout_s
+        self.pricing = JobPricing.for_budget(self.budget, prices)
+        self.on_usage = on_usage
+        self._clock = clock
         self.system_prompt = system_prompt
         self.max_input_bytes = max_input_bytes
         self.on_event = on_event
@@ -158,6 +191,9 @@ class RLM:
         self._check_signature_inputs(items)
         for item in items:
             scan_file(item, self.max_input_bytes)
+        self.pricing.check(self.models.values())
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the RLM job was cancelled before it started")
         job = self._new_job()
         mode = choose_mode(self.mode, items, self.direct_threshold_chars)
         started = time.monotonic()
@@ -178,18 +214,26 @@ class RLM:
                     raise outcome
                 answer = outcome
         except BudgetTrip as trip:
+            # In-flight calls were cancelled; wait for their charges so the figures are final.
+            job.broker.cancel_all()
+            await job.broker.drain()
             return self._budget_outcome(job, run, trip, started, mode)
         except asyncio.CancelledError:
             if job.tracker.trip is not None and job.tracker.trip.limit == "cancelled":
-                raise Cancelled(
-                    "the RLM job was cancelled", trace_id=run.trace_id, partial=run.partial
-                ) from None
+                job.broker.cancel_all()
+                await job.broker.drain()
+                raise self._cancelled(job, run) from None
             raise
         except HoldfastError as exc:
             # A provider outage, a dead box...: say which job, and what it had so far.
-            exc.details.setdefault("trace_id", run.trace_id)
-            exc.details.setdefault("partial", {"answer": run.partial, "iterations": run.iteration})
+            self._attach(exc, job, run)
             raise
+        except Exception as exc:
+            failure = RLMFailed(
+                f"the RLM job failed: {type(exc).__name__}: {exc}"[:2000],
+                error_type=type(exc).__name__,
+            )
+            raise self._attach(failure, job, run) from exc
         finally:
             watchdog.cancel()
             with contextlib.suppress(BaseException):
@@ -202,7 +246,12 @@ class RLM:
     async def acompletion(self, prompt: str) -> str:
         """Text in, text out: the prompt itself is the input (direct below the threshold)."""
         if self.mode != "rlm" and len(prompt) < self.direct_threshold_chars:
-            completion = await self.root_lm.acomplete([{"role": "user", "content": prompt}])
+            self.pricing.check([self.root_lm])
+            completion = await self.root_lm.acomplete(
+                [{"role": "user", "content": prompt}],
+                max_tokens=self.root_max_tokens,
+                timeout=self.limits.call_timeout_s,
+            )
             return completion.text
         result = await self.arun("Do what the text in `prompt` asks and answer it.", prompt=prompt)
         return str(result.outputs.get("answer", result.answer))
@@ -264,20 +313,28 @@ class RLM:
                 self._store = RLMTraceStore(SQLiteDB(default_db_path()))
             tracer_store = self._store
         tracer = Tracer(tracer_store, self.on_event)
-        tracker = BudgetTracker(self.budget)
+        tracker = BudgetTracker(self.budget, clock=self._clock, on_charge=self.on_usage)
         cache: CallCache | None = None
         if self._cache_opt is True:
             cache = StoreCache(tracer_store) if tracer_store is not None else MemoryCache()
         elif self._cache_opt is not False:
             cache = self._cache_opt
         broker = Broker(
-            tracker, tracer, limits=self.limits, cache=cache, full_prompts=self._trace_sub_prompts
+            tracker,
+            tracer,
+            limits=self.limits,
+            cache=cache,
+            full_prompts=self._trace_sub_prompts,
+            pricing=self.pricing,
         )
         root_id: list[str] = []
+
+        live: set[str] = set()
 
         def start_run(run: Run) -> None:
             if not root_id:
                 root_id.append(run.trace_id)
+            live.add(run.trace_id)
             meta = {
                 "inputs": [i.source() for i in run.inputs],
                 "described": [i.describe() for i in run.inputs],
@@ -289,6 +346,11 @@ class RLM:
                 "output_cap": self.output_cap,
                 "max_prompt_chars": self.limits.max_prompt_chars,
                 "root_max_tokens": self.root_max_tokens,
+                "sub_max_tokens": self.sub_max_tokens,
+                "call_timeout_s": self.limits.call_timeout_s,
+                "context_windows": dict(self.limits.context_windows),
+                "cell_timeout_s": self.cell_timeout_s,
+                "strict": self.signature.strict,
                 "models": sorted(self.models),
                 **self.trace_meta,
             }
@@ -311,9 +373,17 @@ class RLM:
             )
 
         def finish_run(run: Run, status: str, result: dict[str, Any]) -> None:
+            live.discard(run.trace_id)
             tracer.event(run.trace_id, "run_end", {"status": status, **result})
             if tracer_store is not None:
                 tracer_store.finish_run(run.trace_id, status, result)
+
+        def heartbeat() -> None:
+            if tracer_store is not None and live:
+                try:
+                    tracer_store.heartbeat(sorted(live))
+                except Exception:  # a busy store must not end the job; the next beat retries
+                    log.warning("could not write the RLM job's heartbeat", exc_info=True)
 
         return Job(
             root_lm=self.root_lm,
@@ -328,16 +398,23 @@ class RLM:
             tools=self.tools,
             output_cap=self.output_cap,
             root_max_tokens=self.root_max_tokens,
+            sub_max_tokens=self.sub_max_tokens,
+            cell_timeout_s=self.cell_timeout_s,
             system_prompt=self.system_prompt,
             max_input_bytes=self.max_input_bytes,
             start_run=start_run,
             finish_run=finish_run,
+            heartbeat=heartbeat,
         )
 
     async def _watch(self, job: Job, cancel: CancelSignal | None) -> None:
         """Trip the wall-time budget at its deadline and the cancellation at once when signalled."""
         tracker = job.tracker
+        next_beat = time.monotonic() + HEARTBEAT_S
         while tracker.trip is None:
+            if job.heartbeat is not None and time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + HEARTBEAT_S
+                job.heartbeat()
             if cancel is not None and cancel.is_set():
                 tracker.force_trip("cancelled", "the job was cancelled by its caller")
                 break
@@ -372,20 +449,49 @@ class RLM:
             sub_calls=job.tracker.sub_calls_started,
         )
 
-    def _budget_outcome(
-        self, job: Job, run: Run, trip: BudgetTrip, started: float, mode: Any
-    ) -> RLMResult:
-        partial = {
+    def _partial(self, job: Job, run: Run) -> dict[str, Any]:
+        return {
             "answer": run.partial,
             "last_output": run.last_output,
             "iterations": run.iteration,
             "usage": self._usage(job).to_dict(),
         }
+
+    def _attach(self, exc: HoldfastError, job: Job, run: Run) -> HoldfastError:
+        """Say which job failed and what it had so far, on any error leaving the engine."""
+        partial = self._partial(job, run)
+        exc.details.setdefault("trace_id", run.trace_id)
+        exc.details.setdefault("partial", partial)
+        if exc.trace_id is None:
+            exc.trace_id = run.trace_id
+        if exc.partial is None:
+            exc.partial = partial
+        return exc
+
+    def _cancelled(self, job: Job, run: Run) -> Cancelled:
+        err = Cancelled(f"the RLM job was cancelled; {self._spend(job)}")
+        self._attach(err, job, run)
+        return err
+
+    def _spend(self, job: Job) -> str:
+        """The final cost line of a stopped job (after cancelled calls were charged)."""
+        t = job.tracker
+        estimated = t.estimated_tokens
+        note = (
+            f", {estimated:,} of them estimated (calls cut off or unreported)" if estimated else ""
+        )
+        return f"final cost ${t.usd:.4f}, {t.tokens:,} tokens{note}"
+
+    def _budget_outcome(
+        self, job: Job, run: Run, trip: BudgetTrip, started: float, mode: Any
+    ) -> RLMResult:
+        partial = self._partial(job, run)
         if trip.limit == "cancelled":
-            raise Cancelled("the RLM job was cancelled", trace_id=run.trace_id, partial=partial)
+            raise self._cancelled(job, run)
+        message = f"RLM job stopped: {trip.message}; {self._spend(job)}"
         if self.on_budget == "raise":
             raise BudgetExceeded(
-                f"RLM job stopped: {trip.message}",
+                message,
                 limit=trip.limit,
                 partial=partial,
                 trace_id=run.trace_id,
@@ -400,5 +506,5 @@ class RLM:
             mode=mode,
             elapsed_s=time.monotonic() - started,
             sub_calls=job.tracker.sub_calls_started,
-            error={"limit": trip.limit, "message": trip.message, "partial": partial},
+            error={"limit": trip.limit, "message": message, "partial": partial},
         )

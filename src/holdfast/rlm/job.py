@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from holdfast.errors import HoldfastError
 from holdfast.lm.types import LM, Message
 from holdfast.rlm.broker import Broker, SubCallError
-from holdfast.rlm.budget import Budget, BudgetTracker, BudgetTrip
+from holdfast.rlm.budget import Budget, BudgetTracker, BudgetTrip, SubCallsUsedUp
 from holdfast.rlm.inputs import prepare_inputs, read_dir_file, scan_file
 from holdfast.rlm.loop import Run
 from holdfast.rlm.signature import (
@@ -52,10 +52,13 @@ class Job:
     tools: list[HostFunctionSpec] = field(default_factory=list)
     output_cap: int = 8_000
     root_max_tokens: int | None = 4_096
+    sub_max_tokens: int | None = 4_096
+    cell_timeout_s: float | None = None
     system_prompt: str | None = None
     max_input_bytes: int = 1 << 30
     start_run: Callable[[Run], None] | None = None
     finish_run: Callable[[Run, str, dict[str, Any]], None] | None = None
+    heartbeat: Callable[[], None] | None = None
 
     # ----- REPL functions bound to one run ----------------------------------------------------
 
@@ -66,6 +69,14 @@ class Job:
         async def llm_batch(prompts: Any, model: Any = None, schema: Any = None) -> list[Any]:
             if not isinstance(prompts, list):
                 raise SubCallError("llm_batch takes a list of prompt strings")
+            left = self.tracker.sub_calls_left()
+            if left is not None and len(prompts) > left:
+                limit = self.budget.max_sub_calls
+                raise SubCallError(
+                    f"llm_batch got {len(prompts):,} prompts, but only {left:,} sub-calls are "
+                    f"left in this job's budget of {limit:,}; no call was made. Send at most "
+                    f"{left:,} prompts (put more text in each), or SUBMIT from what you have."
+                )
 
             async def one(p: Any) -> Any:
                 try:
@@ -108,7 +119,7 @@ class Job:
             except (ValueError, OSError) as exc:
                 raise SubCallError(str(exc)) from None
 
-        return {
+        fns: dict[str, tuple[Callable[..., Any], list[str]]] = {
             "llm_query": (llm_query, ["prompt", "model", "schema"]),
             "llm_batch": (llm_batch, ["prompts", "model", "schema"]),
             "rlm_query": (rlm_query, ["prompt", "inputs"]),
@@ -116,6 +127,7 @@ class Job:
             "submit": (submit, ["args", "fields"]),
             "read_input": (read_input, ["name", "path", "offset", "length"]),
         }
+        return {name: (run.waiting(fn), params) for name, (fn, params) in fns.items()}
 
     # ----- sub-calls --------------------------------------------------------------------------
 
@@ -155,6 +167,7 @@ class Job:
             iteration=run.iteration,
             depth=run.depth + 1,
             response_format=response_format,
+            max_tokens=self.sub_max_tokens,
         )
         if schema is None:
             return completion.text
@@ -193,6 +206,7 @@ class Job:
                 iteration=run.iteration,
                 depth=run.depth + 1,
                 response_format=response_format,
+                max_tokens=self.sub_max_tokens,
             )
             try:
                 return outputs_to_jsonable(
@@ -222,19 +236,34 @@ class Job:
             )
         if not isinstance(prompt, str) or not prompt.strip():
             raise SubCallError("rlm_query needs a non-empty prompt string")
+        if not isinstance(inputs, dict):
+            raise SubCallError("rlm_query takes its inputs as keyword arguments")
+        # The child's query goes into its root model's prompt (and its trace): the same size
+        # guard as any sub-call, before anything is stored; big text belongs in its inputs.
+        try:
+            self.broker.check_prompt(
+                self.root_lm, prompt, self.root_max_tokens, what="the rlm_query prompt"
+            )
+        except SubCallError as exc:
+            raise SubCallError(
+                f"{exc.message} Or pass the text as an input, which stays in the child's REPL: "
+                "rlm_query('what to do with text', text=big_text)."
+            ) from None
         try:
             items = prepare_inputs(inputs, max_input_bytes=self.max_input_bytes)
         except HoldfastError as exc:
             raise SubCallError(exc.message) from None
         try:
-            self.tracker.reserve_sub_call()
+            self.tracker.take_sub_call()
+        except SubCallsUsedUp as exc:
+            raise SubCallError(f"rlm_query refused: {exc}") from None
         except BudgetTrip as trip:
             raise SubCallError(f"rlm_query refused: {trip.message}") from None
         run = Run(
             job=self,
             query=prompt,
             inputs=items,
-            signature=parse_signature(None),
+            signature=parse_signature(None, strict=parent.signature.strict),
             depth=parent.depth + 1,
             parent_id=parent.trace_id,
         )
@@ -257,7 +286,7 @@ class Job:
             status, result = "ok", {"outputs": outputs_to_jsonable(answer)}
             return answer
         except BudgetTrip as trip:
-            status = "budget_exceeded"
+            status = "cancelled" if trip.limit == "cancelled" else "budget_exceeded"
             result = {
                 "limit": trip.limit,
                 "message": trip.message,

@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import tempfile
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from holdfast.lm.types import Message
+from holdfast.lm.errors import EmptyResponse
+from holdfast.lm.types import Completion, Message
 from holdfast.rlm.budget import BudgetTrip
+from holdfast.rlm.errors import PreludeFailed
 from holdfast.rlm.inputs import JobInput, spill_path
 from holdfast.rlm.parse import STOP, extract_code, truncate_middle
 from holdfast.rlm.prelude import prelude_with_dirs
 from holdfast.rlm.prompts import FINAL_TURN, build_feedback, build_first_turn, build_system_prompt
 from holdfast.rlm.signature import Signature, SubmitError
-from holdfast.sandbox.types import CellResult, HostFunctionSpec, Sandbox
+from holdfast.sandbox.types import CellError, CellResult, HostFunctionSpec, Sandbox
 
 if TYPE_CHECKING:
     from holdfast.rlm.job import Job
@@ -51,6 +58,10 @@ class Run:
     mode: str = "rlm"
     answer_touched: bool = False
     prelude_code: str = ""
+    _host_calls: int = 0
+    _waiting_since: float | None = None
+    _waited: float = 0.0
+    _host_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # ----- the loop ---------------------------------------------------------------------------
 
@@ -69,51 +80,55 @@ class Run:
             messages[-1]["content"] += "\n\n" + FINAL_TURN
         logged = 0
         final = max_it == 1
+        empty = 0
         for turn in range(1, max_it + 1):
             self.iteration = turn
-            completion = await self.guarded(
-                job.broker.call(
-                    job.root_lm,
-                    messages,
-                    trace_id=self.trace_id,
-                    iteration=turn,
-                    depth=self.depth,
-                    kind="root_call",
-                    stop=STOP,
-                    max_tokens=job.root_max_tokens,
-                    log_messages=messages[logged:],
-                )
-            )
-            logged = len(messages) + 1
-            block = extract_code(completion.text)
-            sent = completion.text
-            if block.unclosed and block.code is not None:
-                sent = sent.rstrip() + "\n```"
-            messages.append({"role": "assistant", "content": sent})
-            output = ""
-            cell: CellResult | None = None
-            if block.code is not None:
-                cell = await self.execute(block.code)
-                output = self.format_cell(cell)
-            self.last_output = output[-2000:]
-            note = block.note
-            answer = self.submitted
-            if block.code is not None and "answer" in block.code:
-                self.answer_touched = True
-            if answer is None and block.code is not None and self.answer_touched:
-                answer, compat_note = await self.check_answer_var()
-                note = compat_note or note
+            completion = await self.root_turn(messages, turn, logged)
+            code: str | None = None
+            output, note, cell, answer = "", None, None, None
+            if completion.text.strip():
+                empty = 0
+                logged = len(messages) + 1
+                block = extract_code(completion.text)
+                sent = completion.text
+                if block.unclosed and block.code is not None:
+                    sent = sent.rstrip() + "\n```"
+                messages.append({"role": "assistant", "content": sent})
+                code, note = block.code, block.note
+                if code is not None:
+                    cell = await self.execute(code)
+                    output = self.format_cell(cell)
+                self.last_output = output[-2000:]
+                answer = self.submitted
+                if code is not None and "answer" in code:
+                    self.answer_touched = True
+                if answer is None and code is not None and self.answer_touched:
+                    answer, compat_note = await self.check_answer_var()
+                    note = compat_note or note
+            else:
+                # What a reasoning model returns when thinking used up max_tokens: charged, told,
+                # asked again (a bounded number of times) instead of losing the run's work.
+                logged = len(messages)
+                empty += 1
+                reason = _empty_reason(completion, job.root_max_tokens)
+                if empty > job.budget.max_empty_replies:
+                    raise BudgetTrip(
+                        "empty_replies",
+                        f"the root model returned {empty} empty replies in a row{reason}",
+                    )
+                note = EMPTY_REPLY_NOTE.format(reason=reason)
             job.tracer.event(
                 self.trace_id,
                 "iteration",
                 {
                     "turn": turn,
-                    "code": block.code,
+                    "code": code,
                     "output": output,
                     "note": note,
                     "cell_s": round(cell.duration_s, 4) if cell else None,
                     "timed_out": bool(cell and cell.timed_out),
                     "submitted": answer is not None,
+                    "empty_reply": empty or None,
                     "budget": job.tracker.snapshot(),
                 },
                 iteration=turn,
@@ -147,6 +162,28 @@ class Run:
             limit, f"the {limit} budget is nearly used up and the final turn did not submit"
         )
 
+    async def root_turn(self, messages: list[Message], turn: int, logged: int) -> Completion:
+        """One call of the root model; an empty reply comes back as a completion with no text."""
+        job = self.job
+        try:
+            completion: Completion = await self.guarded(
+                job.broker.call(
+                    job.root_lm,
+                    messages,
+                    trace_id=self.trace_id,
+                    iteration=turn,
+                    depth=self.depth,
+                    kind="root_call",
+                    stop=STOP,
+                    max_tokens=job.root_max_tokens,
+                    log_messages=messages[logged:],
+                )
+            )
+        except EmptyResponse as exc:
+            reason = exc.details.get("finish_reason")
+            return Completion(text="", finish_reason=reason if isinstance(reason, str) else None)
+        return completion
+
     def system_prompt(self) -> str:
         job = self.job
         return build_system_prompt(
@@ -168,29 +205,115 @@ class Run:
         except BaseException:
             task.cancel()
             raise
-        if task.done():
+        tracker = self.job.tracker
+        if task.done() and not (task.cancelled() and tracker.trip is not None):
             try:
                 return task.result()
             except TimeoutError:
-                self.job.tracker.check()
+                tracker.check()
                 raise
         task.cancel()
         self.job.broker.cancel_all()
         with contextlib.suppress(BaseException):
             await task
+        if tracker.trip is not None:  # set before the waiter wakes (and before calls are cut)
+            raise tracker.trip
         raise trip.result()
 
     async def execute(self, code: str) -> CellResult:
         assert self.sandbox is not None
-        timeout = self.sandbox.policy.cell_timeout_s
-        remaining = self.job.tracker.remaining_s()
-        if remaining is not None:
-            timeout = max(0.05, min(timeout, remaining))
-        result: CellResult = await self.guarded(self.sandbox.execute(code, timeout=timeout))
+        limit = self.job.cell_timeout_s or self.sandbox.policy.cell_timeout_s
+        result: CellResult = await self.guarded(self.timed_cell(code, limit))
         if result.timed_out or (result.error is not None and result.error.type == "SandboxDied"):
             # The box restarted with its JSON-safe variables: define the REPL functions again.
             await self.guarded(self.sandbox.execute(self.prelude_code, timeout=30))
         return result
+
+    async def timed_cell(self, code: str, limit: float) -> CellResult:
+        """Run a cell under its time limit, not counting the time it waits for host calls.
+
+        A cell that waits for sub-calls on a slow server is not running away; only its own time
+        counts against ``limit``. The wall-time budget still bounds the whole cell.
+        """
+        assert self.sandbox is not None
+        remaining = self.job.tracker.remaining_s()
+        # The box's own deadline is only a backstop: the clock below decides.
+        backstop = (remaining if remaining is not None else limit * 1000) + 5.0
+        started = _now()
+        waited_before = self.waited_s(started)
+        task = asyncio.ensure_future(self.sandbox.execute(code, timeout=backstop))
+        try:
+            while True:
+                now = _now()
+                own = (now - started) - (self.waited_s(now) - waited_before)
+                if own >= limit:
+                    break
+                done, _ = await asyncio.wait({task}, timeout=limit - own)
+                if done:
+                    return task.result()
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            return CellResult(
+                error=CellError(
+                    "TimeoutError",
+                    f"the cell ran past its {limit:g} s time limit (time spent waiting for "
+                    "sub-calls not counted) and was stopped; the REPL was restarted from its "
+                    "last snapshot of JSON-safe variables",
+                    "",
+                ),
+                duration_s=_now() - started,
+                timed_out=True,
+            )
+        finally:
+            if not task.done():
+                task.cancel()
+
+    # ----- time a cell spends waiting on the host -------------------------------------------
+
+    def waiting(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` (a REPL function run on the host) with the cell's wait for it clocked."""
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                self._enter_host()
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    self._leave_host()
+
+            return run_async
+
+        @functools.wraps(fn)
+        def run_sync(*args: Any, **kwargs: Any) -> Any:
+            self._enter_host()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._leave_host()
+
+        return run_sync
+
+    def _enter_host(self) -> None:
+        with self._host_lock:
+            if self._host_calls == 0:
+                self._waiting_since = _now()
+            self._host_calls += 1
+
+    def _leave_host(self) -> None:
+        with self._host_lock:
+            self._host_calls = max(0, self._host_calls - 1)
+            if self._host_calls == 0 and self._waiting_since is not None:
+                self._waited += _now() - self._waiting_since
+                self._waiting_since = None
+
+    def waited_s(self, now: float) -> float:
+        """Seconds this run's cells spent waiting on host calls, up to ``now`` (monotonic)."""
+        with self._host_lock:
+            since = self._waiting_since
+            ongoing = 0.0 if since is None else max(0.0, now - since)
+            return self._waited + ongoing
 
     def format_cell(self, cell: CellResult) -> str:
         parts = []
@@ -268,7 +391,10 @@ class Run:
         prelude = await box.execute(self.prelude_code, timeout=30)
         if not prelude.ok:
             detail = prelude.error.message if prelude.error else "timed out"
-            raise RuntimeError(f"the REPL prelude failed: {detail}")
+            raise PreludeFailed(
+                f"the REPL could not be set up (its prelude failed: {detail})",
+                trace_id=self.trace_id,
+            )
 
     async def close_box(self) -> None:
         if self.sandbox is not None:
@@ -283,6 +409,28 @@ class Run:
             HostFunctionSpec(name=f"_hf_{name}", fn=fn, schema=_schema(params), description=name)
             for name, (fn, params) in fns.items()
         ]
+
+
+EMPTY_REPLY_NOTE = (
+    "[Holdfast] Your last reply was empty{reason}. Reply with a short thought and exactly one "
+    "```python block (think less before writing the code)."
+)
+
+
+def _empty_reason(completion: Completion, max_tokens: int | None) -> str:
+    if completion.finish_reason == "length":
+        limit = f" of {max_tokens:,}" if max_tokens else ""
+        return (
+            f" (finish_reason=length: it hit the max_tokens limit{limit}, which reasoning may "
+            "have used up)"
+        )
+    if completion.finish_reason:
+        return f" (finish_reason={completion.finish_reason})"
+    return ""
+
+
+def _now() -> float:
+    return time.monotonic()
 
 
 def _schema(params: list[str]) -> dict[str, Any]:

@@ -107,18 +107,28 @@ async def areplay(
     root = ReplayLM(run.model)
     sub = ReplayLM(run.sub_model or run.model)
     budget_fields = dict(meta.get("budget") or {})
+    # Replayed calls cost what their recorded replies say; no price is needed to check them.
+    budget_fields["unpriced"] = "estimate"
     rlm = RLM(
         root,
         sub,
         sandbox=sandbox,
-        budget=Budget(**budget_fields) if budget_fields else None,
+        budget=Budget(**budget_fields),
         max_depth=meta.get("max_depth"),
         signature=signature if signature is not None else meta.get("signature"),
         tools=tools,
         mode="direct" if run.mode == "direct" else "rlm",
-        limits=BrokerLimits(max_prompt_chars=int(meta.get("max_prompt_chars", 400_000))),
+        limits=BrokerLimits(
+            max_prompt_chars=int(meta.get("max_prompt_chars", 400_000)),
+            context_windows=dict(meta.get("context_windows") or {}),
+        ),
         output_cap=int(meta.get("output_cap", 8_000)),
         root_max_tokens=meta.get("root_max_tokens", 4_096),
+        # Traces from before these settings were recorded sent no sub-call max_tokens and
+        # validated leniently: replay them as they ran, so every call key matches.
+        sub_max_tokens=meta.get("sub_max_tokens"),
+        cell_timeout_s=meta.get("cell_timeout_s"),
+        strict=bool(meta.get("strict", False)),
         system_prompt=meta.get("system_template"),
         cache=cache,
         store=store,

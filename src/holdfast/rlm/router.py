@@ -7,11 +7,13 @@ A direct reply that does not fit the signature falls back to the loop in ``auto`
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from holdfast.errors import InvalidInput, RuntimeFailure
+from holdfast.lm.errors import EmptyResponse
 from holdfast.rlm.budget import BudgetTrip
 from holdfast.rlm.inputs import JobInput, inline_text
 from holdfast.rlm.job import parse_json_reply
@@ -84,8 +86,15 @@ async def answer_directly(job: Job, run: Run, max_tokens: int | None) -> BaseMod
         answer = parse_direct(run.signature, completion.text)
         status, result = "ok", {"outputs": outputs_to_jsonable(answer)}
         return answer
+    except EmptyResponse as exc:
+        result = {"error": exc.message}
+        raise DirectAnswerInvalid(f"the direct answer was empty: {exc.message}") from None
     except BudgetTrip as trip:
-        status, result = "budget_exceeded", {"limit": trip.limit, "message": trip.message}
+        status = "cancelled" if trip.limit == "cancelled" else "budget_exceeded"
+        result = {"limit": trip.limit, "message": trip.message}
+        raise
+    except asyncio.CancelledError:
+        status = "cancelled"
         raise
     except DirectAnswerInvalid as exc:
         result = {"error": exc.message}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import keyword
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -54,6 +54,9 @@ class Signature:
     outputs: tuple[Field, ...]
     text: str = ""
     model: type[BaseModel] = field(default=BaseModel, compare=False, repr=False)
+    strict: bool = True
+    """Submitted values must already have the declared types (``'42'``, ``True`` and ``3.0`` are
+    not ints; an int is a float). ``False`` lets pydantic coerce them (its lax mode)."""
 
     @property
     def output_names(self) -> list[str]:
@@ -62,7 +65,7 @@ class Signature:
     def validate(self, values: dict[str, Any]) -> BaseModel:
         """Validate submitted outputs; raises :class:`SubmitError` with a message for the model."""
         try:
-            return self.model.model_validate(values)
+            return self.model.model_validate(values, strict=True if self.strict else None)
         except ValidationError as exc:
             raise SubmitError(format_validation_error(exc, self)) from None
 
@@ -233,12 +236,21 @@ def _parse_fields(text: str, side: str, spec: str) -> tuple[Field, ...]:
     return tuple(fields)
 
 
-def parse_signature(spec: str | Signature | type[BaseModel] | None) -> Signature:
-    """Parse ``"in1, in2 -> out: type, ..."``; a pydantic model class gives the outputs."""
+def parse_signature(
+    spec: str | Signature | type[BaseModel] | None, *, strict: bool | None = None
+) -> Signature:
+    """Parse ``"in1, in2 -> out: type, ..."``; a pydantic model class gives the outputs.
+
+    ``strict`` (default True) validates submissions without coercion; see :attr:`Signature.strict`.
+    A :class:`Signature` passed in keeps its own setting unless ``strict`` is given.
+    """
     if spec is None:
         spec = "-> answer: str"
     if isinstance(spec, Signature):
-        return spec
+        if strict is None or strict == spec.strict:
+            return spec
+        return replace(spec, strict=strict)
+    strict = True if strict is None else strict
     if isinstance(spec, type) and issubclass(spec, BaseModel):
         outs = tuple(
             Field(name=n, type_text=_type_name(f.annotation), annotation=f.annotation)
@@ -246,7 +258,7 @@ def parse_signature(spec: str | Signature | type[BaseModel] | None) -> Signature
         )
         if not outs:
             raise InvalidInput(f"the output model {spec.__name__} has no fields")
-        return Signature(inputs=(), outputs=outs, text=spec.__name__, model=spec)
+        return Signature(inputs=(), outputs=outs, text=spec.__name__, model=spec, strict=strict)
     if not isinstance(spec, str):
         raise InvalidInput(
             f"a signature is a string like 'question -> answer: str', not {type(spec).__name__}"
@@ -264,7 +276,7 @@ def parse_signature(spec: str | Signature | type[BaseModel] | None) -> Signature
         __config__=ConfigDict(extra="forbid"),
         **{f.name: (f.annotation, ...) for f in outputs},
     )
-    return Signature(inputs=inputs, outputs=outputs, text=spec.strip(), model=model)
+    return Signature(inputs=inputs, outputs=outputs, text=spec.strip(), model=model, strict=strict)
 
 
 def _type_name(annotation: Any) -> str:

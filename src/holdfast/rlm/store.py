@@ -14,10 +14,11 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from holdfast.store import Backend, Clock, Dialect, Migration, SQLiteDB, as_backend, migrate, upsert
+from holdfast.store.liveness import ProcessId, process_alive, this_process
 
 COMPONENT = "rlm_traces"
 
@@ -59,7 +60,22 @@ def _v1(d: Dialect) -> str:
     """
 
 
-MIGRATIONS: list[Migration] = [_v1]
+def _v2(d: Dialect) -> str:
+    # Who runs a run: a row left 'running' by a process that is gone is marked 'interrupted'.
+    return f"""
+    ALTER TABLE rlm_runs ADD COLUMN host TEXT;
+    ALTER TABLE rlm_runs ADD COLUMN pid INTEGER;
+    ALTER TABLE rlm_runs ADD COLUMN proc_start TEXT;
+    ALTER TABLE rlm_runs ADD COLUMN heartbeat_at {d.float};
+    """
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2]
+
+HEARTBEAT_S = 10.0
+"""How often a job refreshes the heartbeat of its running runs."""
+STALE_S = 60.0
+"""A running run of another host whose heartbeat is older than this is taken as interrupted."""
 _CACHE_PUT = upsert("rlm_call_cache", ("key", "model", "reply", "created_at"), ("key",))
 
 
@@ -145,11 +161,14 @@ class RLMTraceStore:
         meta: dict[str, Any],
     ) -> None:
         db = self.backend
+        me = this_process()
+        now = db.local_now()
         with db.transaction() as tx:
             db.run(
                 tx,
                 "INSERT INTO rlm_runs (trace_id, parent_id, root_id, depth, query, model, sub_model,"
-                " mode, status, started_at, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                " mode, status, started_at, meta, host, pid, proc_start, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                 (
                     trace_id,
                     parent_id,
@@ -159,11 +178,29 @@ class RLMTraceStore:
                     model,
                     sub_model,
                     mode,
-                    db.local_now(),
+                    now,
                     dumps(meta),
+                    me.host,
+                    me.pid,
+                    me.start,
+                    now,
                 ),
             )
         self._seq[trace_id] = 0
+
+    def heartbeat(self, trace_ids: list[str]) -> None:
+        """Say that these runs' process is still alive (see :data:`STALE_S`)."""
+        if not trace_ids:
+            return
+        db = self.backend
+        marks = ", ".join("?" for _ in trace_ids)
+        with db.transaction() as tx:
+            db.run(
+                tx,
+                f"UPDATE rlm_runs SET heartbeat_at = ? WHERE status = 'running' "
+                f"AND trace_id IN ({marks})",
+                (db.local_now(), *trace_ids),
+            )
 
     def add_event(
         self, trace_id: str, kind: str, data: dict[str, Any], *, iteration: int | None = None
@@ -214,7 +251,27 @@ class RLMTraceStore:
 
     def get_run(self, trace_id: str) -> RunRow | None:
         row = self.backend.query_one("SELECT * FROM rlm_runs WHERE trace_id = ?", (trace_id,))
-        return None if row is None else _run(row)
+        return None if row is None else self._observed(row)
+
+    def _observed(self, row: Any) -> RunRow:
+        """The run, marked ``interrupted`` (here and in the store) if its process is gone."""
+        run = _run(row)
+        if run.status != "running":
+            return run
+        db = self.backend
+        why = _gone(row, db.local_now())
+        if why is None:
+            return run
+        result = {"error": f"interrupted: {why}", "interrupted": True}
+        ended = db.local_now()
+        with db.transaction() as tx:
+            db.run(
+                tx,
+                "UPDATE rlm_runs SET status = 'interrupted', ended_at = ?, result = ? "
+                "WHERE trace_id = ? AND status = 'running'",
+                (ended, dumps(result), run.trace_id),
+            )
+        return replace(run, status="interrupted", ended_at=ended, result=result)
 
     def find_run(self, prefix: str) -> RunRow | None:
         """A run by its id or a unique prefix of it."""
@@ -225,13 +282,13 @@ class RLMTraceStore:
         rows = self.backend.query(
             "SELECT * FROM rlm_runs WHERE trace_id LIKE ? ESCAPE '\\' LIMIT 2", (pattern,)
         )
-        return _run(rows[0]) if len(rows) == 1 else None
+        return self._observed(rows[0]) if len(rows) == 1 else None
 
     def children(self, trace_id: str) -> list[RunRow]:
         rows = self.backend.query(
             "SELECT * FROM rlm_runs WHERE parent_id = ? ORDER BY started_at, trace_id", (trace_id,)
         )
-        return [_run(r) for r in rows]
+        return [self._observed(r) for r in rows]
 
     def tree(self, trace_id: str) -> list[RunRow]:
         """The run and all its descendants, parents before children."""
@@ -269,7 +326,7 @@ class RLMTraceStore:
             "SELECT * FROM rlm_runs WHERE parent_id IS NULL ORDER BY started_at DESC LIMIT ?",
             (limit,),
         )
-        return [_run(r) for r in rows]
+        return [self._observed(r) for r in rows]
 
     def export_jsonl(self, trace_id: str, out: TextIO) -> int:
         """Write the run tree as JSON lines (a ``run`` line then its events); returns lines."""
@@ -304,6 +361,20 @@ class RLMTraceStore:
         db = self.backend
         with db.transaction() as tx:
             db.run(tx, _CACHE_PUT, (key, model, dumps(reply), db.local_now()))
+
+
+def _gone(row: Any, now: float) -> str | None:
+    """Why a row marked running cannot be running any more, or None if it may be."""
+    host, pid = row["host"], row["pid"]
+    if host is None or pid is None:
+        return None  # written before runs recorded their process: cannot tell
+    alive = process_alive(ProcessId(host=host, pid=int(pid), start=row["proc_start"] or ""))
+    if alive is False:
+        return f"its process (pid {pid} on {host}) is gone"
+    beat = row["heartbeat_at"]
+    if alive is None and beat is not None and now - float(beat) > STALE_S:
+        return f"no heartbeat from {host} (pid {pid}) for {now - float(beat):.0f} s"
+    return None
 
 
 def _run(row: Any) -> RunRow:

@@ -82,6 +82,8 @@ def reply_to_completion(reply: dict[str, Any]) -> Completion:
         latency_s=0.0,
         cost_usd=float(u.get("cost_usd", 0.0)),
         calls=1,
+        priced=bool(u.get("priced", True)),
+        estimated_tokens=int(u.get("estimated_tokens", 0)),
     )
     return Completion(
         text=str(reply.get("text", "")),

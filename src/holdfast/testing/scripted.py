@@ -21,11 +21,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from holdfast.errors import RuntimeFailure
-from holdfast.lm.base import BaseLM, CallParams, apply_stop
+from holdfast.lm.base import BaseLM, CallParams, apply_stop, attempt_estimate
+from holdfast.lm.errors import ProviderTimeout
 from holdfast.lm.prices import FREE, Price
 from holdfast.lm.record import CallRecorder
 from holdfast.lm.tokens import estimate_tokens, estimate_tools_tokens
-from holdfast.lm.types import Completion, Message, ToolCall, Usage
+from holdfast.lm.types import Completion, Message, ToolCall, Usage, attach_usage
 
 Reply = str | Completion
 _ids = itertools.count(1)
@@ -94,9 +95,24 @@ class _FakeLM(BaseLM):
         kwargs = params.to_dict()
         with self._lock:
             self.calls.append(RecordedCall(copy.deepcopy(messages), kwargs))
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
-        produced = await self._produce(messages, copy.deepcopy(kwargs))
+        try:
+            # A per-call ``timeout`` is honoured as a real client does: the call ends with
+            # ProviderTimeout, its attempt's estimated tokens attached (one attempt, no retry).
+            async with asyncio.timeout(params.timeout):
+                if self.latency > 0:
+                    await asyncio.sleep(self.latency)
+                produced = await self._produce(messages, copy.deepcopy(kwargs))
+        except TimeoutError:
+            err = ProviderTimeout(
+                f"{self.model} did not answer within {params.timeout:g} s (timed out), 1 attempt",
+                attempts=1,
+                timeout=params.timeout,
+            )
+            attach_usage(err, attempt_estimate(messages, params))
+            raise err from None
+        except asyncio.CancelledError as exc:
+            attach_usage(exc, attempt_estimate(messages, params))
+            raise
         return self._finish(produced, messages, params), 1
 
     def _finish(self, produced: Reply, messages: list[Message], params: CallParams) -> Completion:
