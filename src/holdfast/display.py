@@ -14,13 +14,16 @@ output, a memory item, a task result, an error message quoting either) goes thro
 * :func:`text` builds a Rich ``Text`` (which never parses markup) from untrusted text, for tables and
   styled lines where the label is ours and the value is not.
 
-HTML output escapes with its template engine's autoescape instead; JSON output is already safe
-because the encoder escapes every control character below U+0020 (C1 controls are escaped here
-before encoding where the text is shown in a terminal).
+* :func:`json_text` (and :func:`dumps`) makes JSON safe for a terminal: the encoder escapes
+  every control character below U+0020 itself; C1 controls, DEL and the bidirectional controls
+  are written as ``\\uXXXX`` escapes too, which decode to the very same string.
+
+HTML output escapes with its template engine's autoescape instead.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +49,18 @@ def escape_control(value: object) -> str:
     """
     s = value if isinstance(value, str) else str(value)
     return _UNSAFE.sub(_visible, s)
+
+
+def json_text(encoded: str) -> str:
+    """JSON text with every character :func:`escape_control` would escape written as a JSON
+    ``\\uXXXX`` escape: the same JSON value, safe to show in a terminal. (Such characters can
+    only occur inside JSON strings, where the escape means the same character.)"""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded)
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """``json.dumps(value, **kwargs)`` made safe for a terminal with :func:`json_text`."""
+    return json_text(json.dumps(value, **kwargs))
 
 
 def console(*, stderr: bool = False, **kwargs: Any) -> Console:

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from holdfast.cli.options import FINITE, POSITIVE
 from holdfast.config import default_db_path, default_model
 from holdfast.errors import UserError
 from holdfast.lm import PROVIDERS, BaseLM, CallRecord, Completion, Message, RetryPolicy, get_lm
@@ -62,7 +63,7 @@ def _connection_options(fn: Any) -> Any:
             "--api-key", help="API key (default: the provider's env var, e.g. OPENAI_API_KEY)."
         ),
         click.option(
-            "--timeout", type=float, default=60.0, show_default=True, help="Seconds per attempt."
+            "--timeout", type=POSITIVE, default=60.0, show_default=True, help="Seconds per attempt."
         ),
         click.option("--retries", type=int, default=3, show_default=True, help="Attempts in all."),
         click.option(
@@ -125,7 +126,7 @@ def ping(
 @_connection_options
 @click.option("--system", "-s", help="A system message to send before the prompt.")
 @click.option("--max-tokens", type=int, help="Cap on output tokens.")
-@click.option("--temperature", type=float, help="Sampling temperature.")
+@click.option("--temperature", type=FINITE, help="Sampling temperature.")
 @click.option("--stop", multiple=True, help="A stop sequence (repeatable).")
 @click.option("--show-prompt", is_flag=True, help="Print the exact messages sent.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from holdfast.cli.options import FINITE
 from holdfast.errors import Cancelled, UserError
 
 EXIT_BUDGET = 3
@@ -126,8 +127,8 @@ def rlm() -> None:
 @click.option("--signature", help="Typed outputs, e.g. '-> answer: str, confidence: float'.")
 @click.option("--max-iterations", type=int, default=30, show_default=True)
 @click.option("--max-depth", type=int, default=1, show_default=True)
-@click.option("--max-wall", type=float, default=900.0, show_default=True, help="Seconds.")
-@click.option("--max-usd", type=float, help="Dollar budget (from the price table).")
+@click.option("--max-wall", type=FINITE, default=900.0, show_default=True, help="Seconds.")
+@click.option("--max-usd", type=FINITE, help="Dollar budget (from the price table).")
 @click.option("--max-sub-calls", type=int, default=2000, show_default=True)
 @click.option(
     "--concurrency",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from holdfast.cli.options import FINITE
 from holdfast.cli.task import db_option, json_option, open_harness, read_json_arg
 from holdfast.errors import InvalidInput, UserError
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     "--context-window", type=int, default=None, help="The model's context window in tokens."
 )
 @click.option(
-    "--threshold", type=float, default=None, help="Roll over at this fraction of the window (0.7)."
+    "--threshold", type=FINITE, default=None, help="Roll over at this fraction of the window (0.7)."
 )
 @click.option(
     "--max-turns", type=int, default=None, help="Fail the task after this many turns (500)."

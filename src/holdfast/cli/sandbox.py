@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from holdfast.cli.options import POSITIVE
 from holdfast.errors import InvalidInput
 
 
@@ -81,7 +82,7 @@ async def _run_cell(code: str, policy: Any, loads: list[tuple[str, str]], timeou
     show_default=True,
     help="'process' is a plain subprocess and not a security boundary.",
 )
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Wall clock, s.")
+@click.option("--timeout", type=POSITIVE, default=60.0, show_default=True, help="Wall clock, s.")
 @click.option("--memory-mb", type=int, default=2048, show_default=True)
 @click.option("--load", "loads", multiple=True, metavar="NAME=PATH", help="Load a file as text.")
 @click.option("--json", "as_json", is_flag=True, help="Print the cell result as JSON.")

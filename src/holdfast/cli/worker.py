@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from holdfast.cli.options import NON_NEGATIVE, POSITIVE
 from holdfast.cli.task import db_option, open_harness
 
 log = logging.getLogger("holdfast.cli.worker")
@@ -16,9 +17,9 @@ log = logging.getLogger("holdfast.cli.worker")
 @click.command()
 @click.option("--concurrency", "-c", type=int, default=1, show_default=True)
 @click.option("--queue", "queues", multiple=True, help="Only these queues (repeatable).")
-@click.option("--lease-ttl", type=float, default=30.0, show_default=True, help="Seconds.")
-@click.option("--heartbeat", type=float, default=None, help="Seconds (default: lease-ttl / 3).")
-@click.option("--poll", type=float, default=0.5, show_default=True, help="Idle poll, seconds.")
+@click.option("--lease-ttl", type=POSITIVE, default=30.0, show_default=True, help="Seconds.")
+@click.option("--heartbeat", type=POSITIVE, default=None, help="Seconds (default: lease-ttl / 3).")
+@click.option("--poll", type=POSITIVE, default=0.5, show_default=True, help="Idle poll, seconds.")
 @click.option("--exit-when-idle", is_flag=True, help="Exit once no task is ready.")
 @click.option("--max-tasks", type=int, default=None, help="Exit after running this many.")
 @click.option(
@@ -28,7 +29,7 @@ log = logging.getLogger("holdfast.cli.worker")
 @click.option("--sign-key", type=click.Path(), default=None, help="Sign receipts with this key.")
 @click.option(
     "--wait-for-store",
-    type=float,
+    type=NON_NEGATIVE,
     default=60.0,
     show_default=True,
     help="Seconds to wait for an unreachable store at start-up (0: fail at once).",

@@ -14,23 +14,23 @@ A runner does its work through a :class:`StepContext`::
     task = h.submit({"kind": "pay", "policy": {"rules": [{"tool": "payments.*", "action": "ask"}]}})
 """
 
-from holdfast.harness.api import STEER_KINDS, Harness, open_store
+from holdfast.harness.api import CONFIGURED_KEY, STEER_KINDS, Harness, open_store
 from holdfast.harness.budget import BudgetMeter
 from holdfast.harness.cancel import CancelToken
 from holdfast.harness.context import PermissionDenied, StepContext, StepFailed, TaskInterrupt
 from holdfast.harness.policy import Decision, Policy, Rule
-from holdfast.harness.receipts import (
+from holdfast.harness.receipts import ReceiptSealer, canonical_json
+from holdfast.harness.registry import Registry, Runner, TaskKind, ToolSpec, default_registry
+from holdfast.harness.signing import (
     Ed25519Signer,
     HMACSigner,
-    ReceiptSealer,
     Signer,
-    VerifyResult,
-    canonical_json,
+    configured_signer,
+    generate_key,
     load_signer,
-    verify_chain,
 )
-from holdfast.harness.registry import Registry, Runner, TaskKind, ToolSpec, default_registry
 from holdfast.harness.spec import Budget, TaskSpec
+from holdfast.harness.verify import Anchor, VerifyResult, read_anchors, verify_chain, verify_task
 from holdfast.harness.worker import Worker, WorkerSettings
 from holdfast.store.harness_types import (
     TASK_STATUSES,
@@ -46,9 +46,11 @@ from holdfast.store.harness_types import (
 )
 
 __all__ = [
+    "CONFIGURED_KEY",
     "STEER_KINDS",
     "TASK_STATUSES",
     "TERMINAL_STATUSES",
+    "Anchor",
     "ApprovalRow",
     "Budget",
     "BudgetMeter",
@@ -81,8 +83,12 @@ __all__ = [
     "Worker",
     "WorkerSettings",
     "canonical_json",
+    "configured_signer",
     "default_registry",
+    "generate_key",
     "load_signer",
     "open_store",
+    "read_anchors",
     "verify_chain",
+    "verify_task",
 ]

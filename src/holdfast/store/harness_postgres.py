@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from holdfast.store.harness_sql import Row, SQLHarnessStore
@@ -133,6 +133,12 @@ class PostgresHarnessStore(SQLHarnessStore):
 
     def _reader(self) -> AbstractContextManager[Any]:
         return self.db.reader()
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        with self.db.transaction() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield conn
 
     def _run(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         cur = handle.execute(sql.replace("?", "%s"), tuple(params))

@@ -166,6 +166,26 @@ class SQLiteHarnessStore(SQLHarnessStore):
         except sqlite3.OperationalError as exc:
             raise _translate(exc, self.url) from exc
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        # A deferred transaction reads one WAL snapshot from its first SELECT on. Text that is
+        # not UTF-8 (anyone can write bytes into the file) is decoded losslessly and left to the
+        # verifier to report, instead of failing the read.
+        conn = self._conn()
+        factory = conn.text_factory
+        conn.text_factory = _lenient_text
+        try:
+            try:
+                conn.execute("BEGIN DEFERRED")
+            except sqlite3.OperationalError as exc:
+                raise _translate(exc, self.url) from exc
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
+        finally:
+            conn.text_factory = factory
+
     def _run(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         cur = handle.execute(sql, tuple(params))
         rows = [dict(r) for r in cur.fetchall()] if cur.description else []
@@ -179,6 +199,10 @@ class SQLiteHarnessStore(SQLHarnessStore):
 
     def close(self) -> None:
         self.db.close()
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _translate(exc: sqlite3.Error, url: str) -> Exception:
