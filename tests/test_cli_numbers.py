@@ -56,7 +56,7 @@ def test_non_finite_numbers_get_one_clean_line_and_exit_2(
     assert result.code == 2
     lines = result.err.strip().splitlines()
     assert len(lines) == 1, result.err
-    assert lines[0].startswith("error: ") and "finite" in lines[0]
+    assert lines[0].startswith("error: ") and "is not a finite number" in lines[0]
     assert "Traceback" not in result.err
 
 

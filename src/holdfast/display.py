@@ -12,7 +12,8 @@ output, a memory item, a task result, an error message quoting either) goes thro
   highlights, so ``[/i]`` or ``[red]E202[/red]`` in a reply prints as those characters and cannot
   raise ``MarkupError``.
 * :func:`text` builds a Rich ``Text`` (which never parses markup) from untrusted text, for tables and
-  styled lines where the label is ours and the value is not.
+  styled lines where the label is ours and the value is not; :func:`styled` joins several, each
+  with its own style, into one line.
 
 * :func:`json_text` (and :func:`dumps`) makes JSON safe for a terminal: the encoder escapes
   every control character below U+0020 itself; C1 controls, DEL and the bidirectional controls
@@ -80,3 +81,15 @@ def text(value: object, style: str = "") -> Text:
     from rich.text import Text
 
     return Text(escape_control(value), style=style)
+
+
+def styled(*pieces: tuple[object, str] | object) -> Text:
+    """One line built from ``(value, style)`` pairs and plain values, every value escaped: the
+    way to style our own labels next to untrusted values without markup."""
+    from rich.text import Text
+
+    out = Text()
+    for piece in pieces:
+        value, style = piece if isinstance(piece, tuple) else (piece, "")
+        out.append_text(text(value, style))
+    return out

@@ -18,6 +18,7 @@ import click
 
 from holdfast.cli.options import FINITE, POSITIVE
 from holdfast.config import default_db_path, default_model
+from holdfast.display import dumps, escape_control
 from holdfast.errors import UserError
 from holdfast.lm import PROVIDERS, BaseLM, CallRecord, Completion, Message, RetryPolicy, get_lm
 from holdfast.store.calllog import CallLog
@@ -108,7 +109,7 @@ def ping(
         client.close()
     if as_json:
         click.echo(
-            json.dumps(
+            dumps(
                 {
                     "ok": True,
                     "model": client.model,
@@ -118,7 +119,8 @@ def ping(
             )
         )
     else:
-        click.echo(f"ok  {client.model}  {elapsed * 1000:.0f} ms  reply: {out.text.strip()[:80]!r}")
+        reply = out.text.strip()[:80]
+        click.echo(escape_control(f"ok  {client.model}  {elapsed * 1000:.0f} ms  reply: {reply!r}"))
 
 
 @lm.command()
@@ -157,8 +159,8 @@ def call(
     messages.append({"role": "user", "content": prompt})
     client = _build(model, base_url, api_key, not no_log, timeout, retries, direct_http)
     if show_prompt and not as_json:
-        click.echo(f"--- messages sent to {client.model} ---", err=True)
-        click.echo(json.dumps(messages, indent=2, ensure_ascii=False), err=True)
+        click.echo(escape_control(f"--- messages sent to {client.model} ---"), err=True)
+        click.echo(dumps(messages, indent=2, ensure_ascii=False), err=True)
         click.echo("---", err=True)
     try:
         out = client.complete(
@@ -170,15 +172,17 @@ def call(
         data = _completion_json(out)
         if show_prompt:
             data["messages"] = messages
-        click.echo(json.dumps(data, ensure_ascii=False))
+        click.echo(dumps(data, ensure_ascii=False))
         return
-    click.echo(out.text)
+    click.echo(escape_control(out.text))
     for tc in out.tool_calls:
-        click.echo(f"[tool call] {tc.name}({tc.arguments})")
+        click.echo(escape_control(f"[tool call] {tc.name}({tc.arguments})"))
     u = out.usage
     click.echo(
-        f"[{out.model} · {u.input_tokens} in / {u.output_tokens} out · "
-        f"{u.latency_s * 1000:.0f} ms · ${u.cost_usd:.6f}{'' if u.priced else ' (unpriced)'}]",
+        escape_control(
+            f"[{out.model} · {u.input_tokens} in / {u.output_tokens} out · "
+            f"{u.latency_s * 1000:.0f} ms · ${u.cost_usd:.6f}{'' if u.priced else ' (unpriced)'}]"
+        ),
         err=True,
     )
 
@@ -228,37 +232,42 @@ def log(
             data = rec.to_dict()
             if not show_prompt:
                 data.pop("messages")
-            click.echo(json.dumps(data, ensure_ascii=False, default=str))
+            click.echo(dumps(data, ensure_ascii=False, default=str))
         return
     if not records:
-        click.echo(f"no calls recorded in {store.db.path}", err=True)
+        click.echo(escape_control(f"no calls recorded in {store.db.path}"), err=True)
         return
     for rec in records:
         _print_record(rec, show_prompt)
+
+
+def echo(line: str) -> None:
+    """Print a line quoting prompts, replies or errors: model and user text, shown as data."""
+    click.echo(escape_control(line))
 
 
 def _print_record(rec: CallRecord, show_prompt: bool) -> None:
     when = datetime.fromtimestamp(rec.started_at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
     u = rec.usage
     status = "ok" if rec.ok else f"ERROR {rec.error.get('code') if rec.error else ''}"
-    click.echo(
+    echo(
         f"{when}Z  {rec.call_id}  {rec.model}  {status}  {u.input_tokens}/{u.output_tokens} tok  "
         f"{rec.latency_s * 1000:.0f} ms  ${u.cost_usd:.6f}  attempts={rec.attempts}"
     )
     if show_prompt:
         if rec.params:
-            click.echo("  params: " + json.dumps(rec.params, ensure_ascii=False, default=str))
+            echo("  params: " + json.dumps(rec.params, ensure_ascii=False, default=str))
         for msg in rec.messages:
             content = msg.get("content")
             text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-            click.echo(f"  [{msg.get('role')}] {text}")
+            echo(f"  [{msg.get('role')}] {text}")
             for tc in msg.get("tool_calls") or ():
-                click.echo(f"    tool_call: {json.dumps(tc, ensure_ascii=False)}")
+                echo(f"    tool_call: {json.dumps(tc, ensure_ascii=False)}")
     if rec.completion is not None:
         reply = rec.completion.text if show_prompt else rec.completion.text[:120].replace("\n", " ")
-        click.echo(f"  -> {reply}")
+        echo(f"  -> {reply}")
     elif rec.error:
-        click.echo(f"  -> {rec.error.get('message')}")
+        echo(f"  -> {rec.error.get('message')}")
 
 
 @lm.command()
@@ -276,8 +285,8 @@ def providers(as_json: bool) -> None:
         for s in sorted(PROVIDERS.values(), key=lambda s: s.name)
     ]
     if as_json:
-        click.echo(json.dumps(rows))
+        click.echo(dumps(rows))
         return
     for r in rows:
         key = r["key_env"] if r["needs_key"] else f"{r['key_env']} (optional)"
-        click.echo(f"{r['provider']:<11} {r['base_url']:<40} {key}")
+        click.echo(escape_control(f"{r['provider']:<11} {r['base_url']:<40} {key}"))

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from holdfast.display import dumps, escape_control
 from holdfast.errors import InvalidInput
 
 
@@ -36,7 +37,8 @@ def _store(ctx: click.Context) -> Any:
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else text)
+    # memory items are user, model and document text: shown as data, never acted on
+    click.echo(dumps(data, indent=2, ensure_ascii=False) if as_json else escape_control(text))
 
 
 def _read_text(text: str) -> str:
@@ -263,11 +265,12 @@ def stats(ctx: click.Context, namespace: str, as_json: bool) -> None:
 @click.pass_context
 def export_cmd(ctx: click.Context, namespace: str, output: str | None) -> None:
     """Write every item of the namespace as JSON lines."""
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _store(ctx).export(namespace))
+    records = list(_store(ctx).export(namespace))
     if output:
-        Path(output).write_text(lines, "utf-8")
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        Path(output).write_text(text, "utf-8")
     else:
-        click.echo(lines, nl=False)
+        click.echo("".join(dumps(r, ensure_ascii=False) + "\n" for r in records), nl=False)
 
 
 @memory.command(name="import")

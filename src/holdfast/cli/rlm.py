@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from holdfast.cli.options import FINITE
+from holdfast.display import dumps, escape_control
 from holdfast.errors import Cancelled, UserError
 
 EXIT_BUDGET = 3
@@ -194,10 +195,10 @@ def ask(
     if show_prompt:
         messages = engine.describe_prompt(question, **named)
         if as_json:
-            click.echo(json.dumps(messages, indent=2, ensure_ascii=False))
+            click.echo(dumps(messages, indent=2, ensure_ascii=False))
         else:
             for m in messages:
-                click.echo(f"--- {m['role']} ---\n{m['content']}")
+                click.echo(escape_control(f"--- {m['role']} ---\n{m['content']}"))
         return
     progress = _Progress(enabled=not quiet and not as_json and sys.stderr.isatty())
     engine.on_event = progress
@@ -205,10 +206,10 @@ def ask(
         with progress:
             result = engine.run(question, **named)
     except Cancelled as exc:
-        click.echo(f"cancelled: {exc.message}", err=True)
+        click.echo(escape_control(f"cancelled: {exc.message}"), err=True)
         sys.exit(130)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
+        click.echo(dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
     else:
         _print_result(result)
     if result.status == "budget_exceeded":
@@ -216,24 +217,29 @@ def ask(
 
 
 def _print_result(result: Any) -> None:
-    from rich.console import Console
+    from holdfast.display import console as safe_console
+    from holdfast.display import text
 
-    console = Console()
+    # the answer and the error are the model's words: printed as data, never as markup
+    console = safe_console(soft_wrap=True)  # answers are printed whole, never re-wrapped
     if result.status != "ok":
         err = result.error or {}
-        console.print(f"[yellow]stopped: {err.get('message', result.status)}[/]")
-        console.print("partial answer:", result.answer)
+        console.print(text(f"stopped: {err.get('message', result.status)}", "yellow"))
+        console.print(text(f"partial answer: {result.answer}"))
     elif len(result.outputs) == 1:
-        console.print(result.answer)
+        console.print(text(result.answer))
     else:
-        console.print_json(json.dumps(result.outputs, ensure_ascii=False))
+        console.print(text(json.dumps(result.outputs, indent=2, ensure_ascii=False, default=str)))
     u = result.usage
     console.print(
-        f"[dim]{result.mode} · {result.iterations} iterations · {result.sub_calls} sub-calls · "
-        f"root {u.root.total_tokens:,} tok · sub {u.sub.total_tokens:,} tok · ${u.usd:.4f} · "
-        f"{result.elapsed_s:.1f} s[/]"
+        text(
+            f"{result.mode} · {result.iterations} iterations · {result.sub_calls} sub-calls · "
+            f"root {u.root.total_tokens:,} tok · sub {u.sub.total_tokens:,} tok · ${u.usd:.4f} · "
+            f"{result.elapsed_s:.1f} s",
+            "dim",
+        )
     )
-    console.print(f"[dim]trace: holdfast rlm trace {result.trace_id}[/]")
+    console.print(text(f"trace: holdfast rlm trace {result.trace_id}", "dim"))
 
 
 @rlm.command()
@@ -250,7 +256,7 @@ def trace(trace_id: str | None, as_json: bool, full: bool, limit: int) -> None:
         runs = store.recent_runs(limit)
         if as_json:
             for r in runs:
-                click.echo(json.dumps(r.to_dict(), default=str))
+                click.echo(dumps(r.to_dict(), default=str))
         else:
             list_runs(runs)
         return
@@ -287,13 +293,15 @@ def replay(trace_id: str, inputs: tuple[str, ...], isolation: str, as_json: bool
         sandbox=SandboxPolicy(isolation=isolation),  # type: ignore[arg-type]
     )
     if as_json:
-        click.echo(json.dumps(outcome.to_dict(), indent=2, default=str))
+        click.echo(dumps(outcome.to_dict(), indent=2, default=str))
     else:
         _print_result(outcome.result)
         same = "yes" if outcome.same_answer else "NO"
         click.echo(
-            f"replay of {outcome.original_trace_id}: same answer: {same}; "
-            f"{outcome.replies_used} of {outcome.replies_recorded} recorded replies used"
+            escape_control(
+                f"replay of {outcome.original_trace_id}: same answer: {same}; "
+                f"{outcome.replies_used} of {outcome.replies_recorded} recorded replies used"
+            )
         )
     if not outcome.same_answer:
         sys.exit(1)
