@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from holdfast.harness import Harness
+from holdfast.testing.kinds import kinds_registry
 from holdfast.testing.postgres import PostgresCluster, find_bin_dir
 
 
@@ -28,6 +29,8 @@ def spawn(url: str, queue: str) -> subprocess.Popen[bytes]:
             "worker",
             "--database-url",
             url,
+            "--load",
+            "holdfast.testing.kinds:KINDS",
             "--queue",
             queue,
             "--poll",
@@ -56,7 +59,7 @@ def finished(h: Harness, queue: str) -> int:
 def measure(url: str, workers: int, tasks: int) -> tuple[float, float, float]:
     """(submit/s, end-to-end tasks/s, lease+complete tasks/s) for one configuration."""
     queue = f"bench-{workers}-{time.monotonic_ns()}"
-    h = Harness.open(url)
+    h = Harness.open(url, registry=kinds_registry())
     procs = [spawn(url, queue) for _ in range(workers)]
     time.sleep(1.5 + 0.1 * workers)
     t0 = time.perf_counter()
@@ -77,7 +80,7 @@ def measure(url: str, workers: int, tasks: int) -> tuple[float, float, float]:
 def drain_only(url: str, workers: int, tasks: int) -> float:
     """Tasks per second when the queue is already full and workers are already running."""
     queue = f"drain-{workers}-{time.monotonic_ns()}"
-    h = Harness.open(url)
+    h = Harness.open(url, registry=kinds_registry())
     for _ in range(tasks):
         h.submit({"kind": "noop", "queue": f"{queue}-held"})
     with h.store._tx() as c:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from holdfast.harness import Harness
+from holdfast.testing.kinds import kinds_registry
 from holdfast.testing.postgres import PostgresCluster, find_bin_dir
 
 
@@ -32,6 +33,8 @@ def spawn(url: str, queue: str, ttl: float) -> subprocess.Popen[bytes]:
             "worker",
             "--database-url",
             url,
+            "--load",
+            "holdfast.testing.kinds:KINDS",
             "--queue",
             queue,
             "--lease-ttl",
@@ -101,7 +104,7 @@ def main() -> int:
             try:
                 for ttl in (float(x) for x in args.ttl.split(",")):
                     queue = f"q{ttl}"
-                    h = Harness.open(url)
+                    h = Harness.open(url, registry=kinds_registry())
                     procs = [spawn(url, queue, ttl), spawn(url, queue, ttl)]
                     time.sleep(1.5)
                     times = [trial(h, url, procs, queue, ttl) for _ in range(args.trials)]

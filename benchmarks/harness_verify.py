@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 from holdfast.harness import Harness, HMACSigner, ReceiptSealer, open_store
-from holdfast.store.harness_types import Draft, SealedReceipt
+from holdfast.harness.rows import Draft, SealedReceipt
+from holdfast.testing.kinds import kinds_registry
 from holdfast.testing.postgres import PostgresCluster, find_bin_dir
 
 
 def build(url: str, n: int, signer: HMACSigner | None) -> tuple[Harness, str, float, float]:
-    h = Harness(open_store(url, signer=signer), signer=signer)
+    h = Harness(open_store(url, signer=signer), kinds_registry(), signer=signer)
     t = h.submit({"kind": "noop"})
     sealer = ReceiptSealer(signer)
     prev = h.get(t.id).head_hash

@@ -24,8 +24,8 @@ from typing import Any
 
 def job(turns: int, context: Any, *, memory_mb: int = 2048) -> tuple[float, float, int]:
     from holdfast.rlm import RLM, Budget
+    from holdfast.rlm.store import RLMTraceStore
     from holdfast.sandbox import SandboxPolicy
-    from holdfast.store.rlm_traces import RLMTraceStore
     from holdfast.store.sqlite import SQLiteDB
     from holdfast.testing import ScriptedLM
 

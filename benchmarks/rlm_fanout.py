@@ -82,8 +82,8 @@ def run_once(
     n: int, concurrency: int, latency: float, base_url: str, kind: str
 ) -> dict[str, float]:
     from holdfast.rlm import RLM, BrokerLimits, Budget
+    from holdfast.rlm.store import RLMTraceStore
     from holdfast.sandbox import SandboxPolicy
-    from holdfast.store.rlm_traces import RLMTraceStore
     from holdfast.store.sqlite import SQLiteDB
     from holdfast.testing import ScriptedLM
 

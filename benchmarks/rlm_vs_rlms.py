@@ -126,8 +126,8 @@ def run_rlms(py: Path, url: str, scenario: str, size: int) -> dict[str, Any]:
 def run_holdfast(url: str, scenario: str, size: int) -> dict[str, Any]:
     from holdfast.lm import get_lm
     from holdfast.rlm import RLM, BrokerLimits
+    from holdfast.rlm.store import RLMTraceStore
     from holdfast.sandbox import SandboxPolicy
-    from holdfast.store.rlm_traces import RLMTraceStore
     from holdfast.store.sqlite import SQLiteDB
 
     store = RLMTraceStore(SQLiteDB(Path(tempfile.mkdtemp()) / "traces.db"))

@@ -12,6 +12,7 @@ import pytest
 from holdfast.cli.main import COMMANDS, cli
 from holdfast.errors import InvalidInput
 from holdfast.harness import Harness, WorkerSettings
+from holdfast.testing.kinds import kinds_registry
 
 
 def _walk(command: click.Command, path: str, ctx: click.Context) -> Iterator[tuple[str, Any]]:
@@ -61,7 +62,7 @@ def test_non_finite_numbers_get_one_clean_line_and_exit_2(
 
 
 def test_the_harness_api_refuses_non_finite_lifetimes_and_settings(tmp_path: Any) -> None:
-    with Harness.open(tmp_path / "h.db") as h:
+    with Harness.open(tmp_path / "h.db", registry=kinds_registry()) as h:
         t = h.submit({"kind": "noop"})
         for bad in (math.nan, math.inf, -1.0, 0.0, "10"):
             with pytest.raises(InvalidInput, match="finite"):

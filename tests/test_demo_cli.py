@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from holdfast.cli.main import cli
 from holdfast.config import default_db_path
-from holdfast.store import CallLog, SQLiteDB
+from holdfast.lm.calllog import CallLog
+from holdfast.store import SQLiteDB
 from holdfast.testing import FakeOpenAIServer
 
 

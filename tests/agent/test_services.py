@@ -9,9 +9,9 @@ from typing import Any
 from holdfast.agent import AgentSettings, RLMAnalyzer, StoreMemory
 from holdfast.lm.types import LM
 from holdfast.memory import MemoryConfig, MemoryStore
+from holdfast.rlm.store import RLMTraceStore
 from holdfast.sandbox.types import SandboxPolicy
 from holdfast.store import SQLiteDB
-from holdfast.store.rlm_traces import RLMTraceStore
 from holdfast.testing import ScriptedLM, reply, tool_call
 from holdfast.testing.fake_sandbox import FakeSandbox
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness_util import open_harness
 
 from holdfast.harness import Harness
 from holdfast.testing.postgres import PostgresCluster
@@ -25,7 +26,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def harness(store_url: str) -> Iterator[Harness]:
-    h = Harness.open(store_url)
+    h = open_harness(store_url)
     yield h
     h.close()
 

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+from holdfast.harness import Harness
+from holdfast.testing.kinds import kinds_registry
+
+LOAD_KINDS = ("--load", "holdfast.testing.kinds:KINDS")
+"""The command-line option that gives a worker (or ``task submit``) the test kinds."""
+
+
+def open_harness(url: str | os.PathLike[str], **kwargs: Any) -> Harness:
+    """``Harness.open`` with the test kinds (noop, scripted, fail) registered."""
+    return Harness.open(url, registry=kinds_registry(), **kwargs)
 
 
 def scripted(

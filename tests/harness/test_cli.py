@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from harness_util import LOAD_KINDS
 
 from holdfast.cli.main import cli
 from holdfast.harness import Ed25519Signer
@@ -48,10 +49,11 @@ def test_submit_work_approve_and_verify_signed_receipts(
             ]
         },
     }
-    tid = run("task", "submit", "--spec", "-", input=json.dumps(spec)).output.strip()
+    tid = run("task", "submit", *LOAD_KINDS, "--spec", "-", input=json.dumps(spec)).output.strip()
     assert tid.startswith("task-")
     worker = [
         "worker",
+        *LOAD_KINDS,
         "--exit-when-idle",
         "--poll",
         "0.05",
@@ -81,7 +83,7 @@ def test_submit_work_approve_and_verify_signed_receipts(
 
 
 def test_steering_commands(tmp_path: Path) -> None:
-    tid = run("task", "submit", "noop").output.strip()
+    tid = run("task", "submit", "noop", *LOAD_KINDS).output.strip()
     assert "applied" in run("task", "pause", tid).output
     assert "applied" in run("task", "resume", tid).output
     assert "sent" in run("task", "steer", tid, "look at the logs").output
@@ -98,11 +100,11 @@ def test_exit_codes_for_bad_input_and_broken_chains(tmp_path: Path) -> None:
             timeout=60,
         )
 
-    bad = holdfast("task", "submit", "scripted", "--input", "{not json")
+    bad = holdfast("task", "submit", "scripted", *LOAD_KINDS, "--input", "{not json")
     assert bad.returncode == 2 and "--input is not valid JSON" in bad.stderr
     missing = holdfast("receipts", "verify", "task-nope")
     assert missing.returncode == 2 and "no task 'task-nope'" in missing.stderr
-    tid = holdfast("task", "submit", "noop").stdout.strip()
+    tid = holdfast("task", "submit", "noop", *LOAD_KINDS).stdout.strip()
     assert holdfast("receipts", "verify", tid).returncode == 0
     deny = holdfast("deny", tid, "some-step")
     assert deny.returncode == 2 and "has no step 'some-step' waiting" in deny.stderr

@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from harness_util import scripted
+from harness_util import LOAD_KINDS, open_harness, scripted
 
 from holdfast.errors import HoldfastError
-from holdfast.harness import Harness, ReceiptSealer, StoreUnavailable
-from holdfast.store.harness_effects import EffectLedger
-from holdfast.store.harness_sqlite import SQLiteHarnessStore
-from holdfast.store.sqlite import StoreBusy
+from holdfast.harness import Harness, StoreUnavailable
+from holdfast.store import SQLiteBackend, StoreBusy
+from holdfast.testing.effects import EffectLedger
 from holdfast.testing.postgres import PostgresCluster, find_bin_dir
 
 STEPS = 8
@@ -29,7 +28,7 @@ STEPS = 8
 
 def spawn_worker(url: str, *extra: str) -> subprocess.Popen[bytes]:
     """A `holdfast worker` process; its log goes to <HOLDFAST_HOME>/workers.log."""
-    args = [sys.executable, "-m", "holdfast.cli.main", "worker", "--database-url", url]
+    args = [sys.executable, "-m", "holdfast.cli.main", "worker", "--database-url", url, *LOAD_KINDS]
     args += ["--lease-ttl", "0.8", "--heartbeat", "0.2", "--poll", "0.05", "--concurrency", "2"]
     with open(os.environ["HOLDFAST_HOME"] + "/workers.log", "ab") as log:
         return subprocess.Popen(
@@ -92,7 +91,7 @@ def drain(h: Harness, url: str, ids: list[str]) -> None:
 def kill_run(url: str, workspace: Path, kills_wanted: int, seed: int) -> dict[str, Any]:
     """SIGKILL workers that hold a lease, at a random moment of their work, ``kills_wanted`` times."""
     rng = random.Random(seed)
-    h = Harness.open(url)
+    h = open_harness(url)
     ids = submit_batch(h, workspace, 4, "c")
     procs = [spawn_worker(url), spawn_worker(url)]
     kills = 0
@@ -159,7 +158,7 @@ def test_postgres_restart_mid_run_loses_nothing(workspace: Path) -> None:
         pytest.skip("no PostgreSQL binaries")
     with PostgresCluster() as pg:
         url = pg.create_database("restart")
-        h = Harness.open(url)
+        h = open_harness(url)
         ids = submit_batch(h, workspace, 6, "r")
         procs = [spawn_worker(url), spawn_worker(url)]
         try:
@@ -172,7 +171,7 @@ def test_postgres_restart_mid_run_loses_nothing(workspace: Path) -> None:
             time.sleep(2.0)
             assert all(p.poll() is None for p in procs), worker_log()
             pg.start()
-            h = Harness.open(url)
+            h = open_harness(url)
             deadline = time.monotonic() + 90
             while not all(h.get(t).terminal for t in ids):
                 assert time.monotonic() < deadline, "tasks did not finish after the restart"
@@ -191,7 +190,7 @@ def test_receipt_edited_on_disk_is_caught(tmp_path: Path, workspace: Path) -> No
     from holdfast.cli.receipts import receipts
 
     db = tmp_path / "h.db"
-    h = Harness.open(db)
+    h = open_harness(db)
     t = h.submit(
         scripted(workspace, [{"tool": "counter.add", "args": {"counter": "c", "amount": 7}}])
     )
@@ -206,7 +205,7 @@ def test_receipt_edited_on_disk_is_caught(tmp_path: Path, workspace: Path) -> No
     needle = b'"result":"7"'
     assert raw.count(needle) == 1
     db.write_bytes(raw.replace(needle, b'"result":"9"'))
-    h = Harness.open(db)
+    h = open_harness(db)
     result = h.verify(t.id)
     assert not result.ok and result.bad_seq == seq and "edited" in result.reason
     out = CliRunner().invoke(receipts, ["verify", t.id, "--database-url", str(db)])
@@ -215,7 +214,7 @@ def test_receipt_edited_on_disk_is_caught(tmp_path: Path, workspace: Path) -> No
 
 
 def test_receipt_rewritten_in_postgres_is_caught(pg_cluster: PostgresCluster) -> None:
-    h = Harness.open(pg_cluster.create_database("edit"))
+    h = open_harness(pg_cluster.create_database("edit"))
     t = h.submit({"kind": "noop"})
     h.run_until_idle()
     with h.store._tx() as c:
@@ -238,8 +237,8 @@ def test_tampered_step_result_is_caught(harness: Harness, workspace: Path) -> No
 
 def test_locked_database_gives_a_clear_message_and_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "h.db"
-    Harness.open(db).close()
-    h = Harness(SQLiteHarnessStore(db, ReceiptSealer(), busy_timeout_ms=200))
+    open_harness(db).close()
+    h = open_harness(SQLiteBackend(db, busy_timeout_ms=200))
     blocker = sqlite3.connect(db, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     with pytest.raises(StoreBusy, match="locked by another"):
@@ -255,7 +254,7 @@ def test_postgres_url_that_does_not_answer() -> None:
     with pytest.raises(
         StoreUnavailable, match=r"cannot reach PostgreSQL at postgresql://u@127\.0\.0\.1:9/x"
     ):
-        Harness.open("postgresql://u:secret@127.0.0.1:9/x")
+        open_harness("postgresql://u:secret@127.0.0.1:9/x")
     from holdfast.cli.main import main
 
     proc = subprocess.run(
@@ -278,7 +277,7 @@ def test_postgres_url_that_does_not_answer() -> None:
 
 
 def test_bad_input_is_a_clear_message(tmp_path: Path) -> None:
-    h = Harness.open(tmp_path / "h.db")
+    h = open_harness(tmp_path / "h.db")
     cases = [
         ({"kind": "nope"}, "unknown task kind 'nope'"),
         ({"kind": "scripted", "input": {"steps": []}}, "non-empty list"),
@@ -318,4 +317,4 @@ def test_not_a_database_file(tmp_path: Path) -> None:
     bad = tmp_path / "junk.db"
     bad.write_bytes(os.urandom(4096))
     with pytest.raises(HoldfastError, match="cannot be used"):
-        Harness.open(bad)
+        open_harness(bad)

@@ -24,8 +24,8 @@ from holdfast.harness import (
     verify_chain,
 )
 from holdfast.harness.receipts import head_digest, receipt_hash
+from holdfast.harness.rows import Draft
 from holdfast.harness.signing import configured_signer, generate_key, load_signer
-from holdfast.store.harness_types import Draft
 
 TASK = "task-0123456789abcdef"
 KEYS: list[Signer] = [HMACSigner(b"a-secret-of-at-least-16"), Ed25519Signer.generate()]

@@ -21,7 +21,7 @@ from holdfast.harness import (
     Worker,
     WorkerSettings,
 )
-from holdfast.store.harness_effects import EffectLedger
+from holdfast.testing.effects import EffectLedger
 
 FAST = WorkerSettings(poll_s=0.05, steer_poll_s=0.05, lease_ttl_s=5)
 

@@ -8,11 +8,12 @@ import time
 from collections import Counter
 
 import pytest
+from harness_util import open_harness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from holdfast.harness import Harness, LeaseLost, TaskStateError, open_store
-from holdfast.store.harness_types import Draft
+from holdfast.harness.rows import Draft
 
 _queues = itertools.count()
 
@@ -114,7 +115,7 @@ def test_concurrent_leasers_never_share_a_task(
 ) -> None:
     """Property: however many leasers race, each task is held by exactly one of them."""
     queue = f"q{next(_queues)}"
-    h = Harness.open(store_url)
+    h = open_harness(store_url)
     ids = {h.submit({"kind": "noop", "queue": queue}).id for _ in range(tasks)}
     holders: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -161,7 +162,7 @@ def test_concurrent_submits_with_one_idempotency_key_make_one_task(store_url: st
     start = threading.Barrier(6)
 
     def submit() -> None:
-        h = Harness.open(store_url)
+        h = open_harness(store_url)
         start.wait()
         ids.append(h.submit({"kind": "noop", "idempotency_key": "same"}).id)
         h.close()

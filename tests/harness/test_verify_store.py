@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness_util import scripted
+from harness_util import LOAD_KINDS, open_harness, scripted
 
 from holdfast.harness import (
     Anchor,
@@ -23,7 +23,7 @@ from holdfast.harness import (
     load_signer,
 )
 from holdfast.harness.receipts import receipt_hash
-from holdfast.store.harness_types import Draft
+from holdfast.harness.rows import Draft
 
 FAST = WorkerSettings(poll_s=0.05, steer_poll_s=0.05, lease_ttl_s=5)
 ALLOW_THEN_ASK = [
@@ -113,7 +113,7 @@ def run_signed_lifecycle(h: Harness, workspace: Path) -> list[str]:
 def test_every_writer_signs_with_the_configured_key(
     store_url: str, workspace: Path, key: Path
 ) -> None:
-    with Harness.open(store_url) as h:
+    with open_harness(store_url) as h:
         assert h.signer is not None and h.signer.can_sign
         ids = run_signed_lifecycle(h, workspace)
         kinds: set[str] = set()
@@ -131,7 +131,7 @@ def test_every_writer_signs_with_the_configured_key(
         }  # fmt: skip
     # an auditor holding only the public key verifies the same chains
     public = load_signer(key).public_only()  # type: ignore[attr-defined]
-    with Harness.open(store_url, signer=public) as auditor:
+    with open_harness(store_url, signer=public) as auditor:
         assert all(auditor.verify(tid, require_signatures=True).ok for tid in ids)
         with pytest.raises(Exception, match="public key"):
             auditor.submit({"kind": "noop"})
@@ -140,9 +140,9 @@ def test_every_writer_signs_with_the_configured_key(
 def test_an_unsigned_writer_is_caught_when_a_key_is_used(
     store_url: str, workspace: Path, key: Path
 ) -> None:
-    with Harness.open(store_url) as h:
+    with open_harness(store_url) as h:
         t = h.submit({"kind": "noop"})
-        with Harness.open(store_url, signer=None) as rogue:  # a process without the key
+        with open_harness(store_url, signer=None) as rogue:  # a process without the key
             rogue.steer(t.id, "message", "hello")
         result = h.verify(t.id)
         assert not result.ok and result.bad_seq == 2 and "not signed" in result.reason
@@ -202,7 +202,7 @@ def test_tampering_with_the_row_steps_or_chain_is_named(
     store_url: str, workspace: Path, what: str
 ) -> None:
     sql, why = ROW_TAMPERING[what]
-    with Harness.open(store_url) as h:
+    with open_harness(store_url) as h:
         tid = finished_task(h, workspace)
         tamper(store_url, sql, (tid,))
         result = h.verify(tid)
@@ -227,7 +227,7 @@ def test_a_receipt_that_is_not_a_receipt_is_the_first_bad_one_in_the_cli(
 
     from holdfast.cli.main import cli
 
-    with Harness.open(store_url) as h:
+    with open_harness(store_url) as h:
         tid = finished_task(h, workspace)
         body = body.replace("TASK", tid)
         tamper(
@@ -247,7 +247,7 @@ def test_a_receipt_that_is_not_a_receipt_is_the_first_bad_one_in_the_cli(
 
 def test_bytes_that_are_not_utf8_are_named_on_sqlite(tmp_path: Path, workspace: Path) -> None:
     url = str(tmp_path / "h.db")
-    with Harness.open(url) as h:
+    with open_harness(url) as h:
         tid = finished_task(h, workspace)
         conn = sqlite3.connect(url)
         conn.execute("DROP TRIGGER harness_receipts_no_update")
@@ -268,7 +268,7 @@ def test_bytes_that_are_not_utf8_are_named_on_sqlite(tmp_path: Path, workspace: 
 def test_a_truncated_chain_with_the_head_moved_is_caught_by_the_key_or_an_anchor(
     store_url: str, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with Harness.open(store_url, signer=None) as h:
+    with open_harness(store_url, signer=None) as h:
         tid = finished_task(h, workspace)
         _, anchor = h.export_anchor(tid)
         assert anchor is not None and anchor.sig is None and anchor.status == "succeeded"
@@ -294,7 +294,7 @@ def test_a_truncated_chain_with_the_head_moved_is_caught_by_the_key_or_an_anchor
 def test_with_a_key_truncation_fails_even_without_an_anchor(
     store_url: str, workspace: Path, key: Path
 ) -> None:
-    with Harness.open(store_url) as h:
+    with open_harness(store_url) as h:
         tid = finished_task(h, workspace)
         rows = h.receipts(tid)
         cut = rows[-2]
@@ -314,10 +314,10 @@ def test_with_a_key_truncation_fails_even_without_an_anchor(
 @pytest.fixture
 def appending(store_url: str) -> Iterator[tuple[Harness, str, threading.Event]]:
     """A task whose chain grows all the time, from another connection."""
-    h = Harness.open(store_url)
+    h = open_harness(store_url)
     t = h.submit({"kind": "noop"})
     stop = threading.Event()
-    writer = Harness.open(store_url)
+    writer = open_harness(store_url)
 
     def append() -> None:
         n = 0
@@ -357,7 +357,7 @@ def test_export_and_verify_against_anchors_in_the_cli(
 
     runner = CliRunner()
     db = ["--database-url", store_url]
-    with Harness.open(store_url) as h:
+    with open_harness(store_url) as h:
         tid = finished_task(h, workspace)
         other = h.submit({"kind": "noop"}).id
     anchors = tmp_path / "anchors.jsonl"
@@ -398,8 +398,9 @@ def test_keygen_writes_the_key_every_writer_then_uses(tmp_path: Path) -> None:
     again = runner.invoke(cli, ["receipts", "keygen"])
     assert again.exit_code != 0
     url = str(tmp_path / "h.db")
-    tid = runner.invoke(cli, ["task", "submit", "noop", "--database-url", url]).output.strip()
-    with Harness.open(url) as h:
+    submitted = runner.invoke(cli, ["task", "submit", "noop", *LOAD_KINDS, "--database-url", url])
+    tid = submitted.output.strip()
+    with open_harness(url) as h:
         assert isinstance(h.signer, Ed25519Signer)
         rows = h.receipts(tid)
         assert rows[0].sig and h.verify(tid, require_signatures=True).ok

@@ -7,7 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-from holdfast.harness import Harness, WorkerSettings
+from harness_util import open_harness
+
+from holdfast.harness import WorkerSettings
 
 
 def test_a_signal_while_the_main_thread_holds_the_wake_lock_does_not_deadlock(
@@ -16,7 +18,7 @@ def test_a_signal_while_the_main_thread_holds_the_wake_lock_does_not_deadlock(
     """A handler runs between two bytecodes of the main thread, which may be inside
     ``Event.wait``/``Event.clear`` holding the Event's plain lock; setting an Event there would
     block forever (seen as a worker that ignored SIGTERM in a 16-worker benchmark)."""
-    with Harness.open(str(tmp_path / "h.db")) as h:
+    with open_harness(str(tmp_path / "h.db")) as h:
         w = h.worker(WorkerSettings(poll_s=0.05))
         restore = w._install_signals()
         try:
@@ -40,7 +42,7 @@ def test_a_signal_while_the_main_thread_holds_the_wake_lock_does_not_deadlock(
 
 
 def test_sigterm_stops_an_idle_worker_within_a_quarter_second_of_polling(tmp_path: Path) -> None:
-    with Harness.open(str(tmp_path / "h.db")) as h:
+    with open_harness(str(tmp_path / "h.db")) as h:
         w = h.worker(WorkerSettings(poll_s=30.0))
         timer = threading.Timer(0.3, lambda: signal.raise_signal(signal.SIGTERM))
         started = time.monotonic()

@@ -13,7 +13,7 @@ from holdfast.cli.main import cli, main
 from holdfast.config import default_db_path
 from holdfast.errors import RuntimeFailure
 from holdfast.lm import Usage, get_lm
-from holdfast.store.calllog import CallLog
+from holdfast.lm.calllog import CallLog
 from holdfast.store.sqlite import SQLiteDB
 from holdfast.testing import FakeOpenAIServer, Fault, FunctionLM, ScriptedLM, reply, tool_call
 

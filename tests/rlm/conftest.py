@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
+from holdfast.rlm.store import RLMTraceStore
 from holdfast.sandbox.types import SandboxPolicy
-from holdfast.store.rlm_traces import RLMTraceStore
 from holdfast.store.sqlite import SQLiteDB
 from holdfast.testing.fake_sandbox import FakeSandbox
 

@@ -12,7 +12,7 @@ import pytest
 from holdfast.errors import BudgetExceeded, Cancelled, InvalidInput
 from holdfast.lm.prices import Price
 from holdfast.rlm import RLM, BrokerLimits, Budget
-from holdfast.store.rlm_traces import RLMTraceStore
+from holdfast.rlm.store import RLMTraceStore
 from holdfast.testing import FunctionLM, ScriptedLM
 
 from .helpers import code

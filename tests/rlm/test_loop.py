@@ -9,7 +9,7 @@ import pytest
 
 from holdfast.errors import BudgetExceeded, InvalidInput, RuntimeFailure
 from holdfast.rlm import RLM, BrokerLimits, Budget
-from holdfast.store.rlm_traces import RLMTraceStore
+from holdfast.rlm.store import RLMTraceStore
 from holdfast.testing import FunctionLM, ScriptedLM
 
 from .helpers import code

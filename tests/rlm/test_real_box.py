@@ -12,8 +12,8 @@ import pytest
 from holdfast.errors import BudgetExceeded, InvalidInput
 from holdfast.lm import get_lm
 from holdfast.rlm import RLM, Budget
+from holdfast.rlm.store import RLMTraceStore
 from holdfast.sandbox import SandboxPolicy
-from holdfast.store.rlm_traces import RLMTraceStore
 from holdfast.testing import FakeOpenAIServer, ScriptedLM
 
 from .helpers import code

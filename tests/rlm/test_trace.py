@@ -12,8 +12,8 @@ import pytest
 from holdfast.errors import InvalidInput
 from holdfast.rlm import RLM
 from holdfast.rlm.replay import ReplayDiverged, replay
+from holdfast.rlm.store import RLMTraceStore
 from holdfast.sandbox import SandboxPolicy
-from holdfast.store.rlm_traces import RLMTraceStore
 from holdfast.testing import FunctionLM, ScriptedLM
 
 from .helpers import code

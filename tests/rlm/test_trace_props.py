@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from holdfast.rlm.store import RLMTraceStore
 from holdfast.rlm.trace import call_key
-from holdfast.store.rlm_traces import RLMTraceStore
 from holdfast.store.sqlite import SQLiteDB
 
 _text = st.text(max_size=200)

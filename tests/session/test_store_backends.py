@@ -11,9 +11,7 @@ import pytest
 
 from holdfast.harness import open_store
 from holdfast.session import SQLSessionStore, StaleSessionWrite, open_session_store
-from holdfast.store.harness_types import StoreUnavailable
-from holdfast.store.session_postgres import PostgresSessionStore
-from holdfast.store.session_sqlite import SessionStore
+from holdfast.store import PostgresBackend, SQLiteBackend, StoreUnavailable
 from holdfast.testing.postgres import PostgresCluster
 
 OpenStore = Callable[[], SQLSessionStore]  # the ``open_store`` fixture of conftest.py
@@ -143,7 +141,8 @@ def test_the_factory_follows_the_control_plane(session_url: str, tmp_path: Path)
     store = open_session_store(harness_store)
     try:
         postgres = session_url.startswith("postgresql://")
-        assert isinstance(store, PostgresSessionStore if postgres else SessionStore)
+        assert isinstance(store.backend, PostgresBackend if postgres else SQLiteBackend)
+        assert store.backend is not harness_store.backend  # its own connections
         _virtual(store)
         other = open_session_store(session_url)
         assert other.find_by_task("t1") == "vsession-t"

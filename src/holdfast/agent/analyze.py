@@ -43,7 +43,7 @@ class RLMAnalyzer:
         self, question: str, inputs: dict[str, Any], signature: str | None
     ) -> AnalysisResult:
         from holdfast.rlm import RLM
-        from holdfast.store.rlm_traces import RLMTraceStore
+        from holdfast.rlm.store import RLMTraceStore
 
         store = RLMTraceStore(self.db) if self.db is not None else None
         rlm = RLM(

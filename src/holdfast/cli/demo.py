@@ -75,8 +75,8 @@ def demo(model: str | None, part: str, as_json: bool) -> None:
 
 def _lm_part(console: Any, model: str | None) -> dict[str, Any]:
     from holdfast.lm import get_lm
+    from holdfast.lm.calllog import CallLog
     from holdfast.store import SQLiteDB
-    from holdfast.store.calllog import CallLog
 
     log = CallLog(SQLiteDB(default_db_path()))
     messages = [

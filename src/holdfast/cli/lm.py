@@ -21,7 +21,7 @@ from holdfast.config import default_db_path, default_model
 from holdfast.display import dumps, escape_control
 from holdfast.errors import UserError
 from holdfast.lm import PROVIDERS, BaseLM, CallRecord, Completion, Message, RetryPolicy, get_lm
-from holdfast.store.calllog import CallLog
+from holdfast.lm.calllog import CallLog
 
 PING_PROMPT = "Reply with the single word: pong"
 

@@ -23,7 +23,7 @@ EXIT_BUDGET = 3
 
 def _store() -> Any:
     from holdfast.config import default_db_path
-    from holdfast.store.rlm_traces import RLMTraceStore
+    from holdfast.rlm.store import RLMTraceStore
     from holdfast.store.sqlite import SQLiteDB
 
     return RLMTraceStore(SQLiteDB(default_db_path()))

@@ -21,18 +21,7 @@ from holdfast.harness.context import PermissionDenied, StepContext, StepFailed, 
 from holdfast.harness.policy import Decision, Policy, Rule
 from holdfast.harness.receipts import ReceiptSealer, canonical_json
 from holdfast.harness.registry import Registry, Runner, TaskKind, ToolSpec, default_registry
-from holdfast.harness.signing import (
-    Ed25519Signer,
-    HMACSigner,
-    Signer,
-    configured_signer,
-    generate_key,
-    load_signer,
-)
-from holdfast.harness.spec import Budget, TaskSpec
-from holdfast.harness.verify import Anchor, VerifyResult, read_anchors, verify_chain, verify_task
-from holdfast.harness.worker import Worker, WorkerSettings
-from holdfast.store.harness_types import (
+from holdfast.harness.rows import (
     TASK_STATUSES,
     TERMINAL_STATUSES,
     ApprovalRow,
@@ -44,6 +33,18 @@ from holdfast.store.harness_types import (
     TaskRow,
     TaskStateError,
 )
+from holdfast.harness.signing import (
+    Ed25519Signer,
+    HMACSigner,
+    Signer,
+    configured_signer,
+    generate_key,
+    load_signer,
+)
+from holdfast.harness.spec import Budget, TaskSpec
+from holdfast.harness.store import SQLHarnessStore
+from holdfast.harness.verify import Anchor, VerifyResult, read_anchors, verify_chain, verify_task
+from holdfast.harness.worker import Worker, WorkerSettings
 
 __all__ = [
     "CONFIGURED_KEY",
@@ -67,6 +68,7 @@ __all__ = [
     "Registry",
     "Rule",
     "Runner",
+    "SQLHarnessStore",
     "Signer",
     "StepContext",
     "StepFailed",

@@ -21,18 +21,19 @@ from holdfast.errors import InvalidInput
 from holdfast.harness.policy import Policy
 from holdfast.harness.receipts import ReceiptSealer, canonical_json
 from holdfast.harness.registry import Registry, default_registry
-from holdfast.harness.signing import Signer, configured_signer
-from holdfast.harness.spec import TaskSpec
-from holdfast.harness.verify import Anchor, StepRecord, TaskRecord, VerifyResult, verify_task
-from holdfast.harness.worker import Worker, WorkerSettings
-from holdfast.store.harness_sql import SQLHarnessStore
-from holdfast.store.harness_types import (
+from holdfast.harness.rows import (
     ApprovalRow,
     Draft,
     ReceiptRow,
     StepRow,
     TaskRow,
 )
+from holdfast.harness.signing import Signer, configured_signer
+from holdfast.harness.spec import TaskSpec
+from holdfast.harness.store import SQLHarnessStore
+from holdfast.harness.verify import Anchor, StepRecord, TaskRecord, VerifyResult, verify_task
+from holdfast.harness.worker import Worker, WorkerSettings
+from holdfast.store import Backend, Clock, open_url
 
 STEER_KINDS = ("message", "stop", "pause", "resume")
 
@@ -53,23 +54,26 @@ def resolve_signer(signer: SignerArg) -> Signer | None:
 
 
 def open_store(
-    url: str | os.PathLike[str] | None = None, *, signer: SignerArg = CONFIGURED_KEY
+    url: str | os.PathLike[str] | Backend | None = None,
+    *,
+    signer: SignerArg = CONFIGURED_KEY,
+    clock: Clock | None = None,
 ) -> SQLHarnessStore:
-    """The control-plane store at ``url``: PostgreSQL for ``postgres[ql]://``, else SQLite.
+    """The control-plane store at ``url``: PostgreSQL for ``postgres[ql]://``, a SQLite file for a
+    path or ``sqlite:///path``, ``<holdfast home>/holdfast.db`` for nothing, or an open backend.
 
     Receipts are signed with the configured key unless ``signer`` is given (``None``: unsigned).
+    ``clock`` replaces the store's clock (tests pass a :class:`holdfast.testing.FakeClock`).
     """
     sealer = ReceiptSealer(resolve_signer(signer))
-    text = str(url) if url is not None else ""
-    if text.startswith(("postgresql://", "postgres://")):
-        from holdfast.store.harness_postgres import PostgresHarnessStore
-
-        return PostgresHarnessStore(text, sealer)
-    if text.startswith("sqlite:///"):
-        text = text[len("sqlite:///") - 1 :]
-    from holdfast.store.harness_sqlite import SQLiteHarnessStore
-
-    return SQLiteHarnessStore(Path(text) if text else default_db_path(), sealer)
+    if isinstance(url, Backend):
+        return SQLHarnessStore(url, sealer)
+    backend = open_url(url, clock=clock, default=default_db_path)
+    try:
+        return SQLHarnessStore(backend, sealer)
+    except BaseException:
+        backend.close()
+        raise
 
 
 class Harness:
@@ -90,15 +94,16 @@ class Harness:
     @classmethod
     def open(
         cls,
-        url: str | os.PathLike[str] | None = None,
+        url: str | os.PathLike[str] | Backend | None = None,
         *,
         signer: SignerArg = CONFIGURED_KEY,
         registry: Registry | None = None,
+        clock: Clock | None = None,
     ) -> Harness:
         """Open the store at ``url``; every receipt this process writes is signed with
         ``signer``, by default the configured key (see :data:`CONFIGURED_KEY`)."""
         key = resolve_signer(signer)
-        return cls(open_store(url, signer=key), registry, signer=key)
+        return cls(open_store(url, signer=key, clock=clock), registry, signer=key)
 
     def close(self) -> None:
         self.store.close()

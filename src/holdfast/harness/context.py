@@ -22,9 +22,7 @@ from holdfast.harness.cancel import CancelToken
 from holdfast.harness.policy import Decision, Policy
 from holdfast.harness.receipts import canonical_json
 from holdfast.harness.registry import TaskKind
-from holdfast.harness.spec import TaskSpec
-from holdfast.store.harness_sql import SQLHarnessStore
-from holdfast.store.harness_types import (
+from holdfast.harness.rows import (
     ApprovalRow,
     Draft,
     LeaseLost,
@@ -32,6 +30,8 @@ from holdfast.store.harness_types import (
     StepRow,
     TaskRow,
 )
+from holdfast.harness.spec import TaskSpec
+from holdfast.harness.store import SQLHarnessStore
 
 T = TypeVar("T")
 

@@ -16,6 +16,7 @@ import json
 import re
 from typing import Any
 
+from holdfast.harness.rows import Draft, SealedReceipt
 from holdfast.harness.signing import (
     Ed25519Signer,
     HMACSigner,
@@ -23,7 +24,6 @@ from holdfast.harness.signing import (
     configured_signer,
     load_signer,
 )
-from holdfast.store.harness_types import Draft, SealedReceipt
 
 __all__ = [
     "GENESIS",

@@ -46,7 +46,7 @@ class TaskKind:
 
 
 class Registry:
-    """Task kinds by name. ``default_registry()`` holds the built-in kinds and plug-ins."""
+    """Task kinds by name. ``default_registry()`` holds the installed plug-ins."""
 
     def __init__(self) -> None:
         self._kinds: dict[str, TaskKind] = {}
@@ -64,9 +64,14 @@ class Registry:
         self._lazy[name] = target
 
     def load(self, target: str) -> None:
-        """Import ``"module:attr"`` naming a TaskKind (or a callable returning one) and add it."""
-        kind = _resolve(target)
-        self.register(kind)
+        """Import ``"module:attr"`` naming a TaskKind, a callable returning one, or a tuple or
+        list of them (``holdfast.testing.kinds:KINDS``), and add it."""
+        obj = _import(target)
+        if isinstance(obj, tuple | list) and obj and all(isinstance(k, TaskKind) for k in obj):
+            for kind in obj:
+                self.register(kind)
+            return
+        self.register(_as_kind(obj, target))
 
     def names(self) -> list[str]:
         return sorted(set(self._kinds) | set(self._lazy))
@@ -84,12 +89,19 @@ class Registry:
         return name in self._kinds or name in self._lazy
 
 
-def _resolve(target: str) -> TaskKind:
+def _import(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     try:
-        obj: Any = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"cannot load the task kind {target!r}: {exc}") from exc
+
+
+def _resolve(target: str) -> TaskKind:
+    return _as_kind(_import(target), target)
+
+
+def _as_kind(obj: Any, target: str) -> TaskKind:
     if not isinstance(obj, TaskKind) and callable(obj):
         obj = obj()
     if not isinstance(obj, TaskKind):
@@ -98,14 +110,13 @@ def _resolve(target: str) -> TaskKind:
 
 
 def default_registry(extra: list[str] | tuple[str, ...] = ()) -> Registry:
-    """The built-in kinds, plug-ins from the ``holdfast.task_kinds`` entry points, then ``extra``."""
+    """Plug-ins from the ``holdfast.task_kinds`` entry points (``agent``), then ``extra``
+    (``"module:attr"`` each). The test kinds (``noop``, ``scripted``, ``fail``) are not in it: they
+    live in :mod:`holdfast.testing.kinds` and are loaded by name (``--load
+    holdfast.testing.kinds:SCRIPTED``), so no production worker runs them by accident."""
     from importlib.metadata import entry_points
 
-    from holdfast.harness import builtin
-
     reg = Registry()
-    for kind in builtin.KINDS:
-        reg.register(kind)
     for ep in entry_points(group="holdfast.task_kinds"):
         reg.register_lazy(ep.name, ep.value)
     for target in extra:

@@ -36,8 +36,8 @@ from holdfast.harness.receipts import (
     receipt_hash,
     sha256_json,
 )
+from holdfast.harness.rows import TASK_STATUSES, TERMINAL_STATUSES, ReceiptRow
 from holdfast.harness.signing import Signer
-from holdfast.store.harness_types import TASK_STATUSES, TERMINAL_STATUSES, ReceiptRow
 
 ANCHOR_FORMAT = "holdfast.receipts.anchor/1"
 _BODY_FIELDS = frozenset(

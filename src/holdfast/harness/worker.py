@@ -28,9 +28,9 @@ from holdfast.errors import BudgetExceeded, HoldfastError, InvalidInput, Retryab
 from holdfast.harness.context import StepContext, TaskInterrupt
 from holdfast.harness.receipts import canonical_json, sha256_json
 from holdfast.harness.registry import Registry
-from holdfast.store.harness_sql import SQLHarnessStore
-from holdfast.store.harness_types import Draft, LeaseLost, StoreUnavailable, TaskRow
-from holdfast.store.sqlite import StoreBusy
+from holdfast.harness.rows import Draft, LeaseLost, StoreUnavailable, TaskRow
+from holdfast.harness.store import SQLHarnessStore
+from holdfast.store import StoreError
 
 log = logging.getLogger("holdfast.harness.worker")
 
@@ -261,7 +261,7 @@ class Worker:
         except TaskInterrupt as intr:
             self._interrupted(ctx, intr)
             return
-        except (LeaseLost, StoreUnavailable, StoreBusy):
+        except (LeaseLost, StoreError):
             raise
         except BudgetExceeded as exc:
             self._out_of_budget(ctx, exc)
@@ -403,13 +403,13 @@ class Worker:
         now = time.monotonic()
         if now < quiet_until:
             return quiet_until
-        log.warning("%s: store unavailable: %s", where, message)
+        log.warning("%s: store error, retrying: %s", where, message)
         return now + 10.0
 
     def _start_listener(self) -> threading.Thread | None:
-        listen = getattr(self.store, "listen", None)
-        if listen is None:
+        if not self.store.notifies:
             return None
+        listen = self.store.listen
 
         def on_notify(channel: str, payload: str) -> None:
             if channel == "holdfast_tasks":

@@ -6,6 +6,7 @@ for them is built.
 
 from holdfast.lm.anthropic_lm import AnthropicLM
 from holdfast.lm.base import BaseLM, CallParams, apply_stop, run_sync, validate_messages
+from holdfast.lm.calllog import CallLog
 from holdfast.lm.errors import (
     EmptyResponse,
     MalformedResponse,
@@ -38,6 +39,7 @@ __all__ = [
     "ZERO_USAGE",
     "AnthropicLM",
     "BaseLM",
+    "CallLog",
     "CallParams",
     "CallRecord",
     "CallRecorder",

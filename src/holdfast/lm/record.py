@@ -2,7 +2,7 @@
 
 :class:`CallRecord` is plain data (JSON round trip with :meth:`CallRecord.to_dict` /
 :meth:`CallRecord.from_dict`). Any object with a ``record(CallRecord)`` method is a
-:class:`CallRecorder`; ``holdfast.store.CallLog`` is the persistent one.
+:class:`CallRecorder`; ``holdfast.lm.CallLog`` is the persistent one.
 """
 
 from __future__ import annotations

@@ -34,10 +34,10 @@ from holdfast.rlm.loop import Run
 from holdfast.rlm.result import RLMResult, RLMUsage
 from holdfast.rlm.router import DirectAnswerInvalid, answer_directly, choose_mode
 from holdfast.rlm.signature import Signature, outputs_to_jsonable, parse_signature
+from holdfast.rlm.store import RLMTraceStore
 from holdfast.rlm.tools import as_tool_specs
 from holdfast.rlm.trace import CallCache, MemoryCache, Observer, StoreCache, Tracer
 from holdfast.sandbox.types import HostFunctionSpec, Sandbox, SandboxPolicy
-from holdfast.store.rlm_traces import RLMTraceStore
 
 Mode = Literal["auto", "rlm", "direct"]
 CancelSignal = asyncio.Event | threading.Event

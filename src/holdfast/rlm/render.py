@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from holdfast.display import console as safe_console
 from holdfast.display import styled, text
-from holdfast.store.rlm_traces import EventRow, RLMTraceStore, RunRow
+from holdfast.rlm.store import EventRow, RLMTraceStore, RunRow
 
 if TYPE_CHECKING:
     from rich.text import Text

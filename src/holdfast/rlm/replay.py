@@ -22,9 +22,9 @@ from holdfast.rlm.broker import BrokerLimits
 from holdfast.rlm.budget import Budget
 from holdfast.rlm.engine import RLM, SandboxFactory
 from holdfast.rlm.result import RLMResult
+from holdfast.rlm.store import RLMTraceStore
 from holdfast.rlm.trace import MemoryCache
 from holdfast.sandbox.types import HostFunctionSpec, SandboxPolicy
-from holdfast.store.rlm_traces import RLMTraceStore
 
 
 class ReplayDiverged(RuntimeFailure):

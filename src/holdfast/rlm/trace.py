@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from holdfast.lm.types import Completion, Message, Usage
-from holdfast.store.rlm_traces import RLMTraceStore, dumps
+from holdfast.rlm.store import RLMTraceStore, dumps
 
 log = logging.getLogger("holdfast.rlm")
 

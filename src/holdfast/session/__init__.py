@@ -22,6 +22,7 @@ from holdfast.session.render import (
 )
 from holdfast.session.seed import RecallHit
 from holdfast.session.storage import open_session_store
+from holdfast.session.store import SessionStore, SQLSessionStore, StaleSessionWrite
 from holdfast.session.tokens import (
     TokenMeter,
     estimate_message_tokens,
@@ -38,8 +39,6 @@ from holdfast.session.working_set import (
     TrackedFile,
     WorkingSet,
 )
-from holdfast.store.session_sql import SQLSessionStore, StaleSessionWrite
-from holdfast.store.session_sqlite import SessionStore
 
 __all__ = [
     "Blocker",

@@ -8,50 +8,31 @@ SQLite store it is the same SQLite file.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from holdfast.config import default_db_path
-from holdfast.store.session_sql import SQLSessionStore
-from holdfast.store.sqlite import SQLiteDB
-
-if TYPE_CHECKING:
-    from holdfast.store.harness_sql import SQLHarnessStore
-
-_POSTGRES = ("postgresql://", "postgres://")
+from holdfast.session.store import SQLSessionStore
+from holdfast.store import Backend, Clock, open_url
 
 
 def open_session_store(
-    target: str | os.PathLike[str] | SQLHarnessStore | None = None,
+    target: str | os.PathLike[str] | Backend | Any | None = None,
+    *,
+    clock: Clock | None = None,
 ) -> SQLSessionStore:
-    """The session store for ``target``: a database URL or SQLite path, or a control-plane store.
+    """The session store for ``target``: a database URL or SQLite path, a backend, or any store
+    with a ``backend`` (the control plane's), whose database it then shares.
 
     ``postgresql://...`` opens PostgreSQL; ``sqlite:///path``, a path, or nothing (the default
-    ``<holdfast home>/holdfast.db``) opens SQLite. Given a control-plane store, the session store
-    uses the same database (an in-memory SQLite control plane falls back to the default file).
+    ``<holdfast home>/holdfast.db``) opens SQLite. Given a store or a backend, the session store
+    opens its own connections to the same database (an in-memory SQLite control plane falls back
+    to the default file, which other processes can read).
     """
-    if target is None or isinstance(target, str | os.PathLike):
-        text = os.fspath(target) if target is not None else ""
-        if text.startswith(_POSTGRES):
-            from holdfast.store.session_postgres import PostgresSessionStore
-
-            return PostgresSessionStore(text)
-        if text.startswith("sqlite:///"):
-            text = text[len("sqlite:///") - 1 :]
-        return _sqlite(Path(text) if text else default_db_path())
-    from holdfast.store.harness_postgres import PostgresHarnessStore
-
-    if isinstance(target, PostgresHarnessStore):
-        from holdfast.store.session_postgres import PostgresSessionStore
-
-        return PostgresSessionStore(target.connection_url)
-    db = getattr(target, "db", None)
-    if isinstance(db, SQLiteDB) and str(db.path) != ":memory:":
-        return _sqlite(db.path)
-    return _sqlite(default_db_path())
-
-
-def _sqlite(path: Path) -> SQLSessionStore:
-    from holdfast.store.session_sqlite import SessionStore
-
-    return SessionStore(SQLiteDB(path))
+    backend = getattr(target, "backend", target)
+    if isinstance(backend, Backend):
+        if backend.connection_url == ":memory:":
+            return SQLSessionStore(open_url(default_db_path(), clock=clock or backend.clock))
+        return SQLSessionStore(backend.sibling())
+    if target is not None and not isinstance(target, str | os.PathLike):
+        raise TypeError(f"cannot open a session store on {type(target).__name__}")
+    return SQLSessionStore(open_url(target, clock=clock, default=default_db_path))

@@ -43,9 +43,9 @@ from holdfast.session.seed import (
     recall_text,
     turn_groups,
 )
+from holdfast.session.store import Entry, SQLSessionStore
 from holdfast.session.tokens import TokenMeter, estimate_messages_tokens, estimate_text_tokens
 from holdfast.session.working_set import WorkingSet
-from holdfast.store.session_sql import Entry, SQLSessionStore
 
 RecallFn = Callable[[list[str]], Sequence[RecallHit]]
 FlushFn = Callable[[list[FlushItem]], None]

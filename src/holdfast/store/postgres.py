@@ -1,83 +1,127 @@
-"""A PostgreSQL database with per-thread connections: the twin of :class:`~holdfast.store.SQLiteDB`.
+"""PostgreSQL connections (psycopg 3), one per thread: the twin of :class:`~holdfast.store.SQLiteDB`.
 
-Connections run in autocommit mode with rows read by column name (psycopg's ``dict_row``);
-:meth:`PostgresDB.transaction` opens an explicit transaction. A lost connection (server restart,
-network cut) surfaces as :class:`StoreUnavailable`, a retryable error, and the thread's next call
-reconnects; a deadlock or serialisation failure is a plain :class:`RetryableFailure`. psycopg is
-imported only when a database is opened.
+Connections run in autocommit mode with rows read by column name (psycopg's ``dict_row``). What
+goes wrong is sorted by who can fix it (:func:`classify`):
+
+* the server refused us (wrong password, unknown user or database, a URL libpq cannot parse):
+  :class:`StoreRejected` at once: retrying cannot help, the configuration must change;
+* the server cannot be reached or went away (restart, network cut): :class:`StoreUnavailable`,
+  retryable; the thread's broken connection is dropped and the next call reconnects;
+* a deadlock or serialisation failure: :class:`StoreConflict`, retryable;
+* a full disk on the server: :class:`StoreFull`, retryable.
+
+No message ever holds the URL's password, in any form: :attr:`PostgresDB.url` is redacted and
+every driver message is scrubbed (:mod:`holdfast.store.urls`) before it is shown, and the
+driver's exception is not chained (its text may quote the whole URL). psycopg is imported only
+when a database is opened.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from holdfast.errors import ConfigError, RetryableFailure
-from holdfast.store.harness_types import StoreUnavailable
+from holdfast.errors import ConfigError
+from holdfast.store.errors import (
+    StoreConflict,
+    StoreError,
+    StoreFull,
+    StoreRejected,
+    StoreUnavailable,
+    UniqueViolation,
+)
+from holdfast.store.urls import redact, scrub
 
-_MIGRATE_LOCK = 7_373_000
-
-
-def pg_migrate(conn: Any, component: str, migrations: Sequence[str]) -> int:
-    """PostgreSQL twin of ``store.sqlite.migrate``: versioned, append-only, applied once."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, "
-            "version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL, "
-            "PRIMARY KEY (component, version))"
-        )
-        row = conn.execute(
-            "SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations WHERE component = %s",
-            (component,),
-        ).fetchone()
-        current = int(row["v"])
-        if current > len(migrations):
-            raise ConfigError(
-                f"the database has {component} schema version {current}, newer than this "
-                f"Holdfast knows ({len(migrations)}); upgrade Holdfast"
-            )
-        for version in range(current + 1, len(migrations) + 1):
-            conn.execute(migrations[version - 1])
-            conn.execute(
-                "INSERT INTO schema_migrations (component, version, applied_at) VALUES (%s, %s, %s)",
-                (component, version, time.time()),
-            )
-    return len(migrations)
+# SQLSTATE classes and codes that mean "the server answered no": retrying cannot help
+_REJECTED_STATES = frozenset({"28000", "28P01", "3D000", "42501"})
+_REJECTED_TEXT = (
+    "password authentication failed",
+    "authentication failed",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "permission denied for database",
+    "invalid connection option",
+    "invalid uri",
+    "invalid integer value",
+    'missing "="',
+    "unterminated quoted string",
+    "invalid percent-encoded token",
+    "unexpected spaces",
+    "invalid sslmode",
+)
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
+def _psycopg() -> Any:
     try:
-        from psycopg.conninfo import conninfo_to_dict
+        import psycopg
+    except ImportError as exc:
+        raise ConfigError(
+            "PostgreSQL needs the 'postgres' extra: pip install 'holdfast[postgres]'"
+        ) from exc
+    return psycopg
 
-        info = conninfo_to_dict(url)
-    except Exception:
-        return "postgresql://(unparseable URL)"
-    host = info.get("host") or "localhost"
-    port = info.get("port") or "5432"
-    return f"postgresql://{info.get('user') or ''}@{host}:{port}/{info.get('dbname') or ''}"
+
+def classify(exc: Exception, dsn: str, *, connecting: bool = False) -> Exception:
+    """The store error for a psycopg error, with every password of ``dsn`` scrubbed."""
+    if isinstance(exc, StoreError):
+        return exc
+    import psycopg
+    from psycopg import errors as pge
+
+    shown = redact(dsn)
+    reason = scrub(" ".join(str(exc).split()) or type(exc).__name__, dsn)[:400]
+    state = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, pge.UniqueViolation):
+        return UniqueViolation(reason, url=shown)
+    if isinstance(exc, pge.DeadlockDetected | pge.SerializationFailure):
+        return StoreConflict(f"PostgreSQL transaction conflict at {shown}: {reason}", url=shown)
+    if isinstance(exc, pge.DiskFull) or state == "53100":
+        return StoreFull(
+            f"the PostgreSQL server at {shown} is out of disk space ({reason}); nothing of this "
+            "change was written. Free space on the server: work waits and goes on by itself",
+            url=shown,
+        )
+    lowered = reason.lower()
+    if connecting and (
+        state in _REJECTED_STATES
+        or isinstance(exc, psycopg.ProgrammingError)
+        or any(t in lowered for t in _REJECTED_TEXT)
+    ):
+        return StoreRejected(
+            f"PostgreSQL at {shown} refused the connection: {reason}; check the user, password "
+            "and database name in the URL (--database-url / HOLDFAST_DATABASE_URL)",
+            url=shown,
+        )
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        verb = "cannot reach" if connecting else "lost the connection to"
+        return StoreUnavailable(
+            f"{verb} PostgreSQL at {shown}: {reason}; check the URL "
+            "(--database-url / HOLDFAST_DATABASE_URL) and that the server is running",
+            url=shown,
+        )
+    return exc
 
 
 class PostgresDB:
     """A PostgreSQL database at ``url`` (``postgresql://...``), one connection per thread."""
 
     def __init__(self, url: str, *, connect_timeout_s: int = 5) -> None:
-        try:
-            import psycopg  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError(
-                "PostgreSQL needs the 'postgres' extra: pip install 'holdfast[postgres]'"
-            ) from exc
+        psycopg = _psycopg()
         self._dsn = url
         self.url = redact(url)
         self._timeout = connect_timeout_s
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[Any] = []
+        try:
+            psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise StoreRejected(
+                f"invalid PostgreSQL URL {self.url}: {scrub(str(exc), url)[:300]}", url=self.url
+            ) from None
 
     @property
     def connection_url(self) -> str:
@@ -86,22 +130,15 @@ class PostgresDB:
 
     def connect(self) -> Any:
         """A new connection of this database's settings, owned by the caller (e.g. for LISTEN)."""
-        import psycopg
+        psycopg = _psycopg()
         from psycopg.rows import dict_row
 
         try:
             return psycopg.connect(
                 self._dsn, autocommit=True, row_factory=dict_row, connect_timeout=self._timeout
             )
-        except psycopg.OperationalError as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise StoreUnavailable(
-                f"cannot reach PostgreSQL at {self.url}: {reason}; check the URL "
-                "(--database-url / HOLDFAST_DATABASE_URL) and that the server is running",
-                url=self.url,
-            ) from exc
-        except psycopg.ProgrammingError as exc:
-            raise ConfigError(f"invalid PostgreSQL URL {self.url}: {exc}") from exc
+        except psycopg.Error as exc:
+            raise classify(exc, self._dsn, connecting=True) from None
 
     def connection(self) -> Any:
         """This thread's connection, (re)opened when missing, closed or broken."""
@@ -113,37 +150,29 @@ class PostgresDB:
                 self._all.append(conn)
         return conn
 
+    def drop(self) -> None:
+        """Forget this thread's connection (after an error left it unusable)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+            self._local.conn = None
+
     @contextmanager
     def guard(self) -> Iterator[None]:
-        """Turn a lost connection into :class:`StoreUnavailable` and drop it for a reconnect."""
-        import psycopg
-
+        """Turn a psycopg error into a store error; drop a connection it left broken."""
+        psycopg = _psycopg()
         try:
             yield
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            conn = getattr(self._local, "conn", None)
-            if conn is not None:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
-                self._local.conn = None
-            if isinstance(
-                exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
-            ):
-                raise RetryableFailure(f"PostgreSQL transaction conflict: {exc}") from exc
-            raise StoreUnavailable(
-                f"lost the connection to PostgreSQL at {self.url}: {str(exc).strip()[:200]}",
-                url=self.url,
-            ) from exc
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """A transaction on this thread's connection: committed on success, else rolled back."""
-        with self.guard():
-            conn = self.connection()
-            with conn.transaction():
-                yield conn
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                self.drop()
+            translated = classify(exc, self._dsn)
+            if translated is exc:
+                raise
+            raise translated from None
 
     @contextmanager
     def reader(self) -> Iterator[Any]:
@@ -161,3 +190,6 @@ class PostgresDB:
             except Exception:
                 pass
         self._local = threading.local()
+
+
+__all__ = ["PostgresDB", "classify", "redact"]

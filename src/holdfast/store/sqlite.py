@@ -1,44 +1,71 @@
 """The embedded SQLite store: one WAL-mode file under the Holdfast home, shared by every part.
 
-Each component (the model call log, RLM traces, the memory index, the control plane) owns its
-tables and registers versioned migrations under its own component name; :func:`migrate` applies
-the ones a database has not seen yet, inside one ``BEGIN IMMEDIATE`` transaction so that two
-processes opening the same file at once apply each migration exactly once.
-
 Connections are per thread (SQLite connections must not be shared across threads without a lock)
 and run in autocommit mode; :meth:`SQLiteDB.transaction` opens an explicit write transaction.
+Its ``BEGIN IMMEDIATE`` takes the file's write lock before anything is read, so two processes
+can never decide on the same state; the lock is retried with short jittered sleeps (SQLite's
+own busy handler backs off to 100 ms, which starves a queue polled by many worker processes).
+
+The first connection to a file in a process runs ``PRAGMA quick_check``. A damaged file is still
+opened for reading (so what is left can be listed and exported), but every connection to it is
+``query_only`` and every write is refused with :class:`StoreCorrupt`, naming the damage and the
+remedy, instead of writing into a broken B-tree. A full disk is :class:`StoreFull`: retryable,
+and nothing of the refused transaction is kept.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
-from holdfast.errors import ConfigError, RetryableFailure
+from holdfast.errors import ConfigError
+from holdfast.store.errors import StoreBusy, StoreCorrupt, StoreError, StoreFull, UniqueViolation
 
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 
+_FULL_CODES = frozenset({"SQLITE_FULL"})
+_CORRUPT_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_CORRUPT_INDEX"})
+_UNIQUE_CODES = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
-class StoreBusy(RetryableFailure):
-    """The database stayed locked by another writer past the busy timeout."""
+# realpath of a checked file -> the first problem quick_check reported, or None when healthy
+_health: dict[str, str | None] = {}
+_health_lock = threading.Lock()
 
-    code = "store_busy"
+
+def remedy(path: Path | str) -> str:
+    """What to do about a damaged store file."""
+    return (
+        f"stop every process using it, keep a copy of {path}, then restore it from a backup, "
+        f"or recover what is readable: sqlite3 {path} .recover | sqlite3 {path}.recovered "
+        f"and move {path}.recovered into its place"
+    )
 
 
 class SQLiteDB:
     """A SQLite database file with WAL, a busy timeout and per-thread connections."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        integrity_check: bool = True,
+    ) -> None:
         self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
         self.busy_timeout_ms = busy_timeout_ms
+        self.integrity_check = integrity_check
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        if str(self.path) != ":memory:":
+        if not self.in_memory:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -46,6 +73,10 @@ class SQLiteDB:
                     f"cannot create the directory for the store {self.path}: {exc.strerror}",
                     path=str(self.path),
                 ) from exc
+
+    @property
+    def in_memory(self) -> bool:
+        return str(self.path) == ":memory:"
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
@@ -65,42 +96,162 @@ class SQLiteDB:
                 isolation_level=None,
                 check_same_thread=False,
             )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            if not self.in_memory:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open the store {self.path}: {exc}") from exc
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        if str(self.path) != ":memory:":
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
+            self.raise_for(exc)
+        if self.damage() is not None:
+            conn.execute("PRAGMA query_only = ON")
         return conn
+
+    def damage(self) -> str | None:
+        """The first problem ``PRAGMA quick_check`` found in this file (checked once per process),
+        or None when it is healthy."""
+        if self.in_memory or not self.integrity_check or not self.path.exists():
+            return None
+        key = os.path.realpath(self.path)
+        with _health_lock:
+            if key not in _health:
+                _health[key] = _quick_check(self.path, self.busy_timeout_ms)
+            return _health[key]
+
+    def refuse_if_damaged(self) -> None:
+        """Raise :class:`StoreCorrupt` when the file failed its integrity check."""
+        problem = self.damage()
+        if problem is not None:
+            raise StoreCorrupt(
+                f"the store {self.path} is damaged ({problem}); writes are refused so the damage "
+                f"cannot spread. Remedy: {remedy(self.path)}",
+                path=str(self.path),
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (``BEGIN IMMEDIATE``): committed on success, rolled back on error."""
+        """A write transaction (``BEGIN IMMEDIATE``): committed on success, rolled back on error.
+
+        Driver errors leave as store errors (:meth:`translate`); a commit refused by a full disk
+        rolls the whole transaction back and raises :class:`StoreFull`.
+        """
+        self.refuse_if_damaged()
         conn = self.connection()
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    raise StoreBusy(
-                        f"the store {self.path} stayed locked by another writer for "
-                        f"{self.busy_timeout_ms} ms; retry, or check for a stuck process",
-                        path=str(self.path),
-                    ) from exc
-                time.sleep(0.01)
+        self._begin(conn)
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            self._rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                self.raise_for(exc)
             raise
-        else:
+        try:
             conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            self.raise_for(exc)
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, retried with jittered backoff up to the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        delay = 0.0002
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if getattr(exc, "sqlite_errorname", "") not in (
+                        "SQLITE_BUSY",
+                        "SQLITE_LOCKED",
+                    ) or (time.monotonic() > deadline):
+                        self.raise_for(exc)
+                    time.sleep(random.uniform(0, delay))
+                    delay = min(delay * 2, 0.005)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # SQLite rolls a transaction back by itself on some errors (a full disk among them):
+        # a second ROLLBACK would fail with "no transaction is active" and hide the real error.
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    @contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection for reads, with driver errors translated."""
+        try:
+            yield self.connection()
+        except sqlite3.Error as exc:
+            self.raise_for(exc)
+
+    def raise_for(self, exc: sqlite3.Error) -> NoReturn:
+        """Raise the store error for ``exc`` (chained to it), or ``exc`` itself."""
+        translated = self.translate(exc)
+        if translated is exc:
+            raise exc
+        raise translated from exc
+
+    def translate(self, exc: sqlite3.Error) -> Exception:
+        """The store error for a driver error (unexpected ones are returned unchanged)."""
+        if isinstance(exc, StoreError):
+            return exc
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        text = str(exc)
+        where = str(self.path)
+        if name in _UNIQUE_CODES:
+            return UniqueViolation(text, path=where)
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in text:
+            return StoreBusy(
+                f"the store {where} stayed locked by another process for "
+                f"{self.busy_timeout_ms} ms; retry, or look for a stuck process holding it",
+                path=where,
+            )
+        if name in _FULL_CODES or (name.startswith("SQLITE_IOERR") and self._disk_full()):
+            return StoreFull(
+                f"the disk holding the store {where} is full ({self._free_text()}); nothing of "
+                "this change was written. Free some space: work waits and goes on by itself",
+                path=where,
+            )
+        if name == "SQLITE_NOTADB":
+            return ConfigError(
+                f"the store {where} cannot be used: {text} (not a SQLite database, or one whose "
+                "first page is destroyed); point --database-url or HOLDFAST_HOME elsewhere, or "
+                "restore the file from a backup",
+                path=where,
+            )
+        if name in _CORRUPT_CODES or name.startswith("SQLITE_CORRUPT"):
+            return StoreCorrupt(
+                f"the store {where} is damaged ({text}); writes are refused. "
+                f"Remedy: {remedy(where)}",
+                path=where,
+            )
+        if name.startswith("SQLITE_READONLY") and self.damage() is not None:
+            try:
+                self.refuse_if_damaged()
+            except StoreCorrupt as corrupt:
+                return corrupt
+        if name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
+            return ConfigError(f"the store {where} cannot be used: {text}", path=where)
+        return exc
+
+    def _disk_full(self, slack: int = 1 << 20) -> bool:
+        try:
+            return shutil.disk_usage(self.path.parent).free < slack
+        except OSError:
+            return False
+
+    def _free_text(self) -> str:
+        try:
+            return f"{shutil.disk_usage(self.path.parent).free} bytes free"
+        except OSError:
+            return "free space unknown"
 
     def close(self) -> None:
         """Close every connection this object opened, in any thread."""
@@ -114,48 +265,38 @@ class SQLiteDB:
         self._local = threading.local()
 
 
-_MIGRATIONS_DDL = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    component TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    applied_at REAL NOT NULL,
-    PRIMARY KEY (component, version)
-)
-"""
+def _quick_check(path: Path, busy_timeout_ms: int) -> str | None:
+    """Run ``PRAGMA quick_check`` on its own connection; the first problem, or None."""
+    try:
+        conn = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
+    except sqlite3.Error:
+        return None  # cannot open at all: the caller's own connection reports why
+    try:
+        rows = conn.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or name == "SQLITE_NOTADB":
+            # locked past the timeout: nothing learned; not a database at all: the caller's own
+            # connection says so with its own message
+            return None
+        return str(exc)
+    finally:
+        conn.close()
+    problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+    return "; ".join(problems)[:500] if problems else None
 
 
 def migrate(db: SQLiteDB, component: str, migrations: Sequence[str]) -> int:
-    """Apply ``migrations[i]`` (version ``i + 1``) for ``component`` where not yet applied.
+    """Apply ``migrations[i]`` (version ``i + 1``) for ``component`` where not yet applied:
+    :func:`holdfast.store.migrate` on a bare :class:`SQLiteDB`."""
+    from holdfast.store.migrations import migrate as migrate_backend
 
-    Each migration is a script of SQL statements. Returns the component's schema version.
-    Migrations are append-only: never edit one that has shipped, add a new one.
-    """
-    conn = db.connection()
-    conn.execute(_MIGRATIONS_DDL)
-    with db.transaction() as tx:
-        row = tx.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?",
-            (component,),
-        ).fetchone()
-        current = int(row[0])
-        if current > len(migrations):
-            raise ConfigError(
-                f"the store {db.path} has {component} schema version {current}, newer than this "
-                f"Holdfast knows ({len(migrations)}); upgrade Holdfast",
-                component=component,
-            )
-        for version in range(current + 1, len(migrations) + 1):
-            for statement in _split_sql(migrations[version - 1]):
-                tx.execute(statement)
-            tx.execute(
-                "INSERT INTO schema_migrations (component, version, applied_at) VALUES (?, ?, ?)",
-                (component, version, time.time()),
-            )
-    return len(migrations)
+    return migrate_backend(db, component, migrations)
 
 
-def _split_sql(script: str) -> list[str]:
-    """Split a migration script into statements (``sqlite3.complete_statement`` aware)."""
+def split_sql(script: str) -> list[str]:
+    """Split a SQLite script into statements (``sqlite3.complete_statement`` aware, so a
+    trigger's ``BEGIN ... END`` stays whole)."""
     statements: list[str] = []
     buf = ""
     for line in script.splitlines(keepends=True):
@@ -167,3 +308,6 @@ def _split_sql(script: str) -> list[str]:
     if buf.strip():
         statements.append(buf.strip())
     return statements
+
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "SQLiteDB", "StoreBusy", "migrate", "remedy", "split_sql"]

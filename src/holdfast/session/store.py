@@ -1,9 +1,9 @@
-"""The session store's operations, written once for SQLite and PostgreSQL.
+"""The session store: every query of continuity memory, written once for SQLite and PostgreSQL.
 
-:class:`SQLSessionStore` holds every query of continuity memory; a backend supplies only the
-plumbing (transactions, reads, the unique-violation test) and two dialect words: the row lock
-(``FOR UPDATE`` on PostgreSQL, nothing on SQLite, whose ``BEGIN IMMEDIATE`` already serialises
-writers) and the two-argument maximum (``MAX`` / ``GREATEST``).
+:class:`SQLSessionStore` runs over one :class:`~holdfast.store.Backend`, which supplies the
+plumbing and two dialect words: the row lock (``FOR UPDATE`` on PostgreSQL, nothing on SQLite,
+whose ``BEGIN IMMEDIATE`` already serialises writers) and the two-argument maximum
+(``MAX`` / ``GREATEST``). The schema is :mod:`holdfast.session.schema`.
 
 Every write that changes what a prompt would contain is committed before the turn goes on, so a
 worker that dies at any instant leaves a state from which the exact next prompt can be rebuilt:
@@ -17,19 +17,18 @@ byte-identical prompts.
 from __future__ import annotations
 
 import json
-import time
-from abc import ABC, abstractmethod
+import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from holdfast.errors import InvalidInput, RetryableFailure
-
-COMPONENT = "session"
+from holdfast.session.schema import COMPONENT, MIGRATIONS
+from holdfast.store import Backend, Clock, SQLiteDB, UniqueViolation, as_backend, migrate
 
 Entry = tuple[dict[str, Any], str | None]
-Row = Any  # sqlite3.Row or a psycopg dict row: both are read by column name
+Row = dict[str, Any]
 
 
 class StaleSessionWrite(RetryableFailure):
@@ -62,40 +61,60 @@ class PhysicalRow:
     seed: list[Entry]
 
 
-class SQLSessionStore(ABC):
+class SQLSessionStore:
     """Persistence of virtual sessions; see the module docstring. Open one with
-    :func:`holdfast.session.open_session_store`."""
+    :func:`holdfast.session.open_session_store`, or give it a backend, a :class:`SQLiteDB`, a
+    SQLite path or a database URL."""
 
-    for_update: ClassVar[str] = ""
-    greatest: ClassVar[str] = "MAX"
-    #: where the store is, for messages (a file path, or a URL without its password)
-    where: str
+    def __init__(
+        self,
+        backend: Backend | SQLiteDB | str | os.PathLike[str],
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        backend = as_backend(backend, clock=clock)
+        self.backend = backend
+        #: where the store is, for messages (a file path, or a URL without its password)
+        self.where = backend.url
+        migrate(backend, COMPONENT, MIGRATIONS)
 
-    # -- backend hooks ----------------------------------------------------------------------------
+    @property
+    def for_update(self) -> str:
+        return self.backend.dialect.for_update
 
-    @abstractmethod
+    @property
+    def greatest(self) -> str:
+        return self.backend.dialect.greatest
+
+    @property
+    def db(self) -> Any:
+        """The backend's connections (a :class:`SQLiteDB` or a ``PostgresDB``)."""
+        return getattr(self.backend, "db", None)
+
+    # -- backend plumbing -------------------------------------------------------------------------
+
     def _tx(self) -> AbstractContextManager[Any]:
         """A write transaction: committed on success, rolled back on error."""
+        return self.backend.transaction()
 
-    @abstractmethod
     def _reader(self) -> AbstractContextManager[Any]:
         """A handle for reads outside a transaction."""
+        return self.backend.reader()
 
-    @abstractmethod
     def _rows(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run ``sql`` (``?`` placeholders) and return its rows."""
+        return self.backend.rows(handle, sql, params)
 
-    @abstractmethod
     def _run(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement (``?`` placeholders) and return the number of rows it changed."""
+        return self.backend.run(handle, sql, params)
 
-    @abstractmethod
-    def _is_duplicate(self, exc: Exception) -> bool:
-        """Whether ``exc`` is this backend's unique-constraint violation."""
+    def _time(self) -> float:
+        return self.backend.local_now()
 
-    @abstractmethod
     def close(self) -> None:
         """Close every connection the store opened."""
+        self.backend.close()
 
     def _one(self, sql: str, params: Sequence[Any]) -> Row | None:
         with self._reader() as h:
@@ -117,7 +136,7 @@ class SQLSessionStore(ABC):
         config: dict[str, Any],
         seed: list[Entry],
     ) -> None:
-        now = time.time()
+        now = self._time()
         with self._tx() as h:
             self._run(
                 h,
@@ -190,13 +209,11 @@ class SQLSessionStore(ABC):
                         vsession_id,
                         int(op["v"]),
                         json.dumps(op, sort_keys=True),
-                        time.time(),
+                        self._time(),
                         op.get("key"),
                     ),
                 )
-        except Exception as exc:
-            if not self._is_duplicate(exc):
-                raise
+        except UniqueViolation as exc:
             raise StaleSessionWrite(
                 f"working-set version {op['v']} of {vsession_id} was already written by another "
                 "writer; reload the session",
@@ -224,7 +241,7 @@ class SQLSessionStore(ABC):
         self, vsession_id: str, *, from_cont: int, reason: str, seed: list[Entry], start_turn: int
     ) -> int:
         """End physical session ``from_cont`` and start the next with ``seed``, atomically."""
-        now = time.time()
+        now = self._time()
         with self._tx() as h:
             rows = self._rows(
                 h,
@@ -408,7 +425,7 @@ class SQLSessionStore(ABC):
                     u.get("cached_tokens"),
                     u.get("cost_usd"),
                     u.get("latency_s"),
-                    time.time(),
+                    self._time(),
                 ),
             )
             self._run(
@@ -431,3 +448,7 @@ def _dump_entries(entries: list[Entry]) -> str:
 
 def _load_entries(raw: str) -> list[Entry]:
     return [(e["message"], e["result_id"]) for e in json.loads(raw)]
+
+
+SessionStore = SQLSessionStore
+"""The name the SQLite session store had: the same class (``SessionStore(SQLiteDB(path))``)."""

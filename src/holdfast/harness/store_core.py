@@ -1,21 +1,22 @@
-"""The core of the control-plane store: backend hooks, tasks and leases (SQLite and PostgreSQL).
+"""The core of the control-plane store: tasks and leases, over one Backend (SQLite or PostgreSQL).
 
-A backend supplies a transaction, a clock, a statement runner and the locking clauses of its
-dialect (``FOR UPDATE [SKIP LOCKED]`` on PostgreSQL; nothing on SQLite, where ``BEGIN IMMEDIATE``
-already serialises writers). Every worker-side mutation is *fenced*: it names the lease token it
-holds, and the store refuses it with :class:`LeaseLost` once that lease has expired or moved on,
-so a stalled worker can never write over its successor.
+The :class:`~holdfast.store.Backend` supplies the transaction, the clock, the statement runner and
+the locking words of its dialect (``FOR UPDATE [SKIP LOCKED]`` on PostgreSQL; nothing on SQLite,
+where ``BEGIN IMMEDIATE`` already serialises writers); the meaning is here. Every worker-side
+mutation is *fenced*: it names the lease token it holds, and the store refuses it with
+:class:`LeaseLost` once that lease has expired or moved on, so a stalled worker can never write
+over its successor.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from holdfast.store.harness_types import (
+from holdfast.harness.rows import (
     TERMINAL_STATUSES,
     Draft,
     LeaseLost,
@@ -26,53 +27,91 @@ from holdfast.store.harness_types import (
     dumps,
     loads,
 )
+from holdfast.harness.schema import COMPONENT, MIGRATIONS
+from holdfast.store import Backend, UniqueViolation, migrate
 
 Row = dict[str, Any]
 
 _TASK_JSON = ("spec", "checkpoint", "result", "error", "usage", "waiting")
+_LIMIT_LOCK = 7_373_001
 
 
-class SQLHarnessCore(ABC):
-    """Backend hooks, helpers, tasks and leases; :class:`SQLHarnessStore` adds the rest."""
+class SQLHarnessCore:
+    """Tasks and leases over a backend; :class:`SQLHarnessStore` adds the rest."""
 
-    for_update = ""
-    skip_locked = ""
-    url: str = ""
-
-    def __init__(self, sealer: Sealer) -> None:
+    def __init__(self, backend: Backend, sealer: Sealer) -> None:
+        self.backend = backend
         self.sealer = sealer
+        migrate(backend, COMPONENT, MIGRATIONS)
 
-    # -- backend hooks ---------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """Where the store is, for messages (a path, or a URL without its password)."""
+        return self.backend.url
 
-    @abstractmethod
+    @property
+    def connection_url(self) -> str:
+        """The full location, password included, for layers that keep their tables beside."""
+        return self.backend.connection_url
+
+    @property
+    def for_update(self) -> str:
+        return self.backend.dialect.for_update
+
+    @property
+    def skip_locked(self) -> str:
+        return self.backend.dialect.skip_locked
+
+    # -- backend plumbing ------------------------------------------------------------------
+
     def _tx(self) -> AbstractContextManager[Any]:
         """A write transaction; yields the handle passed to :meth:`_run`."""
+        return self.backend.transaction()
 
-    @abstractmethod
     def _reader(self) -> AbstractContextManager[Any]:
         """A handle for reads outside a write transaction."""
+        return self.backend.reader()
 
-    @abstractmethod
     def _snapshot(self) -> AbstractContextManager[Any]:
         """A read-only transaction: every read through the handle sees one consistent state."""
+        return self.backend.snapshot()
 
-    @abstractmethod
     def _run(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         """Run one statement (``?`` placeholders); return its rows and row count."""
+        return self.backend.execute(handle, sql, params)
 
-    @abstractmethod
+    def _executemany(self, handle: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.backend.executemany(handle, sql, rows)
+
     def _now(self, handle: Any) -> float:
         """The store's clock, in seconds since the epoch."""
+        return self.backend.now(handle)
 
-    def _notify(self, handle: Any, channel: str, payload: str) -> None:  # noqa: B027
+    def _notify(self, handle: Any, channel: str, payload: str) -> None:
         """Wake listeners (PostgreSQL NOTIFY); SQLite workers poll instead."""
+        self.backend.notify(handle, channel, payload)
 
-    def _limit_lock(self, handle: Any) -> None:  # noqa: B027
+    def _limit_lock(self, handle: Any) -> None:
         """Serialise leasers while queue limits are counted (PostgreSQL advisory lock)."""
+        self.backend.advisory_lock(handle, _LIMIT_LOCK)
 
-    @abstractmethod
+    @property
+    def notifies(self) -> bool:
+        """Whether :meth:`listen` delivers new work and steering at once (else workers poll)."""
+        return self.backend.notifies
+
+    def listen(
+        self,
+        channels: Sequence[str],
+        callback: Callable[[str, str], None],
+        stop: threading.Event,
+    ) -> None:
+        """Call ``callback(channel, payload)`` for each notification until ``stop`` is set."""
+        self.backend.listen(channels, callback, stop)
+
     def close(self) -> None:
         """Release connections."""
+        self.backend.close()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -88,8 +127,7 @@ class SQLHarnessCore(ABC):
             return bool(self._rows(h, sql, params))
 
     def _clock(self) -> float:
-        with self._reader() as h:
-            return self._now(h)
+        return self.backend.now()
 
     def _task(self, handle: Any, task_id: str, *, lock: bool = False) -> Row:
         rows = self._rows(
@@ -158,16 +196,13 @@ class SQLHarnessCore(ABC):
             return self._submit(
                 kind, queue, spec, priority, max_attempts, idempotency_key, draft, task_id
             )
-        except Exception as exc:
-            if idempotency_key is None or not self._is_duplicate(exc):
+        except UniqueViolation:
+            if idempotency_key is None:
                 raise
         # a concurrent submit with the same key won the race: return its task
         return self._submit(
             kind, queue, spec, priority, max_attempts, idempotency_key, draft, task_id
         )
-
-    def _is_duplicate(self, exc: Exception) -> bool:
-        return "unique" in str(exc).lower() or "duplicate" in str(exc).lower()
 
     def _submit(
         self,

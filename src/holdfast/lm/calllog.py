@@ -3,7 +3,9 @@
 Attach a :class:`CallLog` to an LM (``get_lm(..., call_log=CallLog(db))``) and every call through
 it is written to the ``lm_calls`` table of the Holdfast store before the call returns, so the exact
 prompt of any call can be inspected later (``holdfast lm log --show-prompt``). Searchable columns
-(time, model, tokens, cost, task and trace ids) sit beside the full JSON record.
+(time, model, tokens, cost, task and trace ids) sit beside the full JSON record. The log lives in
+any :class:`~holdfast.store.Backend`: the SQLite file of the Holdfast home, or the PostgreSQL
+database of the control plane, so a task's calls can be read from any machine.
 """
 
 from __future__ import annotations
@@ -15,23 +17,26 @@ from typing import Any
 
 from holdfast.lm.record import CallRecord
 from holdfast.lm.types import ZERO_USAGE, Usage
-from holdfast.store.sqlite import SQLiteDB, migrate
+from holdfast.store import Backend, Dialect, Migration, SQLiteDB, as_backend, migrate, upsert
 
-MIGRATIONS = [
-    """
+COMPONENT = "calllog"
+
+
+def _v1(d: Dialect) -> str:
+    return f"""
     CREATE TABLE lm_calls (
         call_id TEXT PRIMARY KEY,
-        started_at REAL NOT NULL,
+        started_at {d.float} NOT NULL,
         model TEXT NOT NULL,
         base_url TEXT,
         ok INTEGER NOT NULL,
         error_code TEXT,
-        latency_s REAL NOT NULL,
+        latency_s {d.float} NOT NULL,
         attempts INTEGER NOT NULL,
-        input_tokens INTEGER NOT NULL,
-        output_tokens INTEGER NOT NULL,
-        cached_tokens INTEGER NOT NULL,
-        cost_usd REAL NOT NULL,
+        input_tokens {d.bigint} NOT NULL,
+        output_tokens {d.bigint} NOT NULL,
+        cached_tokens {d.bigint} NOT NULL,
+        cost_usd {d.float} NOT NULL,
         task_id TEXT,
         trace_id TEXT,
         record TEXT NOT NULL
@@ -39,25 +44,52 @@ MIGRATIONS = [
     CREATE INDEX lm_calls_started ON lm_calls (started_at);
     CREATE INDEX lm_calls_task ON lm_calls (task_id, started_at);
     CREATE INDEX lm_calls_trace ON lm_calls (trace_id);
-    """,
-]
+    """
+
+
+MIGRATIONS: list[Migration] = [_v1]
+
+_COLUMNS = (
+    "call_id",
+    "started_at",
+    "model",
+    "base_url",
+    "ok",
+    "error_code",
+    "latency_s",
+    "attempts",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "task_id",
+    "trace_id",
+    "record",
+)
+_INSERT = upsert("lm_calls", _COLUMNS, ("call_id",))
 
 
 class CallLog:
-    """A persistent :class:`~holdfast.lm.CallRecorder` over the SQLite store."""
+    """A persistent :class:`~holdfast.lm.CallRecorder` over a store backend (a
+    :class:`~holdfast.store.Backend`, a :class:`~holdfast.store.SQLiteDB`, a path or a URL)."""
 
-    def __init__(self, db: SQLiteDB | str | Path) -> None:
-        self.db = db if isinstance(db, SQLiteDB) else SQLiteDB(db)
+    def __init__(self, db: Backend | SQLiteDB | str | Path) -> None:
+        self.backend = as_backend(db)
         self._migrated = False
         self._lock = threading.Lock()
 
-    def _ready(self) -> SQLiteDB:
+    @property
+    def db(self) -> Any:
+        """The backend's connections (a :class:`SQLiteDB` or a ``PostgresDB``)."""
+        return getattr(self.backend, "db", None)
+
+    def _ready(self) -> Backend:
         if not self._migrated:
             with self._lock:
                 if not self._migrated:
-                    migrate(self.db, "calllog", MIGRATIONS)
+                    migrate(self.backend, COMPONENT, MIGRATIONS)
                     self._migrated = True
-        return self.db
+        return self.backend
 
     def record(self, call: CallRecord) -> None:
         """Write one call (committed before this returns)."""
@@ -65,11 +97,9 @@ class CallLog:
         usage = call.usage
         meta = call.metadata
         with db.transaction() as tx:
-            tx.execute(
-                "INSERT OR REPLACE INTO lm_calls (call_id, started_at, model, base_url, ok, "
-                "error_code, latency_s, attempts, input_tokens, output_tokens, cached_tokens, "
-                "cost_usd, task_id, trace_id, record) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            db.run(
+                tx,
+                _INSERT,
                 (
                     call.call_id,
                     call.started_at,
@@ -91,13 +121,13 @@ class CallLog:
 
     def get(self, call_id: str) -> CallRecord | None:
         """One call by id (a unique prefix of at least 8 characters also works)."""
-        conn = self._ready().connection()
-        row = conn.execute("SELECT record FROM lm_calls WHERE call_id = ?", (call_id,)).fetchone()
+        db = self._ready()
+        row = db.query_one("SELECT record FROM lm_calls WHERE call_id = ?", (call_id,))
         if row is None and len(call_id) >= 8:
-            rows = conn.execute(
-                "SELECT record FROM lm_calls WHERE call_id LIKE ? LIMIT 2",
-                (call_id.replace("%", "").replace("_", r"\_") + "%",),
-            ).fetchall()
+            pattern = call_id.replace("\\", "").replace("%", "").replace("_", r"\_") + "%"
+            rows = db.query(
+                "SELECT record FROM lm_calls WHERE call_id LIKE ? ESCAPE '\\' LIMIT 2", (pattern,)
+            )
             row = rows[0] if len(rows) == 1 else None
         return None if row is None else CallRecord.from_dict(json.loads(row["record"]))
 
@@ -112,14 +142,9 @@ class CallLog:
     ) -> list[CallRecord]:
         """The newest calls first, optionally filtered."""
         where, args = self._filters(model, task_id, trace_id, errors_only)
-        rows = (
-            self._ready()
-            .connection()
-            .execute(
-                f"SELECT record FROM lm_calls{where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
-                (*args, max(0, int(limit))),
-            )
-            .fetchall()
+        rows = self._ready().query(
+            f"SELECT record FROM lm_calls{where} ORDER BY started_at DESC, call_id DESC LIMIT ?",
+            (*args, max(0, int(limit))),
         )
         return [CallRecord.from_dict(json.loads(r["record"])) for r in rows]
 
@@ -128,32 +153,31 @@ class CallLog:
     ) -> Usage:
         """Summed usage of the matching calls."""
         where, args = self._filters(model, task_id, trace_id, False)
-        row = (
-            self._ready()
-            .connection()
-            .execute(
-                "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-                "COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(latency_s), 0), "
-                f"COALESCE(SUM(cost_usd), 0) FROM lm_calls{where}",
-                args,
-            )
-            .fetchone()
+        row = self._ready().query_one(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(input_tokens), 0) AS i, "
+            "COALESCE(SUM(output_tokens), 0) AS o, COALESCE(SUM(cached_tokens), 0) AS c, "
+            "COALESCE(SUM(latency_s), 0) AS l, COALESCE(SUM(cost_usd), 0) AS usd "
+            f"FROM lm_calls{where}",
+            args,
         )
-        if not row[0]:
+        if row is None or not row["n"]:
             return ZERO_USAGE
         return Usage(
-            input_tokens=int(row[1]),
-            output_tokens=int(row[2]),
-            cached_tokens=int(row[3]),
-            latency_s=float(row[4]),
-            cost_usd=float(row[5]),
-            calls=int(row[0]),
+            input_tokens=int(row["i"]),
+            output_tokens=int(row["o"]),
+            cached_tokens=int(row["c"]),
+            latency_s=float(row["l"]),
+            cost_usd=float(row["usd"]),
+            calls=int(row["n"]),
         )
 
     def count(self) -> int:
-        return int(
-            self._ready().connection().execute("SELECT COUNT(*) FROM lm_calls").fetchone()[0]
-        )
+        row = self._ready().query_one("SELECT COUNT(*) AS n FROM lm_calls")
+        return int(row["n"]) if row else 0
+
+    def close(self) -> None:
+        """Close the connections of the log's backend."""
+        self.backend.close()
 
     @staticmethod
     def _filters(

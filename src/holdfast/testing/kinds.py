@@ -1,4 +1,8 @@
-"""Built-in task kinds: ``noop`` (queue benchmarks) and ``scripted`` (tests, fault tests, demo).
+"""Task kinds for tests, fault tests and benchmarks: ``noop``, ``scripted`` and ``fail``.
+
+They are not in any worker's default registry; register them explicitly
+(``registry.register(SCRIPTED)``, ``Harness.open(registry=test_registry())``) or load them by name
+(``holdfast worker --load holdfast.testing.kinds:SCRIPTED``).
 
 A ``scripted`` task runs a fixed list of steps, each a tool call through ``ctx.step``::
 
@@ -9,7 +13,7 @@ A ``scripted`` task runs a fixed list of steps, each a tool call through ``ctx.s
                          {"tool": "wait", "args": {"seconds": 0.5}}]},
      "policy": {"rules": [{"tool": "*", "action": "allow"}]}}
 
-``counter.add`` bumps a counter in an :class:`~holdfast.store.harness_effects.EffectLedger`
+``counter.add`` bumps a counter in an :class:`~holdfast.testing.effects.EffectLedger`
 once per idempotency key; ``counter.add_unkeyed`` bumps it on every call (not idempotent);
 ``file.write`` writes a workspace file atomically; ``wait`` sleeps (observing ``stop``);
 ``fail`` raises. Relative paths resolve against the task's workspace.
@@ -24,8 +28,8 @@ from typing import Any
 
 from holdfast.errors import InvalidInput
 from holdfast.harness.context import StepContext
-from holdfast.harness.registry import TaskKind, ToolSpec
-from holdfast.store.harness_effects import EffectLedger
+from holdfast.harness.registry import Registry, TaskKind, ToolSpec
+from holdfast.testing.effects import EffectLedger
 
 SCRIPTED_TOOLS = {
     "counter.add": ToolSpec(effect=True, idempotent=True, description="add to a counted ledger"),
@@ -46,6 +50,11 @@ _ARGS = {
 def run_noop(ctx: StepContext) -> Any:
     """Finish at once: the smallest unit of queue work."""
     return {"ok": True}
+
+
+def run_fail(ctx: StepContext) -> Any:
+    """Raise at once, with ``input.message``: the smallest failing task."""
+    raise RuntimeError(str(ctx.input.get("message", "the fail task kind always fails")))
 
 
 def validate_scripted(inp: dict[str, Any]) -> None:
@@ -151,4 +160,13 @@ SCRIPTED = TaskKind(
     description="a fixed list of tool steps with counted side effects",
     validate=validate_scripted,
 )
-KINDS = (NOOP, SCRIPTED)
+FAIL = TaskKind("fail", run_fail, description="raises input.message; for failure-path tests")
+KINDS = (NOOP, SCRIPTED, FAIL)
+
+
+def kinds_registry(*extra: TaskKind) -> Registry:
+    """A registry of the test kinds (and ``extra``), without the installed plug-ins."""
+    reg = Registry()
+    for kind in (*KINDS, *extra):
+        reg.register(kind)
+    return reg

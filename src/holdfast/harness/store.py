@@ -1,8 +1,9 @@
 """The control-plane store's operations, written once for SQLite and PostgreSQL.
 
-:class:`SQLHarnessStore` = the core (backend hooks, tasks, leases; ``harness_sql_core``) plus
-steps, receipts, approvals and steering here. Every worker-side mutation is *fenced* by its
-lease token, and every state change is committed with its receipt.
+:class:`SQLHarnessStore` = the core (tasks, leases, the reaper, queue limits; ``store_core``)
+plus steps, receipts, approvals and steering here, over one :class:`~holdfast.store.Backend`.
+Every worker-side mutation is *fenced* by its lease token, and every state change is committed
+with its receipt. Open one with :func:`holdfast.harness.open_store`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from holdfast.store.harness_sql_core import Row, SQLHarnessCore, _opt
-from holdfast.store.harness_types import (
+from holdfast.harness.rows import (
     TERMINAL_STATUSES,
     ApprovalRow,
     Draft,
@@ -26,6 +26,7 @@ from holdfast.store.harness_types import (
     dumps,
     loads,
 )
+from holdfast.harness.store_core import Row, SQLHarnessCore, _opt
 
 __all__ = ["ChainSnapshot", "Row", "SQLHarnessStore"]
 
@@ -206,10 +207,6 @@ class SQLHarnessStore(SQLHarnessCore):
                 "UPDATE harness_tasks SET head_seq = ?, head_hash = ?, head_sig = ? WHERE id = ?",
                 (last.seq, last.hash, last.head_sig, task_id),
             )
-
-    def _executemany(self, handle: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        for r in rows:
-            self._run(handle, sql, r)
 
     # -- approvals -------------------------------------------------------------------------
 

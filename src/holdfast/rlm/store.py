@@ -3,23 +3,27 @@
 A run is one RLM (the root or a child); children point to their parent, so a job is a tree. Events
 are small JSON rows appended in order; none of them holds an input or the conversation history,
 so the bytes written per iteration do not grow with the input. The cache maps a hash of a model
-call (model, messages, parameters) to its recorded reply, which is what replay reads.
+call (model, messages, parameters) to its recorded reply, which is what replay reads. The tables
+live in any :class:`~holdfast.store.Backend`: with a PostgreSQL control plane, in its database, so
+a trace id can be shown and replayed from any machine.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from holdfast.store.sqlite import SQLiteDB, migrate
+from holdfast.store import Backend, Dialect, Migration, SQLiteDB, as_backend, migrate, upsert
 
 COMPONENT = "rlm_traces"
 
-MIGRATIONS = [
-    """
+
+def _v1(d: Dialect) -> str:
+    return f"""
     CREATE TABLE rlm_runs (
         trace_id TEXT PRIMARY KEY,
         parent_id TEXT,
@@ -30,8 +34,8 @@ MIGRATIONS = [
         sub_model TEXT,
         mode TEXT NOT NULL,
         status TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        ended_at REAL,
+        started_at {d.float} NOT NULL,
+        ended_at {d.float},
         meta TEXT NOT NULL,
         result TEXT
     );
@@ -40,7 +44,7 @@ MIGRATIONS = [
     CREATE TABLE rlm_events (
         trace_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
-        ts REAL NOT NULL,
+        ts {d.float} NOT NULL,
         kind TEXT NOT NULL,
         iteration INTEGER,
         data TEXT NOT NULL,
@@ -50,10 +54,13 @@ MIGRATIONS = [
         key TEXT PRIMARY KEY,
         model TEXT NOT NULL,
         reply TEXT NOT NULL,
-        created_at REAL NOT NULL
+        created_at {d.float} NOT NULL
     );
     """
-]
+
+
+MIGRATIONS: list[Migration] = [_v1]
+_CACHE_PUT = upsert("rlm_call_cache", ("key", "model", "reply", "created_at"), ("key",))
 
 
 @dataclass(frozen=True)
@@ -104,12 +111,23 @@ def _line(value: Any) -> str:
 
 
 class RLMTraceStore:
-    """Runs, events and the call cache in the Holdfast SQLite store."""
+    """Runs, events and the call cache in a store backend (a :class:`~holdfast.store.Backend`,
+    a :class:`~holdfast.store.SQLiteDB`, a SQLite path or a database URL)."""
 
-    def __init__(self, db: SQLiteDB) -> None:
-        self.db = db
-        migrate(db, COMPONENT, MIGRATIONS)
+    def __init__(self, db: Backend | SQLiteDB | str | os.PathLike[str]) -> None:
+        self.backend = as_backend(db)
+        migrate(self.backend, COMPONENT, MIGRATIONS)
         self._seq: dict[str, int] = {}
+        self._seq_lock = threading.Lock()
+
+    @property
+    def db(self) -> Any:
+        """The backend's connections (a :class:`SQLiteDB` or a ``PostgresDB``)."""
+        return getattr(self.backend, "db", None)
+
+    def close(self) -> None:
+        """Close the connections of the store's backend."""
+        self.backend.close()
 
     def start_run(
         self,
@@ -124,8 +142,10 @@ class RLMTraceStore:
         mode: str,
         meta: dict[str, Any],
     ) -> None:
-        with self.db.transaction() as tx:
-            tx.execute(
+        db = self.backend
+        with db.transaction() as tx:
+            db.run(
+                tx,
                 "INSERT INTO rlm_runs (trace_id, parent_id, root_id, depth, query, model, sub_model,"
                 " mode, status, started_at, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
                 (
@@ -137,7 +157,7 @@ class RLMTraceStore:
                     model,
                     sub_model,
                     mode,
-                    time.time(),
+                    db.local_now(),
                     dumps(meta),
                 ),
             )
@@ -148,7 +168,7 @@ class RLMTraceStore:
     ) -> int:
         """Append one event; returns the number of bytes of its JSON payload."""
         payload = dumps(data)
-        self.add_events([(trace_id, kind, iteration, payload, time.time())])
+        self.add_events([(trace_id, kind, iteration, payload, self.backend.local_now())])
         return len(payload.encode("utf-8"))
 
     def add_events(self, rows: list[tuple[str, str, int | None, str, float]]) -> None:
@@ -156,43 +176,42 @@ class RLMTraceStore:
         if not rows:
             return
         values = []
-        for trace_id, kind, iteration, payload, ts in rows:
-            seq = self._seq.get(trace_id)
-            if seq is None:
-                row = (
-                    self.db.connection()
-                    .execute(
-                        "SELECT COALESCE(MAX(seq), 0) FROM rlm_events WHERE trace_id = ?",
+        db = self.backend
+        with self._seq_lock:
+            for trace_id, kind, iteration, payload, ts in rows:
+                seq = self._seq.get(trace_id)
+                if seq is None:
+                    row = db.query_one(
+                        "SELECT COALESCE(MAX(seq), 0) AS n FROM rlm_events WHERE trace_id = ?",
                         (trace_id,),
                     )
-                    .fetchone()
-                )
-                seq = int(row[0])
-            seq += 1
-            self._seq[trace_id] = seq
-            values.append((trace_id, seq, ts, kind, iteration, payload))
-        with self.db.transaction() as tx:
-            tx.executemany(
+                    seq = int(row["n"]) if row else 0
+                seq += 1
+                self._seq[trace_id] = seq
+                values.append((trace_id, seq, ts, kind, iteration, payload))
+        with db.transaction() as tx:
+            db.executemany(
+                tx,
                 "INSERT INTO rlm_events (trace_id, seq, ts, kind, iteration, data) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 values,
             )
 
     def finish_run(self, trace_id: str, status: str, result: dict[str, Any]) -> None:
-        self.db.connection().execute(
-            "UPDATE rlm_runs SET status = ?, ended_at = ?, result = ? WHERE trace_id = ?",
-            (status, time.time(), dumps(result), trace_id),
-        )
-        self._seq.pop(trace_id, None)
+        db = self.backend
+        with db.transaction() as tx:
+            db.run(
+                tx,
+                "UPDATE rlm_runs SET status = ?, ended_at = ?, result = ? WHERE trace_id = ?",
+                (status, db.local_now(), dumps(result), trace_id),
+            )
+        with self._seq_lock:
+            self._seq.pop(trace_id, None)
 
     # ----- reading ----------------------------------------------------------------------------
 
     def get_run(self, trace_id: str) -> RunRow | None:
-        row = (
-            self.db.connection()
-            .execute("SELECT * FROM rlm_runs WHERE trace_id = ?", (trace_id,))
-            .fetchone()
-        )
+        row = self.backend.query_one("SELECT * FROM rlm_runs WHERE trace_id = ?", (trace_id,))
         return None if row is None else _run(row)
 
     def find_run(self, prefix: str) -> RunRow | None:
@@ -200,21 +219,15 @@ class RLMTraceStore:
         exact = self.get_run(prefix)
         if exact is not None:
             return exact
-        rows = (
-            self.db.connection()
-            .execute(
-                "SELECT * FROM rlm_runs WHERE trace_id LIKE ? LIMIT 2",
-                (prefix.replace("%", "") + "%",),
-            )
-            .fetchall()
+        pattern = prefix.replace("\\", "").replace("%", "").replace("_", r"\_") + "%"
+        rows = self.backend.query(
+            "SELECT * FROM rlm_runs WHERE trace_id LIKE ? ESCAPE '\\' LIMIT 2", (pattern,)
         )
         return _run(rows[0]) if len(rows) == 1 else None
 
     def children(self, trace_id: str) -> list[RunRow]:
-        rows = (
-            self.db.connection()
-            .execute("SELECT * FROM rlm_runs WHERE parent_id = ? ORDER BY started_at", (trace_id,))
-            .fetchall()
+        rows = self.backend.query(
+            "SELECT * FROM rlm_runs WHERE parent_id = ? ORDER BY started_at, trace_id", (trace_id,)
         )
         return [_run(r) for r in rows]
 
@@ -231,10 +244,8 @@ class RLMTraceStore:
         return out
 
     def events(self, trace_id: str) -> list[EventRow]:
-        rows = (
-            self.db.connection()
-            .execute("SELECT * FROM rlm_events WHERE trace_id = ? ORDER BY seq", (trace_id,))
-            .fetchall()
+        rows = self.backend.query(
+            "SELECT * FROM rlm_events WHERE trace_id = ? ORDER BY seq", (trace_id,)
         )
         return [
             EventRow(
@@ -244,24 +255,17 @@ class RLMTraceStore:
         ]
 
     def event_bytes(self, trace_id: str) -> int:
-        row = (
-            self.db.connection()
-            .execute(
-                "SELECT COALESCE(SUM(LENGTH(CAST(data AS BLOB))), 0) FROM rlm_events WHERE trace_id = ?",
-                (trace_id,),
-            )
-            .fetchone()
+        length = self.backend.dialect.octet_length("data")
+        row = self.backend.query_one(
+            f"SELECT COALESCE(SUM({length}), 0) AS n FROM rlm_events WHERE trace_id = ?",
+            (trace_id,),
         )
-        return int(row[0])
+        return int(row["n"]) if row else 0
 
     def recent_runs(self, limit: int = 20) -> list[RunRow]:
-        rows = (
-            self.db.connection()
-            .execute(
-                "SELECT * FROM rlm_runs WHERE parent_id IS NULL ORDER BY started_at DESC LIMIT ?",
-                (limit,),
-            )
-            .fetchall()
+        rows = self.backend.query(
+            "SELECT * FROM rlm_runs WHERE parent_id IS NULL ORDER BY started_at DESC LIMIT ?",
+            (limit,),
         )
         return [_run(r) for r in rows]
 
@@ -291,18 +295,13 @@ class RLMTraceStore:
     # ----- call cache -------------------------------------------------------------------------
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
-        row = (
-            self.db.connection()
-            .execute("SELECT reply FROM rlm_call_cache WHERE key = ?", (key,))
-            .fetchone()
-        )
-        return None if row is None else dict(json.loads(row[0]))
+        row = self.backend.query_one("SELECT reply FROM rlm_call_cache WHERE key = ?", (key,))
+        return None if row is None else dict(json.loads(row["reply"]))
 
     def cache_put(self, key: str, model: str, reply: dict[str, Any]) -> None:
-        self.db.connection().execute(
-            "INSERT OR REPLACE INTO rlm_call_cache (key, model, reply, created_at) VALUES (?, ?, ?, ?)",
-            (key, model, dumps(reply), time.time()),
-        )
+        db = self.backend
+        with db.transaction() as tx:
+            db.run(tx, _CACHE_PUT, (key, model, dumps(reply), db.local_now()))
 
 
 def _run(row: Any) -> RunRow:

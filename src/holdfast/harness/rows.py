@@ -1,4 +1,4 @@
-"""Rows and errors of the control-plane store, shared by its SQLite and PostgreSQL backends.
+"""Rows and errors of the control-plane store (the same on SQLite and PostgreSQL).
 
 The store knows SQL and nothing about hashing or policy: every mutation that must leave a receipt
 takes a :class:`Draft`, and the store asks its :class:`Sealer` (supplied by ``holdfast.harness``)
@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from holdfast.errors import RetryableFailure, RuntimeFailure, UserError
+from holdfast.errors import RuntimeFailure, UserError
+from holdfast.store.errors import StoreUnavailable
 
 TASK_STATUSES = (
     "queued",
@@ -26,11 +27,25 @@ TASK_STATUSES = (
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 STEP_STATUSES = ("intent", "started", "done", "failed", "denied")
 
-
-class StoreUnavailable(RetryableFailure):
-    """The database cannot be reached right now (server down, network gone)."""
-
-    code = "store_unavailable"
+__all__ = [
+    "STEP_STATUSES",
+    "TASK_STATUSES",
+    "TERMINAL_STATUSES",
+    "ApprovalRow",
+    "Draft",
+    "LeaseLost",
+    "ReceiptRow",
+    "SealedReceipt",
+    "Sealer",
+    "SteeringRow",
+    "StepRow",
+    "StoreUnavailable",
+    "TaskNotFound",
+    "TaskRow",
+    "TaskStateError",
+    "dumps",
+    "loads",
+]
 
 
 class LeaseLost(RuntimeFailure):

@@ -1,0 +1,90 @@
+"""Database URLs: which backend a URL names, and how to show one without its password.
+
+A PostgreSQL URL may carry a password in its user part (``postgresql://u:secret@host/db``), in a
+query parameter (``?password=secret``) or, as a libpq keyword string, in ``password=secret``.
+:func:`redact` prints a URL with none of them, and never raises, however malformed the URL is
+(``postgresql://u:secret@[::1/db`` included); :func:`scrub` removes every form of every password
+a URL holds (as written and percent-decoded) from any text, such as a driver's error message,
+which may quote the whole URL.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+SQLITE_SCHEME = "sqlite:///"
+MASK = "***"
+
+_KEYWORD_PASSWORD = re.compile(r"(?:^|[\s?&;])password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&;]*)", re.I)
+
+
+def is_postgres(url: str) -> bool:
+    return url.strip().lower().startswith(POSTGRES_SCHEMES)
+
+
+def _secrets(url: str) -> list[str]:
+    """Every password the text ``url`` may hold, longest first, raw and percent-decoded."""
+    found: list[str] = []
+    _, sep, rest = url.partition("://")
+    if sep:
+        at = rest.rfind("@")
+        if at >= 0:
+            _, colon, password = rest[:at].partition(":")
+            if colon:
+                found.append(password)
+    for m in _KEYWORD_PASSWORD.finditer(url):
+        value = m.group(1)
+        found.append(value)
+        if value.startswith("'") and value.endswith("'") and len(value) >= 2:
+            found.append(value[1:-1])
+    out: set[str] = set()
+    for s in found:
+        for form in (s, unquote(s), unquote(s.replace("+", " "))):
+            if form:
+                out.add(form)
+    return sorted(out, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with every password of ``url`` replaced by ``***``."""
+    for secret in _secrets(url):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def redact(url: str) -> str:
+    """``url`` for messages and logs: scheme, user, host, port and database, no password."""
+    text = url.strip()
+    if not is_postgres(text):
+        if "=" in text and "://" not in text:
+            return scrub(_redact_keywords(text), url)
+        return scrub(text, url)
+    rest = text.partition("://")[2]
+    at = rest.rfind("@")
+    userinfo, hostpart = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
+    user = userinfo.partition(":")[0]
+    hostport, _, path = hostpart.partition("/")
+    if "?" in hostport:
+        hostport, _, query = hostport.partition("?")
+        path = "?" + query
+    dbname, _, query = path.partition("?")
+    params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+    host = hostport or params.get("host", "")
+    shown = f"postgresql://{user}{'@' if user else ''}{host}/{dbname}"
+    if hostport and params.get("host"):
+        shown += f"?host={params['host']}"
+    elif not hostport and params.get("host"):
+        shown = f"postgresql://{user}{'@' if user else ''}/{dbname}?host={params['host']}"
+    return scrub(shown, url)
+
+
+def _redact_keywords(text: str) -> str:
+    """A libpq keyword string (``host=h dbname=d password=p``) without its password."""
+    return _KEYWORD_PASSWORD.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + MASK, text)
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a ``sqlite:///path`` URL, or ``url`` itself when it is a plain path."""
+    return url[len(SQLITE_SCHEME) - 1 :] if url.startswith(SQLITE_SCHEME) else url
