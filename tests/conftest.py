@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,29 @@ def pg_cluster() -> Iterator[PostgresCluster]:
     cluster.start()
     yield cluster
     cluster.destroy()
+
+
+@dataclass(frozen=True)
+class CLIResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def holdfast_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CLIResult]:
+    """Run ``holdfast ARGS`` through its real entry point (``holdfast.cli.main:main``), so exit
+    codes and error lines are what a user sees; returns the code and captured output."""
+    from holdfast.cli.main import main
+
+    def run(*args: str) -> CLIResult:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CLIResult(code, captured.out, captured.err)
+
+    return run

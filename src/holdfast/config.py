@@ -7,16 +7,21 @@ never at import time.
   ``holdfast.db``, the memory directory and task state.
 * ``HOLDFAST_MODEL``: the default model name, ``provider:model``.
 * ``HOLDFAST_DATABASE_URL``: a ``postgresql://`` URL for the control plane (default: SQLite).
+* ``HOLDFAST_RECEIPT_KEY``: the receipt signing key file (default ``<home>/receipt.key`` when it
+  exists; none otherwise). See :mod:`holdfast.harness.signing`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from holdfast.errors import ConfigError
 
 DEFAULT_DB_NAME = "holdfast.db"
+RECEIPT_KEY_ENV = "HOLDFAST_RECEIPT_KEY"
+RECEIPT_KEY_NAME = "receipt.key"
 
 
 def holdfast_home(explicit: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
@@ -48,3 +53,23 @@ def default_model(explicit: str | None = None) -> str | None:
 def database_url(explicit: str | None = None) -> str | None:
     """A PostgreSQL URL for the control plane, or None for the embedded SQLite store."""
     return explicit or os.environ.get("HOLDFAST_DATABASE_URL") or None
+
+
+def receipt_key_path(
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+) -> Path | None:
+    """The receipt signing key file: the explicit path, else ``$HOLDFAST_RECEIPT_KEY``, else
+    ``<home>/receipt.key`` if that file exists, else None (receipts are not signed)."""
+    if explicit is not None and str(explicit):
+        return Path(explicit).expanduser()
+    environ = os.environ if env is None else env
+    named = environ.get(RECEIPT_KEY_ENV, "").strip()
+    if named:
+        return Path(named).expanduser()
+    if home is None and env is not None:
+        home = env.get("HOLDFAST_HOME") or str(Path.home() / ".holdfast")
+    default = holdfast_home(home, create=False) / RECEIPT_KEY_NAME
+    return default if default.exists() else None

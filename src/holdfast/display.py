@@ -12,15 +12,19 @@ output, a memory item, a task result, an error message quoting either) goes thro
   highlights, so ``[/i]`` or ``[red]E202[/red]`` in a reply prints as those characters and cannot
   raise ``MarkupError``.
 * :func:`text` builds a Rich ``Text`` (which never parses markup) from untrusted text, for tables and
-  styled lines where the label is ours and the value is not.
+  styled lines where the label is ours and the value is not; :func:`styled` joins several, each
+  with its own style, into one line.
 
-HTML output escapes with its template engine's autoescape instead; JSON output is already safe
-because the encoder escapes every control character below U+0020 (C1 controls are escaped here
-before encoding where the text is shown in a terminal).
+* :func:`json_text` (and :func:`dumps`) makes JSON safe for a terminal: the encoder escapes
+  every control character below U+0020 itself; C1 controls, DEL and the bidirectional controls
+  are written as ``\\uXXXX`` escapes too, which decode to the very same string.
+
+HTML output escapes with its template engine's autoescape instead.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +52,18 @@ def escape_control(value: object) -> str:
     return _UNSAFE.sub(_visible, s)
 
 
+def json_text(encoded: str) -> str:
+    """JSON text with every character :func:`escape_control` would escape written as a JSON
+    ``\\uXXXX`` escape: the same JSON value, safe to show in a terminal. (Such characters can
+    only occur inside JSON strings, where the escape means the same character.)"""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded)
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """``json.dumps(value, **kwargs)`` made safe for a terminal with :func:`json_text`."""
+    return json_text(json.dumps(value, **kwargs))
+
+
 def console(*, stderr: bool = False, **kwargs: Any) -> Console:
     """A Rich console for printing untrusted text: no markup, no emoji codes, no highlighting.
 
@@ -65,3 +81,15 @@ def text(value: object, style: str = "") -> Text:
     from rich.text import Text
 
     return Text(escape_control(value), style=style)
+
+
+def styled(*pieces: tuple[object, str] | object) -> Text:
+    """One line built from ``(value, style)`` pairs and plain values, every value escaped: the
+    way to style our own labels next to untrusted values without markup."""
+    from rich.text import Text
+
+    out = Text()
+    for piece in pieces:
+        value, style = piece if isinstance(piece, tuple) else (piece, "")
+        out.append_text(text(value, style))
+    return out

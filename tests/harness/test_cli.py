@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 from harness_util import LOAD_KINDS
 
@@ -18,12 +19,17 @@ def run(*args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
 
-def test_submit_work_approve_and_verify_signed_receipts(tmp_path: Path) -> None:
+def test_submit_work_approve_and_verify_signed_receipts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     key = tmp_path / "receipts.pem"
     signer = Ed25519Signer.generate()
     key.write_bytes(signer.private_pem())
+    key.chmod(0o600)
+    # one setting for every writer: the CLI's submit and approve sign like the worker does
+    monkeypatch.setenv("HOLDFAST_RECEIPT_KEY", str(key))
     (tmp_path / "pub.pem").write_bytes(signer.public_pem())
     spec = {
         "kind": "scripted",
@@ -51,8 +57,6 @@ def test_submit_work_approve_and_verify_signed_receipts(tmp_path: Path) -> None:
         "--exit-when-idle",
         "--poll",
         "0.05",
-        "--sign-key",
-        str(key),
         "--log-level",
         "ERROR",
     ]
@@ -73,7 +77,9 @@ def test_submit_work_approve_and_verify_signed_receipts(tmp_path: Path) -> None:
     assert json.loads(lines[0])["body"]["kind"] == "submitted"
     ok = run("receipts", "verify", tid, "--key", str(tmp_path / "pub.pem"), "--json")
     result = json.loads(ok.output)
-    assert result["ok"] and result["signed"] >= 5
+    assert result["ok"] and result["signed"] == result["count"] >= 5
+    strict = run("receipts", "verify", tid, "--require-signatures", "--json")
+    assert json.loads(strict.output)["ok"]
 
 
 def test_steering_commands(tmp_path: Path) -> None:

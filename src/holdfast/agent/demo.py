@@ -206,33 +206,36 @@ def run_agent_demo(
 
     ``embedder`` is the knowledge-memory embedder (``local``: the bundled sentence-transformers
     model; ``none``: keyword recall only)."""
-    from rich.console import Console
-
     from holdfast.agent.analyze import RLMAnalyzer
     from holdfast.agent.kind import agent_kind
     from holdfast.agent.memory import StoreMemory
     from holdfast.agent.settings import AgentSettings
     from holdfast.config import default_db_path
+    from holdfast.display import console as safe_console
+    from holdfast.display import styled, text
     from holdfast.harness import Harness
     from holdfast.store import SQLiteDB
     from holdfast.testing import FunctionLM
 
-    out = console or Console(highlight=False)
+    out = console or safe_console()  # markup off: the model's words are printed as data
     workdir = make_workspace(Path(tempfile.mkdtemp(prefix="holdfast-demo-")))
     size = sum(p.stat().st_size for p in (workdir / "logs").iterdir())
     if model is None:
         out.print(
-            "[bold]model:[/bold] a SCRIPTED demo model (no real model is called; pass a model to use one)"
+            styled(
+                ("model:", "bold"),
+                " a SCRIPTED demo model (no real model is called; pass a model to use one)",
+            )
         )
         agent_lm: LM = FunctionLM(scripted_agent, model="scripted:demo-agent")
         rlm_root: LM | str = FunctionLM(scripted_rlm_root, model="scripted:demo-rlm-root")
     else:
         from holdfast.agent.kind import default_lm
 
-        out.print(f"[bold]model:[/bold] {model}")
+        out.print(styled(("model:", "bold"), " ", model))
         agent_lm = default_lm(AgentSettings(model=model))
         rlm_root = agent_lm
-    out.print(f"workspace: {workdir} ({size / 1e6:.1f} MB of logs)")
+    out.print(text(f"workspace: {workdir} ({size / 1e6:.1f} MB of logs)"))
     memory_store = _memory_store(out, embedder)
     memory_store.add(
         "Runbook: payment retries are capped at 3 attempts per order.",
@@ -245,9 +248,13 @@ def run_agent_demo(
     def on_event(event: dict[str, Any]) -> None:
         events.append(event)
         if event.get("type") == "turn":
-            roll = "  [bold]roll-over[/bold]" if event.get("rolled_over") else ""
+            roll = "  roll-over" if event.get("rolled_over") else ""
             out.print(
-                f"turn {event['turn']:>3}  session {event['continuation']}  prompt {event['prompt_tokens']:>6,} tok  {', '.join(event['tools'])}{roll}"
+                styled(
+                    f"turn {event['turn']:>3}  session {event['continuation']}  prompt "
+                    f"{event['prompt_tokens']:>6,} tok  {', '.join(map(str, event['tools']))}",
+                    (roll, "bold"),
+                )
             )
 
     kind = agent_kind(
@@ -287,13 +294,17 @@ def run_agent_demo(
             },
             by="demo",
         )
-        out.print(f"task {task.id} submitted")
+        out.print(text(f"task {task.id} submitted"))
         h.run_until_idle()
         row = h.get(task.id)
         while row.status == "waiting_approval" and row.waiting:
             step = str(row.waiting.get("step"))
             out.print(
-                f"[bold]approval requested[/bold] for step {step} ({row.waiting.get('tool')}); the demo grants it as 'demo-operator'"
+                styled(
+                    ("approval requested", "bold"),
+                    f" for step {step} ({row.waiting.get('tool')}); the demo grants it as "
+                    "'demo-operator'",
+                )
             )
             h.approve(task.id, step, by="demo-operator")
             h.run_until_idle()
@@ -305,18 +316,21 @@ def run_agent_demo(
     findings = (result.get("working_set") or {}).get("findings") or []
     trace_id = findings[0].get("trace_id") if findings else None
     rollovers = sum(1 for e in events if e.get("rolled_over"))
-    out.print(f"\n[bold]{row.status}[/bold]: {result.get('result', row.error)}")
+    out.print(styled("\n", (row.status, "bold"), f": {result.get('result', row.error)}"))
     out.print(
-        f"{result.get('turns')} turns, {rollovers} roll-overs under one virtual session {result.get('vsession')}; receipts verify: {verified.ok} ({verified.count} receipts)"
+        text(
+            f"{result.get('turns')} turns, {rollovers} roll-overs under one virtual session "
+            f"{result.get('vsession')}; receipts verify: {verified.ok} ({verified.count} receipts)"
+        )
     )
     if (workdir / "REPORT.md").exists():
-        out.print((workdir / "REPORT.md").read_text())
-    out.print("Inspect it:")
-    out.print(f"  holdfast receipts verify {task.id}")
-    out.print(f"  holdfast task working-set {task.id}")
+        out.print(text((workdir / "REPORT.md").read_text()))
+    out.print(text("Inspect it:"))
+    out.print(text(f"  holdfast receipts verify {task.id}"))
+    out.print(text(f"  holdfast task working-set {task.id}"))
     if trace_id:
-        out.print(f"  holdfast rlm trace {trace_id}")
-    out.print(f"  holdfast memory search 'failed payments' --namespace {NAMESPACE}")
+        out.print(text(f"  holdfast rlm trace {trace_id}"))
+    out.print(text(f"  holdfast memory search 'failed payments' --namespace {NAMESPACE}"))
     return {
         "task": task.id,
         "status": row.status,
@@ -332,6 +346,7 @@ def run_agent_demo(
 
 def _memory_store(out: Any, embedder: str) -> Any:
     """Knowledge memory with the given embedder, or keyword-only if it cannot load."""
+    from holdfast.display import escape_control
     from holdfast.errors import HoldfastError
     from holdfast.memory import MemoryConfig, MemoryStore
 
@@ -340,5 +355,9 @@ def _memory_store(out: Any, embedder: str) -> Any:
         store.embedder.embed(["warm up"])
         return store
     except (HoldfastError, ImportError, OSError) as exc:
-        out.print(f"memory: the local embedding model is unavailable ({exc}); keyword recall only")
+        out.print(
+            escape_control(
+                f"memory: the local embedding model is unavailable ({exc}); keyword recall only"
+            )
+        )
         return MemoryStore(MemoryConfig(embedder="none"))

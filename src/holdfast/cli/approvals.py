@@ -6,7 +6,8 @@ import getpass
 
 import click
 
-from holdfast.cli.task import db_option, echo_json, json_option, open_harness
+from holdfast.cli.options import POSITIVE
+from holdfast.cli.task import db_option, echo, echo_json, json_option, open_harness
 
 
 def _decide(
@@ -20,7 +21,7 @@ def _decide(
         echo_json(row.__dict__)
     else:
         verb = "approved" if decision == "approve" else "denied"
-        click.echo(f"{verb} step {step} of {task_id} (by {who}, valid {ttl:.0f}s, single use)")
+        echo(f"{verb} step {step} of {task_id} (by {who}, valid {ttl:g}s, single use)")
 
 
 @click.command()
@@ -28,7 +29,7 @@ def _decide(
 @click.argument("step")
 @click.option("--by", default=None, help="Who decides (default: the current user).")
 @click.option(
-    "--ttl", type=float, default=3600.0, show_default=True, help="Seconds it stays valid."
+    "--ttl", type=POSITIVE, default=3600.0, show_default=True, help="Seconds it stays valid."
 )
 @db_option
 @json_option
@@ -44,7 +45,7 @@ def approve(
 @click.argument("step")
 @click.option("--by", default=None, help="Who decides (default: the current user).")
 @click.option(
-    "--ttl", type=float, default=3600.0, show_default=True, help="Seconds it stays valid."
+    "--ttl", type=POSITIVE, default=3600.0, show_default=True, help="Seconds it stays valid."
 )
 @db_option
 @json_option

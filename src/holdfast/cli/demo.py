@@ -12,9 +12,10 @@ import os
 from typing import Any
 
 import click
-from rich.console import Console
 
 from holdfast.config import default_db_path, default_model, holdfast_home
+from holdfast.display import console as safe_console
+from holdfast.display import styled, text
 
 PARTS = ("all", "lm", "rlm", "agent")
 
@@ -35,10 +36,11 @@ def demo(model: str | None, part: str, as_json: bool) -> None:
 
     Exits 1 when the RLM job or the agent task does not succeed (a real model may fail it)."""
     model = default_model(model)
-    console = Console(highlight=False)
+    # markup off: replies, answers and reports come from a model and are printed as data
+    console = safe_console()
     home = holdfast_home()
-    console.rule("[bold]Holdfast demo")
-    console.print(f"Holdfast home: {home}  (set HOLDFAST_HOME to use another)")
+    console.rule(text("Holdfast demo", "bold"))
+    console.print(text(f"Holdfast home: {home}  (set HOLDFAST_HOME to use another)"))
     summary: dict[str, Any] = {"home": str(home), "model": model or "scripted"}
     if part in ("all", "lm"):
         console.rule("model access: one call over real HTTP, recorded in the call log")
@@ -71,7 +73,7 @@ def demo(model: str | None, part: str, as_json: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _lm_part(console: Console, model: str | None) -> dict[str, Any]:
+def _lm_part(console: Any, model: str | None) -> dict[str, Any]:
     from holdfast.lm import get_lm
     from holdfast.lm.calllog import CallLog
     from holdfast.store import SQLiteDB
@@ -88,7 +90,7 @@ def _lm_part(console: Console, model: str | None) -> dict[str, Any]:
             default_reply="Hello from a SCRIPTED local server: no real model was called.",
             latency=0.05,
         ) as server:
-            console.print(f"scripted OpenAI-compatible server at {server.base_url} (offline)")
+            console.print(text(f"scripted OpenAI-compatible server at {server.base_url} (offline)"))
             with get_lm(
                 "openai:demo-scripted", base_url=server.base_url, api_key="offline", call_log=log
             ) as lm:
@@ -97,10 +99,14 @@ def _lm_part(console: Console, model: str | None) -> dict[str, Any]:
         with get_lm(model, call_log=log) as lm:
             completion = lm.complete(messages)
     usage = completion.usage
-    console.print(f"[bold]reply:[/bold] {completion.text}")
+    console.print(styled(("reply:", "bold"), " ", completion.text))
     console.print(
-        f"usage: {usage.input_tokens} in / {usage.output_tokens} out tokens, "
-        f"{usage.latency_s * 1000:.0f} ms, ${usage.cost_usd:.6f}"
+        text(
+            f"usage: {usage.input_tokens} in / {usage.output_tokens} out tokens, "
+            f"{usage.latency_s * 1000:.0f} ms, ${usage.cost_usd:.6f}"
+        )
     )
-    console.print("the exact prompt and reply are in the call log: holdfast lm log --show-prompt")
+    console.print(
+        text("the exact prompt and reply are in the call log: holdfast lm log --show-prompt")
+    )
     return {"text": completion.text, "call_id": completion.call_id}

@@ -16,8 +16,9 @@ from typing import Any
 
 import click
 
+from holdfast.cli.options import FINITE, POSITIVE
 from holdfast.config import default_db_path, default_model
-from holdfast.display import escape_control
+from holdfast.display import dumps, escape_control
 from holdfast.errors import UserError
 from holdfast.lm import (
     PROVIDERS,
@@ -73,7 +74,7 @@ def _connection_options(fn: Any) -> Any:
             "--api-key", help="API key (default: the provider's env var, e.g. OPENAI_API_KEY)."
         ),
         click.option(
-            "--timeout", type=float, default=60.0, show_default=True, help="Seconds per attempt."
+            "--timeout", type=POSITIVE, default=60.0, show_default=True, help="Seconds per attempt."
         ),
         click.option("--retries", type=int, default=3, show_default=True, help="Attempts in all."),
         click.option(
@@ -118,7 +119,7 @@ def ping(
         client.close()
     if as_json:
         click.echo(
-            json.dumps(
+            dumps(
                 {
                     "ok": True,
                     "model": client.model,
@@ -128,7 +129,8 @@ def ping(
             )
         )
     else:
-        click.echo(f"ok  {client.model}  {elapsed * 1000:.0f} ms  reply: {out.text.strip()[:80]!r}")
+        reply = out.text.strip()[:80]
+        click.echo(escape_control(f"ok  {client.model}  {elapsed * 1000:.0f} ms  reply: {reply!r}"))
 
 
 @lm.command()
@@ -136,7 +138,7 @@ def ping(
 @_connection_options
 @click.option("--system", "-s", help="A system message to send before the prompt.")
 @click.option("--max-tokens", type=int, help="Cap on output tokens.")
-@click.option("--temperature", type=float, help="Sampling temperature.")
+@click.option("--temperature", type=FINITE, help="Sampling temperature.")
 @click.option("--stop", multiple=True, help="A stop sequence (repeatable).")
 @click.option(
     "--schema",
@@ -201,11 +203,11 @@ def call(
         options["tool_choice"] = _tool_choice(tool_choice, options.get("tools"))
     client = _build(model, base_url, api_key, not no_log, timeout, retries, direct_http)
     if show_prompt and not as_json:
-        click.echo(f"--- messages sent to {client.model} ---", err=True)
-        click.echo(escape_control(json.dumps(messages, indent=2, ensure_ascii=False)), err=True)
+        click.echo(escape_control(f"--- messages sent to {client.model} ---"), err=True)
+        click.echo(dumps(messages, indent=2, ensure_ascii=False), err=True)
         if options.get("tools"):
             click.echo("--- tools ---", err=True)
-            click.echo(escape_control(json.dumps(options["tools"], indent=2)), err=True)
+            click.echo(dumps(options["tools"], indent=2), err=True)
         click.echo("---", err=True)
     try:
         if stream:
@@ -220,17 +222,19 @@ def call(
             data["messages"] = messages
         if stream:
             data = {"type": "done", "completion": data}
-        click.echo(json.dumps(data, ensure_ascii=False))
+        click.echo(dumps(data, ensure_ascii=False))
         return
     if not stream:
         click.echo(escape_control(out.text))
     for tc in out.tool_calls:
-        click.echo(f"[tool call] {escape_control(tc.name)}({escape_control(tc.arguments)})")
+        click.echo(escape_control(f"[tool call] {tc.name}({tc.arguments})"))
     u = out.usage
     click.echo(
-        f"[{out.model} · {u.input_tokens} in / {u.output_tokens} out · "
-        f"{u.latency_s * 1000:.0f} ms · ${u.cost_usd:.6f}{'' if u.priced else ' (unpriced)'} · "
-        f"finish: {escape_control(out.finish_reason)}]",
+        escape_control(
+            f"[{out.model} · {u.input_tokens} in / {u.output_tokens} out · "
+            f"{u.latency_s * 1000:.0f} ms · ${u.cost_usd:.6f}{'' if u.priced else ' (unpriced)'} · "
+            f"finish: {out.finish_reason}]"
+        ),
         err=True,
     )
 
@@ -341,37 +345,42 @@ def log(
             data = rec.to_dict()
             if not show_prompt:
                 data.pop("messages")
-            click.echo(json.dumps(data, ensure_ascii=False, default=str))
+            click.echo(dumps(data, ensure_ascii=False, default=str))
         return
     if not records:
-        click.echo(f"no calls recorded in {store.db.path}", err=True)
+        click.echo(escape_control(f"no calls recorded in {store.db.path}"), err=True)
         return
     for rec in records:
         _print_record(rec, show_prompt)
+
+
+def echo(line: str) -> None:
+    """Print a line quoting prompts, replies or errors: model and user text, shown as data."""
+    click.echo(escape_control(line))
 
 
 def _print_record(rec: CallRecord, show_prompt: bool) -> None:
     when = datetime.fromtimestamp(rec.started_at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
     u = rec.usage
     status = "ok" if rec.ok else f"ERROR {rec.error.get('code') if rec.error else ''}"
-    click.echo(
+    echo(
         f"{when}Z  {rec.call_id}  {rec.model}  {status}  {u.input_tokens}/{u.output_tokens} tok  "
         f"{rec.latency_s * 1000:.0f} ms  ${u.cost_usd:.6f}  attempts={rec.attempts}"
     )
     if show_prompt:
         if rec.params:
-            click.echo("  params: " + json.dumps(rec.params, ensure_ascii=False, default=str))
+            echo("  params: " + json.dumps(rec.params, ensure_ascii=False, default=str))
         for msg in rec.messages:
             content = msg.get("content")
             text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-            click.echo(f"  [{msg.get('role')}] {text}")
+            echo(f"  [{msg.get('role')}] {text}")
             for tc in msg.get("tool_calls") or ():
-                click.echo(f"    tool_call: {json.dumps(tc, ensure_ascii=False)}")
+                echo(f"    tool_call: {json.dumps(tc, ensure_ascii=False)}")
     if rec.completion is not None:
         reply = rec.completion.text if show_prompt else rec.completion.text[:120].replace("\n", " ")
-        click.echo(f"  -> {reply}")
+        echo(f"  -> {reply}")
     elif rec.error:
-        click.echo(f"  -> {rec.error.get('message')}")
+        echo(f"  -> {rec.error.get('message')}")
 
 
 @lm.command()
@@ -389,8 +398,8 @@ def providers(as_json: bool) -> None:
         for s in sorted(PROVIDERS.values(), key=lambda s: s.name)
     ]
     if as_json:
-        click.echo(json.dumps(rows))
+        click.echo(dumps(rows))
         return
     for r in rows:
         key = r["key_env"] if r["needs_key"] else f"{r['key_env']} (optional)"
-        click.echo(f"{r['provider']:<11} {r['base_url']:<40} {key}")
+        click.echo(escape_control(f"{r['provider']:<11} {r['base_url']:<40} {key}"))

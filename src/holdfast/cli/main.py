@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from holdfast import __version__
+from holdfast.display import escape_control
 from holdfast.errors import HoldfastError, UserError
 
 # command name -> "module:attribute" of a click command or group
@@ -79,14 +80,19 @@ def main(argv: list[str] | None = None) -> Any:
     except click.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # one line: what was wrong and where help is (arguments are echoed, so escaped)
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(escape_control(f"error: {exc.format_message()}{hint}"), err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(escape_control(f"error: {exc.format_message()}"), err=True)
         sys.exit(exc.exit_code)
     except UserError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        click.echo(escape_control(f"error: {exc.message}"), err=True)
         sys.exit(2)
     except HoldfastError as exc:
-        click.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        click.echo(escape_control(f"error [{exc.code}]: {exc.message}"), err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from holdfast.display import escape_control
+from holdfast.display import dumps, escape_control
 from holdfast.errors import InvalidInput
 
 
@@ -40,10 +40,8 @@ def _store(ctx: click.Context) -> Any:
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    else:
-        click.echo(escape_control(text))
+    # memory items are user, model and document text: shown as data, never acted on
+    click.echo(dumps(data, indent=2, ensure_ascii=False) if as_json else escape_control(text))
 
 
 def _decode(raw: bytes, where: str) -> str:
@@ -360,11 +358,12 @@ def stats(ctx: click.Context, namespace: str, as_json: bool) -> None:
 @click.pass_context
 def export_cmd(ctx: click.Context, namespace: str, output: str | None) -> None:
     """Write every item of the namespace as JSON lines."""
-    lines = "".join(json.dumps(r) + "\n" for r in _store(ctx).export(namespace))
+    records = list(_store(ctx).export(namespace))
     if output:
-        Path(output).write_text(lines, "utf-8")
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        Path(output).write_text(text, "utf-8")
     else:
-        click.echo(lines, nl=False)
+        click.echo("".join(dumps(r, ensure_ascii=False) + "\n" for r in records), nl=False)
 
 
 @memory.command(name="import")

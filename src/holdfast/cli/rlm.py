@@ -21,6 +21,8 @@ from holdfast.cli.model_options import (
     parse_assignments,
     parse_prices,
 )
+from holdfast.cli.options import FINITE
+from holdfast.display import dumps, escape_control
 from holdfast.errors import Cancelled, UserError
 
 EXIT_BUDGET = 3
@@ -170,8 +172,8 @@ def rlm() -> None:
 @click.option("--signature", help="Typed outputs, e.g. '-> answer: str, confidence: float'.")
 @click.option("--max-iterations", type=int, default=30, show_default=True)
 @click.option("--max-depth", type=int, default=1, show_default=True)
-@click.option("--max-wall", type=float, default=900.0, show_default=True, help="Seconds.")
-@click.option("--max-usd", type=float, help="Dollar budget (from the price table).")
+@click.option("--max-wall", type=FINITE, default=900.0, show_default=True, help="Seconds.")
+@click.option("--max-usd", type=FINITE, help="Dollar budget (from the price table).")
 @click.option("--max-sub-calls", type=int, default=2000, show_default=True)
 @click.option(
     "--max-tokens", type=int, help="Token budget of the job, root and sub-calls together."
@@ -280,10 +282,10 @@ def ask(
     if show_prompt:
         messages = engine.describe_prompt(question, **named)
         if as_json:
-            click.echo(json.dumps(messages, indent=2, ensure_ascii=False))
+            click.echo(dumps(messages, indent=2, ensure_ascii=False))
         else:
             for m in messages:
-                click.echo(f"--- {m['role']} ---\n{m['content']}")
+                click.echo(escape_control(f"--- {m['role']} ---\n{m['content']}"))
         return
     progress = _Progress(enabled=not quiet and not as_json and sys.stderr.isatty())
     engine.on_event = progress
@@ -292,10 +294,10 @@ def ask(
         with progress, stop:
             result = engine.run(question, cancel=stop, **named)
     except Cancelled as exc:
-        click.echo(f"cancelled: {exc.message}", err=True)
+        click.echo(escape_control(f"cancelled: {exc.message}"), err=True)
         sys.exit(stop.exit_code)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
+        click.echo(dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
     else:
         _print_result(result)
     if result.status == "budget_exceeded":
@@ -303,24 +305,29 @@ def ask(
 
 
 def _print_result(result: Any) -> None:
-    from rich.console import Console
+    from holdfast.display import console as safe_console
+    from holdfast.display import text
 
-    console = Console()
+    # the answer and the error are the model's words: printed as data, never as markup
+    console = safe_console(soft_wrap=True)  # answers are printed whole, never re-wrapped
     if result.status != "ok":
         err = result.error or {}
-        console.print(f"[yellow]stopped: {err.get('message', result.status)}[/]")
-        console.print("partial answer:", result.answer)
+        console.print(text(f"stopped: {err.get('message', result.status)}", "yellow"))
+        console.print(text(f"partial answer: {result.answer}"))
     elif len(result.outputs) == 1:
-        console.print(result.answer)
+        console.print(text(result.answer))
     else:
-        console.print_json(json.dumps(result.outputs, ensure_ascii=False))
+        console.print(text(json.dumps(result.outputs, indent=2, ensure_ascii=False, default=str)))
     u = result.usage
     console.print(
-        f"[dim]{result.mode} · {result.iterations} iterations · {result.sub_calls} sub-calls · "
-        f"root {u.root.total_tokens:,} tok · sub {u.sub.total_tokens:,} tok · ${u.usd:.4f} · "
-        f"{result.elapsed_s:.1f} s[/]"
+        text(
+            f"{result.mode} · {result.iterations} iterations · {result.sub_calls} sub-calls · "
+            f"root {u.root.total_tokens:,} tok · sub {u.sub.total_tokens:,} tok · ${u.usd:.4f} · "
+            f"{result.elapsed_s:.1f} s",
+            "dim",
+        )
     )
-    console.print(f"[dim]trace: holdfast rlm trace {result.trace_id}[/]")
+    console.print(text(f"trace: holdfast rlm trace {result.trace_id}", "dim"))
 
 
 @rlm.command()
@@ -337,7 +344,7 @@ def trace(trace_id: str | None, as_json: bool, full: bool, limit: int) -> None:
         runs = store.recent_runs(limit)
         if as_json:
             for r in runs:
-                click.echo(json.dumps(r.to_dict(), default=str))
+                click.echo(dumps(r.to_dict(), default=str))
         else:
             list_runs(runs)
         return
@@ -374,13 +381,15 @@ def replay(trace_id: str, inputs: tuple[str, ...], isolation: str, as_json: bool
         sandbox=SandboxPolicy(isolation=isolation),  # type: ignore[arg-type]
     )
     if as_json:
-        click.echo(json.dumps(outcome.to_dict(), indent=2, default=str))
+        click.echo(dumps(outcome.to_dict(), indent=2, default=str))
     else:
         _print_result(outcome.result)
         same = "yes" if outcome.same_answer else "NO"
         click.echo(
-            f"replay of {outcome.original_trace_id}: same answer: {same}; "
-            f"{outcome.replies_used} of {outcome.replies_recorded} recorded replies used"
+            escape_control(
+                f"replay of {outcome.original_trace_id}: same answer: {same}; "
+                f"{outcome.replies_used} of {outcome.replies_recorded} recorded replies used"
+            )
         )
     if not outcome.same_answer:
         sys.exit(1)

@@ -9,14 +9,15 @@ approval, or paused), 2 bad input.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from holdfast.cli.model_options import check_seconds, model_call_options, parse_prices
+from holdfast.cli.options import FINITE
 from holdfast.cli.task import db_option, json_option, open_harness, read_json_arg
+from holdfast.display import dumps, escape_control
 from holdfast.errors import InvalidInput, UserError
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     "--context-window", type=int, default=None, help="The model's context window in tokens."
 )
 @click.option(
-    "--threshold", type=float, default=None, help="Roll over at this fraction of the window (0.7)."
+    "--threshold", type=FINITE, default=None, help="Roll over at this fraction of the window (0.7)."
 )
 @click.option(
     "--max-turns", type=int, default=None, help="Fail the task after this many turns (500)."
@@ -141,9 +142,7 @@ def run(
         if detach:
             _print(as_json, {"task": task.id, "status": task.status}, f"queued task {task.id}")
             return
-        view.console.print(
-            f"task {task.id}: running with {name} (Ctrl-C stops; the task resumes later)"
-        )
+        view.say(f"task {task.id}: running with {name} (Ctrl-C stops; the task resumes later)")
         h.run_until_idle()
         row = h.get(task.id)
     finally:
@@ -156,7 +155,7 @@ def run(
         "usage": row.usage,
     }
     if as_json:
-        click.echo(json.dumps(out, indent=2, default=str))
+        click.echo(dumps(out, indent=2, default=str))
     else:
         _report(view, row)
     if row.status in ("waiting_approval", "paused", "queued"):
@@ -169,28 +168,32 @@ class LiveView:
     """One line per turn: turn, physical session, prompt and output tokens, cost, roll-overs."""
 
     def __init__(self, *, quiet: bool = False) -> None:
-        from rich.console import Console
+        from holdfast.display import console
 
-        self.console = Console(stderr=True, quiet=quiet, highlight=False)
+        # markup off: tool names, results and errors come from the model
+        self.console = console(stderr=True, quiet=quiet, soft_wrap=True)
         self.cost = 0.0
         self.rollovers = 0
+
+    def say(self, line: object, style: str = "") -> None:
+        from holdfast.display import text
+
+        self.console.print(text(line, style))
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("type") == "turn":
             self.cost += float(event.get("cost_usd") or 0.0)
             if event.get("rolled_over"):
                 self.rollovers += 1
-                self.console.print(
-                    f"[bold]roll-over[/bold] -> {event['vsession']}:cont-{event['continuation']}"
-                )
-            tools = ", ".join(event.get("tools") or []) or "(no tool)"
-            self.console.print(
+                self.say(f"roll-over -> {event['vsession']}:cont-{event['continuation']}", "bold")
+            tools = ", ".join(str(t) for t in event.get("tools") or []) or "(no tool)"
+            self.say(
                 f"turn {event['turn']:>4}  session {event['continuation']:>2}  "
                 f"prompt {event['prompt_tokens']:>7,} tok  out {event['output_tokens']:>5,}  "
                 f"${self.cost:.4f}  roll-overs {self.rollovers}  {tools}"
             )
         elif event.get("type") == "finished":
-            self.console.print(
+            self.say(
                 f"finished after {event['turn']} turns in {event['continuation'] + 1} sessions"
             )
 
@@ -198,22 +201,23 @@ class LiveView:
 def _report(view: LiveView, row: Any) -> None:
     c = view.console
     c.quiet = False
-    c.print(f"task {row.id}: {row.status}")
+    say = view.say
+    say(f"task {row.id}: {row.status}")
     if row.status == "succeeded" and isinstance(row.result, dict):
-        c.print(str(row.result.get("result", "")))
-        c.print(
+        say(str(row.result.get("result", "")))
+        say(
             f"virtual session {row.result.get('vsession')}: {row.result.get('turns')} turns, "
             f"{row.result.get('continuations')} physical sessions"
         )
     elif row.error:
-        c.print(f"error [{row.error.get('code')}]: {row.error.get('message')}")
+        say(f"error [{row.error.get('code')}]: {row.error.get('message')}")
     if row.status == "waiting_approval":
-        c.print(f"waiting for approval: holdfast task show {row.id}")
-    c.print(f"inspect: holdfast task working-set {row.id} | holdfast receipts verify {row.id}")
+        say(f"waiting for approval: holdfast task show {row.id}")
+    say(f"inspect: holdfast task working-set {row.id} | holdfast receipts verify {row.id}")
 
 
 def _print(as_json: bool, data: dict[str, Any], text: str) -> None:
-    click.echo(json.dumps(data) if as_json else text)
+    click.echo(dumps(data) if as_json else escape_control(text))
 
 
 @click.command(name="working-set")
@@ -262,7 +266,7 @@ def _show_working_set(
         raise InvalidInput(f"no virtual session for task {task_or_vsession!r} in {store.where}")
     vs = VirtualSession(store, vid)
     if show_prompt:
-        click.echo(json.dumps(vs.build_prompt(), indent=2, ensure_ascii=False))
+        click.echo(dumps(vs.build_prompt(), indent=2, ensure_ascii=False))
         return
     rows = store.turns(vid)
     phys = store.physical(vid)
@@ -285,9 +289,10 @@ def _show_working_set(
         out: dict[str, Any] = {**summary, "working_set": vs.working_set.to_dict()}
         if turns:
             out["turn_log"] = rows
-        click.echo(json.dumps(out, indent=2))
+        click.echo(dumps(out, indent=2))
         return
-    click.echo(render_working_set(vs.working_set, 10**9, header=f"## Working set of {vid}").text)
+    shown = render_working_set(vs.working_set, 10**9, header=f"## Working set of {vid}").text
+    click.echo(escape_control(shown))
     click.echo(
         f"\n{summary['turns']} turns in {len(phys)} physical sessions; prompt tokens "
         f"{summary['input_tokens']:,} total, {summary['peak_prompt_tokens']:,} peak; "
@@ -295,7 +300,9 @@ def _show_working_set(
     )
     for p in phys:
         click.echo(
-            f"  {vid}:cont-{p.cont} from turn {p.start_turn + 1}: {p.end_reason or 'current'}"
+            escape_control(
+                f"  {vid}:cont-{p.cont} from turn {p.start_turn + 1}: {p.end_reason or 'current'}"
+            )
         )
     if turns:
         for r in rows:

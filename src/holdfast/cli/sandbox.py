@@ -11,12 +11,13 @@ isolation levels, seccomp and cgroups this machine offers; it exits 1 when the d
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from typing import Any
 
 import click
 
+from holdfast.cli.options import POSITIVE
+from holdfast.display import dumps, escape_control
 from holdfast.errors import InvalidInput
 
 
@@ -33,22 +34,23 @@ def check(as_json: bool) -> None:
 
     report = diagnose()
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(dumps(report.to_dict(), indent=2))
     else:
-        from rich.console import Console
         from rich.table import Table
+
+        from holdfast.display import console, text
 
         table = Table(title="holdfast sandbox check")
         table.add_column("feature")
         table.add_column("status")
         table.add_column("detail", overflow="fold")
         for cap in report.capabilities:
-            status = "[green]ok[/green]" if cap.ok else "[red]missing[/red]"
-            table.add_row(cap.name, status, cap.detail)
-        console = Console()
-        console.print(table)
+            status = text("ok", "green") if cap.ok else text("missing", "red")
+            table.add_row(text(cap.name), status, text(cap.detail))
+        out = console()
+        out.print(table)
         level = "available" if report.namespace_ok else "UNAVAILABLE"
-        console.print(f"default isolation level 'namespace': {level}")
+        out.print(text(f"default isolation level 'namespace': {level}"))
     if not report.namespace_ok:
         sys.exit(1)
 
@@ -81,7 +83,7 @@ async def _run_cell(code: str, policy: Any, loads: list[tuple[str, str]], timeou
     show_default=True,
     help="'process' is a plain subprocess and not a security boundary.",
 )
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Wall clock, s.")
+@click.option("--timeout", type=POSITIVE, default=60.0, show_default=True, help="Wall clock, s.")
 @click.option("--memory-mb", type=int, default=2048, show_default=True)
 @click.option("--load", "loads", multiple=True, metavar="NAME=PATH", help="Load a file as text.")
 @click.option("--json", "as_json", is_flag=True, help="Print the cell result as JSON.")
@@ -100,17 +102,19 @@ def run(
     )
     result = asyncio.run(_run_cell(code, policy, _parse_loads(loads), timeout))
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(dumps(result.to_dict(), indent=2))
     else:
+        # what the box printed is shown, never obeyed: its control sequences are escaped
         if result.stdout:
-            click.echo(result.stdout, nl=False)
+            click.echo(escape_control(result.stdout), nl=False)
         if result.value_repr is not None:
-            click.echo(result.value_repr)
+            click.echo(escape_control(result.value_repr))
         if result.stderr:
-            click.echo(result.stderr, nl=False, err=True)
+            click.echo(escape_control(result.stderr), nl=False, err=True)
         if result.error is not None:
-            click.echo(result.error.traceback or result.error.message, err=True, nl=False)
-            if not result.error.traceback:
+            shown = result.error.traceback or result.error.message
+            click.echo(escape_control(shown), err=True, nl=False)
+            if not shown.endswith("\n"):
                 click.echo("", err=True)
     if result.timed_out or result.fatal or (result.error and result.error.type == "SandboxDied"):
         sys.exit(3)

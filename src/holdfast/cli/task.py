@@ -15,6 +15,8 @@ from typing import Any, ClassVar, TypeVar
 
 import click
 
+from holdfast.cli.options import FINITE
+from holdfast.display import dumps, escape_control
 from holdfast.errors import InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,11 +37,16 @@ def json_option(fn: F) -> F:
 
 
 def open_harness(database_url: str | None, load: tuple[str, ...] = (), signer: Any = None) -> Any:
-    """The Harness for a command (imported lazily so ``holdfast --help`` stays fast)."""
+    """The Harness for a command (imported lazily so ``holdfast --help`` stays fast); its
+    receipts are signed with ``signer``, by default the configured key, like every writer's."""
     from holdfast.config import database_url as env_url
-    from holdfast.harness import Harness, default_registry
+    from holdfast.harness import CONFIGURED_KEY, Harness, default_registry
 
-    return Harness.open(env_url(database_url), signer=signer, registry=default_registry(load))
+    return Harness.open(
+        env_url(database_url),
+        signer=CONFIGURED_KEY if signer is None else signer,
+        registry=default_registry(load),
+    )
 
 
 def read_json_arg(value: str, what: str) -> Any:
@@ -59,8 +66,26 @@ def read_json_arg(value: str, what: str) -> Any:
         raise InvalidInput(f"{what} is not valid JSON: {exc}") from exc
 
 
-def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+def echo_json(value: Any, *, indent: int | None = 2) -> None:
+    """Print JSON (control characters escaped, so stored text cannot act on the terminal)."""
+    click.echo(dumps(value, indent=indent, sort_keys=True, default=str, ensure_ascii=False))
+
+
+def echo(text: object, *, err: bool = False) -> None:
+    """Print a line that may quote stored, model- or user-written text."""
+    click.echo(escape_control(text), err=err)
+
+
+def receipt_fields(row: Any) -> dict[str, Any]:
+    """A receipt's body for display; one that is not a JSON object shows as what it is instead
+    of failing the command (``receipts verify`` names it)."""
+    try:
+        data = json.loads(row.body)
+    except (TypeError, ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        return {"seq": row.seq, "kind": "(unreadable receipt)", "payload": {}, "ts": 0}
+    return data
 
 
 def _age(ts: float | None) -> str:
@@ -107,8 +132,8 @@ def task() -> None:
 @click.option("--max-attempts", type=int, default=None)
 @click.option("--budget-steps", type=int, default=None)
 @click.option("--budget-tokens", type=int, default=None)
-@click.option("--budget-usd", type=float, default=None)
-@click.option("--budget-wall", type=float, default=None, help="Seconds of running time.")
+@click.option("--budget-usd", type=FINITE, default=None)
+@click.option("--budget-wall", type=FINITE, default=None, help="Seconds of running time.")
 @click.option("--idempotency-key", default=None, help="A repeat with the same key is a no-op.")
 @click.option("--load", multiple=True, metavar="MODULE:ATTR", help="Register a task kind.")
 @db_option
@@ -169,7 +194,7 @@ def submit(
     if as_json:
         echo_json(row.to_dict())
     else:
-        click.echo(row.id)
+        echo(row.id)
 
 
 @task.command("list")
@@ -192,8 +217,8 @@ def list_(
         echo_json([r.to_dict() for r in rows])
         return
     for r in rows:
-        goal = (r.spec.get("goal") or "")[:50]
-        click.echo(
+        goal = str(r.spec.get("goal") or "")[:50]
+        echo(
             f"{r.id}  {r.status:<16} {r.kind:<10} {r.queue:<10} "
             f"attempts={r.attempts} updated={_age(r.updated_at)}  {goal}"
         )
@@ -213,23 +238,23 @@ def show(task_id: str, database_url: str | None, as_json: bool) -> None:
         out["steps"] = [s.__dict__ for s in steps]
         echo_json(out)
         return
-    click.echo(f"task      {row.id}  ({row.kind}, queue {row.queue})")
-    click.echo(f"status    {row.status}   attempts {row.attempts}/{row.max_attempts}")
+    echo(f"task      {row.id}  ({row.kind}, queue {row.queue})")
+    echo(f"status    {row.status}   attempts {row.attempts}/{row.max_attempts}")
     if row.spec.get("goal"):
-        click.echo(f"goal      {row.spec['goal']}")
+        echo(f"goal      {row.spec['goal']}")
     if row.lease_owner:
         left = (row.lease_expires or 0) - time.time()
-        click.echo(f"lease     {row.lease_owner} (expires in {left:.0f}s)")
-    click.echo(f"usage     {json.dumps(row.usage, sort_keys=True)}")
+        echo(f"lease     {row.lease_owner} (expires in {left:.0f}s)")
+    echo(f"usage     {json.dumps(row.usage, sort_keys=True)}")
     if row.waiting:
-        click.echo(f"waiting   {row.waiting.get('message')}")
+        echo(f"waiting   {row.waiting.get('message')}")
     if row.error:
-        click.echo(f"error     [{row.error.get('code')}] {row.error.get('message')}")
+        echo(f"error     [{row.error.get('code')}] {row.error.get('message')}")
     if row.result is not None:
-        click.echo(f"result    {json.dumps(row.result, sort_keys=True)[:500]}")
-    click.echo(f"receipts  {row.head_seq} (head {row.head_hash[:16]})")
+        echo(f"result    {json.dumps(row.result, sort_keys=True, ensure_ascii=False)[:500]}")
+    echo(f"receipts  {row.head_seq} (head {row.head_hash[:16]})")
     for s in steps:
-        click.echo(f"  step {s.name:<32} {s.tool:<22} {s.status}")
+        echo(f"  step {s.name:<32} {s.tool:<22} {s.status}")
 
 
 @task.command()
@@ -244,14 +269,19 @@ def logs(task_id: str, follow: bool, database_url: str | None, as_json: bool) ->
         while True:
             for r in h.receipts(task_id, after_seq=after):
                 after = r.seq
-                d = r.data()
+                d = receipt_fields(r)
                 if as_json:
-                    click.echo(json.dumps(d, sort_keys=True))
+                    echo_json(d, indent=None)
                     continue
-                stamp = time.strftime("%H:%M:%S", time.localtime(d["ts"]))
+                ts = d.get("ts")
+                stamp = (
+                    time.strftime("%H:%M:%S", time.localtime(ts))
+                    if isinstance(ts, int | float) and abs(ts) < 1e11
+                    else "--:--:--"
+                )
                 step = f" [{d['step']}]" if d.get("step") else ""
-                payload = json.dumps(d["payload"], sort_keys=True)
-                click.echo(f"{d['seq']:>5} {stamp} {d['kind']:<18}{step} {payload[:160]}")
+                payload = json.dumps(d.get("payload"), sort_keys=True, ensure_ascii=False)
+                echo(f"{r.seq:>5} {stamp} {d.get('kind')!s:<18}{step} {payload[:160]}")
             if not follow or h.get(task_id).terminal:
                 return
             time.sleep(0.5)
@@ -264,9 +294,9 @@ def _steer(task_id: str, kind: str, message: str, database_url: str | None, as_j
     if as_json:
         echo_json({"task": task_id, "command": kind, "outcome": outcome, "status": status})
     elif outcome == "applied":
-        click.echo(f"{kind}: applied, task {task_id} is now {status}")
+        echo(f"{kind}: applied, task {task_id} is now {status}")
     else:
-        click.echo(f"{kind}: sent, applied at the task's next step boundary")
+        echo(f"{kind}: sent, applied at the task's next step boundary")
 
 
 @task.command()

@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
+from holdfast.cli.options import NON_NEGATIVE, POSITIVE
 from holdfast.cli.task import db_option, open_harness
+from holdfast.display import escape_control
 
 log = logging.getLogger("holdfast.cli.worker")
 
@@ -16,19 +18,24 @@ log = logging.getLogger("holdfast.cli.worker")
 @click.command()
 @click.option("--concurrency", "-c", type=int, default=1, show_default=True)
 @click.option("--queue", "queues", multiple=True, help="Only these queues (repeatable).")
-@click.option("--lease-ttl", type=float, default=30.0, show_default=True, help="Seconds.")
-@click.option("--heartbeat", type=float, default=None, help="Seconds (default: lease-ttl / 3).")
-@click.option("--poll", type=float, default=0.5, show_default=True, help="Idle poll, seconds.")
+@click.option("--lease-ttl", type=POSITIVE, default=30.0, show_default=True, help="Seconds.")
+@click.option("--heartbeat", type=POSITIVE, default=None, help="Seconds (default: lease-ttl / 3).")
+@click.option("--poll", type=POSITIVE, default=0.5, show_default=True, help="Idle poll, seconds.")
 @click.option("--exit-when-idle", is_flag=True, help="Exit once no task is ready.")
 @click.option("--max-tasks", type=int, default=None, help="Exit after running this many.")
 @click.option(
     "--queue-limit", multiple=True, metavar="QUEUE=N", help="Cap running tasks (* = all)."
 )
 @click.option("--load", multiple=True, metavar="MODULE:ATTR", help="Register a task kind.")
-@click.option("--sign-key", type=click.Path(), default=None, help="Sign receipts with this key.")
+@click.option(
+    "--sign-key",
+    type=click.Path(),
+    default=None,
+    help="Sign receipts with this key (default: HOLDFAST_RECEIPT_KEY, else <home>/receipt.key).",
+)
 @click.option(
     "--wait-for-store",
-    type=float,
+    type=NON_NEGATIVE,
     default=60.0,
     show_default=True,
     help="Seconds to wait for an unreachable store at start-up (0: fail at once).",
@@ -53,16 +60,19 @@ def worker(
     """Run a worker that leases tasks, heartbeats, and runs them."""
     from holdfast.errors import InvalidInput
     from holdfast.harness import WorkerSettings, load_signer
+    from holdfast.harness.signing import require_signing
 
     if concurrency < 1 or lease_ttl <= 0 or poll <= 0:
         raise InvalidInput("--concurrency, --lease-ttl and --poll must be positive")
     if heartbeat is not None and not 0 < heartbeat < lease_ttl:
         raise InvalidInput("--heartbeat must be positive and shorter than --lease-ttl")
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    # log lines quote task errors and store messages: escaped so they cannot act on a terminal
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
     signer = load_signer(sign_key) if sign_key else None
     with _open_waiting(database_url, load, signer, wait_for_store) as h:
+        require_signing(h.signer)  # a public-only key would fail at the first receipt
         for item in queue_limit:
             name, _, n = item.partition("=")
             if not name or not n.isdigit():
@@ -78,9 +88,16 @@ def worker(
             max_tasks=max_tasks,
         )
         w = h.worker(settings)
-        click.echo(f"worker {w.id} on {h.store.url}", err=True)
+        click.echo(escape_control(f"worker {w.id} on {h.store.url}"), err=True)
         n = w.run()
-    click.echo(f"worker {w.id} stopped after {n} task(s)", err=True)
+    click.echo(escape_control(f"worker {w.id} stopped after {n} task(s)"), err=True)
+
+
+class SafeFormatter(logging.Formatter):
+    """A formatter whose output (message and traceback) has its control characters escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_control(super().format(record))
 
 
 def _open_waiting(url: str | None, load: tuple[str, ...], signer: Any, wait_s: float) -> Any:

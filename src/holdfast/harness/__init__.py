@@ -14,21 +14,12 @@ A runner does its work through a :class:`StepContext`::
     task = h.submit({"kind": "pay", "policy": {"rules": [{"tool": "payments.*", "action": "ask"}]}})
 """
 
-from holdfast.harness.api import STEER_KINDS, Harness, open_store
+from holdfast.harness.api import CONFIGURED_KEY, STEER_KINDS, Harness, open_store
 from holdfast.harness.budget import BudgetMeter
 from holdfast.harness.cancel import CancelToken
 from holdfast.harness.context import PermissionDenied, StepContext, StepFailed, TaskInterrupt
 from holdfast.harness.policy import Decision, Policy, Rule
-from holdfast.harness.receipts import (
-    Ed25519Signer,
-    HMACSigner,
-    ReceiptSealer,
-    Signer,
-    VerifyResult,
-    canonical_json,
-    load_signer,
-    verify_chain,
-)
+from holdfast.harness.receipts import ReceiptSealer, canonical_json
 from holdfast.harness.registry import Registry, Runner, TaskKind, ToolSpec, default_registry
 from holdfast.harness.rows import (
     TASK_STATUSES,
@@ -42,14 +33,25 @@ from holdfast.harness.rows import (
     TaskRow,
     TaskStateError,
 )
+from holdfast.harness.signing import (
+    Ed25519Signer,
+    HMACSigner,
+    Signer,
+    configured_signer,
+    generate_key,
+    load_signer,
+)
 from holdfast.harness.spec import Budget, TaskSpec
 from holdfast.harness.store import SQLHarnessStore
+from holdfast.harness.verify import Anchor, VerifyResult, read_anchors, verify_chain, verify_task
 from holdfast.harness.worker import Worker, WorkerSettings
 
 __all__ = [
+    "CONFIGURED_KEY",
     "STEER_KINDS",
     "TASK_STATUSES",
     "TERMINAL_STATUSES",
+    "Anchor",
     "ApprovalRow",
     "Budget",
     "BudgetMeter",
@@ -83,8 +85,12 @@ __all__ = [
     "Worker",
     "WorkerSettings",
     "canonical_json",
+    "configured_signer",
     "default_registry",
+    "generate_key",
     "load_signer",
     "open_store",
+    "read_anchors",
     "verify_chain",
+    "verify_task",
 ]

@@ -7,23 +7,19 @@ CLI and the HTTP server are thin layers over this class.
 
 from __future__ import annotations
 
+import enum
 import hashlib
+import math
 import os
-from collections.abc import Iterator
-from dataclasses import replace
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from holdfast.config import default_db_path
 from holdfast.errors import InvalidInput
 from holdfast.harness.policy import Policy
-from holdfast.harness.receipts import (
-    ReceiptSealer,
-    Signer,
-    VerifyResult,
-    canonical_json,
-    verify_chain,
-)
+from holdfast.harness.receipts import ReceiptSealer, canonical_json
 from holdfast.harness.registry import Registry, default_registry
 from holdfast.harness.rows import (
     ApprovalRow,
@@ -32,26 +28,44 @@ from holdfast.harness.rows import (
     StepRow,
     TaskRow,
 )
+from holdfast.harness.signing import Signer, configured_signer
 from holdfast.harness.spec import TaskSpec
 from holdfast.harness.store import SQLHarnessStore
+from holdfast.harness.verify import Anchor, StepRecord, TaskRecord, VerifyResult, verify_task
 from holdfast.harness.worker import Worker, WorkerSettings
 from holdfast.store import Backend, Clock, open_url
 
 STEER_KINDS = ("message", "stop", "pause", "resume")
 
 
+class _Key(enum.Enum):
+    CONFIGURED = "configured"
+
+
+CONFIGURED_KEY = _Key.CONFIGURED
+"""The default ``signer``: the key :func:`~holdfast.harness.signing.configured_signer` finds
+(``HOLDFAST_RECEIPT_KEY``, else ``<holdfast home>/receipt.key``), or none."""
+
+SignerArg = Signer | None | _Key
+
+
+def resolve_signer(signer: SignerArg) -> Signer | None:
+    return configured_signer() if isinstance(signer, _Key) else signer
+
+
 def open_store(
     url: str | os.PathLike[str] | Backend | None = None,
     *,
-    signer: Signer | None = None,
+    signer: SignerArg = CONFIGURED_KEY,
     clock: Clock | None = None,
 ) -> SQLHarnessStore:
     """The control-plane store at ``url``: PostgreSQL for ``postgres[ql]://``, a SQLite file for a
     path or ``sqlite:///path``, ``<holdfast home>/holdfast.db`` for nothing, or an open backend.
 
+    Receipts are signed with the configured key unless ``signer`` is given (``None``: unsigned).
     ``clock`` replaces the store's clock (tests pass a :class:`holdfast.testing.FakeClock`).
     """
-    sealer = ReceiptSealer(signer)
+    sealer = ReceiptSealer(resolve_signer(signer))
     if isinstance(url, Backend):
         return SQLHarnessStore(url, sealer)
     backend = open_url(url, clock=clock, default=default_db_path)
@@ -74,18 +88,22 @@ class Harness:
     ) -> None:
         self.store = store
         self.registry = registry or default_registry()
-        self.signer = signer
+        sealer_signer = getattr(store.sealer, "signer", None)
+        self.signer = signer if signer is not None else sealer_signer
 
     @classmethod
     def open(
         cls,
         url: str | os.PathLike[str] | Backend | None = None,
         *,
-        signer: Signer | None = None,
+        signer: SignerArg = CONFIGURED_KEY,
         registry: Registry | None = None,
         clock: Clock | None = None,
     ) -> Harness:
-        return cls(open_store(url, signer=signer, clock=clock), registry, signer=signer)
+        """Open the store at ``url``; every receipt this process writes is signed with
+        ``signer``, by default the configured key (see :data:`CONFIGURED_KEY`)."""
+        key = resolve_signer(signer)
+        return cls(open_store(url, signer=key, clock=clock), registry, signer=key)
 
     def close(self) -> None:
         self.store.close()
@@ -188,8 +206,16 @@ class Harness:
         return self._decide(task_id, step, "deny", by, ttl_s)
 
     def _decide(self, task_id: str, step: str, decision: str, by: str, ttl_s: float) -> ApprovalRow:
-        if ttl_s <= 0:
-            raise InvalidInput("an approval's lifetime must be positive")
+        if (
+            isinstance(ttl_s, bool)
+            or not isinstance(ttl_s, int | float)
+            or not math.isfinite(ttl_s)
+            or ttl_s <= 0
+        ):
+            raise InvalidInput(
+                f"an approval's lifetime must be a positive, finite number of seconds, "
+                f"got {ttl_s!r}"
+            )
         return self.store.decide(
             task_id,
             step,
@@ -210,44 +236,41 @@ class Harness:
         return self.store.receipts(task_id, after_seq=after_seq, limit=limit)
 
     def verify(
-        self, task_id: str, *, signer: Signer | None = None, require_signatures: bool = False
+        self,
+        task_id: str,
+        *,
+        signer: SignerArg = CONFIGURED_KEY,
+        require_signatures: bool = False,
+        anchors: Sequence[Anchor] = (),
     ) -> VerifyResult:
-        """Check the task's receipt chain against its checkpointed head (and signatures), and
-        each finished step's stored result (what a resumed task replays) against its receipt."""
-        task = self.store.get(task_id)
-        results: dict[str, tuple[int, str]] = {}
+        """Check the task's receipt chain, its signed head, its row (status, result, error,
+        checkpoint, spec) and its steps against each other and against ``anchors``, all read in
+        one snapshot. ``signer`` defaults to this harness's key; with a key, a missing signature
+        is a broken chain."""
+        key = self.signer if isinstance(signer, _Key) else signer
+        with self.store.chain_snapshot(task_id) as snap:
+            return verify_task(
+                TaskRecord.from_row(snap.task),
+                snap.receipts(),
+                [StepRecord.from_row(s) for s in snap.steps],
+                signer=key,
+                require_signatures=require_signatures,
+                anchors=[a for a in anchors if a.task == task_id],
+            )
 
-        def collect() -> Iterator[ReceiptRow]:
-            for r in self.store.iter_receipts(task_id):
-                if '"kind":"result"' in r.body:
-                    d = r.data()
-                    if d.get("kind") == "result" and d["payload"].get("ok"):
-                        results[str(d["step"])] = (r.seq, str(d["payload"]["result_sha256"]))
-                yield r
-
-        chain = verify_chain(
-            task_id,
-            collect(),
-            head_seq=task.head_seq,
-            head_hash=task.head_hash,
-            head_sig=task.head_sig,
-            signer=signer or self.signer,
-            require_signatures=require_signatures,
-        )
-        if not chain.ok:
-            return chain
-        for step in self.store.list_steps(task_id):
-            if step.status != "done" or step.name not in results:
-                continue
-            seq, digest = results[step.name]
-            if hashlib.sha256(canonical_json(step.result).encode()).hexdigest() != digest:
-                return replace(
-                    chain,
-                    ok=False,
-                    bad_seq=seq,
-                    reason=f"the stored result of step {step.name!r} does not match receipt {seq}",
-                )
-        return chain
+    def export_anchor(
+        self, task_id: str, *, signer: SignerArg = CONFIGURED_KEY
+    ) -> tuple[VerifyResult, Anchor | None]:
+        """Verify the task, then return its head as an :class:`Anchor` to keep outside the
+        database (signed when there is a key); no anchor when the chain does not verify."""
+        key = self.signer if isinstance(signer, _Key) else signer
+        result = self.verify(task_id, signer=key)
+        if not result.ok or result.status is None:
+            return result, None
+        anchor = Anchor(task_id, result.count, result.head_hash, result.status, time.time())
+        if key is not None and key.can_sign:
+            anchor = anchor.signed_by(key)
+        return result, anchor
 
     # -- workers ---------------------------------------------------------------------------
 

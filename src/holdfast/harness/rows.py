@@ -78,21 +78,26 @@ class Draft:
 
 @dataclass(frozen=True)
 class SealedReceipt:
-    """A receipt ready to store: the canonical body that was hashed, its hash and signature."""
+    """A receipt ready to store: the canonical body that was hashed, its hash and signature, and
+    the signature of the chain head it makes (stored on the task row)."""
 
     seq: int
     body: str
     hash: str
     sig: str | None = None
     key_id: str | None = None
+    head_sig: str | None = None
 
 
 class Sealer(Protocol):
     """Turns a draft into the next receipt of a task's chain (implemented by the harness)."""
 
     def seal(
-        self, task_id: str, seq: int, prev_hash: str, ts: float, draft: Draft
-    ) -> SealedReceipt: ...
+        self, task_id: str, seq: int, prev_hash: str, ts: float, draft: Draft, status: str
+    ) -> SealedReceipt:
+        """Receipt ``seq`` after ``prev_hash``; ``status`` is the task's status once the event
+        is applied, read in the same transaction."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ with its receipt. Open one with :func:`holdfast.harness.open_store`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from holdfast.harness.rows import (
@@ -19,13 +21,24 @@ from holdfast.harness.rows import (
     SealedReceipt,
     SteeringRow,
     StepRow,
+    TaskNotFound,
     TaskStateError,
     dumps,
     loads,
 )
 from holdfast.harness.store_core import Row, SQLHarnessCore, _opt
 
-__all__ = ["Row", "SQLHarnessStore"]
+__all__ = ["ChainSnapshot", "Row", "SQLHarnessStore"]
+
+
+@dataclass(frozen=True)
+class ChainSnapshot:
+    """A task as of one moment: its raw row, raw step rows and a reader of its receipts (valid
+    only inside :meth:`SQLHarnessStore.chain_snapshot`)."""
+
+    task: Row
+    steps: list[Row]
+    receipts: Callable[[], Iterator[ReceiptRow]]
 
 
 class SQLHarnessStore(SQLHarnessCore):
@@ -136,6 +149,41 @@ class SQLHarnessStore(SQLHarnessCore):
                 return
             after = rows[-1].seq
 
+    @contextmanager
+    def chain_snapshot(self, task_id: str, batch: int = 20_000) -> Iterator[ChainSnapshot]:
+        """The task row, its steps and its receipts as of one moment, for verification.
+
+        Everything is read in one read-only transaction, so a task that keeps appending receipts
+        meanwhile is seen at a single point (never a head older than the receipts, or newer).
+        Values are passed on as stored, unparsed: the verifier treats them as hostile input.
+        """
+        with self._snapshot() as h:
+            rows = self._rows(h, "SELECT * FROM harness_tasks WHERE id = ?", (task_id,))
+            if not rows:
+                raise TaskNotFound(f"no task {task_id!r} in {self.url}", task_id=task_id)
+            steps = self._rows(
+                h, "SELECT * FROM harness_steps WHERE task_id = ? ORDER BY name", (task_id,)
+            )
+
+            def receipts() -> Iterator[ReceiptRow]:
+                after: Any = 0
+                while True:
+                    got = self._rows(
+                        h,
+                        "SELECT * FROM harness_receipts WHERE task_id = ? AND seq > ? "
+                        "ORDER BY seq LIMIT ?",
+                        (task_id, after, batch),
+                    )
+                    for r in got:
+                        yield ReceiptRow(
+                            r["task_id"], r["seq"], r["body"], r["hash"], r["sig"], r["key_id"]
+                        )
+                    if len(got) < batch:
+                        return
+                    after = got[-1]["seq"]
+
+            yield ChainSnapshot(rows[0], steps, receipts)
+
     def import_receipts(self, task_id: str, sealed: Sequence[SealedReceipt]) -> None:
         """Bulk-append already sealed receipts continuing the chain (benchmarks, restores)."""
         if not sealed:
@@ -157,7 +205,7 @@ class SQLHarnessStore(SQLHarnessCore):
             self._run(
                 h,
                 "UPDATE harness_tasks SET head_seq = ?, head_hash = ?, head_sig = ? WHERE id = ?",
-                (last.seq, last.hash, last.sig, task_id),
+                (last.seq, last.hash, last.head_sig, task_id),
             )
 
     # -- approvals -------------------------------------------------------------------------

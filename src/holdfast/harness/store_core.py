@@ -72,6 +72,10 @@ class SQLHarnessCore:
         """A handle for reads outside a write transaction."""
         return self.backend.reader()
 
+    def _snapshot(self) -> AbstractContextManager[Any]:
+        """A read-only transaction: every read through the handle sees one consistent state."""
+        return self.backend.snapshot()
+
     def _run(self, handle: Any, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         """Run one statement (``?`` placeholders); return its rows and row count."""
         return self.backend.execute(handle, sql, params)
@@ -147,9 +151,11 @@ class SQLHarnessCore:
 
     def _append(self, handle: Any, task_id: str, draft: Draft, now: float) -> SealedReceipt:
         head = self._rows(
-            handle, "SELECT head_seq, head_hash FROM harness_tasks WHERE id = ?", (task_id,)
+            handle, "SELECT head_seq, head_hash, status FROM harness_tasks WHERE id = ?", (task_id,)
         )[0]
-        sealed = self.sealer.seal(task_id, int(head["head_seq"]) + 1, head["head_hash"], now, draft)
+        sealed = self.sealer.seal(
+            task_id, int(head["head_seq"]) + 1, head["head_hash"], now, draft, head["status"]
+        )
         self._run(
             handle,
             "INSERT INTO harness_receipts (task_id, seq, body, hash, sig, key_id) "
@@ -159,7 +165,7 @@ class SQLHarnessCore:
         self._run(
             handle,
             "UPDATE harness_tasks SET head_seq = ?, head_hash = ?, head_sig = ? WHERE id = ?",
-            (sealed.seq, sealed.hash, sealed.sig, task_id),
+            (sealed.seq, sealed.hash, sealed.head_sig, task_id),
         )
         return sealed
 

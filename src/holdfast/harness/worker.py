@@ -12,6 +12,7 @@ step boundary, after finishing the current step.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -23,8 +24,9 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from holdfast.errors import BudgetExceeded, Cancelled, HoldfastError, RetryableFailure
+from holdfast.errors import BudgetExceeded, Cancelled, HoldfastError, InvalidInput, RetryableFailure
 from holdfast.harness.context import StepContext, TaskInterrupt
+from holdfast.harness.receipts import canonical_json, sha256_json
 from holdfast.harness.registry import Registry
 from holdfast.harness.rows import Draft, LeaseLost, StoreUnavailable, TaskRow
 from holdfast.harness.store import SQLHarnessStore
@@ -48,6 +50,22 @@ class WorkerSettings:
     exit_when_idle: bool = False
     max_tasks: int | None = None
     worker_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("lease_ttl_s", "heartbeat_s", "poll_s", "steer_poll_s", "reap_every_s"):
+            value = getattr(self, name)
+            if value is not None and not _positive(value):
+                raise InvalidInput(
+                    f"worker setting {name} must be a positive number, got {value!r}"
+                )
+        if not _positive(self.store_retry_s) and self.store_retry_s != 0:
+            raise InvalidInput(f"store_retry_s must be a number >= 0, got {self.store_retry_s!r}")
+        for name in ("concurrency", "max_tasks"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise InvalidInput(f"worker setting {name} must be an integer >= 1, got {value!r}")
 
     @property
     def heartbeat_interval(self) -> float:
@@ -327,7 +345,9 @@ class Worker:
         ctx: StepContext | None = None,
         consume: list[int] | None = None,
     ) -> None:
-        payload: dict[str, Any] = {"worker": self.id}
+        stored = _jsonable(result)
+        # the terminal receipt commits to the stored result, so verify can check it later
+        payload: dict[str, Any] = {"worker": self.id, "result_sha256": sha256_json(stored)}
         if error is not None:
             payload["error"] = error
         if consume:
@@ -338,7 +358,7 @@ class Worker:
             task.id,
             token,
             status=status,
-            result=_jsonable(result),
+            result=stored,
             error=error,
             usage=usage,
             draft=Draft(status, payload),
@@ -414,6 +434,15 @@ class Worker:
         return t
 
 
+def _positive(value: Any) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
 def _direct(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
@@ -423,8 +452,6 @@ def _error(exc: BaseException) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
-    from holdfast.harness.receipts import canonical_json
-
     try:
         canonical_json(value)
     except (TypeError, ValueError):

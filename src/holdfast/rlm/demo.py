@@ -95,12 +95,12 @@ def run_rlm_demo(
     model: str | None = None, *, console: Any = None, workdir: str | Path | None = None
 ) -> RLMResult:
     """Run the demo job and print the answer, the usage and how to view the trace."""
-    from rich.console import Console
-
+    from holdfast.display import console as safe_console
+    from holdfast.display import dumps, styled, text
     from holdfast.sandbox.types import SandboxPolicy
     from holdfast.testing import FunctionLM, ScriptedLM
 
-    console = console or Console()
+    console = console or safe_console()
     base = (
         Path(workdir)
         if workdir is not None
@@ -110,20 +110,23 @@ def run_rlm_demo(
     corpus = base / "service-logs.txt"
     truth = generate_corpus(corpus)
     size = corpus.stat().st_size
-    console.rule("[bold]RLM demo: reasoning over a log corpus[/]")
-    console.print(f"corpus: {corpus} ({size / 1e6:.1f} MB, never shown to the root model)")
-    console.print(f"question: {QUESTION}")
+    console.rule(text("RLM demo: reasoning over a log corpus", "bold"))
+    console.print(text(f"corpus: {corpus} ({size / 1e6:.1f} MB, never shown to the root model)"))
+    console.print(text(f"question: {QUESTION}"))
     root: Any
     sub: Any
     if model:
         root, sub = model, model
-        console.print(f"root and sub-model: {model}")
+        console.print(text(f"root and sub-model: {model}"))
     else:
         root = ScriptedLM(SCRIPTED_ROOT, model="scripted:demo-root")
         sub = FunctionLM(scripted_sub_model, model="scripted:demo-sub")
         console.print(
-            "[yellow]root model: SCRIPTED (fixed replies whose code really runs in the box); "
-            "sub-model: SCRIPTED (a function that counts codes in each chunk)[/]"
+            text(
+                "root model: SCRIPTED (fixed replies whose code really runs in the box); "
+                "sub-model: SCRIPTED (a function that counts codes in each chunk)",
+                "yellow",
+            )
         )
     policy = SandboxPolicy()
     from holdfast.sandbox.check import diagnose
@@ -133,8 +136,11 @@ def run_rlm_demo(
         # names the remedy. The demo goes on, loudly, with the plain-subprocess level.
         policy = SandboxPolicy(isolation="process")
         console.print(
-            "[red]namespaces unavailable (see `holdfast sandbox check`): using the weaker "
-            "'process' isolation, which is not a security boundary[/]"
+            text(
+                "namespaces unavailable (see `holdfast sandbox check`): using the weaker "
+                "'process' isolation, which is not a security boundary",
+                "red",
+            )
         )
     turns: list[int] = []
 
@@ -144,8 +150,11 @@ def run_rlm_demo(
             code = (data.get("code") or "").strip().splitlines()
             b = data.get("budget", {})
             console.print(
-                f"[cyan]turn {data.get('turn')}[/] ({len(code)} lines of code, cell {data.get('cell_s') or 0:.2f} s, "
-                f"{b.get('sub_calls', 0)} sub-calls so far)"
+                styled(
+                    (f"turn {data.get('turn')}", "cyan"),
+                    f" ({len(code)} lines of code, cell {data.get('cell_s') or 0:.2f} s, "
+                    f"{b.get('sub_calls', 0)} sub-calls so far)",
+                )
             )
 
     rlm = RLM(
@@ -158,16 +167,25 @@ def run_rlm_demo(
         on_event=show,
     )
     result = rlm.run(QUESTION, logs=corpus)
-    console.rule("[bold]answer[/]")
-    console.print_json(data=result.outputs)
+    console.rule(text("answer", "bold"))
+    console.print(text(dumps(result.outputs, indent=2, ensure_ascii=False, default=str)))
     ok = all(result.outputs.get(k) == v for k, v in truth.items())
-    console.print(f"checked against the generator's ground truth: {'correct' if ok else 'WRONG'}")
+    console.print(
+        text(f"checked against the generator's ground truth: {'correct' if ok else 'WRONG'}")
+    )
     u = result.usage
     console.print(
-        f"usage: {result.iterations} iterations · {result.sub_calls} sub-calls · root {u.root.total_tokens:,} "
-        f"tokens · sub {u.sub.total_tokens:,} tokens · ${u.usd:.4f} · {result.elapsed_s:.1f} s"
+        text(
+            f"usage: {result.iterations} iterations · {result.sub_calls} sub-calls · root "
+            f"{u.root.total_tokens:,} tokens · sub {u.sub.total_tokens:,} tokens · "
+            f"${u.usd:.4f} · {result.elapsed_s:.1f} s"
+        )
     )
     console.print(
-        f"trace: [bold]holdfast rlm trace {result.trace_id}[/]   replay: holdfast rlm replay {result.trace_id}"
+        styled(
+            "trace: ",
+            (f"holdfast rlm trace {result.trace_id}", "bold"),
+            f"   replay: holdfast rlm replay {result.trace_id}",
+        )
     )
     return result

@@ -109,6 +109,13 @@ class Backend(ABC):
         """A handle for reads outside any write transaction (autocommit)."""
 
     @abstractmethod
+    def snapshot(self) -> AbstractContextManager[Handle]:
+        """A read-only transaction: every read through the handle sees the database as of one
+        moment, whatever commits meanwhile (verifying a chain that keeps growing). Text that is
+        not valid UTF-8 is passed on losslessly (undecodable bytes as surrogate escapes) instead
+        of failing the read, so a checker can report it."""
+
+    @abstractmethod
     def execute(self, h: Handle, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         """Run one statement (``?`` placeholders); its rows (as dicts) and row count."""
 

@@ -79,6 +79,14 @@ class PostgresBackend(Backend):
     def reader(self) -> Any:
         return self.db.reader()
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Handle]:
+        # PostgreSQL text is always valid UTF-8 (the database encoding), so only the isolation
+        # level is needed: one snapshot for the whole transaction, and no writes.
+        with self.transaction() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield conn
+
     def execute(self, h: Handle, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         with self.db.guard():
             cur = h.execute(pg_sql(sql), tuple(params))

@@ -46,6 +46,22 @@ class SQLiteBackend(Backend):
         return self.db.reader()
 
     @contextmanager
+    def snapshot(self) -> Iterator[Handle]:
+        # A deferred transaction reads one WAL snapshot from its first SELECT on; anyone who can
+        # write the file can store bytes that are not UTF-8, so text is decoded losslessly here.
+        with self.db.reader() as conn:
+            factory = conn.text_factory
+            conn.text_factory = _lenient_text
+            try:
+                conn.execute("BEGIN DEFERRED")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("ROLLBACK")
+            finally:
+                conn.text_factory = factory
+
+    @contextmanager
     def _translated(self) -> Iterator[None]:
         try:
             yield
@@ -92,3 +108,7 @@ class SQLiteBackend(Backend):
 
     def close(self) -> None:
         self.db.close()
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
