@@ -208,13 +208,8 @@ def run_agent_demo(
     model; ``none``: keyword recall only)."""
     from rich.console import Console
 
-    from holdfast.agent.analyze import RLMAnalyzer
-    from holdfast.agent.kind import agent_kind
-    from holdfast.agent.memory import StoreMemory
     from holdfast.agent.settings import AgentSettings
-    from holdfast.config import default_db_path
     from holdfast.harness import Harness
-    from holdfast.store import SQLiteDB
     from holdfast.testing import FunctionLM
 
     out = console or Console(highlight=False)
@@ -250,43 +245,11 @@ def run_agent_demo(
                 f"turn {event['turn']:>3}  session {event['continuation']}  prompt {event['prompt_tokens']:>6,} tok  {', '.join(event['tools'])}{roll}"
             )
 
-    kind = agent_kind(
-        lm_factory=lambda s: agent_lm,
-        memory_factory=lambda s, task_id, vid: StoreMemory(
-            memory_store, namespace=NAMESPACE, task_id=task_id, session_id=vid
-        ),
-        analyzer_factory=lambda s, lm: RLMAnalyzer(
-            rlm_root, db=SQLiteDB(default_db_path()), mode="rlm"
-        ),
-        on_event=on_event,
-    )
+    kind = demo_kind(agent_lm, rlm_root, memory_store, on_event)
     h = Harness.open()
     h.registry.register(kind)
     try:
-        task = h.submit(
-            {
-                "kind": "agent",
-                "goal": GOAL,
-                "workspace": str(workdir),
-                "input": {
-                    "model": model or "scripted:demo-agent",
-                    "context_window": 12000 if model is None else 24000,
-                    "memory_namespace": NAMESPACE,
-                    "max_turns": 120,
-                },
-                "policy": {
-                    "rules": [
-                        {"tool": "file.write", "paths": ["REPORT.md"], "action": "ask"},
-                        {"tool": "file.write", "paths": ["logs/**"], "action": "deny"},
-                        {"tool": "file.patch", "paths": ["logs/**"], "action": "deny"},
-                        {"tool": "file.write", "paths": ["**"], "action": "allow"},
-                        {"tool": "file.patch", "paths": ["**"], "action": "allow"},
-                        {"tool": "memory.*", "action": "allow"},
-                    ]
-                },
-            },
-            by="demo",
-        )
+        task = h.submit(demo_spec(workdir, model), by="demo")
         out.print(f"task {task.id} submitted")
         h.run_until_idle()
         row = h.get(task.id)
@@ -327,6 +290,58 @@ def run_agent_demo(
         "receipts_ok": verified.ok,
         "workspace": str(workdir),
         "report": (workdir / "REPORT.md").exists(),
+    }
+
+
+def demo_kind(
+    agent_lm: LM,
+    rlm_root: LM | str,
+    memory_store: Any,
+    on_event: Any = None,
+    *,
+    db_path: Path | None = None,
+) -> Any:
+    """The ``agent`` task kind the demo runs: its model, RLM analyzer and memory namespace."""
+    from holdfast.agent.analyze import RLMAnalyzer
+    from holdfast.agent.kind import agent_kind
+    from holdfast.agent.memory import StoreMemory
+    from holdfast.config import default_db_path
+    from holdfast.store import SQLiteDB
+
+    return agent_kind(
+        lm_factory=lambda s: agent_lm,
+        memory_factory=lambda s, task_id, vid: StoreMemory(
+            memory_store, namespace=NAMESPACE, task_id=task_id, session_id=vid
+        ),
+        analyzer_factory=lambda s, lm: RLMAnalyzer(
+            rlm_root, db=SQLiteDB(db_path or default_db_path()), mode="rlm"
+        ),
+        on_event=on_event,
+    )
+
+
+def demo_spec(workdir: Path, model: str | None = None) -> dict[str, Any]:
+    """The demo task: its goal, workspace, window and the policy that asks before REPORT.md."""
+    return {
+        "kind": "agent",
+        "goal": GOAL,
+        "workspace": str(workdir),
+        "input": {
+            "model": model or "scripted:demo-agent",
+            "context_window": 12000 if model is None else 24000,
+            "memory_namespace": NAMESPACE,
+            "max_turns": 120,
+        },
+        "policy": {
+            "rules": [
+                {"tool": "file.write", "paths": ["REPORT.md"], "action": "ask"},
+                {"tool": "file.write", "paths": ["logs/**"], "action": "deny"},
+                {"tool": "file.patch", "paths": ["logs/**"], "action": "deny"},
+                {"tool": "file.write", "paths": ["**"], "action": "allow"},
+                {"tool": "file.patch", "paths": ["**"], "action": "allow"},
+                {"tool": "memory.*", "action": "allow"},
+            ]
+        },
     }
 
 
