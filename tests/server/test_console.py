@@ -20,8 +20,9 @@ HOSTILE = (
 
 
 def login(c: TestClient, token: str) -> str:
-    r = c.post("/console/login", data={"token": token}, headers={"Origin": BASE},
-               follow_redirects=False)  # fmt: skip
+    r = c.post(
+        "/console/login", data={"token": token}, headers={"Origin": BASE}, follow_redirects=False
+    )
     assert r.status_code == 303, r.text
     page = c.get("/console/").text
     found = re.search(r'name="csrf" value="([^"]+)"', page) or re.search(
@@ -42,8 +43,12 @@ def test_login_sets_a_strict_http_only_cookie(app: FastAPI, token: str) -> None:
         assert r.status_code == 303 and r.headers["location"] == "/console/login"
         bad = c.post("/console/login", data={"token": "hft_nope"}, headers={"Origin": BASE})
         assert bad.status_code == 401 and "invalid" in bad.text
-        r = c.post("/console/login", data={"token": token}, headers={"Origin": BASE},
-                   follow_redirects=False)  # fmt: skip
+        r = c.post(
+            "/console/login",
+            data={"token": token},
+            headers={"Origin": BASE},
+            follow_redirects=False,
+        )
         cookie = r.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
         page = c.get("/console/")
@@ -84,8 +89,9 @@ def test_cross_site_forms_are_refused(
             assert r.status_code == 403, (data, headers)
         assert services.harness.get(task.id).status == "waiting_approval"
         assert services.harness.approvals(task.id)[0].decision is None
-        r = c.post(url, data={"step": step, "csrf": csrf}, headers={"Origin": BASE},
-                   follow_redirects=False)  # fmt: skip
+        r = c.post(
+            url, data={"step": step, "csrf": csrf}, headers={"Origin": BASE}, follow_redirects=False
+        )
         assert r.status_code == 303
         assert services.harness.approvals(task.id)[0].decided_by == "api:alice"
 
@@ -137,3 +143,23 @@ def test_without_auth_the_console_opens_for_the_local_user(services: Services) -
     with TestClient(app, base_url=BASE) as c:
         page = c.get("/console/")
         assert page.status_code == 200 and ">local<" in page.text
+
+
+def test_demo_serve_starts_a_console_that_logs_in(holdfast_home: Path) -> None:
+    import httpx
+    from rich.console import Console as RichConsole
+
+    from holdfast.cli.demo import _start_server
+
+    out = RichConsole(record=True, width=60)
+    server, url = _start_server(out, 0)
+    try:
+        assert url.startswith(server.url + "/console/login#token=hft_")
+        assert url in out.export_text().replace("\n", "")
+        token = url.split("#token=")[1]
+        with httpx.Client(base_url=server.url) as c:
+            r = c.post("/console/login", data={"token": token}, headers={"Origin": server.url})
+            assert r.status_code == 303
+            assert c.get("/console/").status_code == 200
+    finally:
+        server.stop()
