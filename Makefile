@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.holdfast-installed
 MODEL ?=
-DEMO_ARGS := $(if $(MODEL),--model $(MODEL),)
+DEMO_ARGS := $(if $(MODEL),--model $(MODEL),) $(if $(SERVE),--serve,)
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1

@@ -206,15 +206,10 @@ def run_agent_demo(
 
     ``embedder`` is the knowledge-memory embedder (``local``: the bundled sentence-transformers
     model; ``none``: keyword recall only)."""
-    from holdfast.agent.analyze import RLMAnalyzer
-    from holdfast.agent.kind import agent_kind
-    from holdfast.agent.memory import StoreMemory
     from holdfast.agent.settings import AgentSettings
-    from holdfast.config import default_db_path
     from holdfast.display import console as safe_console
     from holdfast.display import styled, text
     from holdfast.harness import Harness
-    from holdfast.store import SQLiteDB
     from holdfast.testing import FunctionLM
 
     out = console or safe_console()  # markup off: the model's words are printed as data
@@ -257,43 +252,11 @@ def run_agent_demo(
                 )
             )
 
-    kind = agent_kind(
-        lm_factory=lambda s: agent_lm,
-        memory_factory=lambda s, task_id, vid: StoreMemory(
-            memory_store, namespace=NAMESPACE, task_id=task_id, session_id=vid
-        ),
-        analyzer_factory=lambda s, lm: RLMAnalyzer(
-            rlm_root, db=SQLiteDB(default_db_path()), mode="rlm"
-        ),
-        on_event=on_event,
-    )
+    kind = demo_kind(agent_lm, rlm_root, memory_store, on_event)
     h = Harness.open()
     h.registry.register(kind)
     try:
-        task = h.submit(
-            {
-                "kind": "agent",
-                "goal": GOAL,
-                "workspace": str(workdir),
-                "input": {
-                    "model": model or "scripted:demo-agent",
-                    "context_window": 12000 if model is None else 24000,
-                    "memory_namespace": NAMESPACE,
-                    "max_turns": 120,
-                },
-                "policy": {
-                    "rules": [
-                        {"tool": "file.write", "paths": ["REPORT.md"], "action": "ask"},
-                        {"tool": "file.write", "paths": ["logs/**"], "action": "deny"},
-                        {"tool": "file.patch", "paths": ["logs/**"], "action": "deny"},
-                        {"tool": "file.write", "paths": ["**"], "action": "allow"},
-                        {"tool": "file.patch", "paths": ["**"], "action": "allow"},
-                        {"tool": "memory.*", "action": "allow"},
-                    ]
-                },
-            },
-            by="demo",
-        )
+        task = h.submit(demo_spec(workdir, model), by="demo")
         out.print(text(f"task {task.id} submitted"))
         h.run_until_idle()
         row = h.get(task.id)
@@ -341,6 +304,58 @@ def run_agent_demo(
         "receipts_ok": verified.ok,
         "workspace": str(workdir),
         "report": (workdir / "REPORT.md").exists(),
+    }
+
+
+def demo_kind(
+    agent_lm: LM,
+    rlm_root: LM | str,
+    memory_store: Any,
+    on_event: Any = None,
+    *,
+    db_path: Path | None = None,
+) -> Any:
+    """The ``agent`` task kind the demo runs: its model, RLM analyzer and memory namespace."""
+    from holdfast.agent.analyze import RLMAnalyzer
+    from holdfast.agent.kind import agent_kind
+    from holdfast.agent.memory import StoreMemory
+    from holdfast.config import default_db_path
+    from holdfast.store import SQLiteDB
+
+    return agent_kind(
+        lm_factory=lambda s: agent_lm,
+        memory_factory=lambda s, task_id, vid: StoreMemory(
+            memory_store, namespace=NAMESPACE, task_id=task_id, session_id=vid
+        ),
+        analyzer_factory=lambda s, lm: RLMAnalyzer(
+            rlm_root, db=SQLiteDB(db_path or default_db_path()), mode="rlm"
+        ),
+        on_event=on_event,
+    )
+
+
+def demo_spec(workdir: Path, model: str | None = None) -> dict[str, Any]:
+    """The demo task: its goal, workspace, window and the policy that asks before REPORT.md."""
+    return {
+        "kind": "agent",
+        "goal": GOAL,
+        "workspace": str(workdir),
+        "input": {
+            "model": model or "scripted:demo-agent",
+            "context_window": 12000 if model is None else 24000,
+            "memory_namespace": NAMESPACE,
+            "max_turns": 120,
+        },
+        "policy": {
+            "rules": [
+                {"tool": "file.write", "paths": ["REPORT.md"], "action": "ask"},
+                {"tool": "file.write", "paths": ["logs/**"], "action": "deny"},
+                {"tool": "file.patch", "paths": ["logs/**"], "action": "deny"},
+                {"tool": "file.write", "paths": ["**"], "action": "allow"},
+                {"tool": "file.patch", "paths": ["**"], "action": "allow"},
+                {"tool": "memory.*", "action": "allow"},
+            ]
+        },
     }
 
 

@@ -31,7 +31,14 @@ PARTS = ("all", "lm", "rlm", "agent")
     "agent: the long task; all: the three in that order.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
-def demo(model: str | None, part: str, as_json: bool) -> None:
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Start the server and its web console first (watch the task live), print the "
+    "console's URL at the end and keep serving until interrupted.",
+)
+@click.option("--port", type=int, default=8765, show_default=True, help="The port with --serve.")
+def demo(model: str | None, part: str, as_json: bool, serve: bool, port: int) -> None:
     """Run the offline end-to-end demo (a scripted model unless --model is given).
 
     Exits 1 when the RLM job or the agent task does not succeed (a real model may fail it)."""
@@ -41,6 +48,43 @@ def demo(model: str | None, part: str, as_json: bool) -> None:
     home = holdfast_home()
     console.rule(text("Holdfast demo", "bold"))
     console.print(text(f"Holdfast home: {home}  (set HOLDFAST_HOME to use another)"))
+    server = _start_server(console, port) if serve else None
+    try:
+        failed = _run(console, model, part, as_json, home)
+        if server is not None:
+            console.rule("the web console")
+            console.print(f"console: {server[1]}", soft_wrap=True)
+            console.print("serving until interrupted (Ctrl-C)")
+            try:
+                server[0].thread.join()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        if server is not None:
+            server[0].stop()
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _start_server(console: Any, port: int) -> tuple[Any, str]:
+    """The server on loopback over this home's stores, with a token for the console."""
+    from holdfast.server import ServerSettings, Services, create_app
+    from holdfast.server.run import ServerThread
+
+    settings = ServerSettings(
+        port=port, embedder=os.environ.get("HOLDFAST_MEMORY_EMBEDDER") or "local"
+    )
+    services = Services.open(settings)
+    _, token = services.tokens.create("demo", created_by="demo")  # type: ignore[union-attr]
+    server = ServerThread(create_app(settings, services=services), settings, log_level="error")
+    server.start()
+    url = f"{server.url}/console/login#token={token}"
+    console.print(f"server: {server.url}  (API /api/v1, OpenAI-compatible /v1)")
+    console.print(f"console (logs in with a demo token): {url}", soft_wrap=True)
+    return server, url
+
+
+def _run(console: Any, model: str | None, part: str, as_json: bool, home: Any) -> bool:
     summary: dict[str, Any] = {"home": str(home), "model": model or "scripted"}
     if part in ("all", "lm"):
         console.rule("model access: one call over real HTTP, recorded in the call log")
@@ -69,8 +113,7 @@ def demo(model: str | None, part: str, as_json: bool) -> None:
         )
         if status not in ("ok", "succeeded")
     ]
-    if failed:
-        raise click.exceptions.Exit(1)
+    return bool(failed)
 
 
 def _lm_part(console: Any, model: str | None) -> dict[str, Any]:

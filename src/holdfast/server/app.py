@@ -87,6 +87,10 @@ def create_app(
     from holdfast.server import openai_api
 
     app.include_router(openai_api.router)
+    if settings.console:
+        from holdfast.server.console import mount_console
+
+        mount_console(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:
