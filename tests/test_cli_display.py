@@ -160,7 +160,10 @@ def test_memory_views_print_items_as_data() -> None:
         assert_safe(shown.stdout, literal=args[0] in ("search", "show"))
     found = invoke(*base, "search", "E202", "--json")
     assert_safe(found.stdout, literal=False)
-    assert json.loads(found.stdout)[0]["text"] == HOSTILE
+    # memory keeps "\n" as its only line break (a stored "\r" would end a Markdown line)
+    from holdfast.memory.items import LINE_BREAKS
+
+    assert json.loads(found.stdout)[0]["text"] == LINE_BREAKS.sub("\n", HOSTILE)
 
 
 def test_errors_quote_user_text_as_data(holdfast_cli: Any) -> None:

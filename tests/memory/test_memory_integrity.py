@@ -449,7 +449,7 @@ def test_bad_time_values_are_one_line_errors_exit_2(args: list[str], holdfast_ho
     assert code == 2
     assert "Traceback" not in err and "not an ISO-8601 time" in err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert any("Error:" in line and "ISO-8601" in line for line in lines)
+    assert any("error:" in line.lower() and "ISO-8601" in line for line in lines)
 
 
 def test_bad_time_values_from_the_api_are_invalid_input(store: MemoryStore) -> None:

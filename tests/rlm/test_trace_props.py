@@ -56,7 +56,10 @@ def test_root_keys_ignore_the_status_line(body: str, turn: int, total: int, elap
     )
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=30)
+@settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    max_examples=30,
+)
 @given(
     st.lists(
         st.tuples(

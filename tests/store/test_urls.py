@@ -50,6 +50,13 @@ def test_redact_examples(url: str, shown: str) -> None:
     assert redact(url) == shown
 
 
+@pytest.mark.parametrize("url", ["postgresql://0:?", "postgresql://0:]", "postgresql://u:p/w?x#y"])
+def test_a_password_made_of_url_syntax_is_never_echoed(url: str) -> None:
+    password = url.partition("://")[2].partition(":")[2]
+    message = f"invalid connection option in {url!r}: {password}"
+    assert password not in scrub(message, url).replace("postgresql://", "")
+
+
 def test_the_issue_example_never_shows_the_password() -> None:
     url = "postgresql://u:Secret@[::1/db"
     assert "Secret" not in redact(url)

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from holdfast.cli.options import POSITIVE
 from holdfast.errors import UserError
 
 
@@ -85,7 +86,7 @@ def suites_cmd(as_json: bool) -> None:
     show_default=True,
 )
 @click.option("--max-iterations", type=int, default=20, show_default=True)
-@click.option("--max-usd", type=float, help="USD budget per task.")
+@click.option("--max-usd", type=POSITIVE, help="USD budget per task.")
 @click.option(
     "--embedder",
     default="none",

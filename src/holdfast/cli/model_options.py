@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from holdfast.cli.options import POSITIVE
 from holdfast.errors import UserError
 from holdfast.lm.prices import Price
 
@@ -41,14 +42,14 @@ def model_call_options(*, defaults: bool) -> Callable[[F], F]:
         ),
         click.option(
             "--call-timeout",
-            type=float,
+            type=POSITIVE,
             default=chosen(CALL_TIMEOUT_S),
             show_default=defaults,
             help="Seconds one attempt of a model call may take (slow local servers need minutes).",
         ),
         click.option(
             "--cell-timeout",
-            type=float,
+            type=POSITIVE,
             default=chosen(CELL_TIMEOUT_S),
             show_default=defaults,
             help="Seconds of its own time a code cell may run (waiting for sub-calls not counted).",

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from holdfast.cli.options import POSITIVE
 from holdfast.errors import InvalidInput
 
 
@@ -90,7 +91,7 @@ def build_settings(**opts: Any) -> Any:
 @click.option(
     "--allowed-host", "allowed_hosts", multiple=True, help="Another Host name to answer to."
 )
-@click.option("--max-body-mb", type=float, default=64.0, show_default=True)
+@click.option("--max-body-mb", type=POSITIVE, default=64.0, show_default=True)
 @click.option("--isolation", type=click.Choice(["namespace", "process"]), default="namespace")
 @click.option("--no-console", is_flag=True, help="Do not serve the web console.")
 @click.option("--load", multiple=True, metavar="MODULE:ATTR", help="Accept this task kind.")

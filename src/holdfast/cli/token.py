@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from holdfast.cli.options import POSITIVE
 from holdfast.cli.task import db_option, echo_json, json_option
 
 
@@ -42,7 +43,9 @@ def token() -> None:
     help="read: every GET; write: everything (the default); rlm: the OpenAI-compatible "
     "endpoint and RLM jobs only. Repeatable.",
 )
-@click.option("--ttl", type=float, default=None, help="Seconds until it expires (default: never).")
+@click.option(
+    "--ttl", type=POSITIVE, default=None, help="Seconds until it expires (default: never)."
+)
 @db_option
 @json_option
 def create(

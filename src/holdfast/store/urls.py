@@ -36,9 +36,14 @@ def _secrets(url: str) -> list[str]:
             if colon:
                 found.append(password)
         elif ":" in authority and not (authority.startswith("[") and authority.endswith("]")):
-            port = authority.rsplit(":", 1)[1]
+            # "user:password" with the "@host" left out: libpq reads it as a host and a port, so
+            # a "port" that is not a number may be a password, and so may what follows it (a
+            # password can hold "/", "?" or "#"): all of it, and each piece, is withheld
+            tail = rest.partition(":")[2]
+            port = re.split(r"[/?#]", tail, maxsplit=1)[0]
             if not port.isdigit():
-                found.append(port)  # "user:password" with the "@host" left out
+                found.append(tail)
+                found.extend(piece for piece in re.split(r"[/?#]", tail) if piece)
         query = rest.partition("?")[2]
         for pair in query.split("&"):
             key, eq, value = pair.partition("=")
