@@ -21,7 +21,7 @@ from holdfast.evals.tasks import EvalTask, cached_json, write_atomically, write_
 
 MIN_BYTES = 4_096
 MAX_BYTES = 1 << 30
-_POOL_BLOCKS = 2048
+_POOL_BLOCKS = 1024
 _BLOCK_LINES = 48
 _WRITE_BLOCKS = 1024
 _ONSETS = ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z"]
@@ -42,10 +42,12 @@ def _pool(seed: int) -> list[bytes]:
     vocab = _words(rng, 3000)
     blocks = []
     for _ in range(_POOL_BLOCKS):
-        lines = []
-        for _ in range(_BLOCK_LINES):
-            words = rng.choices(vocab, k=rng.randint(6, 16))
-            lines.append(" ".join(words) + ".\n")
+        lengths = [rng.randint(6, 16) for _ in range(_BLOCK_LINES)]
+        words = rng.choices(vocab, k=sum(lengths))
+        lines, at = [], 0
+        for n in lengths:
+            lines.append(" ".join(words[at : at + n]) + ".\n")
+            at += n
         blocks.append("".join(lines).encode("ascii"))
     return blocks
 
