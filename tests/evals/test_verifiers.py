@@ -115,6 +115,51 @@ def test_vf_eval_runs_the_taskset_in_holdfasts_rlm_harness(
             assert gold not in json.dumps(b["messages"][:2])
 
 
+def test_vf_eval_runs_an_agent_suite_in_holdfasts_agent_loop(
+    tmp_path: Path, holdfast_home: Path
+) -> None:
+    """agent-gated: the evaluator approves staging and denies production inside the harness
+    program; the reward is the suite's score of what the task did."""
+    from holdfast.evals.agent_suites import scripted_agent
+
+    env = {
+        **os.environ,
+        "HOLDFAST_PYTHON": sys.executable,
+        "HOLDFAST_HOME": str(holdfast_home),
+        "FAKE_KEY": "k",
+    }
+    with FakeOpenAIServer(lambda body: scripted_agent(body["messages"])) as server:
+        res = vf_eval(
+            [
+                "holdfast-tasks",
+                "--env.agent.harness.id",
+                "holdfast-harness",
+                "--env.agent.runtime.type",
+                "subprocess",
+                "--env.taskset.suite",
+                "agent-gated",
+                "--env.taskset.count",
+                "1",
+                "--client.base-url",
+                server.base_url,
+                "--client.api-key-var",
+                "FAKE_KEY",
+                "-m",
+                "fake-model",
+                "-n",
+                "1",
+                "--no-push",
+            ],
+            tmp_path,
+            env,
+        )
+        bodies = [b for b in server.requests if "messages" in b]
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (row,) = traces(tmp_path)
+    assert row["traces"][0]["rewards"]["correct"]["score"] == 1.0
+    assert any(t["function"]["name"] == "deploy" for b in bodies for t in b.get("tools") or [])
+
+
 def test_a_wrong_answer_gets_no_reward(tmp_path: Path, holdfast_home: Path) -> None:
     def careless(body: dict[str, Any]) -> str:
         return "I will guess.\n```python\nSUBMIT(code='AA-0000-AA')\n```\n"

@@ -1,10 +1,11 @@
-"""Holdfast's RLM loop as a ``verifiers`` harness (id ``holdfast.evals.vf.harness``).
+"""Holdfast's RLM loop and agent loop as a ``verifiers`` harness (id ``holdfast-harness``).
 
 The rollout's program is ``holdfast.evals.vf.program``, run with Holdfast's own Python
-(``--env.agent.harness.python``, default the interpreter running verifiers, or
-``$HOLDFAST_PYTHON``): it gets the endpoint and secret verifiers forwards (its interception
-proxy, which records every model call for the trace), runs the task through the RLM engine in
-Holdfast's sandbox on a harness task, and writes the answer where the taskset's reward reads it.
+(``--env.agent.harness.python``, else ``$HOLDFAST_PYTHON``, else the interpreter running
+verifiers): it gets the endpoint and secret verifiers forwards (its interception proxy, which
+records every model call for the trace), runs the task on a harness task (an RLM suite through
+the engine in Holdfast's sandbox; an agent suite through the agent loop, with the evaluator's
+approvals), and writes the outcome where the taskset's reward reads it.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class HoldfastHarness(vf.Harness[HoldfastHarnessConfig]):
             raise vf.HarnessError("the Holdfast harness runs tasks of the Holdfast taskset")
         # the program never gets the gold answer or where the generator hid it: the reward
         # scores the answer on this side
-        blind = {**task, "gold": None, "meta": {}}
+        # (an agent case is regenerated from its suite, seed and index by the program)
+        blind = task if task.get("kind") == "agent" else {**task, "gold": None, "meta": {}}
         task_file = f".holdfast-task-{trace.id}.json"
         await runtime.write(task_file, json.dumps(blind).encode())
         python = self.config.python or os.environ.get("HOLDFAST_PYTHON") or sys.executable

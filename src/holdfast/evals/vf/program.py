@@ -36,10 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from holdfast.evals.tasks import EvalTask
 
-    task = EvalTask.from_dict(json.loads(Path(args.task_file).read_text(encoding="utf-8")))
-    out = run_task(task, args)
+    raw = json.loads(Path(args.task_file).read_text(encoding="utf-8"))
+    if raw.get("kind") == "agent":
+        out = run_agent(raw, args)
+    else:
+        out = run_task(EvalTask.from_dict(raw), args)
     Path(args.out).write_text(json.dumps(out, ensure_ascii=False, default=repr), encoding="utf-8")
-    return 0 if out["status"] in ("ok", "budget_exceeded", "invalid_answer") else 1
+    return 0 if out.get("status") in ("ok", "budget_exceeded", "invalid_answer", "error") else 1
 
 
 def run_task(task: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -66,6 +69,38 @@ def run_task(task: Any, args: argparse.Namespace) -> dict[str, Any]:
     for blind in ("score", "gold", "details"):  # scored without a gold answer: meaningless
         out.pop(blind, None)
     return out
+
+
+def run_agent(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """One agent case (regenerated from its suite, seed and index) on a harness task, the
+    evaluator approving and denying as in ``holdfast eval run``; scored here, from what the
+    task left behind (its workspace, the side-effect ledger, its result)."""
+    from holdfast.evals.agent_runner import run_agent_suite
+    from holdfast.evals.runner import EvalConfig
+    from holdfast.evals.store import EvalStore
+    from holdfast.evals.suites import get_suite
+    from holdfast.lm import get_lm
+
+    suite = get_suite(str(raw["suite"]))
+    config = EvalConfig(
+        suite=suite.name,
+        model=f"vllm:{args.model}",
+        n=1,
+        seed=int(raw["seed"]),
+        size=raw.get("size"),
+        base_url=args.base_url,
+    )
+    store_path = args.store or str(Path(tempfile.mkdtemp(prefix="holdfast-vf-")) / "holdfast.db")
+    lm = get_lm(f"vllm:{args.model}", base_url=args.base_url, api_key=args.api_key or None)
+    run_id = run_agent_suite(
+        config, suite, store_path, None, lm_override=lm, start=int(raw["index"])
+    )
+    store = EvalStore(store_path)
+    try:
+        (result,) = store.results(run_id)
+    finally:
+        store.close()
+    return result.to_dict()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ class HoldfastTask(vf.Task[HoldfastTaskData, vf.State, HoldfastTaskConfig]):
         outcome = await read_answer(runtime, trace)
         if outcome is None or outcome.get("status") not in ("ok",):
             return 0.0
+        if task.holdfast.get("kind") == "agent":
+            # scored by the program from what the task left behind (workspace, ledger, result)
+            score = outcome.get("score")
+            return float(score) if isinstance(score, (int, float)) and 0 <= score <= 1 else 0.0
         return score_answer(EvalTask.from_dict(task.holdfast), outcome.get("answer")).value
 
     @vf.metric
@@ -86,16 +90,40 @@ class HoldfastTaskset(vf.Taskset[HoldfastTask, HoldfastTasksetConfig]):
 
         cfg = self.config
         suite = SUITES.get(cfg.suite)
-        if suite is None or suite.kind != "rlm":
-            rlm = sorted(n for n, s in SUITES.items() if s.kind == "rlm")
-            raise ValueError(f"suite {cfg.suite!r}: the verifiers taskset takes {rlm}")
+        if suite is None or suite.kind not in ("rlm", "agent"):
+            ok = sorted(n for n, s in SUITES.items() if s.kind in ("rlm", "agent"))
+            raise ValueError(f"suite {cfg.suite!r}: the verifiers taskset takes {ok}")
         data_dir = Path(cfg.data_dir) if cfg.data_dir else holdfast_home() / "evals" / "data"
         size = cfg.size or suite.default_size
+        if suite.kind == "agent":
+            yield from self._agent_tasks(suite.name, size)
+            return
         for i in range(cfg.count):
             t = rlm_task(suite.name, data_dir, seed=cfg.seed, index=i, size=size)
             yield HoldfastTask(
                 HoldfastTaskData(
                     id=t.task_id, name=t.task_id, prompt=t.question, holdfast=t.to_dict()
+                ),
+                cfg.task,
+            )
+
+    def _agent_tasks(self, suite: str, size: int) -> Any:
+        from holdfast.evals.agent_runner import _cases
+
+        cfg = self.config
+        for i in range(cfg.count):
+            case = _cases(suite, cfg.seed, i, size)[-1]
+            ref = {
+                "kind": "agent",
+                "suite": suite,
+                "seed": cfg.seed,
+                "index": i,
+                "size": size,
+                "task_id": case.task.task_id,
+            }
+            yield HoldfastTask(
+                HoldfastTaskData(
+                    id=case.task.task_id, name=case.task.task_id, prompt=case.goal, holdfast=ref
                 ),
                 cfg.task,
             )
