@@ -51,6 +51,17 @@ def load_locomo(path: Path) -> list[dict[str, Any]]:
             raise InvalidInput(f"{path}: item {i} has no 'conversation' object")
         if not isinstance(item.get("qa"), list):
             raise InvalidInput(f"{path}: item {i} has no 'qa' list")
+        for j, qa in enumerate(item["qa"]):
+            if not isinstance(qa, dict) or not isinstance(qa.get("question"), str):
+                raise InvalidInput(f"{path}: item {i}, question {j} has no 'question' text")
+            evidence = qa.get("evidence", [])
+            if not isinstance(evidence, list):
+                raise InvalidInput(f"{path}: item {i}, question {j}: 'evidence' is not a list")
+        for key, turns in item["conversation"].items():
+            if re.fullmatch(r"session_\d+", key) and not (
+                isinstance(turns, list) and all(isinstance(t, dict) for t in turns)
+            ):
+                raise InvalidInput(f"{path}: item {i}: {key} is not a list of turns")
     return data
 
 
