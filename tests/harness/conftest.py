@@ -10,6 +10,7 @@ import pytest
 from harness_util import open_harness
 
 from holdfast.harness import Harness
+from holdfast.testing import FakeClock
 from holdfast.testing.postgres import PostgresCluster
 
 _db_names = itertools.count(1)
@@ -27,6 +28,19 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def harness(store_url: str) -> Iterator[Harness]:
     h = open_harness(store_url)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def clocked(store_url: str, clock: FakeClock) -> Iterator[Harness]:
+    """A harness whose store reads ``clock``: leases and approvals expire when a test says so."""
+    h = open_harness(store_url, clock=clock)
     yield h
     h.close()
 

@@ -21,6 +21,7 @@ from holdfast.harness import (
     Worker,
     WorkerSettings,
 )
+from holdfast.testing import FakeClock
 from holdfast.testing.effects import EffectLedger
 
 FAST = WorkerSettings(poll_s=0.05, steer_poll_s=0.05, lease_ttl_s=5)
@@ -83,10 +84,14 @@ def test_scripted_task_runs_each_effect_once_with_receipts(
 
 
 def _crash_mid_effect(
-    h: Harness, tid: str, apply: Callable[[EffectLedger, str], Any], ledger: EffectLedger
+    h: Harness,
+    clock: FakeClock,
+    tid: str,
+    apply: Callable[[EffectLedger, str], Any],
+    ledger: EffectLedger,
 ) -> None:
     """Lease the task, run step 1 so that its effect happens but the worker 'dies' before the result."""
-    got = h.store.lease("doomed", None, ttl_s=0.2)
+    got = h.store.lease("doomed", None, ttl_s=30)
     assert got is not None
     ctx = StepContext(
         store=h.store,
@@ -103,18 +108,19 @@ def _crash_mid_effect(
     with pytest.raises(KeyboardInterrupt):
         tool = h.get(tid).spec["input"]["steps"][0]["tool"]
         ctx.step("001-" + tool, tool, h.get(tid).spec["input"]["steps"][0]["args"], effect)
-    time.sleep(0.3)
+    clock.advance(31)
     assert h.store.reap() == [tid]
 
 
 def test_idempotent_step_with_unknown_outcome_reruns_with_the_same_key(
-    harness: Harness, workspace: Path
+    clocked: Harness, clock: FakeClock, workspace: Path
 ) -> None:
+    harness = clocked
     t = harness.submit(
         scripted(workspace, [{"tool": "counter.add", "args": {"counter": "c", "amount": 1}}])
     )
     ledger = EffectLedger(workspace / "effects.db")
-    _crash_mid_effect(harness, t.id, lambda lg, key: lg.add("c", 1, key), ledger)
+    _crash_mid_effect(harness, clock, t.id, lambda lg, key: lg.add("c", 1, key), ledger)
     harness.run_until_idle(FAST)
     assert harness.get(t.id).status == "succeeded"
     assert ledger.value("c") == 1 and ledger.attempts("c") == 2
@@ -124,13 +130,14 @@ def test_idempotent_step_with_unknown_outcome_reruns_with_the_same_key(
 
 @pytest.mark.parametrize("decision", ["approve", "deny"])
 def test_non_idempotent_step_with_unknown_outcome_parks_for_review(
-    harness: Harness, workspace: Path, decision: str
+    clocked: Harness, clock: FakeClock, workspace: Path, decision: str
 ) -> None:
+    harness = clocked
     t = harness.submit(
         scripted(workspace, [{"tool": "counter.add_unkeyed", "args": {"counter": "c"}}])
     )
     ledger = EffectLedger(workspace / "effects.db")
-    _crash_mid_effect(harness, t.id, lambda lg, key: lg.add_unkeyed("c", 1), ledger)
+    _crash_mid_effect(harness, clock, t.id, lambda lg, key: lg.add_unkeyed("c", 1), ledger)
     harness.run_until_idle(FAST)
     row = harness.get(t.id)
     assert row.status == "waiting_approval" and row.lease_owner is None
@@ -149,8 +156,9 @@ def test_non_idempotent_step_with_unknown_outcome_parks_for_review(
 
 
 def test_ask_parks_without_a_lease_and_approval_is_single_use_and_expires(
-    harness: Harness, workspace: Path
+    clocked: Harness, clock: FakeClock, workspace: Path
 ) -> None:
+    harness = clocked
     rules = [{"tool": "counter.add", "action": "ask"}]
     t = harness.submit(
         scripted(workspace, [{"tool": "counter.add", "args": {"counter": "c"}}], rules=rules)
@@ -158,8 +166,9 @@ def test_ask_parks_without_a_lease_and_approval_is_single_use_and_expires(
     harness.run_until_idle(FAST)
     row = harness.get(t.id)
     assert row.status == "waiting_approval" and row.lease_owner is None and row.lease_token is None
-    harness.approve(t.id, "001-counter.add", by="ann", ttl_s=0.05)
-    time.sleep(0.15)
+    approval = harness.approve(t.id, "001-counter.add", by="ann", ttl_s=60)
+    assert approval.expires_at == clock() + 60
+    clock.advance(60.5)
     harness.run_until_idle(FAST)
     assert harness.get(t.id).status == "waiting_approval"  # the approval expired: asked again
     harness.approve(t.id, "001-counter.add", by="ann")

@@ -12,8 +12,9 @@ from harness_util import open_harness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from holdfast.harness import Harness, LeaseLost, TaskStateError, open_store
+from holdfast.harness import Harness, LeaseLost, TaskStateError, WorkerSettings, open_store
 from holdfast.harness.rows import Draft
+from holdfast.testing import FakeClock
 
 _queues = itertools.count()
 
@@ -26,29 +27,77 @@ def test_submit_is_idempotent_by_key(harness: Harness) -> None:
     assert harness.get(a.id).status == "queued" and harness.get(a.id).head_seq == 1
 
 
-def test_lease_heartbeat_fencing_and_reaper(harness: Harness) -> None:
-    store = harness.store
-    t = harness.submit({"kind": "noop", "max_attempts": 2})
-    got = store.lease("w1", None, ttl_s=0.3)
+def test_lease_heartbeat_fencing_and_reaper(clocked: Harness, clock: FakeClock) -> None:
+    store = clocked.store
+    t = clocked.submit({"kind": "noop", "max_attempts": 2})
+    got = store.lease("w1", None, ttl_s=30)
     assert got is not None and got[0].id == t.id
     token = got[1]
-    assert store.lease("w2", None, ttl_s=0.3) is None
-    assert store.heartbeat({t.id: token}, 0.3) == set()
-    time.sleep(0.45)
+    assert got[0].lease_expires == clock() + 30
+    assert store.lease("w2", None, ttl_s=30) is None
+    clock.advance(20)
+    assert store.heartbeat({t.id: token}, 30) == set()
+    assert clocked.get(t.id).lease_expires == clock() + 30
+    clock.advance(29)
+    assert store.reap() == []  # 49 s after the lease, but only 29 s after the heartbeat
+    clock.advance(2)
     assert store.reap() == [t.id]
-    assert harness.get(t.id).status == "queued"
+    assert clocked.get(t.id).status == "queued"
     with pytest.raises(LeaseLost):
         store.append_receipt(t.id, token, Draft("late"))
-    assert store.heartbeat({t.id: token}, 0.3) == {t.id}
-    again = store.lease("w2", None, ttl_s=0.1)
+    assert store.heartbeat({t.id: token}, 30) == {t.id}
+    again = store.lease("w2", None, ttl_s=10)
     assert again is not None and again[0].attempts == 2
-    time.sleep(0.2)
+    clock.advance(10)
+    assert store.reap() == []  # expiry is strict: a lease is good up to its last instant
+    clock.advance(0.001)
     store.reap()
-    failed = harness.get(t.id)
+    failed = clocked.get(t.id)
     assert (
         failed.status == "failed" and failed.error and failed.error["code"] == "too_many_attempts"
     )
-    assert harness.verify(t.id).ok
+    assert clocked.verify(t.id).ok
+
+
+def test_a_worker_on_a_clock_keeps_its_lease_by_heartbeating(
+    clocked: Harness, clock: FakeClock
+) -> None:
+    """The worker's ticker heartbeats on its own tick; the store's clock decides expiry."""
+    from holdfast.harness import TaskKind
+
+    release = threading.Event()
+    leased = threading.Event()
+
+    def hold(ctx: object) -> dict[str, bool]:
+        leased.set()
+        assert release.wait(30)
+        return {"ok": True}
+
+    clocked.registry.register(TaskKind("hold", hold))
+    t = clocked.submit({"kind": "hold"})
+    w = clocked.worker(
+        WorkerSettings(poll_s=0.02, steer_poll_s=0.02, lease_ttl_s=30, heartbeat_s=0.05)
+    )
+    th = threading.Thread(target=w.run, daemon=True)
+    th.start()
+    try:
+        assert leased.wait(30)
+        first = clocked.get(t.id).lease_expires
+        assert first is not None
+        for _ in range(5):
+            clock.advance(25)  # past the first expiry after two steps
+            deadline = time.monotonic() + 30
+            while (clocked.get(t.id).lease_expires or 0) < clock() + 29:
+                assert time.monotonic() < deadline, "the worker stopped heartbeating"
+                time.sleep(0.01)
+            assert clocked.store.reap() == []
+        assert clocked.get(t.id).lease_expires >= first + 125  # type: ignore[operator]
+    finally:
+        release.set()
+        w.stop()
+        th.join(30)
+    assert clocked.get(t.id).status == "succeeded"
+    assert [r.data()["kind"] for r in clocked.receipts(t.id)].count("leased") == 1
 
 
 def test_queue_and_global_limits(harness: Harness) -> None:

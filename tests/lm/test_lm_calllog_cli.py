@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from holdfast.cli.main import cli, main
 from holdfast.config import default_db_path
-from holdfast.errors import RuntimeFailure
+from holdfast.errors import RuntimeFailure, UserError
 from holdfast.lm import Usage, get_lm
 from holdfast.lm.calllog import CallLog
 from holdfast.store.sqlite import SQLiteDB
@@ -170,3 +170,56 @@ async def test_cancelled_calls_are_logged(tmp_path: Path) -> None:
     (record,) = log.recent(5, task_id="t-9")
     assert record.error is not None and record.error["code"] == "cancelled"
     assert record.messages == MSGS and record.completion is None
+
+
+def test_cli_call_streams_the_reply(fake: FakeOpenAIServer) -> None:
+    runner = CliRunner()
+    args = ["lm", "call", "--model", "vllm:tiny", "--base-url", fake.base_url, "--stream"]
+    fake.inject("one two three")
+    plain = runner.invoke(cli, [*args, "hi"])
+    assert plain.exit_code == 0, plain.output
+    assert plain.stdout == "one two three\n"
+    assert "finish: stop" in plain.stderr and fake.requests[-1]["stream"] is True
+    fake.inject("four five")
+    lines = runner.invoke(cli, [*args, "--json", "hi"]).stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["type"] for e in events] == ["text", "text", "done"]
+    assert "".join(e["text"] for e in events[:-1]) == "four five"
+    assert events[-1]["completion"]["text"] == "four five"
+    logged = json.loads(runner.invoke(cli, ["lm", "log", "--json", "-n", "1"]).stdout)
+    assert logged["completion"]["text"] == "four five", "the log holds the assembled reply"
+
+
+def test_cli_call_escapes_control_characters_in_replies(fake: FakeOpenAIServer) -> None:
+    args = ["lm", "call", "--model", "vllm:tiny", "--base-url", fake.base_url]
+    for extra in ([], ["--stream"]):
+        fake.inject("red \x1b[31mtext\x1b]52;c;cGF3bmVk\x07")
+        out = CliRunner().invoke(cli, [*args, *extra, "hi"]).stdout
+        assert "\x1b" not in out and "\x07" not in out and "\\x1b[31mtext" in out
+
+
+def test_cli_call_schema_and_tools(fake: FakeOpenAIServer, tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["lm", "call", "--model", "vllm:tiny", "--base-url", fake.base_url]
+    schema = {"title": "City", "type": "object", "properties": {"name": {"type": "string"}}}
+    fake.inject('{"name": "Paris"}')
+    out = runner.invoke(cli, [*args, "--schema", json.dumps(schema), "--json", "capital?"])
+    assert out.exit_code == 0, out.output
+    fmt = fake.requests[-1]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["schema"] == schema
+    assert fmt["json_schema"]["name"] == "City"
+    tool_file = tmp_path / "tools.json"
+    tool_file.write_text(json.dumps([{"name": "add", "parameters": {"type": "object"}}]))
+    fake.inject(reply("", tool_call("add", {"a": 1})))
+    out = runner.invoke(
+        cli, [*args, "--tool", f"@{tool_file}", "--tool-choice", "add", "--json", "1+1?"]
+    )
+    assert out.exit_code == 0, out.output
+    body = fake.requests[-1]
+    assert body["tools"] == [
+        {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+    ]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "add"}}
+    assert json.loads(out.stdout)["tool_calls"][0]["name"] == "add"
+    bad = runner.invoke(cli, [*args, "--tool", f"@{tool_file}", "--tool-choice", "mul", "x"])
+    assert isinstance(bad.exception, UserError) and "names no --tool" in str(bad.exception)

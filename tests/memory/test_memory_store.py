@@ -79,10 +79,19 @@ def test_hand_edits_are_picked_up_and_bad_sections_reported(store: MemoryStore) 
     assert store.search("900", namespace="p")[0].item.id == a.item.id
     assert store.search("300", namespace="p") == []
     hand = store.search("oncall rotation Monday", namespace="p")
-    assert hand[0].item.id == "m-hand1" and hand[0].item.trust is Trust.OWNER
+    # A section without a trust record (added by hand, or forged) is never owner-trusted.
+    assert hand[0].item.id == "m-hand1" and hand[0].item.trust is Trust.UNTRUSTED
+    assert hand[0].untrusted
     issues = store.issues("p")
-    assert len(issues) == 1 and issues[0].path == "p/MEMORY.md"
-    assert path.read_text().split("\n")[issues[0].line - 1] == "- mention: not a date"
+    assert len(issues) == 2 and {i.path for i in issues} == {"p/MEMORY.md"}
+    lines = path.read_text().split("\n")
+    bad = next(i for i in issues if "bad mention" in i.message)
+    assert lines[bad.line - 1] == "- mention: not a date"
+    untrusted = next(i for i in issues if "no trust record" in i.message)
+    assert lines[untrusted.line - 1] == "## m-hand1 · fact"
+    assert store.set_trust("m-hand1", "owner", namespace="p").trust is Trust.OWNER
+    assert store.search("oncall rotation Monday", namespace="p")[0].item.trust is Trust.OWNER
+    assert len(store.issues("p")) == 1
     assert len(store.search("blue runner", namespace="p")) == 1
 
 

@@ -28,7 +28,7 @@ from holdfast.agent.settings import AgentSettings
 from holdfast.agent.tools import Tool, ToolBox
 from holdfast.agent.workspace import Workspace
 from holdfast.errors import BudgetExceeded, InvalidInput, ModelFacingError
-from holdfast.lm.errors import ProviderRejected
+from holdfast.lm.errors import ContextOverflow, ProviderRejected
 from holdfast.lm.types import LM
 from holdfast.session import FlushItem, MemoryPolicy, VirtualSession, open_session_store
 
@@ -305,7 +305,7 @@ _OVERFLOW = re.compile(
 
 def _context_overflow(exc: ProviderRejected) -> bool:
     """Whether a provider's refusal says the prompt is longer than the model's window."""
-    return bool(_OVERFLOW.search(exc.message))
+    return isinstance(exc, ContextOverflow) or bool(_OVERFLOW.search(exc.message))
 
 
 def _invoke(tool: Tool, env: ToolEnv, args: dict[str, Any], _key: str) -> Any:

@@ -57,7 +57,11 @@ class StoreMemory:
             tags=[f"key:{key}"] if key else (),
         )
         item = result.item
-        return {"id": item.id, "status": result.status, "citation": self.store.citation(item.id)}
+        return {
+            "id": item.id,
+            "status": result.status,
+            "citation": self.store.citation(item.id, namespace=self.namespace),
+        }
 
     def search(self, query: str, *, limit: int = 5) -> list[RecallHit]:
         hits = self.store.search(query, namespace=self.namespace, limit=limit)

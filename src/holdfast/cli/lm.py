@@ -17,8 +17,19 @@ from typing import Any
 import click
 
 from holdfast.config import default_db_path, default_model
+from holdfast.display import escape_control
 from holdfast.errors import UserError
-from holdfast.lm import PROVIDERS, BaseLM, CallRecord, Completion, Message, RetryPolicy, get_lm
+from holdfast.lm import (
+    PROVIDERS,
+    BaseLM,
+    CallRecord,
+    Completion,
+    Message,
+    RetryPolicy,
+    StreamDone,
+    TextDelta,
+    get_lm,
+)
 from holdfast.lm.calllog import CallLog
 
 PING_PROMPT = "Reply with the single word: pong"
@@ -127,8 +138,27 @@ def ping(
 @click.option("--max-tokens", type=int, help="Cap on output tokens.")
 @click.option("--temperature", type=float, help="Sampling temperature.")
 @click.option("--stop", multiple=True, help="A stop sequence (repeatable).")
+@click.option(
+    "--schema",
+    metavar="JSON|@FILE",
+    help="Ask for JSON matching this JSON schema (structured output).",
+)
+@click.option(
+    "--tool",
+    "tools",
+    multiple=True,
+    metavar="JSON|@FILE",
+    help="A function tool the model may call: {name, description, parameters} or the OpenAI "
+    "form; a file may hold a list (repeatable).",
+)
+@click.option(
+    "--tool-choice", help="auto, none, required, or the name of a tool the model must call."
+)
+@click.option("--stream", is_flag=True, help="Print the reply as it is generated.")
 @click.option("--show-prompt", is_flag=True, help="Print the exact messages sent.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the result as JSON (with --stream: JSON lines)."
+)
 def call(
     prompt: str | None,
     model: str | None,
@@ -142,6 +172,10 @@ def call(
     max_tokens: int | None,
     temperature: float | None,
     stop: tuple[str, ...],
+    schema: str | None,
+    tools: tuple[str, ...],
+    tool_choice: str | None,
+    stream: bool,
     show_prompt: bool,
     as_json: bool,
 ) -> None:
@@ -154,32 +188,112 @@ def call(
     if system:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": prompt})
+    options: dict[str, Any] = {
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "stop": list(stop) or None,
+    }
+    if schema is not None:
+        options["response_format"] = _schema_format(schema)
+    if tools:
+        options["tools"] = _tool_specs(tools)
+    if tool_choice is not None:
+        options["tool_choice"] = _tool_choice(tool_choice, options.get("tools"))
     client = _build(model, base_url, api_key, not no_log, timeout, retries, direct_http)
     if show_prompt and not as_json:
         click.echo(f"--- messages sent to {client.model} ---", err=True)
-        click.echo(json.dumps(messages, indent=2, ensure_ascii=False), err=True)
+        click.echo(escape_control(json.dumps(messages, indent=2, ensure_ascii=False)), err=True)
+        if options.get("tools"):
+            click.echo("--- tools ---", err=True)
+            click.echo(escape_control(json.dumps(options["tools"], indent=2)), err=True)
         click.echo("---", err=True)
     try:
-        out = client.complete(
-            messages, max_tokens=max_tokens, temperature=temperature, stop=list(stop) or None
-        )
+        if stream:
+            out = _stream_reply(client, messages, options, as_json)
+        else:
+            out = client.complete(messages, **options)
     finally:
         client.close()
     if as_json:
         data = _completion_json(out)
         if show_prompt:
             data["messages"] = messages
+        if stream:
+            data = {"type": "done", "completion": data}
         click.echo(json.dumps(data, ensure_ascii=False))
         return
-    click.echo(out.text)
+    if not stream:
+        click.echo(escape_control(out.text))
     for tc in out.tool_calls:
-        click.echo(f"[tool call] {tc.name}({tc.arguments})")
+        click.echo(f"[tool call] {escape_control(tc.name)}({escape_control(tc.arguments)})")
     u = out.usage
     click.echo(
         f"[{out.model} · {u.input_tokens} in / {u.output_tokens} out · "
-        f"{u.latency_s * 1000:.0f} ms · ${u.cost_usd:.6f}{'' if u.priced else ' (unpriced)'}]",
+        f"{u.latency_s * 1000:.0f} ms · ${u.cost_usd:.6f}{'' if u.priced else ' (unpriced)'} · "
+        f"finish: {escape_control(out.finish_reason)}]",
         err=True,
     )
+
+
+def _stream_reply(
+    client: BaseLM, messages: list[Message], options: dict[str, Any], as_json: bool
+) -> Completion:
+    """Print the deltas as they arrive (JSON lines with ``as_json``); return the completion."""
+    out: Completion | None = None
+    with client.stream(messages, **options) as events:
+        for event in events:
+            if isinstance(event, StreamDone):
+                out = event.completion
+            elif as_json:
+                click.echo(json.dumps(event.to_dict(), ensure_ascii=False))
+            elif isinstance(event, TextDelta):
+                click.echo(escape_control(event.text), nl=False)
+                sys.stdout.flush()
+    if not as_json:
+        click.echo()
+    assert out is not None  # a stream that ends without StreamDone raised instead
+    return out
+
+
+def _json_option(value: str, what: str) -> Any:
+    from holdfast.cli.task import read_json_arg
+
+    return read_json_arg(value, what)
+
+
+def _schema_format(value: str) -> dict[str, Any]:
+    from holdfast.lm import json_schema_format
+
+    schema = _json_option(value, "--schema")
+    if not isinstance(schema, dict):
+        raise UserError("--schema must be a JSON schema object")
+    return json_schema_format(schema, name=str(schema.get("title") or "output"))
+
+
+def _tool_specs(values: tuple[str, ...]) -> list[dict[str, Any]]:
+    specs: list[dict[str, Any]] = []
+    for value in values:
+        raw = _json_option(value, "--tool")
+        for item in raw if isinstance(raw, list) else [raw]:
+            if not isinstance(item, dict):
+                raise UserError("--tool must be a JSON object (or a list of them)")
+            fn = item.get("function") if item.get("type") == "function" else item
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise UserError(f"--tool needs a name: {json.dumps(item)[:200]}")
+            spec = {"name": fn["name"], "parameters": fn.get("parameters") or {"type": "object"}}
+            if fn.get("description"):
+                spec["description"] = str(fn["description"])
+            specs.append({"type": "function", "function": spec})
+    return specs
+
+
+def _tool_choice(value: str, tools: list[dict[str, Any]] | None) -> Any:
+    if value in ("auto", "none", "required"):
+        return value
+    names = [t["function"]["name"] for t in tools or ()]
+    if value not in names:
+        raise UserError(f"--tool-choice {value!r} names no --tool (given: {', '.join(names)})")
+    return {"type": "function", "function": {"name": value}}
 
 
 def _completion_json(out: Completion) -> dict[str, Any]:

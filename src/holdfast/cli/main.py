@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deny": ("holdfast.cli.approvals:deny", "Deny a step that waits for a person."),
     "run": ("holdfast.cli.run:run", "Run a long task with the agent."),
     "demo": ("holdfast.cli.demo:demo", "Run the offline end-to-end demo."),
+    "serve": ("holdfast.cli.serve:serve", "Serve the HTTP API, OpenAI endpoint and console."),
+    "token": ("holdfast.cli.token:token", "Bearer tokens for the server: create, list, revoke."),
     "eval": ("holdfast.cli.eval:eval", "Evaluation suites: run, report, export."),
     "trace": ("holdfast.cli.trace:trace", "Export a trace as training data."),
 }

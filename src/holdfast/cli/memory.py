@@ -1,9 +1,12 @@
-"""``holdfast memory``: add, search, show, edit, forget, reindex, entities, stats, export, import.
+"""``holdfast memory``: add, search, show, edit, forget, trust, promote, reindex, entities, stats,
+export, import.
 
 The memory directory is ``<holdfast home>/memory`` (``--root`` to change it); the embedder comes
 from ``--embedder`` or ``HOLDFAST_MEMORY_EMBEDDER`` (``local`` by default, ``none`` for
 keyword-only, ``openai:<model>@<base_url>`` for an endpoint). Items added here are owner-trusted:
-a person typed them. Every command that prints data takes ``--json``.
+a person typed them. Every command that prints data takes ``--json``; text output escapes
+control characters (stored text is data, never terminal commands). Bad input (a time that is
+not ISO-8601, bytes that are not UTF-8, an unknown id) is a one-line error with exit code 2.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from holdfast.display import escape_control
 from holdfast.errors import InvalidInput
 
 
@@ -36,13 +40,60 @@ def _store(ctx: click.Context) -> Any:
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else text)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(escape_control(text))
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InvalidInput(
+            f"{where} is not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+            f"(line {line}); re-encode it as UTF-8"
+        ) from None
+
+
+def _stdin_bytes() -> bytes:
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is not None:
+        data: bytes = buffer.read()
+        return data
+    return sys.stdin.read().encode("utf-8", "surrogateescape")
 
 
 def _read_text(text: str) -> str:
-    return sys.stdin.read() if text == "-" else text
+    if text == "-":
+        return _decode(_stdin_bytes(), "standard input")
+    return text
 
 
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[Any]
+else:  # click before 8.2 has no generic ParamType
+    _ParamType = click.ParamType
+
+
+class IsoTime(_ParamType):
+    """An ISO-8601 date or time; anything else is a usage error (exit 2) naming the value."""
+
+    name = "ISO-TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from holdfast.memory.items import BadTime, parse_time
+
+        try:
+            return parse_time(
+                value, param.name.replace("_", "-") if param and param.name else "time"
+            )
+        except BadTime as exc:
+            self.fail(exc.message, param, ctx)
+
+
+ISO = IsoTime()
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 ns_opt = click.option("--namespace", "-n", default="default", show_default=True, help="Namespace.")
 
@@ -56,14 +107,32 @@ def memory(ctx: click.Context, root: str | None, embedder: str | None) -> None:
     ctx.obj = {"root": root, "embedder": embedder}
 
 
+def _write_message(res: Any) -> str:
+    if res.status in ("duplicate", "near_duplicate"):
+        what = "the same text as" if res.status == "duplicate" else "the same claim as"
+        msg = (
+            f"not stored: {what} {res.duplicate_of} ({res.citation}): {res.item.text[:200]}\n"
+            "(pass --no-dedup to store it anyway)"
+        )
+    else:
+        msg = f"{res.status} {res.item.id}"
+    if res.redacted:
+        msg += f"; redacted: {', '.join(sorted(set(res.redacted)))}"
+    return msg
+
+
 @memory.command()
 @click.argument("text")
 @ns_opt
 @click.option("--kind", default="fact", show_default=True)
 @click.option("--entity", "entities", multiple=True, help="An entity it is about (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--trust", default="owner", show_default=True)
-@click.option("--mention-time", help="ISO time it was said (default: now).")
+@click.option("--mention-time", type=ISO, help="ISO time it was said (default: now).")
 @click.option("--source-url", help="Where it came from.")
+@click.option(
+    "--no-dedup", is_flag=True, help="Store it even if an item with the same text exists."
+)
 @json_opt
 @click.pass_context
 def add(
@@ -72,32 +141,30 @@ def add(
     namespace: str,
     kind: str,
     entities: tuple[str, ...],
+    tags: tuple[str, ...],
     trust: str,
-    mention_time: str | None,
+    mention_time: Any,
     source_url: str | None,
+    no_dedup: bool,
     as_json: bool,
 ) -> None:
     """Remember TEXT ('-' reads standard input)."""
     res = _store(ctx).add(
-        _read_text(text), namespace=namespace, kind=kind, entities=entities, trust=trust,
-        mention_time=mention_time, source={"url": source_url} if source_url else None,
+        _read_text(text), namespace=namespace, kind=kind, entities=entities, tags=tags,
+        trust=trust, mention_time=mention_time,
+        source={"url": source_url} if source_url else None, dedup=not no_dedup,
     )  # fmt: skip
-    msg = f"{res.status} {res.item.id}" + (
-        f" (duplicate of {res.duplicate_of})" if res.duplicate_of else ""
-    )
-    if res.redacted:
-        msg += f"; redacted: {', '.join(res.redacted)}"
-    _emit(res.to_dict(), as_json, msg)
+    _emit(res.to_dict(), as_json, _write_message(res))
 
 
 @memory.command()
 @click.argument("query")
 @ns_opt
-@click.option("--limit", "-k", default=10, show_default=True)
+@click.option("--limit", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--entity", help="Only items about this entity (aliases included).")
-@click.option("--as-of", help="Recall what was known and valid at this ISO time.")
-@click.option("--after", help="Only events on or after this ISO date.")
-@click.option("--before", help="Only events on or before this ISO date.")
+@click.option("--as-of", type=ISO, help="Recall what was known and valid at this ISO time.")
+@click.option("--after", type=ISO, help="Only events on or after this ISO date.")
+@click.option("--before", type=ISO, help="Only events on or before this ISO date.")
 @click.option("--kind", "kinds", multiple=True)
 @click.option("--arms", default="keyword,dense,entity,time", show_default=True)
 @click.option("--history", is_flag=True, help="Include superseded items.")
@@ -109,9 +176,9 @@ def search(
     namespace: str,
     limit: int,
     entity: str | None,
-    as_of: str | None,
-    after: str | None,
-    before: str | None,
+    as_of: Any,
+    after: Any,
+    before: Any,
     kinds: tuple[str, ...],
     arms: str,
     history: bool,
@@ -136,7 +203,7 @@ def show(ctx: click.Context, item_id: str, namespace: str, as_json: bool) -> Non
     """Show one item with its metadata and file citation."""
     store = _store(ctx)
     item = store.get(item_id, namespace=namespace)
-    data = item.to_dict() | {"citation": store.citation(item_id)}
+    data = item.to_dict() | {"citation": store.citation(item_id, namespace=namespace)}
     text = "\n".join(
         f"{k}: {v}" for k, v in data.items() if k != "text" and v not in (None, [], {})
     )
@@ -162,7 +229,7 @@ def edit(
     supersede: bool,
     as_json: bool,
 ) -> None:
-    """Change an item's text."""
+    """Change an item's text (its trust never changes: use 'trust' or 'promote')."""
     store = _store(ctx)
     old = store.get(item_id, namespace=namespace)
     text = _read_text(new_text) if new_text is not None else click.edit(old.text)
@@ -197,6 +264,35 @@ def forget(
     _store(ctx).delete(item_id, namespace=namespace, purge=purge)
     status = "purged" if purge else "deleted"
     _emit({"status": status, "id": item_id}, as_json, f"{status} {item_id}")
+
+
+@memory.command()
+@click.argument("item_id")
+@click.argument("level", type=click.Choice(["owner", "agent", "tool", "untrusted"]))
+@ns_opt
+@json_opt
+@click.pass_context
+def trust(ctx: click.Context, item_id: str, level: str, namespace: str, as_json: bool) -> None:
+    """Set an item's trust class (an owner decision: vouch for a hand-added item, or demote)."""
+    item = _store(ctx).set_trust(item_id, level, namespace=namespace)
+    _emit({"id": item.id, "trust": item.trust.value}, as_json, f"{item.id}: {item.trust.value}")
+
+
+@memory.command()
+@click.argument("item_id")
+@ns_opt
+@json_opt
+@click.pass_context
+def promote(ctx: click.Context, item_id: str, namespace: str, as_json: bool) -> None:
+    """Move an item into curated MEMORY.md as owner-trusted."""
+    store = _store(ctx)
+    item = store.promote(item_id, namespace=namespace)
+    cite = store.citation(item.id, namespace=namespace)
+    _emit(
+        {"id": item.id, "trust": item.trust.value, "citation": cite},
+        as_json,
+        f"promoted {item.id} ({cite})",
+    )
 
 
 @memory.command()
@@ -248,7 +344,8 @@ def entities(
 @json_opt
 @click.pass_context
 def stats(ctx: click.Context, namespace: str, as_json: bool) -> None:
-    """Counts by kind and trust, vectors, files and parse issues."""
+    """Counts by kind and trust, vectors, files and issues (bad sections, items without a trust
+    record, ids another namespace also holds)."""
     store = _store(ctx)
     data = store.stats(namespace)
     data["issue_list"] = [i.to_dict() for i in store.issues(namespace)]
@@ -263,7 +360,7 @@ def stats(ctx: click.Context, namespace: str, as_json: bool) -> None:
 @click.pass_context
 def export_cmd(ctx: click.Context, namespace: str, output: str | None) -> None:
     """Write every item of the namespace as JSON lines."""
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _store(ctx).export(namespace))
+    lines = "".join(json.dumps(r) + "\n" for r in _store(ctx).export(namespace))
     if output:
         Path(output).write_text(lines, "utf-8")
     else:
@@ -273,21 +370,54 @@ def export_cmd(ctx: click.Context, namespace: str, output: str | None) -> None:
 @memory.command(name="import")
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True))
 @ns_opt
+@click.option(
+    "--trust",
+    "trust_cap",
+    type=click.Choice(["owner", "agent", "tool", "untrusted"]),
+    help="Import at most this trusted (default: trust as exported).",
+)
+@click.option("--skip-bad", is_flag=True, help="Import the good lines even if some are bad.")
 @json_opt
 @click.pass_context
-def import_cmd(ctx: click.Context, source: str, namespace: str, as_json: bool) -> None:
-    """Import JSON lines written by export ('-' reads standard input)."""
-    raw = sys.stdin.read() if source == "-" else Path(source).read_text("utf-8")
-    records = []
-    for n, line in enumerate(raw.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{source}:{n}: not a JSON line: {exc}") from exc
-    count = _store(ctx).import_items(records, namespace=namespace)
-    _emit(
-        {"imported": count, "skipped": len(records) - count},
-        as_json,
-        f"imported {count} of {len(records)}",
+def import_cmd(
+    ctx: click.Context,
+    source: str,
+    namespace: str,
+    trust_cap: str | None,
+    skip_bad: bool,
+    as_json: bool,
+) -> None:
+    """Import JSON lines written by export ('-' reads standard input).
+
+    Importing is idempotent: records whose id or content the namespace already holds are
+    skipped and listed. A bad line is reported with its number; with any bad line nothing is
+    imported (exit 2) unless --skip-bad.
+    """
+    if source == "-":
+        raw = _stdin_bytes()
+    else:
+        try:
+            raw = Path(source).read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
+    report = _store(ctx).import_items(
+        raw.split(b"\n"), namespace=namespace, trust=trust_cap, skip_bad=skip_bad
     )
+    data = report.to_dict()
+    lines = [
+        f"imported {len(report.imported)}, skipped {len(report.skipped)}, "
+        f"renamed {len(report.renamed)}, bad lines {len(report.errors)}"
+    ]
+    lines += [f"  line {n}: skipped {i}: {r}" for n, i, r in report.skipped]
+    lines += [
+        f"  line {n}: {a} is held by another namespace; imported as {b}"
+        for n, a, b in report.renamed
+    ]
+    lines += [f"  {source}:{n}: {m}" for n, m in report.errors]
+    if report.errors and not skip_bad:
+        lines[0] = (
+            f"nothing imported: {len(report.errors)} bad line(s) (--skip-bad imports the rest)"
+        )
+    _emit(data, as_json, "\n".join(lines))
+    if report.errors:
+        ctx.exit(2)

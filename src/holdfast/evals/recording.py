@@ -12,8 +12,10 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from holdfast.lm.stream import LMStream, StreamDone, StreamEvent, SyncLMStream
 from holdfast.lm.types import LM, Completion, Message
 
 
@@ -91,6 +93,28 @@ class RecordingLM:
         self._record(messages, kwargs, reply, None)
         return reply
 
+    def astream(self, messages: list[Message], **kwargs: Any) -> LMStream:
+        """The inner model's stream, recorded once it ends (with the assembled reply)."""
+        inner = self.inner.astream(messages, **kwargs)
+
+        async def events() -> AsyncIterator[StreamEvent]:
+            try:
+                async for event in inner:
+                    if isinstance(event, StreamDone):
+                        self._record(messages, kwargs, event.completion, None)
+                    yield event
+            except Exception as exc:
+                self._record(messages, kwargs, None, exc)
+                raise
+            finally:
+                await inner.aclose()
+
+        return LMStream(events())
+
+    def stream(self, messages: list[Message], **kwargs: Any) -> _RecordingSyncStream:
+        """The blocking form of :meth:`astream`, recorded the same way."""
+        return _RecordingSyncStream(self.inner.stream(messages, **kwargs), self, messages, kwargs)
+
     async def aclose(self) -> None:
         closer = getattr(self.inner, "aclose", None)
         if closer is not None:
@@ -100,3 +124,59 @@ class RecordingLM:
         closer = getattr(self.inner, "close", None)
         if callable(closer):
             closer()
+
+
+class _RecordingSyncStream(SyncLMStream):
+    """The inner model's :class:`SyncLMStream`, recording its reply when it ends.
+
+    Every method is delegated to the inner stream (which runs on the inner model's own loop), so
+    the base initialiser is not called.
+    """
+
+    def __init__(
+        self,
+        inner: SyncLMStream,
+        owner: RecordingLM,
+        messages: list[Message],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._inner = inner
+        self._owner = owner
+        self._messages = messages
+        self._kwargs = kwargs
+
+    @property
+    def completion(self) -> Completion | None:
+        return self._inner.completion
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        return self
+
+    def __next__(self) -> StreamEvent:
+        try:
+            event = next(self._inner)
+        except StopIteration:
+            raise
+        except Exception as exc:
+            self._owner._record(self._messages, self._kwargs, None, exc)
+            raise
+        if isinstance(event, StreamDone):
+            self._owner._record(self._messages, self._kwargs, event.completion, None)
+        return event
+
+    def collect(self) -> Completion:
+        for _ in self:
+            pass
+        completion = self._inner.completion
+        if completion is None:
+            raise RuntimeError("the stream ended without a completion")
+        return completion
+
+    def __enter__(self) -> _RecordingSyncStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._inner.close()

@@ -99,6 +99,7 @@ class Worker:
 
     def run(self) -> int:
         """Lease and run tasks until stopped (or idle, with ``exit_when_idle``). Returns tasks run."""
+        self.store.backend.check_writable()
         restore = self._install_signals()
         ticker = threading.Thread(target=self._tick_loop, name="holdfast-ticker", daemon=True)
         ticker.start()

@@ -8,6 +8,7 @@ from holdfast.lm.anthropic_lm import AnthropicLM
 from holdfast.lm.base import BaseLM, CallParams, apply_stop, run_sync, validate_messages
 from holdfast.lm.calllog import CallLog
 from holdfast.lm.errors import (
+    ContextOverflow,
     EmptyResponse,
     MalformedResponse,
     MissingAPIKey,
@@ -26,6 +27,14 @@ from holdfast.lm.prices import DEFAULT_PRICES, FREE, Price, PriceTable
 from holdfast.lm.providers import PROVIDERS, ProviderSpec, parse_model_name
 from holdfast.lm.record import CallRecord, CallRecorder, completion_from_dict, completion_to_dict
 from holdfast.lm.retry import NO_RETRY, RetryPolicy
+from holdfast.lm.stream import (
+    LMStream,
+    StreamDone,
+    StreamEvent,
+    SyncLMStream,
+    TextDelta,
+    ToolCallDelta,
+)
 from holdfast.lm.structured import json_schema_format, parse_json_reply
 from holdfast.lm.tokens import estimate_message_tokens, estimate_tokens, estimate_tools_tokens
 from holdfast.lm.types import LM, ZERO_USAGE, Completion, Message, ToolCall, Usage
@@ -44,8 +53,10 @@ __all__ = [
     "CallRecord",
     "CallRecorder",
     "Completion",
+    "ContextOverflow",
     "EmptyResponse",
     "EndpointLimiter",
+    "LMStream",
     "MalformedResponse",
     "Message",
     "MissingAPIKey",
@@ -60,7 +71,12 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "RetryPolicy",
+    "StreamDone",
+    "StreamEvent",
+    "SyncLMStream",
+    "TextDelta",
     "ToolCall",
+    "ToolCallDelta",
     "UnknownProvider",
     "Usage",
     "apply_stop",

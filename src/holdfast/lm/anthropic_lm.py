@@ -8,13 +8,19 @@ first client is built; without it, a :class:`~holdfast.lm.errors.MissingExtra` n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from holdfast.errors import ConfigError
-from holdfast.lm.anthropic_wire import DEFAULT_MAX_TOKENS, parse_response, request_body
+from holdfast.lm.anthropic_wire import (
+    DEFAULT_MAX_TOKENS,
+    MessageEvents,
+    parse_response,
+    request_body,
+)
 from holdfast.lm.base import CallParams
 from holdfast.lm.errors import MissingExtra
-from holdfast.lm.openai_compat import OpenAICompatLM, _httpx_module
+from holdfast.lm.openai_compat import OpenAICompatLM, StreamEvents, _httpx_module
 from holdfast.lm.types import Completion, Message
 
 
@@ -69,3 +75,13 @@ class AnthropicLM(OpenAICompatLM):
         body.update(self.extra_body)
         raw = await self._post(client, self.chat_path, body, timeout)
         return parse_response(raw, url=self.url, forced_tool=forced)
+
+    def _stream_request(
+        self, messages: list[Message], params: CallParams
+    ) -> tuple[dict[str, Any], Callable[[], StreamEvents]]:
+        body, forced = request_body(
+            self.model_id, messages, params, max_tokens=self.default_max_tokens
+        )
+        body.update(self.extra_body)
+        body["stream"] = True
+        return body, lambda: MessageEvents(url=self.url, forced_tool=forced)

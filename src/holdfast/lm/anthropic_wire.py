@@ -14,7 +14,8 @@ from typing import Any
 
 from holdfast.errors import InvalidInput
 from holdfast.lm.base import CallParams
-from holdfast.lm.errors import EmptyResponse, MalformedResponse
+from holdfast.lm.errors import EmptyResponse, MalformedResponse, StreamError
+from holdfast.lm.stream import Delta, SSEEvent, TextDelta, ToolCallDelta
 from holdfast.lm.types import Completion, Message, ToolCall, Usage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -194,18 +195,140 @@ def parse_response(raw: bytes, *, url: str, forced_tool: str | None = None) -> C
         if chosen:
             text, finish = chosen[0].arguments, "stop"
             calls = [c for c in calls if c.name != forced_tool]
+    usage = _usage(raw_usage)
     if not text and not calls:
         raise EmptyResponse(
             f"the model returned an empty reply (stop_reason={reason!r}) from {url}",
             body=raw,
             url=url,
+            usage=usage.to_dict(),
         )
-    cached = int(raw_usage.get("cache_read_input_tokens") or 0)
-    usage = Usage(
-        input_tokens=int(raw_usage.get("input_tokens") or 0)
+    return Completion(text=text, tool_calls=tuple(calls), finish_reason=finish, usage=usage)
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    cached = int(raw.get("cache_read_input_tokens") or 0)
+    return Usage(
+        input_tokens=int(raw.get("input_tokens") or 0)
         + cached
-        + int(raw_usage.get("cache_creation_input_tokens") or 0),
-        output_tokens=int(raw_usage.get("output_tokens") or 0),
+        + int(raw.get("cache_creation_input_tokens") or 0),
+        output_tokens=int(raw.get("output_tokens") or 0),
         cached_tokens=cached,
     )
-    return Completion(text=text, tool_calls=tuple(calls), finish_reason=finish, usage=usage)
+
+
+class MessageEvents:
+    """Turns the server-sent events of a streamed Messages call into deltas and one Completion.
+
+    Text blocks become :class:`TextDelta`; ``tool_use`` blocks become :class:`ToolCallDelta`
+    (numbered in order of appearance) whose arguments are the ``input_json_delta`` pieces; the
+    forced tool of a structured-output call streams its JSON as text, as :func:`parse_response`
+    returns it. Usage comes from ``message_start`` and the last ``message_delta``.
+    """
+
+    def __init__(self, *, url: str, forced_tool: str | None = None) -> None:
+        self.url = url
+        self.forced_tool = forced_tool
+        self.text: list[str] = []
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.calls: list[dict[str, Any]] = []
+        self.usage: dict[str, Any] = {}
+        self.stop_reason: str | None = None
+        self.stopped = False
+
+    def feed(self, event: SSEEvent) -> list[Delta]:
+        try:
+            data = json.loads(event.data)
+        except ValueError as exc:
+            raise MalformedResponse(
+                f"{self.url} sent a stream event that is not JSON ({exc})",
+                body=event.data,
+                url=self.url,
+            ) from None
+        if not isinstance(data, dict):
+            raise MalformedResponse(
+                f"{self.url} sent a stream event that is not an object",
+                body=event.data,
+                url=self.url,
+            )
+        kind = data.get("type") or event.event
+        try:
+            return self._handle(kind, data)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise MalformedResponse(
+                f"{self.url} sent a {kind!r} event that is not a Messages stream event ({exc})",
+                body=event.data,
+                url=self.url,
+            ) from None
+
+    def _handle(self, kind: str, data: dict[str, Any]) -> list[Delta]:
+        if kind == "error":
+            error = data.get("error") or {}
+            status = 529 if error.get("type") == "overloaded_error" else 500
+            if error.get("type") == "invalid_request_error":
+                status = 400
+            raise StreamError(status, json.dumps({"error": error}))
+        if kind == "message_start":
+            self.usage.update(data["message"].get("usage") or {})
+            return []
+        if kind == "message_delta":
+            self.usage.update(data.get("usage") or {})
+            self.stop_reason = (data.get("delta") or {}).get("stop_reason") or self.stop_reason
+            return []
+        if kind == "message_stop":
+            self.stopped = True
+            return []
+        if kind == "content_block_start":
+            block = data["content_block"]
+            entry: dict[str, Any] = {"type": block.get("type")}
+            self.blocks[int(data["index"])] = entry
+            if block.get("type") == "text" and block.get("text"):
+                self.text.append(block["text"])
+                return [TextDelta(block["text"])]
+            if block.get("type") == "tool_use":
+                if block.get("name") == self.forced_tool:
+                    entry["forced"] = True
+                    return []
+                entry["call"] = len(self.calls)
+                call_id, name = str(block["id"]), str(block["name"])
+                self.calls.append({"id": call_id, "name": name, "arguments": []})
+                return [ToolCallDelta(index=entry["call"], id=call_id, name=name)]
+            return []
+        if kind == "content_block_delta":
+            entry = self.blocks.get(int(data["index"]), {})
+            delta = data["delta"]
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                self.text.append(delta["text"])
+                return [TextDelta(delta["text"])]
+            if delta.get("type") == "input_json_delta":
+                piece = str(delta.get("partial_json") or "")
+                if entry.get("forced"):
+                    self.text.append(piece)
+                    return [TextDelta(piece)] if piece else []
+                if "call" in entry:
+                    self.calls[entry["call"]]["arguments"].append(piece)
+                    return [ToolCallDelta(index=entry["call"], arguments=piece)]
+            return []
+        return []  # ping, content_block_stop, thinking blocks: nothing to report
+
+    def ended(self) -> bool:
+        return self.stopped or self.stop_reason is not None
+
+    def completion(self) -> Completion:
+        text = "".join(self.text)
+        calls = [
+            ToolCall(id=c["id"], name=c["name"], arguments="".join(c["arguments"]) or "{}")
+            for c in self.calls
+        ]
+        finish = _STOP_REASONS.get(str(self.stop_reason), self.stop_reason)
+        if self.forced_tool is not None and any(b.get("forced") for b in self.blocks.values()):
+            finish = "stop"
+        usage = _usage(self.usage)
+        if not text and not calls:
+            raise EmptyResponse(
+                f"the model streamed an empty reply (stop_reason={self.stop_reason!r}) "
+                f"from {self.url}",
+                url=self.url,
+                usage=usage.to_dict(),
+            )
+        return Completion(text=text, tool_calls=tuple(calls), finish_reason=finish, usage=usage)

@@ -11,17 +11,29 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from holdfast.errors import Cancelled, HoldfastError, InvalidInput
+from holdfast.lm._portal import LoopThread
 from holdfast.lm.prices import Price
 from holdfast.lm.record import CallRecord, CallRecorder
+from holdfast.lm.stream import (
+    Delta,
+    LMStream,
+    StreamDone,
+    StreamEvent,
+    SyncLMStream,
+    TextDelta,
+    ToolCallDelta,
+)
 from holdfast.lm.types import Completion, Message, Usage
 
 log = logging.getLogger("holdfast.lm")
@@ -84,8 +96,45 @@ def apply_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
     return text[:cut], True
 
 
+_PIECES = re.compile(r"\S+\s*|\s+")
+
+
+def replay_as_deltas(completion: Completion) -> list[Delta]:
+    """The deltas a server would have streamed for ``completion`` (word by word, then calls)."""
+    deltas: list[Delta] = [TextDelta(piece) for piece in _PIECES.findall(completion.text)]
+    deltas += [
+        ToolCallDelta(index=i, id=tc.id, name=tc.name, arguments=tc.arguments)
+        for i, tc in enumerate(completion.tool_calls)
+    ]
+    return deltas
+
+
 def new_call_id() -> str:
     return "call-" + uuid.uuid4().hex[:20]
+
+
+def _params(
+    messages: list[Message],
+    tools: list[dict[str, Any]] | None,
+    tool_choice: Any,
+    stop: list[str] | str | None,
+    response_format: dict[str, Any] | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    timeout: float | None,
+) -> CallParams:
+    validate_messages(messages)
+    if isinstance(stop, str):
+        stop = [stop]
+    return CallParams(
+        tools=tools,
+        tool_choice=tool_choice,
+        stop=stop,
+        response_format=response_format,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout,
+    )
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -129,6 +178,19 @@ class BaseLM(ABC):
     async def _acall(self, messages: list[Message], params: CallParams) -> tuple[Completion, int]:
         """Make one call (with any retries); return the completion and the attempts it took."""
 
+    async def _astream(
+        self, messages: list[Message], params: CallParams
+    ) -> AsyncGenerator[Delta | tuple[Completion, int], None]:
+        """Stream one call: deltas, then ``(completion, attempts)`` last.
+
+        The default, for models without a streaming wire (the in-process fakes), makes the whole
+        call and replays it as deltas; network clients override it with a real stream.
+        """
+        completion, attempts = await self._acall(messages, params)
+        for delta in replay_as_deltas(completion):
+            yield delta
+        yield completion, attempts
+
     def _prepare(self) -> None:
         """Set up per-loop resources (clients, pools) outside the timed part of a call."""
         return None
@@ -154,17 +216,8 @@ class BaseLM(ABC):
         metadata: dict[str, Any] | None = None,
     ) -> Completion:
         """Call the model with OpenAI-format ``messages``; see :class:`~holdfast.lm.types.LM`."""
-        validate_messages(messages)
-        if isinstance(stop, str):
-            stop = [stop]
-        params = CallParams(
-            tools=tools,
-            tool_choice=tool_choice,
-            stop=stop,
-            response_format=response_format,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            timeout=timeout,
+        params = _params(
+            messages, tools, tool_choice, stop, response_format, temperature, max_tokens, timeout
         )
         self._prepare()
         call_id = new_call_id()
@@ -176,16 +229,113 @@ class BaseLM(ABC):
             if self.call_log is not None:
                 self._record(call_id, messages, params, None, exc, started_at, t0, 1, metadata)
             raise
-        latency = time.perf_counter() - t0
-        usage = self.price_usage(replace(completion.usage, latency_s=latency, calls=1))
-        completion = replace(
-            completion, usage=usage, call_id=call_id, model=completion.model or self.model
-        )
+        completion = self._stamp(completion, call_id, t0)
         if self.call_log is not None:
             self._record(
                 call_id, messages, params, completion, None, started_at, t0, attempts, metadata
             )
         return completion
+
+    def _stamp(self, completion: Completion, call_id: str, t0: float) -> Completion:
+        latency = time.perf_counter() - t0
+        usage = self.price_usage(replace(completion.usage, latency_s=latency, calls=1))
+        return replace(
+            completion, usage=usage, call_id=call_id, model=completion.model or self.model
+        )
+
+    def astream(
+        self,
+        messages: list[Message],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
+        stop: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> LMStream:
+        """Stream the reply: text and tool-call deltas as they arrive, then one StreamDone.
+
+        Takes the arguments of :meth:`acomplete`; ``timeout`` here bounds the wait for the first
+        event and for each one after it. Use ``async with lm.astream(...) as events:`` so that
+        leaving the block early closes the request. The call log records the assembled reply (or
+        the error, with the text received before it).
+        """
+        params = _params(
+            messages, tools, tool_choice, stop, response_format, temperature, max_tokens, timeout
+        )
+        return LMStream(self._stream_events(messages, params, metadata))
+
+    async def _stream_events(
+        self, messages: list[Message], params: CallParams, metadata: dict[str, Any] | None
+    ) -> AsyncIterator[StreamEvent]:
+        self._prepare()
+        call_id = new_call_id()
+        started_at = time.time()
+        t0 = time.perf_counter()
+        received: list[str] = []
+        attempts = 1
+        finished = False
+        try:
+            async with aclosing(self._astream(messages, params)) as items:
+                async for item in items:
+                    if isinstance(item, tuple):
+                        completion, attempts = item
+                        completion = self._stamp(completion, call_id, t0)
+                        if self.call_log is not None:
+                            self._record(
+                                call_id, messages, params, completion, None, started_at, t0,
+                                attempts, metadata,
+                            )  # fmt: skip
+                        finished = True
+                        yield StreamDone(completion)
+                        return
+                    if isinstance(item, TextDelta):
+                        received.append(item.text)
+                    yield item
+        except BaseException as exc:
+            if self.call_log is not None and not finished:
+                if isinstance(exc, GeneratorExit):
+                    exc = Cancelled("the stream was closed by its reader before it ended")
+                self._record(
+                    call_id, messages, params, None, exc, started_at, t0, attempts, metadata,
+                    partial_text="".join(received),
+                )  # fmt: skip
+            raise
+
+    def stream(
+        self,
+        messages: list[Message],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
+        stop: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SyncLMStream:
+        """The blocking form of :meth:`astream`: ``with lm.stream(...) as events: for ev in events``."""
+        events = self.astream(
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            stop=stop,
+            response_format=response_format,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            metadata=metadata,
+        )
+        portal, owned = self._stream_portal()
+        return SyncLMStream(events, portal, on_close=portal.stop if owned else None)
+
+    def _stream_portal(self) -> tuple[LoopThread, bool]:
+        """The loop thread a sync stream runs on, and whether the stream owns (and stops) it."""
+        return LoopThread("holdfast-lm-stream"), True
 
     def _record(
         self,
@@ -198,15 +348,20 @@ class BaseLM(ABC):
         t0: float,
         attempts: int,
         metadata: dict[str, Any] | None,
+        *,
+        partial_text: str | None = None,
     ) -> None:
         assert self.call_log is not None
+        error = None if exc is None else error_dict(exc)
+        if error is not None and partial_text:
+            error["partial_text"] = partial_text
         record = CallRecord(
             call_id=call_id,
             model=self.model,
             messages=copy.deepcopy(messages),
             params=params.to_dict(),
             completion=completion,
-            error=None if exc is None else error_dict(exc),
+            error=error,
             started_at=started_at,
             latency_s=time.perf_counter() - t0,
             attempts=getattr(exc, "attempts", attempts) if exc is not None else attempts,

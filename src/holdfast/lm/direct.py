@@ -12,6 +12,8 @@ timeout and connection failures surface as the same typed errors as on the SDK p
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,27 +45,53 @@ class DirectChatClient:
         self.connect_timeout = connect_timeout
         self.transport = LeanHTTP1Transport(keepalive_expiry=4.0)
 
-    async def post_json(self, path: str, body: dict[str, Any], timeout: float) -> bytes:
-        """The raw bytes of a 2xx reply; DirectStatusError or httpx2 errors otherwise."""
+    def _request(self, path: str, body: dict[str, Any], accept: str) -> bytes:
         data = json.dumps(body, ensure_ascii=False).encode()
         head = (
             f"POST {self.prefix}{path} HTTP/1.1\r\n"
             f"host: {self.host_header}\r\n"
             f"authorization: Bearer {self.api_key}\r\n"
             "content-type: application/json\r\n"
-            "accept: application/json\r\n"
+            f"accept: {accept}\r\n"
             "user-agent: holdfast\r\n"
             f"content-length: {len(data)}\r\n\r\n"
         ).encode("latin-1")
+        return head + data
+
+    async def post_json(self, path: str, body: dict[str, Any], timeout: float) -> bytes:
+        """The raw bytes of a 2xx reply; DirectStatusError or httpx2 errors otherwise."""
         status, headers, raw = await self.transport.round_trip(
             self.key,
-            head + data,
+            self._request(path, body, "application/json"),
             connect_timeout=min(timeout, self.connect_timeout),
             read_timeout=timeout,
         )
         if not 200 <= status < 300:
             raise DirectStatusError(status, headers, raw.decode("utf-8", "replace"))
         return raw
+
+    @asynccontextmanager
+    async def stream_json(
+        self, path: str, body: dict[str, Any], timeout: float
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The body of a 2xx reply as it arrives (``timeout`` bounds each wait for bytes).
+
+        Leaving the block before the end closes the connection, so the server sees the request
+        go away; a non-2xx reply raises DirectStatusError with its body.
+        """
+        status, headers, stream = await self.transport.open(
+            self.key,
+            self._request(path, body, "text/event-stream"),
+            connect_timeout=min(timeout, self.connect_timeout),
+            read_timeout=timeout,
+        )
+        try:
+            if not 200 <= status < 300:
+                raw = b"".join([part async for part in stream])
+                raise DirectStatusError(status, headers, raw.decode("utf-8", "replace"))
+            yield stream.__aiter__()
+        finally:
+            await stream.aclose()
 
     async def close(self) -> None:
         await self.transport.aclose()

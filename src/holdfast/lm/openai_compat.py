@@ -11,25 +11,32 @@ the awaiting task closes the HTTP request.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Protocol
 
 from holdfast.lm._portal import LoopThread
 from holdfast.lm.base import BaseLM, CallParams, T
 from holdfast.lm.errors import (
+    ContextOverflow,
     MissingAPIKey,
     ProviderAuthError,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+    StreamError,
     excerpt,
+    is_context_overflow,
+    overflow_figures,
 )
 from holdfast.lm.limiter import EndpointLimiter, endpoint_limiter
-from holdfast.lm.openai_wire import parse_completion, request_body
+from holdfast.lm.openai_wire import ChunkAssembler, parse_completion, request_body
 from holdfast.lm.prices import DEFAULT_PRICES, Price, PriceTable
 from holdfast.lm.providers import ProviderSpec, parse_model_name
 from holdfast.lm.record import CallRecorder
 from holdfast.lm.retry import RetryPolicy, parse_retry_after, should_retry_status
+from holdfast.lm.stream import Delta, SSEEvent, sse_events
 from holdfast.lm.types import Completion, Message
 
 if TYPE_CHECKING:
@@ -37,6 +44,18 @@ if TYPE_CHECKING:
 
 
 KEYLESS = "not-needed"
+
+
+class StreamEvents(Protocol):
+    """Parses one wire's server-sent events into deltas, then the assembled completion."""
+
+    def feed(self, event: SSEEvent) -> list[Delta]: ...
+
+    def ended(self) -> bool: ...
+
+    def completion(self) -> Completion: ...
+
+
 _UNSET: Any = object()
 
 
@@ -147,10 +166,83 @@ class OpenAICompatLM(BaseLM):
             attempt += 1
             try:
                 async with self.limiter.slot():
-                    return await self._send(client, messages, params, timeout), attempt
+                    # a deadline for the whole attempt: a server that trickles bytes cannot hold it
+                    async with asyncio.timeout(timeout):
+                        return await self._send(client, messages, params, timeout), attempt
             except Exception as exc:
                 wait = self._classify(exc, attempt, timeout)
             await asyncio.sleep(wait)
+
+    async def _astream(
+        self, messages: list[Message], params: CallParams
+    ) -> AsyncGenerator[Delta | tuple[Completion, int], None]:
+        """One streamed call: retried like any call until its first delta, never after it."""
+        timeout = params.timeout if params.timeout is not None else self.timeout
+        client = self._client()
+        body, new_events = self._stream_request(messages, params)
+        attempt = 0
+        while True:
+            attempt += 1
+            started = False
+            try:
+                async with self.limiter.slot(), self._open_stream(client, body, timeout) as chunks:
+                    events = new_events()
+                    async for event in sse_events(chunks):
+                        for delta in events.feed(event):
+                            started = True
+                            yield delta
+                    if not events.ended():
+                        raise ProviderUnavailable(
+                            f"{self.url}{self.chat_path} ended the stream before the reply was "
+                            "complete",
+                            attempts=attempt,
+                            url=self.url,
+                        )
+                    completion = events.completion()
+            except Exception as exc:
+                # after the first delta a retry would repeat text the reader already has
+                wait = self._classify(exc, attempt, timeout, final=started)
+            else:
+                # the connection is back in the pool and the slot free before the reader resumes
+                yield completion, attempt
+                return
+            await asyncio.sleep(wait)
+
+    def _stream_request(
+        self, messages: list[Message], params: CallParams
+    ) -> tuple[dict[str, Any], Callable[[], StreamEvents]]:
+        """The body of a streamed call, and a factory of its event parser (one per attempt)."""
+        body = request_body(
+            self.model_id,
+            messages,
+            params,
+            max_tokens_param=self.spec.max_tokens_param,
+            extra=self.extra_body,
+            stream=True,
+        )
+        return body, lambda: _OpenAIEvents(ChunkAssembler(body, url=self.url))
+
+    @asynccontextmanager
+    async def _open_stream(
+        self, client: Any, body: dict[str, Any], timeout: float
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The body of a streamed POST as it arrives; leaving the block closes the request."""
+        if self.direct_http:
+            async with client.stream_json(self.chat_path, body, timeout) as chunks:
+                yield chunks
+            return
+        httpx = _httpx_module()
+        response = await client.post(
+            self.chat_path,
+            cast_to=httpx.Response,
+            body=body,
+            options={"timeout": httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout))},
+            stream=True,
+        )
+        try:
+            yield response.aiter_bytes()
+        finally:
+            await response.aclose()
 
     async def _send(
         self, client: Any, messages: list[Message], params: CallParams, timeout: float
@@ -186,25 +278,32 @@ class OpenAICompatLM(BaseLM):
 
         return openai
 
-    def _classify(self, exc: Exception, attempt: int, timeout: float) -> float:
-        """The wait before retrying ``exc``, or raise the typed error it ends in."""
+    def _classify(
+        self, exc: Exception, attempt: int, timeout: float, *, final: bool = False
+    ) -> float:
+        """The wait before retrying ``exc``, or raise the typed error it ends in.
+
+        ``final`` raises even a retryable failure (a stream that broke after its first delta).
+        """
         from holdfast.lm.direct import DirectStatusError
 
         sdk = self._sdk()
         httpx = _httpx_module()
         policy = self.retry
-        last = attempt >= policy.max_attempts
+        last = final or attempt >= policy.max_attempts
         url = f"{self.url}{self.chat_path}"
         reply: tuple[int, Any, str] | None = None
         if isinstance(exc, sdk.APIStatusError):
             reply = (exc.status_code, exc.response.headers, exc.response.text)
         elif isinstance(exc, DirectStatusError):
             reply = (exc.status, exc.headers, exc.text)
+        elif isinstance(exc, StreamError):
+            reply = (exc.status, {}, exc.text)
         if reply is not None:
             status, headers, text = reply
             body = excerpt(text)
             if not should_retry_status(status):
-                raise self._rejected(status, body, attempt) from None
+                raise self._rejected(status, body, attempt, full_text=text) from None
             retry_after = parse_retry_after(headers)
             if retry_after is not None and retry_after > policy.max_retry_after:
                 raise RateLimited(
@@ -225,7 +324,7 @@ class OpenAICompatLM(BaseLM):
                     status=status,
                 ) from None
             return policy.delay(attempt, retry_after)
-        if isinstance(exc, (sdk.APITimeoutError, httpx.TimeoutException)):
+        if isinstance(exc, (sdk.APITimeoutError, httpx.TimeoutException, TimeoutError)):
             if last:
                 raise ProviderTimeout(
                     f"{url} did not answer within {timeout:g} s, {attempt} attempts",
@@ -246,8 +345,19 @@ class OpenAICompatLM(BaseLM):
             return policy.delay(attempt, None)
         raise exc
 
-    def _rejected(self, status: int, body: str, attempts: int) -> Exception:
+    def _rejected(self, status: int, body: str, attempts: int, *, full_text: str = "") -> Exception:
         url = f"{self.url}{self.chat_path}"
+        if is_context_overflow(status, full_text or body):
+            prompt_tokens, window = overflow_figures(full_text or body)
+            return ContextOverflow(
+                f"{url} rejected the prompt as longer than the model's context window "
+                f"(HTTP {status}): {body}",
+                prompt_tokens=prompt_tokens,
+                context_window=window,
+                status=status,
+                url=url,
+                attempts=attempts,
+            )
         if status in (401, 403):
             return ProviderAuthError(
                 f"{url} refused the API key (HTTP {status}): {body}; check the key "
@@ -274,6 +384,9 @@ class OpenAICompatLM(BaseLM):
     def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._portal.run(coro)
 
+    def _stream_portal(self) -> tuple[LoopThread, bool]:
+        return self._portal, False
+
     async def aclose(self) -> None:
         """Close this LM's HTTP clients on every loop it used, and its sync loop thread."""
         current = asyncio.get_running_loop()
@@ -298,6 +411,34 @@ class OpenAICompatLM(BaseLM):
             from holdfast.lm.base import run_sync
 
             run_sync(self.aclose())
+
+
+class _OpenAIEvents:
+    """Server-sent events of a chat-completions stream, fed to a :class:`ChunkAssembler`."""
+
+    def __init__(self, assembler: ChunkAssembler) -> None:
+        self.assembler = assembler
+
+    def feed(self, event: SSEEvent) -> list[Delta]:
+        if event.event == "error":
+            raise StreamError.from_event(_loads_or_text(event.data), url=self.assembler.url)
+        return self.assembler.feed(event.data)
+
+    def ended(self) -> bool:
+        return self.assembler.saw_done or self.assembler.finish_reason is not None
+
+    def completion(self) -> Completion:
+        return self.assembler.completion()
+
+
+def _loads_or_text(data: str) -> Any:
+    import json
+
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {"message": data}
+    return value.get("error", value) if isinstance(value, dict) else {"message": data}
 
 
 def _httpx_module() -> Any:

@@ -11,7 +11,8 @@ import json
 from typing import Any
 
 from holdfast.lm.base import CallParams
-from holdfast.lm.errors import EmptyResponse, MalformedResponse
+from holdfast.lm.errors import EmptyResponse, MalformedResponse, StreamError
+from holdfast.lm.stream import Delta, TextDelta, ToolCallDelta
 from holdfast.lm.tokens import estimate_tokens, estimate_tools_tokens
 from holdfast.lm.types import Completion, Message, TokenLogprob, ToolCall, Usage
 
@@ -23,8 +24,9 @@ def request_body(
     *,
     max_tokens_param: str = "max_tokens",
     extra: dict[str, Any] | None = None,
+    stream: bool = False,
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /chat/completions``."""
+    """The JSON body of ``POST /chat/completions`` (asking for usage at the end of a stream)."""
     body: dict[str, Any] = dict(extra or {})
     body["model"] = model_id
     body["messages"] = messages
@@ -40,6 +42,9 @@ def request_body(
         body["temperature"] = params.temperature
     if params.max_tokens is not None:
         body[max_tokens_param] = params.max_tokens
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
     return body
 
 
@@ -87,14 +92,15 @@ def parse_completion(raw: bytes, request: dict[str, Any], *, url: str) -> Comple
             body=raw,
             url=url,
         ) from None
+    usage = _usage(data.get("usage"), request, text, calls)
     if not text and not calls:
         raise EmptyResponse(
             f"the model returned an empty reply (finish_reason={finish!r}) from {url}",
             body=raw,
             url=url,
             finish_reason=finish,
+            usage=usage.to_dict(),
         )
-    usage = _usage(data.get("usage"), request, text, calls)
     logprobs, token_ids, prompt_ids = token_data(choice, data)
     return Completion(
         text=text,
@@ -159,3 +165,118 @@ def _usage(raw: Any, request: dict[str, Any], text: str, calls: list[ToolCall]) 
         output_tokens=estimate_tokens(text)
         + sum(estimate_tokens(c.name) + estimate_tokens(c.arguments) for c in calls),
     )
+
+
+class ChunkAssembler:
+    """Turns the ``chat.completion.chunk`` events of a stream into deltas and one Completion.
+
+    Tolerates what real servers send: usage in the last chunk (``stream_options``), in every chunk
+    or not at all (then estimated); tool calls in pieces keyed by ``index`` or whole in one chunk;
+    ``content`` as a string or a list of parts; an ``{"error": ...}`` event in the middle.
+    """
+
+    def __init__(self, request: dict[str, Any], *, url: str) -> None:
+        self.request = request
+        self.url = url
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage_raw: Any = None
+        self.saw_done = False
+
+    def feed(self, data: str) -> list[Delta]:
+        """The deltas in one event's data (``[DONE]`` yields none)."""
+        if data.strip() == "[DONE]":
+            self.saw_done = True
+            return []
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise MalformedResponse(
+                f"{self.url} sent a stream event that is not JSON ({exc})", body=data, url=self.url
+            ) from None
+        if not isinstance(chunk, dict):
+            raise MalformedResponse(
+                f"{self.url} sent a stream event that is not an object", body=data, url=self.url
+            )
+        if chunk.get("error") is not None:
+            raise StreamError.from_event(chunk["error"], url=self.url)
+        if isinstance(chunk.get("usage"), dict):
+            self.usage_raw = chunk["usage"]
+        out: list[Delta] = []
+        choices = chunk.get("choices")
+        if choices is None:
+            choices = []
+        if not isinstance(choices, list):
+            raise MalformedResponse(
+                f"{self.url} sent a stream chunk whose choices are not a list",
+                body=data,
+                url=self.url,
+            )
+        for choice in choices:
+            if not isinstance(choice, dict) or int(choice.get("index") or 0) != 0:
+                continue
+            delta = choice.get("delta") or choice.get("message") or {}
+            if not isinstance(delta, dict):
+                continue
+            text = _text_of(delta.get("content"))
+            if text:
+                self.text.append(text)
+                out.append(TextDelta(text))
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    out.append(self._tool_piece(call))
+            if choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])
+        return out
+
+    def _tool_piece(self, call: dict[str, Any]) -> ToolCallDelta:
+        index = call.get("index")
+        if not isinstance(index, int):
+            index = len(self.calls)
+        entry = self.calls.setdefault(index, {"id": None, "name": "", "arguments": []})
+        fn = call.get("function") or {}
+        call_id = call.get("id")
+        new_id = None
+        if call_id and not entry["id"]:
+            entry["id"] = new_id = str(call_id)
+        name = fn.get("name") if isinstance(fn, dict) else None
+        new_name = None
+        if name and not entry["name"]:
+            entry["name"] = new_name = str(name)
+        args = fn.get("arguments", "") if isinstance(fn, dict) else ""
+        if args is None:
+            args = ""
+        if not isinstance(args, str):
+            args = json.dumps(args)
+        entry["arguments"].append(args)
+        return ToolCallDelta(index=index, id=new_id, name=new_name, arguments=args)
+
+    def completion(self) -> Completion:
+        """The assembled reply once the stream has ended."""
+        text = "".join(self.text)
+        calls = [
+            ToolCall(
+                id=entry["id"] or f"call_{index}",
+                name=entry["name"],
+                arguments="".join(entry["arguments"]),
+            )
+            for index, entry in sorted(self.calls.items())
+        ]
+        for call in calls:
+            if not call.name:
+                raise MalformedResponse(
+                    f"{self.url} streamed a tool call without a name", url=self.url
+                )
+        usage = _usage(self.usage_raw, self.request, text, calls)
+        if not text and not calls:
+            raise EmptyResponse(
+                f"the model streamed an empty reply (finish_reason={self.finish_reason!r}) "
+                f"from {self.url}",
+                url=self.url,
+                finish_reason=self.finish_reason,
+                usage=usage.to_dict(),
+            )
+        return Completion(
+            text=text, tool_calls=tuple(calls), finish_reason=self.finish_reason, usage=usage
+        )

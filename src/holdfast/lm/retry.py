@@ -37,7 +37,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """The wait after failed attempt number ``attempt`` (1-based) with no Retry-After."""
-        delay = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        delay = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         r = (rng or random).random()
         return delay * (1 - self.jitter * r)
 

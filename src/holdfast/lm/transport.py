@@ -125,13 +125,40 @@ class LeanHTTP1Transport(httpx2.AsyncBaseTransport):
         The direct path of :class:`~holdfast.lm.openai_compat.OpenAICompatLM` uses this; errors
         are the same ``httpx2`` exceptions the transport raises.
         """
-        conn = await self._checkout(key, connect_timeout)
-        status, headers, stream = await self._start(conn, key, method, payload, read_timeout)
+        status, headers, stream = await self.open(
+            key,
+            payload,
+            method=method,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
         try:
             body = b"".join([part async for part in stream])
         finally:
             await stream.aclose()
-        return status, {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}, body
+        return status, headers, body
+
+    async def open(
+        self,
+        key: _Key,
+        payload: bytes,
+        *,
+        method: str = "POST",
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> tuple[int, dict[str, str], _Body]:
+        """Send one fully serialised request; return the status, headers and the unread body.
+
+        The caller iterates the body and must ``aclose()`` it: read to the end, its connection
+        goes back to the pool; closed early, the connection is closed.
+        """
+        conn = await self._checkout(key, connect_timeout)
+        status, headers, stream = await self._start(conn, key, method, payload, read_timeout)
+        return (
+            status,
+            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers},
+            stream,
+        )
 
     async def _start(
         self, conn: _Conn, key: _Key, method: str, payload: bytes, read_timeout: float | None

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from holdfast.lm.stream import LMStream, SyncLMStream
 
 Message = dict[str, Any]
 
@@ -123,7 +126,11 @@ class Completion:
 
 @runtime_checkable
 class LM(Protocol):
-    """A language model. ``model`` is its ``provider:model`` name."""
+    """A language model. ``model`` is its ``provider:model`` name.
+
+    ``astream`` / ``stream`` take the same arguments and yield the reply as it is generated
+    (see :mod:`holdfast.lm.stream`).
+    """
 
     model: str
 
@@ -154,3 +161,31 @@ class LM(Protocol):
         timeout: float | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Completion: ...
+
+    def astream(
+        self,
+        messages: list[Message],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
+        stop: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> LMStream: ...
+
+    def stream(
+        self,
+        messages: list[Message],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
+        stop: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SyncLMStream: ...

@@ -19,26 +19,32 @@ from holdfast.memory.embedders import (
 )
 from holdfast.memory.entities import EntityResolver, extract_names
 from holdfast.memory.extract import ExtractionResult, extract
+from holdfast.memory.index import MemoryIndex
+from holdfast.memory.index_sqlite import SQLiteMemoryIndex
 from holdfast.memory.indexer import SyncReport
-from holdfast.memory.items import Evidence, Kind, MemoryItem, Source, Status, Trust
+from holdfast.memory.items import BadTime, Evidence, Kind, MemoryItem, Source, Status, Trust
+from holdfast.memory.maintenance import ImportReport
 from holdfast.memory.markdown import ParseIssue, parse_file, render_item
 from holdfast.memory.recall import Hit, RecallSettings
-from holdfast.memory.security import instruction_like, redact
+from holdfast.memory.security import Redactor, instruction_like, redact, redact_item
 from holdfast.memory.store import MemoryConfig, MemoryStore, WriteResult, belief_confidence
 from holdfast.memory.timeexpr import query_range, resolve_event_time
 from holdfast.memory.tools import MemoryTools
 
 __all__ = [
+    "BadTime",
     "ContextPack",
     "Embedder",
     "EntityResolver",
     "Evidence",
     "ExtractionResult",
     "Hit",
+    "ImportReport",
     "Kind",
     "LeftOut",
     "LocalEmbedder",
     "MemoryConfig",
+    "MemoryIndex",
     "MemoryItem",
     "MemoryStore",
     "MemoryTools",
@@ -46,6 +52,8 @@ __all__ = [
     "OpenAIEmbedder",
     "ParseIssue",
     "RecallSettings",
+    "Redactor",
+    "SQLiteMemoryIndex",
     "Source",
     "Status",
     "SyncReport",
@@ -61,6 +69,7 @@ __all__ = [
     "parse_file",
     "query_range",
     "redact",
+    "redact_item",
     "render_item",
     "resolve_event_time",
 ]

@@ -192,10 +192,10 @@ class OpenAIEmbedder:
         mat = np.asarray(out, dtype=np.float32)
         norms = np.linalg.norm(mat, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
-        mat = mat / norms
+        unit: Matrix = mat / norms
         if self._dim is None:
-            self._dim = int(mat.shape[1])
-        return mat
+            self._dim = int(unit.shape[1])
+        return unit
 
 
 def make_embedder(spec: str | Embedder | None) -> Embedder:
@@ -225,10 +225,11 @@ def _load_quietly(cls: Any, path: str, device: str) -> Any:
         from transformers.utils import logging as hf_logging
     except ImportError:  # pragma: no cover - sentence-transformers always brings transformers
         return cls(path, device=device, local_files_only=True)
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    logs: Any = hf_logging
+    was_enabled = logs.is_progress_bar_enabled()
+    logs.disable_progress_bar()
     try:
         return cls(path, device=device, local_files_only=True)
     finally:
         if was_enabled:
-            hf_logging.enable_progress_bar()
+            logs.enable_progress_bar()

@@ -176,7 +176,11 @@ def _compatible(short: str, full: str) -> bool:
 
 def extract_names(text: str, known: EntityResolver | None = None) -> list[str]:
     """Capitalised word runs that look like names, plus names ``known`` already knows that occur
-    in the text as written (case-sensitive, so "may" is not the name "May")."""
+    in the text as written (case-sensitive, so "may" is not the name "May").
+
+    A single capitalised word at the start of a sentence ("Alice prefers Go", "Chen approved
+    the budget") is a name only when it is a known entity name or alias, or a short form of
+    exactly one known full name; otherwise every sentence's first word would be an entity."""
     found: dict[str, str] = {}
     for m in _CAP_RUN.finditer(text):
         words = [
@@ -193,7 +197,9 @@ def extract_names(text: str, known: EntityResolver | None = None) -> list[str]:
         if len(name) < 2 or name in _NOT_NAMES or any(c.isdigit() for c in name):
             continue
         before = text[: m.start()].rstrip()
-        if len(words) == 1 and not lead and (not before or before[-1] in ".!?:;\n\"'("):
+        sentence_start = not before or before[-1] in ".!?:;\n\"'("
+        unknown = known is None or known.links_to(name) is None
+        if len(words) == 1 and not lead and sentence_start and unknown:
             continue
         found.setdefault(name_key(name), name)
     if known is not None:
@@ -247,6 +253,20 @@ class EntityResolver:
         self._canon = canon
         self._display = display
         self._variants = variants
+        self._fulls = sorted(fulls)
+        self._blocked = blocked
+
+    def links_to(self, name: str) -> str | None:
+        """The canonical name ``name`` belongs to if it is a known name or alias, or a short
+        form of exactly one known full name; None for a name this namespace has never seen."""
+        key = name_key(name)
+        if not key:
+            return None
+        if key in self._canon:
+            return self._display.get(self._canon[key], key)
+        fits = [f for f in self._fulls if _compatible(name, self._display[f])]
+        fits = [f for f in fits if (key, f) not in self._blocked]
+        return self._display[fits[0]] if len(fits) == 1 else None
 
     def names_of(self, name: str) -> list[str]:
         """Every spelling, as stored on items, of every name of ``name``'s entity."""

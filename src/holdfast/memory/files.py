@@ -144,10 +144,13 @@ class NamespaceDir:
         path = self.meta / "trust.jsonl"
         if not path.exists():
             return ledger
-        for raw in path.read_text("utf-8", errors="replace").splitlines():
+        for raw in path.read_bytes().split(b"\n"):
             try:
                 rec = json.loads(raw)
-                ledger[str(rec["id"])] = Trust(rec["trust"])
+                if rec["trust"] is None:
+                    ledger.pop(str(rec["id"]), None)
+                else:
+                    ledger[str(rec["id"])] = Trust(rec["trust"])
             except (ValueError, KeyError, TypeError):
                 continue
         return ledger
@@ -157,6 +160,15 @@ class NamespaceDir:
         self.ensure()
         with open(self.meta / "trust.jsonl", "a", encoding="utf-8") as fh:
             fh.write("".join(json.dumps({"id": i, "trust": t.value}) + "\n" for i, t in entries))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def revoke_trust(self, item_ids: list[str]) -> None:
+        """Withdraw the records of items whose write failed after their trust was recorded, so
+        a section later added by hand with one of those ids is not vouched for."""
+        self.ensure()
+        with open(self.meta / "trust.jsonl", "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps({"id": i, "trust": None}) + "\n" for i in item_ids))
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -1,25 +1,27 @@
-"""Keeps the SQLite index in step with the Markdown files: item rows, FTS text, neighbouring-turn
-context, entity names and chunk vectors, updated incrementally by content hash.
+"""Keeps the index in step with the Markdown files: item rows, keyword text, neighbouring-turn
+context, entity names, links and chunk vectors, updated incrementally by content hash.
+
+Trust comes from the namespace's ledger only. A section with no ledger record (one added to a
+file by hand, or forged) is indexed as ``untrusted`` and reported, never as ``owner``: the owner
+vouches for it explicitly (``holdfast memory trust ID owner`` or ``promote``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from holdfast.memory.embedders import Embedder
 from holdfast.memory.entities import EntityResolver
 from holdfast.memory.files import NamespaceDir, file_digest
+from holdfast.memory.index import Link, MemoryIndex, Tx
 from holdfast.memory.items import Kind, MemoryItem, Trust
 from holdfast.memory.markdown import ParseIssue, Section, parse_file
-from holdfast.memory.text import chunk_text, norm_hash
-from holdfast.store.memory_index import MemoryIndex
-
-if TYPE_CHECKING:
-    import sqlite3
+from holdfast.memory.text import chunk_text, loose_hash, norm_hash
 
 
 @dataclass
@@ -90,7 +92,7 @@ class Indexer:
     # ----- writing rows
     def write(
         self,
-        tx: sqlite3.Connection,
+        tx: Tx,
         ns: NamespaceDir,
         item: MemoryItem,
         path: str,
@@ -100,10 +102,13 @@ class Indexer:
         """Upsert one item (vectors: precomputed, or None to leave for :meth:`embed_missing`)."""
         data = item.to_dict()
         names = sorted(set(item.entities))
+        links = [Link(e.ref, "+" if e.supports else "-") for e in item.evidence]
+        links += [Link(ref, "supersedes") for ref in item.supersedes]
         rid, needs_vectors = self.index.upsert_item(
             tx,
             data=data,
             norm_hash=norm_hash(item.text),
+            loose_hash=loose_hash(item.text),
             content_hash=item.content_hash,
             path=path,
             line=line,
@@ -115,6 +120,7 @@ class Indexer:
             ),
             body=index_body(item),
             entities_text=" ".join(names),
+            links=links,
         )
         self.index.set_entities(tx, rid, ns.namespace, names)
         if needs_vectors and vectors:
@@ -126,9 +132,7 @@ class Indexer:
             self.refresh_context(tx, ns.namespace, item.source.session, item.source.turn)
         return rid, needs_vectors
 
-    def refresh_context(
-        self, tx: sqlite3.Connection, namespace: str, session: str, turn: int
-    ) -> None:
+    def refresh_context(self, tx: Tx, namespace: str, session: str, turn: int) -> None:
         """Re-derive the context column of the turns around ``turn`` (their neighbours' text)."""
         w = self.context_window
         if w <= 0:
@@ -152,7 +156,7 @@ class Indexer:
             rows = self.index.get_many(part)
             items = [MemoryItem.from_dict(rows[r].data) for r in part if r in rows]
             vecs = self.vectors_for(items)
-            with self.index.db.transaction() as tx:
+            with self.index.transaction() as tx:
                 for rid, v in zip([r for r in part if r in rows], vecs, strict=True):
                     self.index.add_chunks(
                         tx, namespace, self.embedder.name, [(rid, i, b) for i, b in enumerate(v)]
@@ -207,37 +211,45 @@ class Indexer:
                     )
                 )
                 continue
-            other = self.index.get(item.id)
-            if (
-                other is not None
-                and other.path != rel
-                and ns.abs(other.path).exists()
-                and other.namespace == ns.namespace
-            ):
+            other = self.index.get(ns.namespace, item.id)
+            if other is not None and other.path != rel and ns.abs(other.path).exists():
                 issues.append(
                     ParseIssue(
                         rel,
                         sec.start,
-                        f"duplicate id {item.id}, also at {other.path}#{other.line}; this copy is ignored",
+                        f"duplicate id {item.id}, also at {other.path}#{other.line}; "
+                        "this copy is ignored",
                     )
                 )
                 continue
             seen.add(item.id)
             keep.append(sec)
         changed: list[tuple[MemoryItem, int]] = []
-        with self.index.db.transaction() as tx:
+        with self.index.transaction() as tx:
             for sec in keep:
-                item = sec.item.evolve(trust=ledger.get(sec.item.id, Trust.OWNER))
+                trust = ledger.get(sec.item.id)
+                if trust is None:
+                    trust = Trust.UNTRUSTED
+                    issues.append(
+                        ParseIssue(
+                            rel,
+                            sec.start,
+                            f"item {sec.item.id} has no trust record (added by hand?), so it "
+                            f"counts as untrusted; vouch for it with `holdfast memory trust "
+                            f"{sec.item.id} owner -n {ns.namespace}` or promote it",
+                        )
+                    )
+                item = sec.item.evolve(trust=trust)
                 old = existing.get(item.id)
                 if old is not None and old[1] == item.content_hash:
-                    self.index.set_location(tx, item.id, rel, sec.start)
+                    self.index.set_location(tx, ns.namespace, item.id, rel, sec.start)
                     continue
                 changed.append((item, sec.start))
             gone = [rid for iid, (rid, _) in existing.items() if iid not in seen]
             self.index.delete_items(tx, ns.namespace, gone)
             report.items_removed += len(gone)
         vectors = self.vectors_for([c[0] for c in changed])
-        with self.index.db.transaction() as tx:
+        with self.index.transaction() as tx:
             for (item, line), vecs in zip(changed, vectors, strict=True):
                 self.write(tx, ns, item, rel, line, vecs)
             self.index.set_issues(tx, ns.namespace, rel, [(i.line, i.message) for i in issues])
@@ -255,13 +267,14 @@ class Indexer:
 
     def forget_file(self, ns: NamespaceDir, rel: str, report: SyncReport) -> None:
         existing = self.index.items_in_path(rel)
-        with self.index.db.transaction() as tx:
+        with self.index.transaction() as tx:
             self.index.delete_items(tx, ns.namespace, [rid for rid, _ in existing.values()])
             self.index.forget_file(tx, rel)
         report.items_removed += len(existing)
 
-    def sync(self, ns: NamespaceDir, *, force: bool = False) -> SyncReport:
-        """Pick up files changed on disk since they were indexed (by size and mtime, then hash)."""
+    def sync(self, ns: NamespaceDir, *, force: bool = False, locked: bool = False) -> SyncReport:
+        """Pick up files changed on disk since they were indexed (by size and mtime, then hash).
+        ``locked``: the caller already holds the namespace lock."""
         report = SyncReport()
         known = self.index.file_state(ns.namespace)
         files = ns.markdown_files()
@@ -286,7 +299,7 @@ class Indexer:
         vanished = [rel for rel in known if rel not in on_disk]
         if not stale and not vanished:
             return report
-        with ns.lock():
+        with nullcontext() if locked else ns.lock():
             ledger = ns.trust_ledger()
             for p in stale:
                 self.sync_file(ns, p, report, ledger)

@@ -7,32 +7,35 @@ own.
 
 from __future__ import annotations
 
-import os
+import json
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from holdfast.errors import InvalidInput
 from holdfast.memory.embedders import Embedder
 from holdfast.memory.files import NamespaceDir
+from holdfast.memory.index import MemoryIndex
 from holdfast.memory.indexer import Indexer, SyncReport
-from holdfast.memory.items import MemoryItem, check_text, new_id
+from holdfast.memory.items import Evidence, MemoryItem, Trust, checked_item, least_trusted, new_id
 from holdfast.memory.markdown import ParseIssue
 
 if TYPE_CHECKING:
+    from holdfast.memory.security import Redactor
+    from holdfast.memory.store import MemoryConfig
     from holdfast.memory.vectors import VectorCache
-    from holdfast.store.memory_index import MemoryIndex
-    from holdfast.store.sqlite import SQLiteDB
 
 
 class Maintenance:
     """Sync, reindex, issues, stats, entities, export and import."""
 
     root: Path
-    db: SQLiteDB
+    config: MemoryConfig
     index: MemoryIndex
     indexer: Indexer
     embedder: Embedder
+    redactor: Redactor
 
     @property
     def vectors(self) -> VectorCache:
@@ -63,7 +66,7 @@ class Maintenance:
         ns = self.ns(namespace)
         with ns.lock():
             kept = {} if reembed else self.index.vectors_by_text(namespace, self.embedder.name)
-            with self.db.transaction() as tx:
+            with self.index.transaction() as tx:
                 self.index.clear_namespace(tx, namespace)
             report = SyncReport()
             ledger = ns.trust_ledger()
@@ -75,15 +78,29 @@ class Maintenance:
             finally:
                 self.indexer.embedder = embed
             if kept:
-                with self.db.transaction() as tx:
+                with self.index.transaction() as tx:
                     self.index.restore_vectors(tx, namespace, self.embedder.name, kept)
         self.indexer.embed_missing(namespace, progress)
         self.vectors.invalidate()
         return report
 
     def issues(self, namespace: str = "default") -> list[ParseIssue]:
+        """Problems found in the namespace's files, with file and line: sections that do not
+        parse, duplicate ids, non-UTF-8 bytes, items without a trust record, and ids that
+        another namespace also holds (a namespace folder copied by hand)."""
         self.sync(namespace)
-        return [ParseIssue(p, line, m) for p, line, m in self.index.issues(namespace)]
+        out = [ParseIssue(p, line, m) for p, line, m in self.index.issues(namespace)]
+        for s in self.index.shared_ids(namespace):
+            out.append(
+                ParseIssue(
+                    s.path,
+                    s.line,
+                    f"id {s.id} is also in namespace {s.other_namespace!r} at "
+                    f"{s.other_path}#{s.other_line}; each namespace keeps its own copy (a "
+                    "copied folder?): citations by id alone are ambiguous until one is removed",
+                )
+            )
+        return sorted(out, key=lambda i: (i.path, i.line, i.message))
 
     def namespaces(self) -> list[str]:
         return sorted(
@@ -95,13 +112,8 @@ class Maintenance:
         out = self.index.stats(namespace)
         out["namespace"] = namespace
         out["embedder"] = self.embedder.name
-        out["issues"] = len(self.index.issues(namespace))
-        db = Path(str(self.db.path))
-        out["db_bytes"] = (
-            sum(os.path.getsize(p) for p in (db, Path(f"{db}-wal")) if p.exists())
-            if str(db) != ":memory:"
-            else 0
-        )
+        out["issues"] = len(self.issues(namespace))
+        out["db_bytes"] = self.index.size_bytes()
         return out
 
     def entities(self, namespace: str = "default") -> dict[str, list[str]]:
@@ -132,35 +144,131 @@ class Maintenance:
             ns.save_entity_rules(rules)
 
     def export(self, namespace: str = "default") -> list[dict[str, Any]]:
+        """Every item of the namespace (tombstones and history included), oldest first."""
         self.sync(namespace)
-        rows = self.index.get_many([r for r in self._rids(namespace)])
+        rows = self.index.get_many(self.index.rids(namespace))
         return [rows[r].data for r in sorted(rows)]
 
-    def _rids(self, namespace: str) -> list[int]:
-        return [
-            int(r[0])
-            for r in self.db.connection().execute(
-                "SELECT rid FROM memory_items WHERE namespace = ? ORDER BY rid", (namespace,)
-            )
-        ]
+    def import_items(
+        self,
+        records: Iterable[dict[str, Any] | str | bytes],
+        *,
+        namespace: str = "default",
+        trust: Trust | str | None = None,
+        skip_bad: bool = False,
+    ) -> ImportReport:
+        """Import records written by :meth:`export` (dicts, or JSON lines) into ``namespace``.
 
-    def import_items(self, records: Iterable[dict[str, Any]], *, namespace: str = "default") -> int:
-        """Import exported records into ``namespace``. Items already there are skipped; an id
-        taken by another namespace gets a fresh id. Trust is kept as exported."""
+        Idempotent: a record whose id the namespace already holds, or whose content (kind,
+        text and mention time) it already holds, is skipped and reported, so importing the same
+        export twice adds nothing. An id another namespace holds gets a fresh id (reported as
+        renamed; references between the imported records follow it). Every record is
+        validated and redacted like any write. A bad record is reported with its line number;
+        unless ``skip_bad``, one bad record means nothing is imported. ``trust`` caps the trust
+        of what is imported (trust is otherwise kept as exported: importing is an owner action).
+        """
         ns = self.ns(namespace)
-        fresh: list[MemoryItem] = []
-        for record in records:
-            item = MemoryItem.from_dict({**record, "namespace": namespace})
-            row = self.index.get(item.id)
-            if row is not None and row.namespace == namespace:
-                continue
-            if row is not None:
-                item = item.evolve(id=new_id())
-            fresh.append(item.evolve(text=check_text(item.text)))
-        vectors = self.indexer.vectors_for(fresh)
+        try:
+            cap = Trust(trust) if trust is not None else None
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        report = ImportReport()
+        parsed: list[tuple[int, MemoryItem]] = []
+        for line, record in enumerate(records, 1):
+            try:
+                if isinstance(record, bytes | str):
+                    raw = record.decode("utf-8") if isinstance(record, bytes) else record
+                    if not raw.strip():
+                        continue
+                    record = json.loads(raw)
+                parsed.append((line, self._imported_item(record, namespace, cap)))
+            except UnicodeDecodeError as exc:
+                report.errors.append((line, f"not valid UTF-8 (byte {exc.start + 1})"))
+            except json.JSONDecodeError as exc:
+                report.errors.append((line, f"not a JSON line: {exc.msg} at column {exc.colno}"))
+            except (InvalidInput, ValueError, TypeError) as exc:
+                report.errors.append((line, str(exc)))
+        if report.errors and not skip_bad:
+            return report
         with ns.lock():
-            self._append(ns, list(zip(fresh, vectors, strict=True)))
-        return len(fresh)
+            self.indexer.sync(ns, locked=True)
+            held = {
+                MemoryItem.from_dict(r.data).content_key
+                for r in self.index.get_many(self.index.rids(namespace)).values()
+            }
+            fresh: list[MemoryItem] = []
+            renames: dict[str, str] = {}
+            taken: set[str] = set()
+            for line, item in parsed:
+                if item.id in taken or self.index.get(namespace, item.id) is not None:
+                    report.skipped.append((line, item.id, "the namespace already holds this id"))
+                    continue
+                if item.content_key in held:
+                    report.skipped.append(
+                        (line, item.id, "the namespace already holds this item (same content)")
+                    )
+                    continue
+                taken.add(item.id)
+                held.add(item.content_key)
+                if self.index.find(item.id):
+                    renames[item.id] = new_id()
+                    report.renamed.append((line, item.id, renames[item.id]))
+                fresh.append(item)
+            items = [_renumbered(item, renames) for item in fresh]
+            vectors = self.indexer.vectors_for(items)
+            self._append(ns, list(zip(items, vectors, strict=True)))
+            report.imported = [item.id for item in items]
+        return report
+
+    def _imported_item(self, record: Any, namespace: str, cap: Trust | None) -> MemoryItem:
+        """One exported record as a validated, redacted item of ``namespace``."""
+        if not isinstance(record, dict):
+            raise InvalidInput("a record is a JSON object")
+        missing = [k for k in ("id", "text", "mention_time") if not record.get(k)]
+        if missing:
+            raise InvalidInput(f"missing {', '.join(repr(k) for k in missing)}")
+        unknown = sorted(set(record) - set(MemoryItem.__dataclass_fields__))
+        if unknown:
+            raise InvalidInput(f"unknown field(s) {', '.join(unknown)}")
+        item = checked_item(MemoryItem.from_dict({**record, "namespace": namespace}))
+        if cap is not None:
+            item = item.evolve(trust=least_trusted(item.trust, cap))
+        if self.config.redact_secrets:
+            item, _ = self.redactor.redact_item(item)
+        return item
+
+
+@dataclass
+class ImportReport:
+    """What an import did: ids imported, records skipped (line, id, why), ids renamed because
+    another namespace holds them (line, old, new), and bad records (line, message)."""
+
+    imported: list[str] = field(default_factory=list)
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)
+    renamed: list[tuple[int, str, str]] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "imported": len(self.imported),
+            "skipped": [{"line": n, "id": i, "reason": r} for n, i, r in self.skipped],
+            "renamed": [{"line": n, "id": a, "new_id": b} for n, a, b in self.renamed],
+            "errors": [{"line": n, "message": m} for n, m in self.errors],
+            "ids": list(self.imported),
+        }
+
+
+def _renumbered(item: MemoryItem, renames: dict[str, str]) -> MemoryItem:
+    if not renames:
+        return item
+    return item.evolve(
+        id=renames.get(item.id, item.id),
+        supersedes=tuple(renames.get(i, i) for i in item.supersedes),
+        superseded_by=(
+            renames.get(item.superseded_by, item.superseded_by) if item.superseded_by else None
+        ),
+        evidence=tuple(Evidence(renames.get(e.ref, e.ref), e.supports) for e in item.evidence),
+    )
 
 
 class _Deferred:

@@ -11,8 +11,11 @@ Alice Chen moved to Berlin last year.
 ```
 
 A section starts at a ``## <id>`` heading, its metadata is the ``- key: value`` list right below
-it, and its body runs to the next heading. Body lines that would read as a heading are escaped
-with a backslash on write, so stored text can never forge another item or its metadata. Trust is
+it, and its body runs to the next heading. No stored value can start a line, a section or a
+heading: every line break in the body becomes ``\n`` and body lines that would read as a heading
+are escaped with a backslash; a metadata value that holds a separator, a quote, a backslash or
+any control, format or line-break character is written as a quoted string with escapes
+(``"a\nb"``), so it always stays on its own metadata line. Trust is
 not in the file at all: it lives in the namespace's trust ledger (see :mod:`.files`), so recalled
 text cannot raise its own trust. A section that does not parse is reported with its file and line
 and skipped; the rest of the file is still read.
@@ -21,15 +24,17 @@ and skipped; the rest of the file is still read.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
 from holdfast.memory.items import (
+    LINE_BREAKS,
+    Evidence,
     Kind,
     MemoryItem,
     Source,
     Status,
-    parse_evidence,
     parse_time,
 )
 
@@ -89,7 +94,11 @@ def unescape_body(text: str) -> str:
 
 
 def render_item(item: MemoryItem) -> str:
-    """The Markdown section for ``item`` (ending with one blank line)."""
+    """The Markdown section for ``item`` (ending with one blank line).
+
+    Whatever the item holds, the result is exactly one section: metadata values are quoted and
+    escaped where needed (:func:`quote`) and body lines are escaped (:func:`escape_body`).
+    """
     lines = [f"## {item.id} · {item.kind.value}", f"- mention: {item.mention_time.isoformat()}"]
     if item.event_start or item.event_end:
         start = item.event_start.isoformat() if item.event_start else ""
@@ -98,35 +107,133 @@ def render_item(item: MemoryItem) -> str:
     if item.valid_to:
         lines.append(f"- valid-to: {item.valid_to.isoformat()}")
     if item.entities:
-        lines.append("- entities: " + "; ".join(item.entities))
+        lines.append("- entities: " + "; ".join(quote(e, ";") for e in item.entities))
     src = item.source.to_dict()
     if src:
-        lines.append("- source: " + " ".join(f"{k}={_quote(str(v))}" for k, v in src.items()))
+        lines.append("- source: " + " ".join(f"{k}={quote(str(v), ' ')}" for k, v in src.items()))
     if item.confidence is not None:
         lines.append(f"- confidence: {item.confidence:.3f}")
     if item.evidence:
-        lines.append("- evidence: " + ", ".join(e.render() for e in item.evidence))
+        lines.append(
+            "- evidence: "
+            + ", ".join(("+" if e.supports else "-") + quote(e.ref, ",") for e in item.evidence)
+        )
     if item.supersedes:
-        lines.append("- supersedes: " + ", ".join(item.supersedes))
+        lines.append("- supersedes: " + ", ".join(quote(i, ",") for i in item.supersedes))
     if item.superseded_by:
-        lines.append(f"- superseded-by: {item.superseded_by}")
+        lines.append(f"- superseded-by: {quote(item.superseded_by, ',')}")
     if item.status is not Status.ACTIVE:
         lines.append(f"- status: {item.status.value}")
     if item.tags:
-        lines.append("- tags: " + ", ".join(item.tags))
+        lines.append("- tags: " + ", ".join(quote(t, ",") for t in item.tags))
     lines.append("")
-    lines.append(escape_body(item.text))
+    lines.append(escape_body(LINE_BREAKS.sub("\n", item.text)))
     lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def _quote(value: str) -> str:
-    if re.search(r'[\s"=]', value) or not value:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return value
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_UNESCAPES = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
+# Categories written as \uXXXX inside quotes: controls, format characters (bidirectional
+# overrides, zero-width joiners), line and paragraph separators, surrogates, private use and
+# unassigned code points, and every space other than U+0020.
+_ESCAPED_CATEGORIES = frozenset(["Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"])
 
 
-_PAIR = re.compile(r'(?P<k>[a-z]+)=(?:"(?P<q>(?:[^"\\]|\\.)*)"|(?P<v>\S+))')
+def _unsafe(ch: str) -> bool:
+    cat = unicodedata.category(ch)
+    return cat in _ESCAPED_CATEGORIES or (cat == "Zs" and ch != " ")
+
+
+def quote(value: str, sep: str = "") -> str:
+    """``value`` as a metadata token: bare when it is plain printable text without ``sep``,
+    quotes, backslashes, ``=`` or surrounding spaces; otherwise a quoted string with escapes."""
+    bare = (
+        value
+        and value == value.strip()
+        and "  " not in value
+        and not any(c in value for c in '"\\=,;' + sep)
+        and not any(_unsafe(c) for c in value)
+    )
+    if bare:
+        return value
+    out = ['"']
+    for ch in value:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif _unsafe(ch):
+            code = ord(ch)
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _read_quoted(value: str, pos: int) -> tuple[str, int]:
+    """Read a quoted token starting at ``value[pos] == '"'``; returns (text, end position)."""
+    out: list[str] = []
+    i = pos + 1
+    while i < len(value):
+        ch = value[i]
+        if ch == '"':
+            return "".join(out), i + 1
+        if ch == "\\":
+            nxt = value[i + 1 : i + 2]
+            if nxt in _UNESCAPES:
+                out.append(_UNESCAPES[nxt])
+                i += 2
+                continue
+            width = {"u": 4, "U": 8}.get(nxt)
+            digits = value[i + 2 : i + 2 + width] if width else ""
+            if (
+                width
+                and len(digits) == width
+                and all(c in "0123456789abcdefABCDEF" for c in digits)
+            ):
+                code = int(digits, 16)
+                if code > 0x10FFFF:
+                    raise ValueError(f"escape \\{nxt}{digits} is not a character")
+                out.append(chr(code))
+                i += 2 + width
+                continue
+            raise ValueError(f"unknown escape {value[i : i + 2]!r}")
+        out.append(ch)
+        i += 1
+    raise ValueError("a quoted value is not closed")
+
+
+def split_tokens(value: str, sep: str) -> tuple[str, ...]:
+    """Split a metadata list on ``sep``; elements may be bare or quoted (see :func:`quote`)."""
+    out: list[str] = []
+    pos, n = 0, len(value)
+    while pos < n:
+        while pos < n and value[pos] == " ":
+            pos += 1
+        if pos >= n:
+            break
+        if value[pos] == '"':
+            token, pos = _read_quoted(value, pos)
+            while pos < n and value[pos] == " ":
+                pos += 1
+            if pos < n and value[pos] != sep:
+                raise ValueError(f"expected {sep!r} after a quoted value at column {pos + 1}")
+        else:
+            end = value.find(sep, pos)
+            end = n if end < 0 else end
+            token = value[pos:end].strip()
+            if '"' in token:
+                raise ValueError(f"unexpected quote in {token!r}")
+            pos = end
+            if not token:
+                pos += 1
+                continue
+        out.append(token)
+        pos += 1
+    return tuple(out)
+
+
+_KEY = re.compile(r"[a-z]+=")
 
 
 def _parse_source(value: str) -> Source:
@@ -134,12 +241,23 @@ def _parse_source(value: str) -> Source:
     pos = 0
     value = value.strip()
     while pos < len(value):
-        m = _PAIR.match(value, pos)
+        m = _KEY.match(value, pos)
         if not m:
             raise ValueError(f"cannot read source {value!r}: expected key=value pairs")
-        raw = m.group("q")
-        data[m.group("k")] = re.sub(r"\\(.)", r"\1", raw) if raw is not None else m.group("v")
+        key = m.group()[:-1]
         pos = m.end()
+        if value[pos : pos + 1] == '"':
+            data[key], pos = _read_quoted(value, pos)
+        else:
+            end = value.find(" ", pos)
+            end = len(value) if end < 0 else end
+            raw = value[pos:end]
+            if not raw or '"' in raw:
+                raise ValueError(f"cannot read source {key}={raw!r}")
+            data[key] = raw
+            pos = end
+        if pos < len(value) and value[pos] != " ":
+            raise ValueError(f"expected a space after source {key}")
         while pos < len(value) and value[pos] == " ":
             pos += 1
     unknown = set(data) - set(Source.__dataclass_fields__)
@@ -157,8 +275,12 @@ def _parse_range(value: str) -> tuple[datetime | None, datetime | None]:
 
 
 def parse_file(text: str, path: str, namespace: str) -> tuple[list[Section], list[ParseIssue]]:
-    """Read every item section from a memory file's text; bad sections become issues."""
-    lines = text.split("\n")
+    """Read every item section from a memory file's text; bad sections become issues.
+
+    Lines are split on ``\n`` only (``\r\n`` counts as one), the one line break Holdfast
+    writes, so line numbers match what an editor shows for the files it writes.
+    """
+    lines = text.replace("\r\n", "\n").split("\n")
     sections: list[Section] = []
     issues: list[ParseIssue] = []
     starts = [i for i, line in enumerate(lines) if line.startswith("## ")]
@@ -220,8 +342,28 @@ def _parse_section(lines: list[str], start: int, end: int, path: str, ns: str) -
     return Section(item=item, start=start + 1, end=last, body_line=body_line + 1)
 
 
-def _split_list(value: str, sep: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in value.split(sep) if p.strip())
+def _parse_evidence_list(value: str) -> tuple[Evidence, ...]:
+    out: list[Evidence] = []
+    pos, n = 0, len(value)
+    while pos < n:
+        while pos < n and value[pos] in " ,":
+            pos += 1
+        if pos >= n:
+            break
+        supports = True
+        if value[pos] in "+-":
+            supports = value[pos] == "+"
+            pos += 1
+        if value[pos : pos + 1] == '"':
+            ref, pos = _read_quoted(value, pos)
+        else:
+            end = value.find(",", pos)
+            end = n if end < 0 else end
+            ref = value[pos:end].strip()
+            pos = end
+        if ref:
+            out.append(Evidence(ref, supports))
+    return tuple(out)
 
 
 def _apply(fields: dict[str, object], key: str, value: str) -> None:
@@ -232,7 +374,7 @@ def _apply(fields: dict[str, object], key: str, value: str) -> None:
     elif key == "valid-to":
         fields["valid_to"] = parse_time(value)
     elif key == "entities":
-        fields["entities"] = _split_list(value, ";")
+        fields["entities"] = split_tokens(value, ";")
     elif key == "source":
         fields["source"] = _parse_source(value)
     elif key == "confidence":
@@ -241,12 +383,12 @@ def _apply(fields: dict[str, object], key: str, value: str) -> None:
             raise ValueError("confidence must be between 0 and 1")
         fields["confidence"] = c
     elif key == "evidence":
-        fields["evidence"] = tuple(parse_evidence(p) for p in _split_list(value, ","))
+        fields["evidence"] = _parse_evidence_list(value)
     elif key == "supersedes":
-        fields["supersedes"] = _split_list(value, ",")
+        fields["supersedes"] = split_tokens(value, ",")
     elif key == "superseded-by":
-        fields["superseded_by"] = value or None
+        fields["superseded_by"] = (split_tokens(value, ",") or (None,))[0]
     elif key == "status":
         fields["status"] = Status(value)
     elif key == "tags":
-        fields["tags"] = _split_list(value, ",")
+        fields["tags"] = split_tokens(value, ",")

@@ -18,7 +18,7 @@ from holdfast.memory.recall import (
     valid_at,
 )
 from holdfast.memory.security import instruction_like
-from holdfast.memory.text import fts_query, keyword_terms
+from holdfast.memory.text import keyword_terms
 from holdfast.memory.timeexpr import query_range
 
 if TYPE_CHECKING:
@@ -60,10 +60,10 @@ def search(
     ns = store.ns(namespace)
     if sync:
         store.indexer.sync(ns)
-    as_of_t = parse_time(as_of)
+    as_of_t = parse_time(as_of, "as of")
     lo = hi = None
     if time_range is not None:
-        lo, hi = parse_time(time_range[0]), parse_time(time_range[1])
+        lo, hi = parse_time(time_range[0], "after"), parse_time(time_range[1], "before")
     elif parse_time_range:
         found = query_range(query, as_of_t)
         if found:
@@ -77,30 +77,37 @@ def search(
     keyword_job = None
     if "keyword" in arms and terms:
         weights = (settings.body_weight, settings.context_weight, settings.entity_text_weight)
-        match = fts_query(terms)
         if "dense" in arms and store.embedder.dim:
-            keyword_job = store.pool.submit(store.index.keyword, namespace, match, depth, weights)
+            keyword_job = store.pool.submit(store.index.keyword, namespace, terms, depth, weights)
         else:
-            cands.lists["keyword"] = store.index.keyword(namespace, match, depth, weights)
+            cands.lists["keyword"] = [
+                rid for rid, _ in store.index.keyword(namespace, terms, depth, weights)
+            ]
     if "dense" in arms and store.embedder.dim and query.strip():
         qv = store.embedder.embed([query])[0]
         hits = store.vectors.search(namespace, store.embedder.name, qv, depth)
         cands.lists["dense"] = [rid for rid, _ in hits]
     if keyword_job is not None:
-        cands.lists = {"keyword": keyword_job.result(), **cands.lists}
+        cands.lists = {"keyword": [rid for rid, _ in keyword_job.result()], **cands.lists}
     resolver = None
     if (("entity" in arms or entity) and store.config.extract_entities) or entity:
         resolver = store.indexer.resolver(ns)
     scope: set[int] | None = None
+    scope_list: list[int] = []
     if entity and resolver is not None:
         names = resolver.names_of(entity)
-        scope = set(store.index.entity_items(namespace, names, 1_000_000))
+        scope_list = store.index.entity_items(namespace, names, 1_000_000)
+        scope = set(scope_list)
     if "entity" in arms and resolver is not None:
         names: list[str] = []  # type: ignore[no-redef]
         for key in resolver.names_in(query):
             names.extend(resolver.names_of(key))
         if names:
             cands.lists["entity"] = store.index.entity_items(namespace, sorted(set(names)), depth)
+    if scope_list and not terms and not cands.lists:
+        # Scoped to an entity with nothing to search for ("" or only stop words): list what
+        # memory holds about the entity, newest first.
+        cands.lists["entity"] = scope_list[:depth]
     if "time" in arms and (lo or hi):
         cands.lists["time"] = store.index.in_time_range(
             namespace, lo.timestamp() if lo else None, hi.timestamp() if hi else None, depth

@@ -146,10 +146,16 @@ STOP_WORDS = frozenset(
 )
 
 
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"})
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).casefold()
+
+
 def normalize(text: str) -> str:
     """Case-folded, accent-stable, punctuation-free text with single spaces (for de-duplication)."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(_WORD.findall(text))
+    return " ".join(_WORD.findall(_fold(text)))
 
 
 def norm_hash(text: str) -> str:
@@ -157,7 +163,46 @@ def norm_hash(text: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    return _WORD.findall(_fold(text))
+
+
+# Words whose presence or absence never changes what a statement claims.
+_ARTICLES = frozenset(["a", "an", "the"])
+_CONTRACTIONS = {"'re": ["are"], "'m": ["am"], "'ll": ["will"], "'ve": ["have"]}
+# "'s" after these is "is"; after anything else it marks a possessive, which claims nothing new.
+_IS_BEFORE = frozenset(["it", "he", "she", "that", "what", "there", "here", "who", "where", "this"])
+_NOT_STEMS = {"ca": "can", "wo": "will", "sha": "shall", "ai": "am"}
+
+
+def claim_words(text: str) -> list[str]:
+    """The words of ``text`` that carry its claim, in order: case, punctuation, articles and
+    contractions (``isn't`` = ``is not``) do not count; every other word, negations, numbers,
+    dates and names included, does."""
+    out: list[str] = []
+    for w in words(text):
+        if w in _ARTICLES:
+            continue
+        if w.endswith("n't") and len(w) > 3:
+            base = w[:-3]
+            out.extend([_NOT_STEMS.get(base, base), "not"])
+            continue
+        tail = w[w.find("'") :] if "'" in w else ""
+        if tail == "'s":
+            out.append(w[:-2])
+            if w[:-2] in _IS_BEFORE:
+                out.append("is")
+            continue
+        if tail in _CONTRACTIONS:
+            out.append(w[: -len(tail)])
+            out.extend(_CONTRACTIONS[tail])
+            continue
+        out.append(w)
+    return out
+
+
+def loose_hash(text: str) -> str:
+    """The near-duplicate key: texts with the same claim words in the same order share it."""
+    return hashlib.sha256(" ".join(claim_words(text)).encode()).hexdigest()[:32]
 
 
 def keyword_terms(query: str) -> list[str]:
@@ -169,17 +214,6 @@ def keyword_terms(query: str) -> list[str]:
             continue
         seen.setdefault(w, None)
     return list(seen)
-
-
-def fts_query(terms: list[str]) -> str:
-    """An FTS5 MATCH expression that ORs the quoted terms (quotes make any word literal)."""
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-
-
-def jaccard(a: set[str], b: set[str]) -> float:
-    if not a or not b:
-        return 0.0
-    return len(a & b) / len(a | b)
 
 
 def chunk_text(text: str, max_words: int = 150, overlap: int = 30) -> list[str]:

@@ -61,6 +61,11 @@ SCHEMAS: list[dict[str, Any]] = [
                 "type": "string",
                 "description": "The tool whose output it came from, if any (stored as untrusted).",
             },
+            "dedup": {
+                "type": "boolean",
+                "description": "Skip the write when an item with the same claim exists (default "
+                "true). The reply names the item matched; pass false to store it anyway.",
+            },
         },
         ["text"],
     ),
@@ -133,7 +138,8 @@ class MemoryTools:
 
     @staticmethod
     def schemas() -> list[dict[str, Any]]:
-        return json.loads(json.dumps(SCHEMAS))
+        out: list[dict[str, Any]] = json.loads(json.dumps(SCHEMAS))
+        return out
 
     @property
     def names(self) -> list[str]:
@@ -166,7 +172,10 @@ class MemoryTools:
         entities: list[str] | None = None,
         source_url: str | None = None,
         from_tool: str | None = None,
+        dedup: bool = True,
     ) -> dict[str, Any]:
+        if not isinstance(dedup, bool):
+            return {"error": "dedup must be true or false"}
         trust = self.trust
         source = dict(self.source)
         if source_url:
@@ -182,19 +191,31 @@ class MemoryTools:
             entities=entities or (),
             source=source,
             trust=trust,
+            dedup=dedup,
         )
-        return {
-            "status": res.status,
-            "id": res.item.id,
-            "duplicate_of": res.duplicate_of,
-            "redacted": list(res.redacted),
-        }
+        out: dict[str, Any] = {"status": res.status, "id": res.item.id}
+        if res.duplicate_of:
+            out |= {
+                "duplicate_of": res.duplicate_of,
+                "matched_text": res.item.text,
+                "citation": res.citation,
+                "note": "not stored: this item already says it; call again with dedup=false "
+                "to store it anyway",
+            }
+        if res.redacted:
+            out["redacted"] = sorted(set(res.redacted))
+        return out
 
     def _memory_update(self, id: str, text: str) -> dict[str, Any]:
         res = self.store.supersede(
             id, text, namespace=self.namespace, trust=self.trust, source=self.source
         )
-        return {"status": "superseded", "old_id": id, "id": res.item.id}
+        return {
+            "status": "superseded",
+            "old_id": id,
+            "id": res.item.id,
+            "trust": res.item.trust.value,
+        }
 
     def _memory_delete(self, id: str, purge: bool = False) -> dict[str, Any]:
         if purge and not self.allow_purge:
@@ -224,7 +245,10 @@ class MemoryTools:
 
     def _memory_get(self, id: str) -> dict[str, Any]:
         item = self.store.get(id, namespace=self.namespace)
-        return {"item": item.to_dict(), "citation": self.store.citation(id)}
+        return {
+            "item": item.to_dict(),
+            "citation": self.store.citation(id, namespace=self.namespace),
+        }
 
     def _context_pack(self, query: str, budget: int = 1000) -> dict[str, Any]:
         pack = context_pack(self.store, query, budget=int(budget), namespace=self.namespace)

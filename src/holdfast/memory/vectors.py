@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from holdfast.store.memory_index import MemoryIndex
+    from holdfast.memory.index import MemoryIndex
 
 
 @dataclass

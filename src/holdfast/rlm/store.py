@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from holdfast.store import Backend, Dialect, Migration, SQLiteDB, as_backend, migrate, upsert
+from holdfast.store import Backend, Clock, Dialect, Migration, SQLiteDB, as_backend, migrate, upsert
 
 COMPONENT = "rlm_traces"
 
@@ -114,8 +114,10 @@ class RLMTraceStore:
     """Runs, events and the call cache in a store backend (a :class:`~holdfast.store.Backend`,
     a :class:`~holdfast.store.SQLiteDB`, a SQLite path or a database URL)."""
 
-    def __init__(self, db: Backend | SQLiteDB | str | os.PathLike[str]) -> None:
-        self.backend = as_backend(db)
+    def __init__(
+        self, db: Backend | SQLiteDB | str | os.PathLike[str], *, clock: Clock | None = None
+    ) -> None:
+        self.backend = as_backend(db, clock=clock)
         migrate(self.backend, COMPONENT, MIGRATIONS)
         self._seq: dict[str, int] = {}
         self._seq_lock = threading.Lock()

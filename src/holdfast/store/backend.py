@@ -141,6 +141,10 @@ class Backend(ABC):
         with self.reader() as h:
             return self.one(h, sql, params)
 
+    def check_writable(self) -> None:  # noqa: B027
+        """Raise the store error that would refuse a write now (a damaged SQLite file), so a
+        process whose job is writing (a worker) can fail at start instead of at its first write."""
+
     @abstractmethod
     def has_table(self, name: str) -> bool:
         """Whether a table of this name exists (in the search path, on PostgreSQL)."""

@@ -65,7 +65,12 @@ def _psycopg() -> Any:
 
 
 def classify(exc: Exception, dsn: str, *, connecting: bool = False) -> Exception:
-    """The store error for a psycopg error, with every password of ``dsn`` scrubbed."""
+    """The store error for a psycopg error, with every password of ``dsn`` scrubbed.
+
+    While connecting, the answer is always a store error (the driver's text may quote the URL);
+    afterwards, errors that are not about the store (a syntax error, a trigger's refusal) are
+    returned unchanged: they come from the server, which never sees the URL.
+    """
     if isinstance(exc, StoreError):
         return exc
     import psycopg
@@ -95,7 +100,7 @@ def classify(exc: Exception, dsn: str, *, connecting: bool = False) -> Exception
             "and database name in the URL (--database-url / HOLDFAST_DATABASE_URL)",
             url=shown,
         )
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+    if connecting or isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         verb = "cannot reach" if connecting else "lost the connection to"
         return StoreUnavailable(
             f"{verb} PostgreSQL at {shown}: {reason}; check the URL "
@@ -116,12 +121,13 @@ class PostgresDB:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[Any] = []
+        problem = None
         try:
             psycopg.conninfo.conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            raise StoreRejected(
-                f"invalid PostgreSQL URL {self.url}: {scrub(str(exc), url)[:300]}", url=self.url
-            ) from None
+        except psycopg.Error as exc:
+            problem = scrub(" ".join(str(exc).split()), url)[:300]
+        if problem is not None:  # raised outside the handler: the driver's error is not kept
+            raise StoreRejected(f"invalid PostgreSQL URL {self.url}: {problem}", url=self.url)
 
     @property
     def connection_url(self) -> str:
@@ -138,7 +144,10 @@ class PostgresDB:
                 self._dsn, autocommit=True, row_factory=dict_row, connect_timeout=self._timeout
             )
         except psycopg.Error as exc:
-            raise classify(exc, self._dsn, connecting=True) from None
+            error = classify(exc, self._dsn, connecting=True)
+        # raised outside the handler, so the driver's error (whose text may quote the URL) is
+        # neither the cause nor the context of ours
+        raise error
 
     def connection(self) -> Any:
         """This thread's connection, (re)opened when missing, closed or broken."""
@@ -172,7 +181,9 @@ class PostgresDB:
             translated = classify(exc, self._dsn)
             if translated is exc:
                 raise
-            raise translated from None
+        else:
+            return
+        raise translated  # outside the handler: the driver's error is not kept as its context
 
     @contextmanager
     def reader(self) -> Iterator[Any]:

@@ -227,6 +227,10 @@ class SQLiteDB:
                 path=where,
             )
         if name in _CORRUPT_CODES or name.startswith("SQLITE_CORRUPT"):
+            if not self.in_memory:  # damage found in use: refuse writes from now on, too
+                with _health_lock:
+                    if _health.get(os.path.realpath(self.path)) is None:
+                        _health[os.path.realpath(self.path)] = text[:500]
             return StoreCorrupt(
                 f"the store {where} is damaged ({text}); writes are refused. "
                 f"Remedy: {remedy(where)}",

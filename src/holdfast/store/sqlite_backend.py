@@ -66,6 +66,9 @@ class SQLiteBackend(Backend):
         for statement in split_sql(script):
             self.execute(h, statement)
 
+    def check_writable(self) -> None:
+        self.db.refuse_if_damaged()
+
     def has_table(self, name: str) -> bool:
         row = self.query_one(
             "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)

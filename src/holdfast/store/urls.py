@@ -29,11 +29,21 @@ def _secrets(url: str) -> list[str]:
     found: list[str] = []
     _, sep, rest = url.partition("://")
     if sep:
+        authority = rest.split("/", 1)[0].split("?", 1)[0]
         at = rest.rfind("@")
         if at >= 0:
             _, colon, password = rest[:at].partition(":")
             if colon:
                 found.append(password)
+        elif ":" in authority and not (authority.startswith("[") and authority.endswith("]")):
+            port = authority.rsplit(":", 1)[1]
+            if not port.isdigit():
+                found.append(port)  # "user:password" with the "@host" left out
+        query = rest.partition("?")[2]
+        for pair in query.split("&"):
+            key, eq, value = pair.partition("=")
+            if eq and unquote(key).strip().lower() == "password":
+                found.append(value)
     for m in _KEYWORD_PASSWORD.finditer(url):
         value = m.group(1)
         found.append(value)
@@ -48,9 +58,16 @@ def _secrets(url: str) -> list[str]:
 
 
 def scrub(text: str, url: str) -> str:
-    """``text`` with every password of ``url`` replaced by ``***``."""
-    for secret in _secrets(url):
+    """``text`` with every password of ``url`` replaced by ``***``.
+
+    Should a password still show after that (it was made of the mask's own characters), the
+    whole text is withheld rather than shown.
+    """
+    secrets = _secrets(url)
+    for secret in secrets:
         text = text.replace(secret, MASK)
+    if any(secret in text for secret in secrets):
+        return "(withheld: the text would show a password)"
     return text
 
 
@@ -66,6 +83,11 @@ def redact(url: str) -> str:
     userinfo, hostpart = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
     user = userinfo.partition(":")[0]
     hostport, _, path = hostpart.partition("/")
+    bracketed = hostport.startswith("[") and hostport.endswith("]")  # a bare IPv6 address
+    if at < 0 and ":" in hostport and not bracketed:
+        host_only, port = hostport.rsplit(":", 1)
+        if not port.isdigit():
+            hostport = f"{host_only}:{MASK}"
     if "?" in hostport:
         hostport, _, query = hostport.partition("?")
         path = "?" + query
@@ -86,5 +108,8 @@ def _redact_keywords(text: str) -> str:
 
 
 def sqlite_path(url: str) -> str:
-    """The file path of a ``sqlite:///path`` URL, or ``url`` itself when it is a plain path."""
-    return url[len(SQLITE_SCHEME) - 1 :] if url.startswith(SQLITE_SCHEME) else url
+    """The file path of a ``sqlite:///path`` URL (``sqlite:////path`` too), or ``url`` itself when
+    it is a plain path."""
+    if not url.startswith(SQLITE_SCHEME):
+        return url
+    return "/" + url[len(SQLITE_SCHEME) :].lstrip("/")

@@ -30,13 +30,27 @@ def json_response(status: int, body: str, extra: dict[str, str] | None = None) -
     return [("\r\n".join(head) + "\r\n\r\n").encode() + data]
 
 
-def sse_response(events: Any) -> list[bytes]:
+def sse_response(events: Any, *, named: bool = False, done: bool = True) -> list[bytes]:
+    """A chunked ``text/event-stream`` response: one ``data:`` event per JSON object (or str).
+
+    ``named`` adds an ``event:`` line from each object's ``type`` (Anthropic's style); ``done``
+    ends with OpenAI's ``data: [DONE]``.
+    """
     head = (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
     )
     parts = [head]
-    for event in [*(json.dumps(e) for e in events), "[DONE]"]:
-        data = f"data: {event}\n\n".encode()
+    lines = []
+    for event in events:
+        if isinstance(event, str):
+            lines.append(f"data: {event}\n\n")
+            continue
+        prefix = f"event: {event.get('type', 'message')}\n" if named else ""
+        lines.append(f"{prefix}data: {json.dumps(event)}\n\n")
+    if done:
+        lines.append("data: [DONE]\n\n")
+    for line in lines:
+        data = line.encode()
         parts.append(f"{len(data):x}\r\n".encode() + data + b"\r\n")
     parts.append(b"0\r\n\r\n")
     return parts

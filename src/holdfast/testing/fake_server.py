@@ -3,8 +3,8 @@
 :class:`FakeOpenAIServer` runs an asyncio server in a background thread (its own event loop), with
 a deep accept backlog and HTTP/1.1 keep-alive, so hundreds of concurrent connections never queue
 behind ``listen()``. It speaks ``POST /v1/chat/completions`` (plain JSON and ``stream=true``
-server-sent events), Anthropic's ``POST /v1/messages`` (non-streaming), ``POST /v1/embeddings`` (deterministic hashed bag-of-words vectors) and
-``GET /v1/models``.
+server-sent events), Anthropic's ``POST /v1/messages`` (both too), ``POST /v1/embeddings``
+(deterministic hashed bag-of-words vectors) and ``GET /v1/models``.
 
 Replies come from a script (a list of str / Completion / raw dict bodies / :class:`Fault`),
 or a function of the parsed request body (sync or async, run on the server's loop), else the
@@ -35,6 +35,7 @@ from holdfast.testing.fake_http import json_response, read_request, sse_response
 from holdfast.testing.fake_wire import (
     Fault,
     anthropic_body,
+    anthropic_stream_events,
     completion_body,
     embeddings_body,
     error_body,
@@ -76,6 +77,7 @@ class FakeOpenAIServer:
         latency: float = 0.0,
         default_reply: str | None = None,
         embedding_dim: int = 64,
+        stream_interval: float = 0.0,
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -89,6 +91,8 @@ class FakeOpenAIServer:
         self.latency = latency
         self.default_reply = default_reply
         self.embedding_dim = embedding_dim
+        self.stream_interval = stream_interval
+        self.stream_parts_sent = 0
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -241,6 +245,10 @@ class FakeOpenAIServer:
                 response = work.result()
                 if response is _DROP:
                     return
+                if isinstance(response, _Paced):
+                    if not await self._paced(reader, writer, buf, response):
+                        return
+                    continue
                 for part in response:
                     writer.write(part)
                 await writer.drain()
@@ -251,6 +259,41 @@ class FakeOpenAIServer:
         finally:
             self._conns.discard(task)
             writer.close()
+
+    async def _paced(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        buf: bytearray,
+        response: _Paced,
+    ) -> bool:
+        """Write a streamed response part by part; False when the client went away meanwhile."""
+        watch = asyncio.ensure_future(reader.read(65536))
+        try:
+            for i, part in enumerate(response.parts):
+                if i:
+                    await asyncio.wait({watch}, timeout=response.interval)
+                    if watch.done():
+                        data = b"" if watch.exception() is not None else watch.result()
+                        if not data:
+                            self.disconnects.append(time.monotonic())
+                            return False
+                        buf += data
+                        watch = asyncio.ensure_future(reader.read(65536))
+                try:
+                    writer.write(part)
+                    await writer.drain()
+                except ConnectionError:
+                    self.disconnects.append(time.monotonic())
+                    return False
+                self.stream_parts_sent += 1
+            return True
+        finally:
+            if not watch.done():
+                watch.cancel()
+                await asyncio.wait([watch])
+            elif not watch.cancelled() and watch.exception() is None:
+                buf += watch.result()
 
     async def _respond(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Any:
         body: dict[str, Any] | None = None
@@ -292,13 +335,19 @@ class FakeOpenAIServer:
                 return json_response(200, json.dumps(item))
             completion = shape_reply(item, body)
             if wire == "anthropic":
+                if body.get("stream"):
+                    events = anthropic_stream_events(completion, body)
+                    return self._pace(sse_response(events, named=True, done=False))
                 return json_response(200, json.dumps(anthropic_body(completion, body)))
             if body.get("stream"):
-                return sse_response(stream_chunks(completion, body))
+                return self._pace(sse_response(stream_chunks(completion, body)))
             return json_response(200, json.dumps(completion_body(completion, body)))
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    def _pace(self, parts: list[bytes]) -> Any:
+        return _Paced(parts, self.stream_interval) if self.stream_interval > 0 else parts
 
     async def _next_reply(self, body: dict[str, Any]) -> ServerReply:
         with self._lock:
@@ -327,6 +376,8 @@ class FakeOpenAIServer:
             return json_response(fault.http_status, fault.body, extra)
         if fault.kind == "malformed":
             return json_response(200, fault.body)
+        if fault.kind == "sse":
+            return self._pace(sse_response(list(fault.events), done=fault.done))
         if fault.kind == "hang":
             assert self._stopping is not None
             if fault.seconds is None:
@@ -334,6 +385,12 @@ class FakeOpenAIServer:
             else:
                 await asyncio.sleep(fault.seconds)
         return _DROP
+
+
+@dataclass(frozen=True)
+class _Paced:
+    parts: list[bytes]
+    interval: float
 
 
 def _last_user_text(body: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ class Fault:
     """A failure the fake server injects instead of a normal reply.
 
     Build them with the class methods: :meth:`rate_limit`, :meth:`status`, :meth:`hang`,
-    :meth:`malformed`, :meth:`drop`.
+    :meth:`malformed`, :meth:`sse`, :meth:`drop`.
     """
 
     kind: str
@@ -36,6 +36,8 @@ class Fault:
     body: str = ""
     retry_after: float | None = None
     seconds: float | None = None
+    events: tuple[str, ...] = ()
+    done: bool = True
 
     @classmethod
     def rate_limit(cls, retry_after: float | None = 1.0) -> Fault:
@@ -62,6 +64,16 @@ class Fault:
     def malformed(cls, body: str = '{"id": "chatcmpl-broken", "choices": [{"mess') -> Fault:
         """HTTP 200 whose body is not valid JSON."""
         return cls("malformed", 200, body)
+
+    @classmethod
+    def sse(cls, events: list[str | dict[str, Any]], *, done: bool = True) -> Fault:
+        """HTTP 200 ``text/event-stream`` carrying exactly these events' data (then ``[DONE]``).
+
+        Builds the odd streams real servers send: an ``{"error": ...}`` event in the middle, a
+        stream cut short (``done=False`` and no finish reason), unusual chunk shapes.
+        """
+        data = tuple(e if isinstance(e, str) else json.dumps(e) for e in events)
+        return cls("sse", 200, events=data, done=done)
 
     @classmethod
     def drop(cls) -> Fault:
@@ -194,18 +206,11 @@ def stream_chunks(completion: Completion, request: dict[str, Any]) -> Iterator[d
     for piece in _PIECES.findall(completion.text):
         yield chunk({"content": piece})
     for i, tc in enumerate(completion.tool_calls):
-        yield chunk(
-            {
-                "tool_calls": [
-                    {
-                        "index": i,
-                        "id": tc.id,
-                        "type": "function",
-                        "function": {"name": tc.name, "arguments": tc.arguments},
-                    }
-                ]
-            }
-        )
+        # as real servers do: the id and name first, then the arguments in pieces
+        head = {"index": i, "id": tc.id, "type": "function"}
+        yield chunk({"tool_calls": [{**head, "function": {"name": tc.name, "arguments": ""}}]})
+        for piece in _split(tc.arguments, 8):
+            yield chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
     yield chunk({}, completion.finish_reason)
     if (request.get("stream_options") or {}).get("include_usage"):
         prompt, out, cached = token_counts(completion, request)
@@ -217,6 +222,53 @@ def stream_chunks(completion: Completion, request: dict[str, Any]) -> Iterator[d
             "choices": [],
             "usage": _usage(prompt, out, cached),
         }
+
+
+def _split(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def anthropic_stream_events(
+    completion: Completion, request: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """The server-sent events of a streamed Messages reply (``"type"`` names each event)."""
+    body = anthropic_body(completion, request)
+    usage = body["usage"]
+    start = {**body, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    yield {"type": "message_start", "message": start}
+    yield {"type": "ping"}
+    for index, block in enumerate(body["content"]):
+        if block["type"] == "text":
+            yield {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "text", "text": ""},
+            }
+            for piece in _PIECES.findall(block["text"]):
+                yield {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "text_delta", "text": piece},
+                }
+        else:
+            yield {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {**block, "input": {}},
+            }
+            for piece in _split(json.dumps(block["input"]), 8):
+                yield {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": piece},
+                }
+        yield {"type": "content_block_stop", "index": index}
+    yield {
+        "type": "message_delta",
+        "delta": {"stop_reason": body["stop_reason"], "stop_sequence": None},
+        "usage": {"output_tokens": usage["output_tokens"]},
+    }
+    yield {"type": "message_stop"}
 
 
 _WORDS = re.compile(r"\w+")

@@ -158,6 +158,56 @@ class PostgresCluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def add_password_user(self, name: str, password: str, *, database: str | None = None) -> str:
+        """A role that must log in with ``password`` (SCRAM), owning ``database`` if given;
+        returns its URL (password included) for that database, or ``postgres``.
+
+        Every other role keeps trust authentication on the cluster's socket."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(name), sql.Literal(password)
+                )
+            )
+            if database is not None:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                        sql.Identifier(database), sql.Identifier(name)
+                    )
+                )
+            hba = self.data / "pg_hba.conf"
+            rule = f'local all "{name}" scram-sha-256\n'
+            hba.write_text(rule + hba.read_text(encoding="utf-8"), encoding="utf-8")
+            conn.execute("SELECT pg_reload_conf()")
+        self._await_password_rule(name)
+        from urllib.parse import quote
+
+        return (
+            f"postgresql://{quote(name, safe='')}:{quote(password, safe='')}@/"
+            f"{database or 'postgres'}?host={self.socket_dir}"
+        )
+
+    def _await_password_rule(self, name: str, timeout_s: float = 10.0) -> None:
+        """The reload is asynchronous: wait until a login without the password is refused."""
+        import time
+
+        import psycopg
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                psycopg.connect(
+                    f"postgresql://{name}@/postgres?host={self.socket_dir}", connect_timeout=2
+                ).close()
+            except psycopg.OperationalError:
+                return
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the server did not start asking {name!r} for a password")
+            time.sleep(0.05)
+
     def destroy(self) -> None:
         """Stop the server and delete its directory."""
         self.stop("immediate")

@@ -1,20 +1,28 @@
-"""The knowledge-memory index: every SQL statement the memory layer runs.
+"""The knowledge-memory index on SQLite: every SQL statement of the memory layer.
 
-The index is a rebuildable cache of the Markdown memory files: one row per item (with its JSON),
-an FTS5 table (item text, neighbouring-turn context, entity names) for BM25, one row per embedded
-chunk with its float32 vector, entity aliases, and the stat/hash of each indexed file so that
-hand edits are found and re-read incrementally.
+FTS5 (Porter stemming, unicode61) ranks keywords with BM25; chunk vectors are float32 blobs read
+into an in-process matrix by :mod:`holdfast.memory.vectors` (this Python's ``sqlite3`` cannot
+load sqlite-vec). Items are unique per ``(namespace, id)``.
+
+Erasure (:meth:`SQLiteMemoryIndex.erase`) turns on ``secure_delete`` so deleted cells and freed
+pages are overwritten with zeros, merges the FTS5 segments so no deleted token survives in the
+keyword index, and truncates the write-ahead log, which still holds earlier page images.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 
+from holdfast.errors import RuntimeFailure
+from holdfast.memory.index import ItemRow, Link, MemoryIndex, Meta, SharedId, Times, Tx
 from holdfast.store.sqlite import SQLiteDB, migrate
 
 COMPONENT = "memory"
@@ -87,6 +95,54 @@ MIGRATIONS = [
         ent_version INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # 2: items unique per (namespace, id), so a copied namespace folder never takes over the
+    # original's rows; the near-duplicate key; links between items. Content hashes and file
+    # states are cleared so the next sync re-reads every file (vectors are kept: text unchanged).
+    """
+    CREATE TABLE memory_items_v2 (
+        rid INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        norm_hash TEXT NOT NULL,
+        loose_hash TEXT NOT NULL DEFAULT '',
+        content_hash TEXT NOT NULL,
+        path TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        mention_time REAL NOT NULL,
+        event_start REAL,
+        event_end REAL,
+        valid_to REAL,
+        trust TEXT NOT NULL,
+        status TEXT NOT NULL,
+        session TEXT,
+        turn INTEGER,
+        data TEXT NOT NULL,
+        UNIQUE (namespace, id)
+    );
+    INSERT INTO memory_items_v2 (rid, id, namespace, kind, text, norm_hash, content_hash, path,
+        line, mention_time, event_start, event_end, valid_to, trust, status, session, turn, data)
+        SELECT rid, id, namespace, kind, text, norm_hash, '', path, line, mention_time,
+        event_start, event_end, valid_to, trust, status, session, turn, data FROM memory_items;
+    DROP TABLE memory_items;
+    ALTER TABLE memory_items_v2 RENAME TO memory_items;
+    CREATE INDEX memory_items_ns ON memory_items(namespace, status);
+    CREATE INDEX memory_items_norm ON memory_items(namespace, norm_hash);
+    CREATE INDEX memory_items_loose ON memory_items(namespace, loose_hash);
+    CREATE INDEX memory_items_session ON memory_items(namespace, session, turn);
+    CREATE INDEX memory_items_path ON memory_items(path);
+    CREATE INDEX memory_items_id ON memory_items(id);
+    CREATE TABLE memory_links (
+        rid INTEGER NOT NULL,
+        namespace TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        relation TEXT NOT NULL,
+        PRIMARY KEY (rid, ref, relation)
+    );
+    CREATE INDEX memory_links_ref ON memory_links(namespace, ref);
+    UPDATE memory_files SET size = -1, sha256 = '';
+    """,
 ]
 
 
@@ -95,17 +151,9 @@ def ns_token(namespace: str) -> str:
     return "ns" + hashlib.sha1(namespace.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class ItemRow:
-    """What the index stores about one item (enough to rebuild the item from ``data``)."""
-
-    rid: int
-    id: str
-    namespace: str
-    path: str
-    line: int
-    content_hash: str
-    data: dict[str, Any]
+def fts_match(terms: Sequence[str]) -> str:
+    """An FTS5 MATCH expression that ORs the quoted terms (quotes make any word literal)."""
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
 def _row(r: sqlite3.Row) -> ItemRow:
@@ -120,40 +168,62 @@ def _row(r: sqlite3.Row) -> ItemRow:
     )
 
 
-class MemoryIndex:
-    """SQL access for the memory layer; callers wrap writes in ``db.transaction()``."""
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SQLiteMemoryIndex(MemoryIndex):
+    """The memory index in the shared SQLite store."""
 
     def __init__(self, db: SQLiteDB) -> None:
         self.db = db
         migrate(db, COMPONENT, MIGRATIONS)
 
+    def _conn(self) -> sqlite3.Connection:
+        return self.db.connection()
+
+    def transaction(self) -> AbstractContextManager[Tx]:
+        return self.db.transaction()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def location(self) -> str:
+        return str(self.db.path)
+
+    def size_bytes(self) -> int:
+        db = Path(str(self.db.path))
+        if str(db) == ":memory:":
+            return 0
+        return sum(os.path.getsize(p) for p in (db, Path(f"{db}-wal")) if p.exists())
+
     # ----- items
     def upsert_item(
         self,
-        tx: sqlite3.Connection,
+        tx: Tx,
         *,
         data: dict[str, Any],
         norm_hash: str,
+        loose_hash: str,
         content_hash: str,
         path: str,
         line: int,
-        times: tuple[float, float | None, float | None, float | None],
+        times: Times,
         body: str,
         entities_text: str,
+        links: Sequence[Link],
     ) -> tuple[int, bool]:
-        """Insert or replace an item; returns (rid, whether it needs embedding).
-
-        Vectors are kept when only metadata changed, dropped when the text changed.
-        """
         old = tx.execute(
-            "SELECT rid, text FROM memory_items WHERE id = ?", (data["id"],)
+            "SELECT rid, text FROM memory_items WHERE namespace = ? AND id = ?",
+            (data["namespace"], data["id"]),
         ).fetchone()
         src = data.get("source") or {}
         values = (
-            data["namespace"],
             data["kind"],
             data["text"],
             norm_hash,
+            loose_hash,
             content_hash,
             path,
             line,
@@ -164,25 +234,25 @@ class MemoryIndex:
             src.get("turn"),
             json.dumps(data, ensure_ascii=False),
         )
+        needs_vectors = True
         if old is None:
             cur = tx.execute(
-                "INSERT INTO memory_items (namespace, kind, text, norm_hash, content_hash, path, "
+                "INSERT INTO memory_items (kind, text, norm_hash, loose_hash, content_hash, path, "
                 "line, mention_time, event_start, event_end, valid_to, trust, status, session, "
-                "turn, data, id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (*values, data["id"]),
+                "turn, data, namespace, id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (*values, data["namespace"], data["id"]),
             )
             rid = int(cur.lastrowid or 0)
             tx.execute(
                 "INSERT INTO memory_fts (rowid, body, context, entities, ns) VALUES (?, ?, '', ?, ?)",
                 (rid, body, entities_text, ns_token(data["namespace"])),
             )
-            return rid, True
         else:
             rid = int(old["rid"])
             tx.execute(
-                "UPDATE memory_items SET namespace=?, kind=?, text=?, norm_hash=?, content_hash=?, "
-                "path=?, line=?, mention_time=?, event_start=?, event_end=?, valid_to=?, trust=?, "
-                "status=?, session=?, turn=?, data=? WHERE rid=?",
+                "UPDATE memory_items SET kind=?, text=?, norm_hash=?, loose_hash=?, "
+                "content_hash=?, path=?, line=?, mention_time=?, event_start=?, event_end=?, "
+                "valid_to=?, trust=?, status=?, session=?, turn=?, data=? WHERE rid=?",
                 (*values, rid),
             )
             tx.execute(
@@ -190,27 +260,37 @@ class MemoryIndex:
                 (body, entities_text, rid),
             )
             tx.execute("DELETE FROM memory_item_entities WHERE rid = ?", (rid,))
+            tx.execute("DELETE FROM memory_links WHERE rid = ?", (rid,))
             if old["text"] != data["text"]:
                 self._drop_chunks(tx, data["namespace"], [rid])
-                return rid, True
-            return rid, False
+            else:
+                needs_vectors = False
+        tx.executemany(
+            "INSERT OR IGNORE INTO memory_links (rid, namespace, ref, relation) VALUES (?,?,?,?)",
+            [(rid, data["namespace"], link.ref, link.relation) for link in links],
+        )
+        return rid, needs_vectors
 
-    def set_location(self, tx: sqlite3.Connection, item_id: str, path: str, line: int) -> None:
-        tx.execute("UPDATE memory_items SET path = ?, line = ? WHERE id = ?", (path, line, item_id))
+    def set_location(self, tx: Tx, namespace: str, item_id: str, path: str, line: int) -> None:
+        tx.execute(
+            "UPDATE memory_items SET path = ?, line = ? WHERE namespace = ? AND id = ?",
+            (path, line, namespace, item_id),
+        )
 
-    def set_context(self, tx: sqlite3.Connection, rid: int, context: str) -> None:
+    def set_context(self, tx: Tx, rid: int, context: str) -> None:
         tx.execute("UPDATE memory_fts SET context = ? WHERE rowid = ?", (context, rid))
 
-    def delete_items(self, tx: sqlite3.Connection, namespace: str, rids: Sequence[int]) -> None:
+    def delete_items(self, tx: Tx, namespace: str, rids: Sequence[int]) -> None:
         if not rids:
             return
         self._drop_chunks(tx, namespace, rids)
         for rid in rids:
             tx.execute("DELETE FROM memory_fts WHERE rowid = ?", (rid,))
             tx.execute("DELETE FROM memory_item_entities WHERE rid = ?", (rid,))
+            tx.execute("DELETE FROM memory_links WHERE rid = ?", (rid,))
             tx.execute("DELETE FROM memory_items WHERE rid = ?", (rid,))
 
-    def _drop_chunks(self, tx: sqlite3.Connection, namespace: str, rids: Sequence[int]) -> None:
+    def _drop_chunks(self, tx: Tx, namespace: str, rids: Sequence[int]) -> None:
         n = 0
         for rid in rids:
             n += tx.execute("DELETE FROM memory_chunks WHERE rid = ?", (rid,)).rowcount
@@ -222,13 +302,8 @@ class MemoryIndex:
             )
 
     def add_chunks(
-        self,
-        tx: sqlite3.Connection,
-        namespace: str,
-        embedder: str,
-        rows: Iterable[tuple[int, int, bytes]],
+        self, tx: Tx, namespace: str, embedder: str, rows: Iterable[tuple[int, int, bytes]]
     ) -> None:
-        """Store (rid, seq, float32 vector bytes) rows for ``embedder``."""
         tx.executemany(
             "INSERT INTO memory_chunks (rid, namespace, embedder, seq, vector) VALUES (?,?,?,?,?)",
             [(rid, namespace, embedder, seq, vec) for rid, seq, vec in rows],
@@ -239,9 +314,7 @@ class MemoryIndex:
             (namespace,),
         )
 
-    def set_entities(
-        self, tx: sqlite3.Connection, rid: int, namespace: str, names: Iterable[str]
-    ) -> None:
+    def set_entities(self, tx: Tx, rid: int, namespace: str, names: Iterable[str]) -> None:
         new_name = False
         for n in names:
             if not new_name:
@@ -259,66 +332,101 @@ class MemoryIndex:
                 (rid, namespace, n),
             )
         if new_name:
-            self.bump_entities(tx, namespace)
-
-    def bump_entities(self, tx: sqlite3.Connection, namespace: str) -> None:
-        tx.execute(
-            "INSERT INTO memory_state (namespace, ent_version) VALUES (?, 1) "
-            "ON CONFLICT(namespace) DO UPDATE SET ent_version = ent_version + 1",
-            (namespace,),
-        )
+            tx.execute(
+                "INSERT INTO memory_state (namespace, ent_version) VALUES (?, 1) "
+                "ON CONFLICT(namespace) DO UPDATE SET ent_version = ent_version + 1",
+                (namespace,),
+            )
 
     def entity_state(self, namespace: str) -> int:
         r = (
-            self.db.connection()
+            self._conn()
             .execute("SELECT ent_version FROM memory_state WHERE namespace = ?", (namespace,))
             .fetchone()
         )
         return int(r[0]) if r else 0
 
     def entity_names(self, namespace: str) -> list[str]:
-        rows = self.db.connection().execute(
+        rows = self._conn().execute(
             "SELECT DISTINCT canonical FROM memory_item_entities WHERE namespace = ?", (namespace,)
         )
         return [r[0] for r in rows]
 
     # ----- reads
-    def get(self, item_id: str) -> ItemRow | None:
+    def get(self, namespace: str, item_id: str) -> ItemRow | None:
         r = (
-            self.db.connection()
-            .execute("SELECT * FROM memory_items WHERE id = ?", (item_id,))
+            self._conn()
+            .execute(
+                "SELECT * FROM memory_items WHERE namespace = ? AND id = ?", (namespace, item_id)
+            )
             .fetchone()
         )
         return _row(r) if r else None
 
+    def find(self, item_id: str) -> list[ItemRow]:
+        rows = self._conn().execute(
+            "SELECT * FROM memory_items WHERE id = ? ORDER BY namespace", (item_id,)
+        )
+        return [_row(r) for r in rows]
+
     def get_many(self, rids: Sequence[int]) -> dict[int, ItemRow]:
         out: dict[int, ItemRow] = {}
-        conn = self.db.connection()
+        conn = self._conn()
         for start in range(0, len(rids), 500):
             part = list(rids[start : start + 500])
-            q = f"SELECT * FROM memory_items WHERE rid IN ({','.join('?' * len(part))})"
+            q = f"SELECT * FROM memory_items WHERE rid IN ({_marks(len(part))})"
             for r in conn.execute(q, part):
                 out[int(r["rid"])] = _row(r)
         return out
 
-    def by_norm_hash(self, namespace: str, norm_hash: str) -> list[ItemRow]:
-        rows = self.db.connection().execute(
-            "SELECT * FROM memory_items WHERE namespace = ? AND norm_hash = ? AND status = 'active'",
-            (namespace, norm_hash),
+    def by_hash(
+        self, namespace: str, *, norm: str | None = None, loose: str | None = None
+    ) -> list[ItemRow]:
+        column, value = ("norm_hash", norm) if norm is not None else ("loose_hash", loose)
+        if not value:
+            return []
+        rows = self._conn().execute(
+            f"SELECT * FROM memory_items WHERE namespace = ? AND {column} = ? "
+            "AND status = 'active' ORDER BY rid",
+            (namespace, value),
         )
         return [_row(r) for r in rows]
 
     def items_in_path(self, path: str) -> dict[str, tuple[int, str]]:
-        rows = self.db.connection().execute(
+        rows = self._conn().execute(
             "SELECT id, rid, content_hash FROM memory_items WHERE path = ?", (path,)
         )
         return {r["id"]: (int(r["rid"]), r["content_hash"]) for r in rows}
 
+    def rids(self, namespace: str, kinds: Sequence[str] | None = None) -> list[int]:
+        if kinds:
+            rows = self._conn().execute(
+                f"SELECT rid FROM memory_items WHERE namespace = ? AND kind IN ({_marks(len(kinds))}) "
+                "ORDER BY rid",
+                (namespace, *kinds),
+            )
+        else:
+            rows = self._conn().execute(
+                "SELECT rid FROM memory_items WHERE namespace = ? ORDER BY rid", (namespace,)
+            )
+        return [int(r[0]) for r in rows]
+
+    def linking(self, namespace: str, refs: Sequence[str]) -> list[int]:
+        out: set[int] = set()
+        conn = self._conn()
+        for start in range(0, len(refs), 500):
+            part = list(refs[start : start + 500])
+            rows = conn.execute(
+                f"SELECT DISTINCT rid FROM memory_links WHERE namespace = ? AND ref IN ({_marks(len(part))})",
+                (namespace, *part),
+            )
+            out.update(int(r[0]) for r in rows)
+        return sorted(out)
+
     def session_neighbours(
         self, namespace: str, session: str, turn: int, width: int
     ) -> list[tuple[int, int, str]]:
-        """(rid, turn, text) of active items in ``session`` within ``width`` turns of ``turn``."""
-        rows = self.db.connection().execute(
+        rows = self._conn().execute(
             "SELECT rid, turn, text, data FROM memory_items WHERE namespace = ? AND session = ? "
             "AND turn BETWEEN ? AND ? AND status = 'active' ORDER BY turn",
             (namespace, session, turn - width, turn + width),
@@ -331,35 +439,72 @@ class MemoryIndex:
         return out
 
     def keyword(
-        self, namespace: str, match: str, limit: int, weights: tuple[float, float, float]
-    ) -> list[int]:
-        """rids ranked by FTS5 BM25 (best first) for a MATCH expression, in one namespace.
-
-        The namespace is a token in the FTS row, so the search never joins the items table;
-        tombstoned or superseded rows are filtered by the caller.
-        """
+        self, namespace: str, terms: Sequence[str], limit: int, weights: tuple[float, float, float]
+    ) -> list[tuple[int, float]]:
+        if not terms:
+            return []
         w = ", ".join(f"{x:.4f}" for x in weights)
-        rows = self.db.connection().execute(
-            f"SELECT rowid FROM memory_fts WHERE memory_fts MATCH ? "
-            f"ORDER BY bm25(memory_fts, {w}, 0.0) LIMIT ?",
-            (f"ns:{ns_token(namespace)} AND ({match})", limit),
+        rows = self._conn().execute(
+            f"SELECT rowid, bm25(memory_fts, {w}, 0.0) AS score FROM memory_fts "
+            "WHERE memory_fts MATCH ? ORDER BY score LIMIT ?",
+            (f"ns:{ns_token(namespace)} AND ({fts_match(terms)})", limit),
         )
-        return [int(r[0]) for r in rows]
+        return [(int(r[0]), -float(r[1])) for r in rows]
+
+    def doc_freqs(self, namespace: str, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
+        conn = self._conn()
+        token = ns_token(namespace)
+        total = conn.execute(
+            "SELECT COUNT(*) FROM memory_fts WHERE memory_fts MATCH ?", (f"ns:{token}",)
+        ).fetchone()[0]
+        out: dict[str, int] = {}
+        for t in terms:
+            out[t] = conn.execute(
+                "SELECT COUNT(*) FROM memory_fts WHERE memory_fts MATCH ?",
+                (f"ns:{token} AND {fts_match([t])}",),
+            ).fetchone()[0]
+        return int(total), out
 
     def entity_items(self, namespace: str, names: Sequence[str], limit: int) -> list[int]:
-        """rids naming the most of ``names``, newest first among ties (status filtered later)."""
         if not names:
             return []
         q = (
             "SELECT rid, COUNT(*) AS n FROM memory_item_entities WHERE namespace = ? AND canonical "
-            f"IN ({','.join('?' * len(names))}) GROUP BY rid ORDER BY n DESC, rid DESC LIMIT ?"
+            f"IN ({_marks(len(names))}) GROUP BY rid ORDER BY n DESC, rid DESC LIMIT ?"
         )
-        rows = self.db.connection().execute(q, (namespace, *names, limit))
+        rows = self._conn().execute(q, (namespace, *names, limit))
         return [int(r[0]) for r in rows]
 
+    def active_meta(self, namespace: str, rids: Sequence[int]) -> dict[int, Meta]:
+        out: dict[int, Meta] = {}
+        conn = self._conn()
+        for start in range(0, len(rids), 500):
+            part = list(rids[start : start + 500])
+            q = (
+                "SELECT rid, mention_time, event_start, event_end, valid_to, trust FROM memory_items "
+                f"WHERE namespace = ? AND status = 'active' AND rid IN ({_marks(len(part))})"
+            )
+            for r in conn.execute(q, (namespace, *part)):
+                out[int(r[0])] = (float(r[1]), r[2], r[3], r[4], str(r[5]))
+        return out
+
+    def in_time_range(
+        self, namespace: str, lo: float | None, hi: float | None, limit: int
+    ) -> list[int]:
+        lo_v = lo if lo is not None else -1e18
+        hi_v = hi if hi is not None else 1e18
+        rows = self._conn().execute(
+            "SELECT rid FROM memory_items WHERE namespace = ? AND status = 'active' "
+            "AND COALESCE(event_end, event_start, mention_time) >= ? "
+            "AND COALESCE(event_start, mention_time) <= ? ORDER BY mention_time DESC LIMIT ?",
+            (namespace, lo_v, hi_v, limit),
+        )
+        return [int(r[0]) for r in rows]
+
+    # ----- vectors
     def vec_state(self, namespace: str) -> tuple[int, int]:
         r = (
-            self.db.connection()
+            self._conn()
             .execute(
                 "SELECT vec_version, vec_deletes FROM memory_state WHERE namespace = ?",
                 (namespace,),
@@ -371,8 +516,7 @@ class MemoryIndex:
     def chunks_after(
         self, namespace: str, embedder: str, after: int
     ) -> list[tuple[int, int, bytes]]:
-        """(chunk_id, rid, vector) of chunks newer than ``after`` for one namespace and embedder."""
-        rows = self.db.connection().execute(
+        rows = self._conn().execute(
             "SELECT chunk_id, rid, vector FROM memory_chunks WHERE namespace = ? AND embedder = ? "
             "AND chunk_id > ? ORDER BY chunk_id",
             (namespace, embedder, after),
@@ -380,9 +524,8 @@ class MemoryIndex:
         return [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
 
     def vectors_by_text(self, namespace: str, embedder: str) -> dict[tuple[str, str], list[bytes]]:
-        """(item id, text) -> chunk vectors in order, to carry over a reindex."""
         out: dict[tuple[str, str], list[bytes]] = {}
-        rows = self.db.connection().execute(
+        rows = self._conn().execute(
             "SELECT i.id, i.text, c.vector FROM memory_chunks c JOIN memory_items i ON i.rid = c.rid "
             "WHERE c.namespace = ? AND c.embedder = ? ORDER BY c.rid, c.seq",
             (namespace, embedder),
@@ -392,13 +535,8 @@ class MemoryIndex:
         return out
 
     def restore_vectors(
-        self,
-        tx: sqlite3.Connection,
-        namespace: str,
-        embedder: str,
-        kept: dict[tuple[str, str], list[bytes]],
+        self, tx: Tx, namespace: str, embedder: str, kept: dict[tuple[str, str], list[bytes]]
     ) -> int:
-        """Re-attach carried-over vectors to items whose id and text are unchanged."""
         rows = tx.execute(
             "SELECT rid, id, text FROM memory_items WHERE namespace = ?", (namespace,)
         ).fetchall()
@@ -412,70 +550,31 @@ class MemoryIndex:
         return len(batch)
 
     def rids_missing_vectors(self, namespace: str, embedder: str) -> list[int]:
-        rows = self.db.connection().execute(
+        rows = self._conn().execute(
             "SELECT rid FROM memory_items i WHERE namespace = ? AND NOT EXISTS (SELECT 1 FROM "
             "memory_chunks c WHERE c.rid = i.rid AND c.embedder = ?)",
             (namespace, embedder),
         )
         return [int(r[0]) for r in rows]
 
-    def active_meta(
-        self, namespace: str, rids: Sequence[int]
-    ) -> dict[int, tuple[float, float | None, float | None, float | None, str]]:
-        """(mention, event_start, event_end, valid_to, trust) of the active ones among ``rids``."""
-        out = {}
-        conn = self.db.connection()
-        for start in range(0, len(rids), 500):
-            part = list(rids[start : start + 500])
-            q = (
-                "SELECT rid, mention_time, event_start, event_end, valid_to, trust FROM memory_items "
-                f"WHERE status = 'active' AND rid IN ({','.join('?' * len(part))})"
-            )
-            for r in conn.execute(q, part):
-                out[int(r[0])] = (float(r[1]), r[2], r[3], r[4], str(r[5]))
-        return out
-
-    def in_time_range(
-        self, namespace: str, lo: float | None, hi: float | None, limit: int
-    ) -> list[int]:
-        """rids whose event range (or mention time) meets [lo, hi], latest first."""
-        lo_v = lo if lo is not None else -1e18
-        hi_v = hi if hi is not None else 1e18
-        rows = self.db.connection().execute(
-            "SELECT rid FROM memory_items WHERE namespace = ? AND status = 'active' "
-            "AND COALESCE(event_end, event_start, mention_time) >= ? "
-            "AND COALESCE(event_start, mention_time) <= ? ORDER BY mention_time DESC LIMIT ?",
-            (namespace, lo_v, hi_v, limit),
-        )
-        return [int(r[0]) for r in rows]
-
     # ----- files and issues
     def file_state(self, namespace: str) -> dict[str, tuple[int, int, str]]:
-        """path -> (size, mtime_ns, sha256 or '' when only the stat is known)."""
-        rows = self.db.connection().execute(
+        rows = self._conn().execute(
             "SELECT path, size, mtime_ns, sha256 FROM memory_files WHERE namespace = ?",
             (namespace,),
         )
         return {r[0]: (int(r[1]), int(r[2]), r[3]) for r in rows}
 
     def file_stat(self, path: str) -> tuple[int, int, int] | None:
-        """(size, mtime_ns, line count or -1) recorded for a file, when indexed."""
         r = (
-            self.db.connection()
+            self._conn()
             .execute("SELECT size, mtime_ns, lines FROM memory_files WHERE path = ?", (path,))
             .fetchone()
         )
         return (int(r[0]), int(r[1]), int(r[2])) if r else None
 
     def set_file_state(
-        self,
-        tx: sqlite3.Connection,
-        namespace: str,
-        path: str,
-        size: int,
-        mtime_ns: int,
-        sha: str,
-        lines: int = -1,
+        self, tx: Tx, namespace: str, path: str, size: int, mtime_ns: int, sha: str, lines: int = -1
     ) -> None:
         tx.execute(
             "INSERT INTO memory_files (path, namespace, size, mtime_ns, sha256, lines) "
@@ -484,12 +583,12 @@ class MemoryIndex:
             (path, namespace, size, mtime_ns, sha, lines),
         )
 
-    def forget_file(self, tx: sqlite3.Connection, path: str) -> None:
+    def forget_file(self, tx: Tx, path: str) -> None:
         tx.execute("DELETE FROM memory_files WHERE path = ?", (path,))
         tx.execute("DELETE FROM memory_issues WHERE path = ?", (path,))
 
     def set_issues(
-        self, tx: sqlite3.Connection, namespace: str, path: str, issues: Iterable[tuple[int, str]]
+        self, tx: Tx, namespace: str, path: str, issues: Iterable[tuple[int, str]]
     ) -> None:
         tx.execute("DELETE FROM memory_issues WHERE path = ?", (path,))
         tx.executemany(
@@ -498,13 +597,22 @@ class MemoryIndex:
         )
 
     def issues(self, namespace: str) -> list[tuple[str, int, str]]:
-        rows = self.db.connection().execute(
+        rows = self._conn().execute(
             "SELECT path, line, message FROM memory_issues WHERE namespace = ? ORDER BY path, line",
             (namespace,),
         )
         return [(r[0], int(r[1]), r[2]) for r in rows]
 
-    def clear_namespace(self, tx: sqlite3.Connection, namespace: str) -> None:
+    def shared_ids(self, namespace: str) -> list[SharedId]:
+        rows = self._conn().execute(
+            "SELECT a.id, a.path, a.line, b.namespace, b.path, b.line FROM memory_items a "
+            "JOIN memory_items b ON b.id = a.id AND b.namespace != a.namespace "
+            "WHERE a.namespace = ? ORDER BY a.path, a.line, b.namespace",
+            (namespace,),
+        )
+        return [SharedId(r[0], r[1], int(r[2]), r[3], r[4], int(r[5])) for r in rows]
+
+    def clear_namespace(self, tx: Tx, namespace: str) -> None:
         rids = [
             int(r[0])
             for r in tx.execute("SELECT rid FROM memory_items WHERE namespace = ?", (namespace,))
@@ -513,6 +621,7 @@ class MemoryIndex:
             tx.execute("DELETE FROM memory_fts WHERE rowid = ?", (rid,))
         tx.execute("DELETE FROM memory_chunks WHERE namespace = ?", (namespace,))
         tx.execute("DELETE FROM memory_item_entities WHERE namespace = ?", (namespace,))
+        tx.execute("DELETE FROM memory_links WHERE namespace = ?", (namespace,))
         tx.execute("DELETE FROM memory_items WHERE namespace = ?", (namespace,))
         tx.execute("DELETE FROM memory_files WHERE namespace = ?", (namespace,))
         tx.execute("DELETE FROM memory_issues WHERE namespace = ?", (namespace,))
@@ -523,7 +632,7 @@ class MemoryIndex:
         )
 
     def stats(self, namespace: str) -> dict[str, Any]:
-        conn = self.db.connection()
+        conn = self._conn()
         by_kind = {
             r[0]: int(r[1])
             for r in conn.execute(
@@ -557,3 +666,44 @@ class MemoryIndex:
             "vectors": int(chunks),
             "files": len(self.file_state(namespace)),
         }
+
+    # ----- erasure
+    @contextmanager
+    def _erasing(self) -> Iterator[None]:
+        conn = self._conn()
+        conn.execute("PRAGMA secure_delete = ON")
+        try:
+            yield
+            with self.db.transaction() as tx:
+                # Merging every segment drops the deleted rows' tokens from the keyword index.
+                tx.execute("INSERT INTO memory_fts(memory_fts) VALUES ('optimize')")
+            if str(self.db.path) != ":memory:":
+                self._truncate_wal(conn)
+                conn.execute("VACUUM")
+                self._truncate_wal(conn)
+        finally:
+            conn.execute("PRAGMA secure_delete = OFF")
+
+    def erase(self) -> AbstractContextManager[None]:
+        return self._erasing()
+
+    def _truncate_wal(self, conn: sqlite3.Connection, timeout_s: float = 10.0) -> None:
+        """Checkpoint and truncate the write-ahead log, which holds earlier copies of pages.
+
+        Another connection reading at that moment blocks the truncation; it is retried until
+        ``timeout_s``, then reported, since the log would still hold the erased text.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(
+                    f"the memory index {self.db.path} is being read by another process, so its "
+                    "write-ahead log could not be cleared; the erased text may remain in "
+                    f"{self.db.path}-wal until the next checkpoint. Run the purge again when "
+                    "other Holdfast processes are idle.",
+                    path=str(self.db.path),
+                )
+            time.sleep(0.05)
