@@ -48,6 +48,35 @@ def vf_eval(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
     )
 
 
+def vf_args(
+    server: FakeOpenAIServer, *, suite: str, count: int, size: int | None = None
+) -> list[str]:
+    """vf-eval's arguments: the Holdfast taskset and harness, a subprocess runtime, the server."""
+    args = [
+        "holdfast-tasks",
+        "--env.agent.harness.id", "holdfast-harness",
+        "--env.agent.runtime.type", "subprocess",
+        "--env.agent.harness.isolation", "process",
+        "--env.taskset.suite", suite,
+        "--env.taskset.count", str(count),
+        "--client.base-url", server.base_url,
+        "--client.api-key-var", "FAKE_KEY",
+        "-m", "fake-model",
+        "-n", str(count),
+        "--no-push",
+    ]  # fmt: skip
+    return args + (["--env.taskset.size", str(size)] if size else [])
+
+
+def env_for(home: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HOLDFAST_PYTHON": sys.executable,
+        "HOLDFAST_HOME": str(home),
+        "FAKE_KEY": "k",
+    }
+
+
 def traces(cwd: Path) -> list[dict[str, Any]]:
     (path,) = list((cwd / "outputs").glob("*/traces.jsonl"))
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -59,42 +88,9 @@ def test_vf_eval_runs_the_taskset_in_holdfasts_rlm_harness(
     def model(body: dict[str, Any]) -> str:
         return niah_root(body["messages"])
 
-    env = {
-        **os.environ,
-        "HOLDFAST_PYTHON": sys.executable,
-        "HOLDFAST_HOME": str(holdfast_home),
-        "FAKE_KEY": "test-key",
-        "NO_COLOR": "1",
-    }
     with FakeOpenAIServer(model) as server:
-        res = vf_eval(
-            [
-                "holdfast-tasks",
-                "--env.agent.harness.id",
-                "holdfast-harness",
-                "--env.agent.runtime.type",
-                "subprocess",
-                "--env.taskset.suite",
-                "niah-single",
-                "--env.taskset.count",
-                "2",
-                "--env.taskset.size",
-                "60000",
-                "--env.agent.harness.isolation",
-                "process",
-                "--client.base-url",
-                server.base_url,
-                "--client.api-key-var",
-                "FAKE_KEY",
-                "-m",
-                "fake-model",
-                "-n",
-                "2",
-                "--no-push",
-            ],
-            tmp_path,
-            env,
-        )
+        args = vf_args(server, suite="niah-single", count=2, size=60_000)
+        res = vf_eval(args, tmp_path, env_for(holdfast_home))
         bodies = [b for b in server.requests if "messages" in b]
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     rows = traces(tmp_path)
@@ -122,36 +118,9 @@ def test_vf_eval_runs_an_agent_suite_in_holdfasts_agent_loop(
     program; the reward is the suite's score of what the task did."""
     from holdfast.evals.agent_suites import scripted_agent
 
-    env = {
-        **os.environ,
-        "HOLDFAST_PYTHON": sys.executable,
-        "HOLDFAST_HOME": str(holdfast_home),
-        "FAKE_KEY": "k",
-    }
     with FakeOpenAIServer(lambda body: scripted_agent(body["messages"])) as server:
         res = vf_eval(
-            [
-                "holdfast-tasks",
-                "--env.agent.harness.id",
-                "holdfast-harness",
-                "--env.agent.runtime.type",
-                "subprocess",
-                "--env.taskset.suite",
-                "agent-gated",
-                "--env.taskset.count",
-                "1",
-                "--client.base-url",
-                server.base_url,
-                "--client.api-key-var",
-                "FAKE_KEY",
-                "-m",
-                "fake-model",
-                "-n",
-                "1",
-                "--no-push",
-            ],
-            tmp_path,
-            env,
+            vf_args(server, suite="agent-gated", count=1), tmp_path, env_for(holdfast_home)
         )
         bodies = [b for b in server.requests if "messages" in b]
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -164,39 +133,9 @@ def test_a_wrong_answer_gets_no_reward(tmp_path: Path, holdfast_home: Path) -> N
     def careless(body: dict[str, Any]) -> str:
         return "I will guess.\n```python\nSUBMIT(code='AA-0000-AA')\n```\n"
 
-    env = {
-        **os.environ,
-        "HOLDFAST_PYTHON": sys.executable,
-        "HOLDFAST_HOME": str(holdfast_home),
-        "FAKE_KEY": "k",
-    }
     with FakeOpenAIServer(careless) as server:
-        res = vf_eval(
-            [
-                "holdfast-tasks",
-                "--env.agent.harness.id",
-                "holdfast-harness",
-                "--env.agent.runtime.type",
-                "subprocess",
-                "--env.taskset.count",
-                "1",
-                "--env.taskset.size",
-                "60000",
-                "--env.agent.harness.isolation",
-                "process",
-                "--client.base-url",
-                server.base_url,
-                "--client.api-key-var",
-                "FAKE_KEY",
-                "-m",
-                "fake-model",
-                "-n",
-                "1",
-                "--no-push",
-            ],
-            tmp_path,
-            env,
-        )
+        args = vf_args(server, suite="niah-single", count=1, size=60_000)
+        res = vf_eval(args, tmp_path, env_for(holdfast_home))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     (row,) = traces(tmp_path)
     assert row["traces"][0]["rewards"]["correct"]["score"] == 0.0
