@@ -204,3 +204,42 @@ def test_locomo_file_schema_errors_are_clear(tmp_path: Path) -> None:
     runs = eval_json("locomo", "--n", "1", "--data", str(good))
     summary = runs[0]["summary"]
     assert summary["recall_at_10"] == 1.0 and summary["tasks"] == 1
+
+
+def test_an_interrupted_run_keeps_what_it_scored_and_says_so() -> None:
+    from holdfast.evals import EvalConfig, run_eval
+
+    seen: list[str] = []
+
+    def progress(task_id: str, done: int, total: int, result: Any) -> None:
+        if result is not None:
+            seen.append(task_id)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(EvalConfig(suite="multihop", n=3, size=20, isolation="process"), progress=progress)
+    store = EvalStore(default_db_path())
+    try:
+        (run,) = store.runs()
+        assert run.status == "interrupted"
+        assert [r.task_id for r in store.results(run.run_id)] == seen
+        assert run.summary is not None and run.summary["tasks"] == 1
+    finally:
+        store.close()
+
+
+def test_suites_listing() -> None:
+    data = json.loads(run("eval", "suites", "--json").output)
+    names = {s["name"] for s in data}
+    assert names == {
+        "niah-single",
+        "niah-multi",
+        "oolong",
+        "multihop",
+        "agent-constraint",
+        "agent-knowledge",
+        "agent-gated",
+        "locomo",
+    }
+    assert all(s["measures"] for s in data)
+    assert "measures" not in run("eval", "suites").output  # prose, not a dump
