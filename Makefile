@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint typecheck pytest bench bench-slow clean venv
+.PHONY: demo test lint typecheck pytest bench bench-slow clean venv venv-verifiers
 
 venv: $(STAMP)
 
@@ -21,6 +21,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[all,dev]"
 	touch $(STAMP)
+
+# verifiers (the training environments' library) pins openai<3 while Holdfast needs openai>=3, so
+# it gets an environment of its own: verifiers plus Holdfast's code without its openai pin. vf-eval
+# runs there; the Holdfast harness program it launches runs in .venv (docs/evals.md).
+VF_VENV := .venv-verifiers
+VF_STAMP := $(VF_VENV)/.holdfast-installed
+
+$(VF_STAMP): pyproject.toml
+	test -x $(VF_VENV)/bin/python || $(PYTHON) -m venv $(VF_VENV)
+	$(VF_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "verifiers>=0.4,<0.5"
+	$(VF_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(VF_VENV)/bin/python -m pip install --quiet --disable-pip-version-check dateparser cryptography click rich numpy pyseccomp
+	touch $(VF_STAMP)
+
+venv-verifiers: $(VF_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/holdfast demo $(DEMO_ARGS)
@@ -34,7 +49,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(VF_STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Benchmarks print tables of figures; they are not timed assertions.
@@ -42,4 +57,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VF_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -35,7 +35,7 @@ def test_haystack_is_deterministic_and_seed_dependent(tmp_path: Path) -> None:
 def test_needles_are_exactly_where_the_gold_says(tmp_path: Path, variant: str) -> None:
     task = niah_task(tmp_path, seed=11, index=0, size=300_000, variant=variant, needles=6)
     data = Path(task.inputs["context"]).read_bytes()
-    assert abs(len(data) - 300_000) < 10_000
+    assert 290_000 < len(data) <= 300_000  # never past the size asked for
     found = {m.group(1).decode(): m.group(2).decode() for m in NEEDLE.finditer(data)}
     for pos in task.meta["needles"]:
         assert NEEDLE.match(data, pos["offset"]) is not None
@@ -50,6 +50,20 @@ def test_needles_are_exactly_where_the_gold_says(tmp_path: Path, variant: str) -
     # the filler never looks like a needle: only lower-case words
     assert len(NEEDLE.findall(data)) == len(found)
     assert not re.search(rb"[A-Z]", NEEDLE.sub(b"", data).replace(b"\n", b""))
+
+
+def test_a_haystack_of_exactly_the_engine_limit_fits_it(tmp_path: Path) -> None:
+    from holdfast.evals.haystack import MAX_BYTES
+    from holdfast.rlm.inputs import DEFAULT_MAX_INPUT_BYTES
+
+    layout = write_haystack(
+        tmp_path / "h.txt", size=MIN_SIZE, needles=[("VEGA-10", "AB-1234-CD")], seed=3
+    )
+    assert layout["bytes"] <= MIN_SIZE
+    assert MAX_BYTES == DEFAULT_MAX_INPUT_BYTES  # the largest haystack is a legal input
+
+
+MIN_SIZE = 4_096
 
 
 def test_haystack_rejects_bad_sizes(tmp_path: Path) -> None:

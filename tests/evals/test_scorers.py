@@ -29,18 +29,21 @@ json_values = st.recursive(
 )
 
 
+@settings(deadline=None)
 @given(labels)
 def test_exact_gold_scores_one(gold: str) -> None:
     assert exact(gold, gold).value == 1.0
     assert exact(gold, f"  {gold.lower()} ").value == 1.0
 
 
+@settings(deadline=None)
 @given(labels, labels)
 def test_exact_other_label_scores_zero(gold: str, other: str) -> None:
     if other.casefold() != gold.casefold():
         assert exact(gold, other).value == 0.0
 
 
+@settings(deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 500))
 def test_numeric_only_the_exact_count_scores_one(gold: int, delta: int) -> None:
     assert numeric(gold, gold).value == 1.0
@@ -66,6 +69,7 @@ pairs = st.lists(
 )
 
 
+@settings(deadline=None)
 @given(pairs, st.data())
 def test_set_f1_gold_one_perturbed_less(gold: list[list[str]], data: st.DataObject) -> None:
     if len({"|".join(sorted(x.casefold() for x in p)) for p in gold}) != len(gold):
@@ -83,6 +87,7 @@ groups = st.dictionaries(
 )
 
 
+@settings(deadline=None)
 @given(groups, st.data())
 def test_mapping_gold_one_perturbed_less(gold: dict[str, float], data: st.DataObject) -> None:
     keys = {k.casefold() for k in gold}
@@ -96,6 +101,7 @@ def test_mapping_gold_one_perturbed_less(gold: dict[str, float], data: st.DataOb
     assert mapping(gold, [1, 2]).value == 0.0
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.sampled_from(["seven", "may", "2023", "berlin", "necklace", "two"]),
@@ -112,7 +118,7 @@ def test_token_f1_gold_one_perturbed_less(words: list[str]) -> None:
 
 
 @given(json_values)
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_scorers_are_total(answer: Any) -> None:
     for score in (
         exact("AB-1", answer),

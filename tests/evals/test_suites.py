@@ -155,3 +155,91 @@ def test_bad_input_is_a_clear_error() -> None:
         with pytest.raises(SystemExit) as exc:
             main(args)
         assert exc.value.code == 2
+
+
+def test_locomo_file_schema_errors_are_clear(tmp_path: Path) -> None:
+    from holdfast.errors import InvalidInput
+    from holdfast.evals.locomo import load_locomo
+
+    cases = {
+        "not-json.json": "{",
+        "not-list.json": "{}",
+        "no-qa.json": '[{"conversation": {}}]',
+        "bad-question.json": '[{"conversation": {}, "qa": [{"answer": "x"}]}]',
+        "bad-session.json": '[{"conversation": {"session_1": "text"}, "qa": []}]',
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(InvalidInput):
+            load_locomo(path)
+    good = tmp_path / "good.json"
+    good.write_text(
+        json.dumps(
+            [
+                {
+                    "sample_id": "c1",
+                    "conversation": {
+                        "session_1_date_time": "1:56 pm on 8 May, 2023",
+                        "session_1": [
+                            {
+                                "speaker": "Ann",
+                                "dia_id": "D1:1",
+                                "text": "I adopted a cat named Miso.",
+                            }
+                        ],
+                    },
+                    "qa": [
+                        {
+                            "question": "What is the name of Ann's cat?",
+                            "answer": "Miso",
+                            "evidence": ["D1:1"],
+                            "category": 4,
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    runs = eval_json("locomo", "--n", "1", "--data", str(good))
+    summary = runs[0]["summary"]
+    assert summary["recall_at_10"] == 1.0 and summary["tasks"] == 1
+
+
+def test_an_interrupted_run_keeps_what_it_scored_and_says_so() -> None:
+    from holdfast.evals import EvalConfig, run_eval
+
+    seen: list[str] = []
+
+    def progress(task_id: str, done: int, total: int, result: Any) -> None:
+        if result is not None:
+            seen.append(task_id)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(EvalConfig(suite="multihop", n=3, size=20, isolation="process"), progress=progress)
+    store = EvalStore(default_db_path())
+    try:
+        (run,) = store.runs()
+        assert run.status == "interrupted"
+        assert [r.task_id for r in store.results(run.run_id)] == seen
+        assert run.summary is not None and run.summary["tasks"] == 1
+    finally:
+        store.close()
+
+
+def test_suites_listing() -> None:
+    data = json.loads(run("eval", "suites", "--json").output)
+    names = {s["name"] for s in data}
+    assert names == {
+        "niah-single",
+        "niah-multi",
+        "oolong",
+        "multihop",
+        "agent-constraint",
+        "agent-knowledge",
+        "agent-gated",
+        "locomo",
+    }
+    assert all(s["measures"] for s in data)
+    assert "measures" not in run("eval", "suites").output  # prose, not a dump

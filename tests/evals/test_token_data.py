@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from holdfast.lm.openai_wire import parse_completion
@@ -33,6 +33,7 @@ def body(choice_extra: dict[str, Any], top: dict[str, Any] | None = None) -> byt
     ).encode()
 
 
+@settings(deadline=None)
 @given(tokens, st.lists(st.integers(0, 10**6), max_size=10))
 def test_logprobs_and_token_ids_parse_and_round_trip(
     items: list[tuple[str, float, int | None]], ids: list[int]
@@ -55,6 +56,7 @@ def test_logprobs_and_token_ids_parse_and_round_trip(
     assert again.prompt_token_ids == c.prompt_token_ids
 
 
+@settings(deadline=None)
 @given(
     st.one_of(
         st.none(),

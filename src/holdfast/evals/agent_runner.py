@@ -85,16 +85,26 @@ class _KeepOpen(RecordingLM):
         return None
 
 
-def run_agent_suite(config: Any, suite: Suite, db_path: str | Path, progress: Any) -> str:
+def run_agent_suite(
+    config: Any,
+    suite: Suite,
+    db_path: str | Path,
+    progress: Any,
+    *,
+    lm_override: LM | None = None,
+    start: int = 0,
+) -> str:
+    """Run tasks ``start .. start + n - 1`` of an agent suite; ``lm_override`` is the model
+    (else the one named by the config)."""
     from holdfast.agent import agent_kind
     from holdfast.agent.memory import StoreMemory
-    from holdfast.evals.runner import _close, _new_run, _usage_of, summarize
+    from holdfast.evals.runner import RunLog, _close, _new_run, _usage_of
     from holdfast.harness import Harness
     from holdfast.memory import MemoryConfig, MemoryStore
     from holdfast.session.learned_policy import memory_policy_from_config
 
     store = EvalStore(db_path)
-    lm = _KeepOpen(agent_lm(config), "agent")
+    lm = _KeepOpen(lm_override or agent_lm(config), "agent")
     run_id = _new_run(store, config, suite, "agent", lm.model, None)
     work = Path(tempfile.mkdtemp(prefix=f"holdfast-{run_id}-"))
     ledger = _Ledger()
@@ -114,14 +124,12 @@ def run_agent_suite(config: Any, suite: Suite, db_path: str | Path, progress: An
     )
     harness = Harness.open(db_path)
     harness.registry.register(kind)
-    results: list[TaskResult] = []
-    status = "finished"
+    log = RunLog(store, run_id, progress)
     try:
-        for i in range(config.n):
+        for i in range(start, start + config.n):
             cases = _cases(suite.name, config.seed, i, config.size_for(suite))
             task = cases[0].task
-            if progress:
-                progress(task.task_id, i, config.n, None)
+            log.starting(task.task_id, i - start, config.n)
             lm.sink = []
             ledger.path = work / f"ledger-{i}.jsonl"
             started = time.monotonic()
@@ -170,15 +178,12 @@ def run_agent_suite(config: Any, suite: Suite, db_path: str | Path, progress: An
                 question=task.question,
                 meta=task.meta,
             )
-            store.add_result(run_id, result, list(lm.sink))
-            results.append(result)
-            if progress:
-                progress(task.task_id, i + 1, config.n, result)
+            log.add(result, list(lm.sink), i - start, config.n)
     except BaseException:
-        status = "interrupted"
+        log.status = "interrupted"
         raise
     finally:
-        store.finish_run(run_id, status, summarize(results))
+        log.finish()
         harness.close()
         memory_store.close()
         _close(lm.inner)

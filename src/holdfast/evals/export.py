@@ -235,7 +235,11 @@ def _path(db_path: Any) -> Any:
     return default_db_path()
 
 
-def _sessions(db_path: Any, task_id: str) -> list[tuple[list[dict[str, Any]], list[int]]]:
+def session_messages(
+    db_path: Any, task_id: str
+) -> tuple[str, list[list[tuple[int, dict[str, Any]]]], dict[str, str], list[list[dict[str, Any]]]]:
+    """An agent task's virtual session id, each physical session's ``(turn, message)``
+    transcript, the pruned-result notes, and each session's seed messages."""
     from holdfast.session import open_session_store
 
     store = open_session_store(_path(db_path))
@@ -244,70 +248,64 @@ def _sessions(db_path: Any, task_id: str) -> list[tuple[list[dict[str, Any]], li
         if vid is None:
             raise InvalidInput(f"no agent session for task {task_id!r}")
         row = store.load_virtual(vid)
-        out = []
+        transcripts, seeds = [], []
         for cont in range(row.continuation + 1):
-            phys = store.physical(vid, cont)[0]
-            msgs = [m for m, _ in phys.seed]
-            turns = []
-            for turn, m, _rid in store.messages(vid, cont):
-                msgs.append(m)
-                turns.append(turn)
-            out.append((msgs, turns))
-        return out
+            seeds.append([m for m, _ in store.physical(vid, cont)[0].seed])
+            transcripts.append([(turn, m) for turn, m, _rid in store.messages(vid, cont)])
+        return vid, transcripts, store.pruned_notes(vid), seeds
     finally:
         store.close()
+
+
+def _sessions(db_path: Any, task_id: str) -> list[tuple[list[dict[str, Any]], list[int]]]:
+    _, transcripts, _, seeds = session_messages(db_path, task_id)
+    return [
+        (seed + [m for _, m in transcript], [t for t, _ in transcript])
+        for seed, transcript in zip(seeds, transcripts, strict=True)
+    ]
 
 
 def memory_ops(db_path: Any, task_id: str) -> Iterator[dict[str, Any]]:
     """Every memory operation of an agent task, with its outcome, in order."""
-    from holdfast.session import open_session_store
-
-    store = open_session_store(_path(db_path))
-    try:
-        vid = store.find_by_task(task_id)
-        if vid is None:
-            raise InvalidInput(f"no agent session for task {task_id!r}")
-        row = store.load_virtual(vid)
-        pending: dict[str, tuple[int, str, Any]] = {}
-        for cont in range(row.continuation + 1):
-            for turn, m, _rid in store.messages(vid, cont):
-                for c in m.get("tool_calls") or []:
-                    name = c["function"]["name"]
-                    if name in MEMORY_TOOLS:
-                        pending[c["id"]] = (turn, name, _json(c["function"].get("arguments")))
-                if m.get("role") == "tool" and m.get("tool_call_id") in pending:
-                    turn_no, name, args = pending.pop(m["tool_call_id"])
-                    content = str(m.get("content") or "")
-                    body = content.split("] ", 1)[1] if content.startswith("[r") else content
-                    outcome = _json(body)
-                    ok = not (
-                        body.startswith(("error:", "denied:"))
-                        or (isinstance(outcome, dict) and "error" in outcome)
-                    )
-                    yield {
-                        "task": task_id,
-                        "vsession": vid,
-                        "continuation": cont,
-                        "turn": turn_no,
-                        "op": MEMORY_TOOLS[name],
-                        "tool": name,
-                        "args": args,
-                        "outcome": outcome,
-                        "ok": ok,
-                    }
-        for note_id, note in sorted(store.pruned_notes(vid).items()):
-            if note.startswith("auto-pruned"):
+    vid, transcripts, pruned, _ = session_messages(db_path, task_id)
+    pending: dict[str, tuple[int, str, Any]] = {}
+    for cont, transcript in enumerate(transcripts):
+        for turn, m in transcript:
+            for c in m.get("tool_calls") or []:
+                name = c["function"]["name"]
+                if name in MEMORY_TOOLS:
+                    pending[c["id"]] = (turn, name, _json(c["function"].get("arguments")))
+            if m.get("role") == "tool" and m.get("tool_call_id") in pending:
+                turn_no, name, args = pending.pop(m["tool_call_id"])
+                content = str(m.get("content") or "")
+                body = content.split("] ", 1)[1] if content.startswith("[r") else content
+                outcome = _json(body)
+                ok = not (
+                    body.startswith(("error:", "denied:"))
+                    or (isinstance(outcome, dict) and "error" in outcome)
+                )
                 yield {
                     "task": task_id,
                     "vsession": vid,
-                    "op": "prune",
-                    "tool": "auto",
-                    "args": {"ids": [note_id]},
-                    "outcome": note,
-                    "ok": True,
+                    "continuation": cont,
+                    "turn": turn_no,
+                    "op": MEMORY_TOOLS[name],
+                    "tool": name,
+                    "args": args,
+                    "outcome": outcome,
+                    "ok": ok,
                 }
-    finally:
-        store.close()
+    for note_id, note in sorted(pruned.items()):
+        if note.startswith("auto-pruned"):
+            yield {
+                "task": task_id,
+                "vsession": vid,
+                "op": "prune",
+                "tool": "auto",
+                "args": {"ids": [note_id]},
+                "outcome": note,
+                "ok": True,
+            }
     yield from _flushes(db_path, task_id)
 
 

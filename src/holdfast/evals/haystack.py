@@ -21,7 +21,7 @@ from holdfast.evals.tasks import EvalTask, cached_json, write_atomically, write_
 
 MIN_BYTES = 4_096
 MAX_BYTES = 1 << 30
-_POOL_BLOCKS = 2048
+_POOL_BLOCKS = 1024
 _BLOCK_LINES = 48
 _WRITE_BLOCKS = 1024
 _ONSETS = ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z"]
@@ -42,10 +42,12 @@ def _pool(seed: int) -> list[bytes]:
     vocab = _words(rng, 3000)
     blocks = []
     for _ in range(_POOL_BLOCKS):
-        lines = []
-        for _ in range(_BLOCK_LINES):
-            words = rng.choices(vocab, k=rng.randint(6, 16))
-            lines.append(" ".join(words) + ".\n")
+        lengths = [rng.randint(6, 16) for _ in range(_BLOCK_LINES)]
+        words = rng.choices(vocab, k=sum(lengths))
+        lines, at = [], 0
+        for n in lengths:
+            lines.append(" ".join(words[at : at + n]) + ".\n")
+            at += n
         blocks.append("".join(lines).encode("ascii"))
     return blocks
 
@@ -70,10 +72,23 @@ def write_haystack(
     if not MIN_BYTES <= size <= MAX_BYTES:
         raise InvalidInput(f"a haystack must be {MIN_BYTES} to {MAX_BYTES} bytes, not {size}")
     pool = _pool(seed)
-    mean_block = sum(len(b) for b in pool) / len(pool)
-    blocks = max(1, int(size / mean_block))
+    # the block sequence first (indices only), so the file never passes ``size``: an input of
+    # exactly 1 GiB stays within the engine's default input limit
+    order_rng = random.Random(f"haystack-blocks-{seed}-{size}")
+    lines = [needle_line(*n).encode("ascii") for n in needles]
+    total = sum(len(x) for x in lines)
+    if total > size:
+        raise InvalidInput(f"{len(needles)} needles do not fit in {size} bytes")
+    order: list[int] = []
+    while True:
+        b = order_rng.randrange(len(pool))
+        if total + len(pool[b]) > size:
+            break
+        order.append(b)
+        total += len(pool[b])
+    blocks = len(order)
     rng = random.Random(f"haystack-order-{seed}-{size}")
-    slots = sorted(rng.sample(range(blocks), min(len(needles), blocks)))
+    slots = sorted(rng.sample(range(blocks + 1), min(len(needles), blocks + 1)))
     while len(slots) < len(needles):
         slots.append(slots[-1] if slots else 0)
     place: dict[int, tuple[int, ...]] = {}
@@ -84,22 +99,21 @@ def write_haystack(
 
     def write(fh: BinaryIO) -> None:
         nonlocal written
-        order_rng = random.Random(f"haystack-blocks-{seed}-{size}")
         buf: list[bytes] = []
         pending = 0
-        for b in range(blocks):
-            block = pool[order_rng.randrange(len(pool))]
+        for b in range(blocks + 1):
             for i in place.get(b, ()):
-                line = needle_line(*needles[i]).encode("ascii")
                 positions[i] = {
                     "key": needles[i][0],
                     "offset": written + pending,
-                    "depth": round(b / blocks, 4),
+                    "depth": round(b / max(1, blocks), 4),
                 }
-                buf.append(line)
-                pending += len(line)
-            buf.append(block)
-            pending += len(block)
+                buf.append(lines[i])
+                pending += len(lines[i])
+            if b < blocks:
+                block = pool[order[b]]
+                buf.append(block)
+                pending += len(block)
             if len(buf) >= _WRITE_BLOCKS:
                 fh.write(b"".join(buf))
                 written += pending

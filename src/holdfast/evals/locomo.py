@@ -51,6 +51,17 @@ def load_locomo(path: Path) -> list[dict[str, Any]]:
             raise InvalidInput(f"{path}: item {i} has no 'conversation' object")
         if not isinstance(item.get("qa"), list):
             raise InvalidInput(f"{path}: item {i} has no 'qa' list")
+        for j, qa in enumerate(item["qa"]):
+            if not isinstance(qa, dict) or not isinstance(qa.get("question"), str):
+                raise InvalidInput(f"{path}: item {i}, question {j} has no 'question' text")
+            evidence = qa.get("evidence", [])
+            if not isinstance(evidence, list):
+                raise InvalidInput(f"{path}: item {i}, question {j}: 'evidence' is not a list")
+        for key, turns in item["conversation"].items():
+            if re.fullmatch(r"session_\d+", key) and not (
+                isinstance(turns, list) and all(isinstance(t, dict) for t in turns)
+            ):
+                raise InvalidInput(f"{path}: item {i}: {key} is not a list of turns")
     return data
 
 
@@ -125,7 +136,7 @@ def score_qa(qa: dict[str, Any], answer: str) -> Score:
 
 
 def run_locomo(config: Any, suite: Suite, db_path: str | Path, progress: Any) -> str:
-    from holdfast.evals.runner import _close, _new_run, _usage_of, make_lm, summarize
+    from holdfast.evals.runner import RunLog, _close, _new_run, _usage_of, make_lm
     from holdfast.memory import MemoryConfig, MemoryStore
 
     path = Path(config.params.get("data") or _default_data())
@@ -144,16 +155,14 @@ def run_locomo(config: Any, suite: Suite, db_path: str | Path, progress: Any) ->
     run_id = _new_run(store, config, suite, "memory", lm.model, None)
     work = Path(tempfile.mkdtemp(prefix=f"holdfast-{run_id}-"))
     memory = MemoryStore(MemoryConfig(root=work / "memory", embedder=config.embedder))
-    results: list[TaskResult] = []
+    log = RunLog(store, run_id, progress)
     ingested: set[int] = set()
-    status = "finished"
     try:
         for n, (ci, qi) in enumerate(chosen):
             item, qa = data[ci], data[ci]["qa"][qi]
             sample = str(item.get("sample_id") or f"conv{ci}")
             task_id = f"locomo-{sample}-q{qi}"
-            if progress:
-                progress(task_id, n, len(chosen), None)
+            log.starting(task_id, n, len(chosen))
             ns = re.sub(r"[^A-Za-z0-9_-]", "-", f"locomo-{sample}")
             if ci not in ingested:
                 ingest(memory, item, ns)
@@ -187,21 +196,19 @@ def run_locomo(config: Any, suite: Suite, db_path: str | Path, progress: Any) ->
                     "evidence": evidence,
                 },
             )
-            store.add_result(run_id, result, list(lm.sink))
-            results.append(result)
-            if progress:
-                progress(task_id, n + 1, len(chosen), result)
+            log.add(result, list(lm.sink), n, len(chosen))
+            recalls = [
+                r.details["recall_at_10"]
+                for r in log.results
+                if r.details.get("recall_at_10") is not None
+            ]
+            log.extra["recall_at_10"] = round(sum(recalls) / len(recalls), 4) if recalls else None
     except BaseException:
-        status = "interrupted"
+        log.status = "interrupted"
         raise
     finally:
-        summary = summarize(results)
-        recalls = [
-            r.details["recall_at_10"] for r in results if r.details.get("recall_at_10") is not None
-        ]
-        summary["recall_at_10"] = round(sum(recalls) / len(recalls), 4) if recalls else None
-        summary["data"] = str(path)
-        store.finish_run(run_id, status, summary)
+        log.extra["data"] = str(path)
+        log.finish()
         memory.close()
         _close(inner)
         store.close()

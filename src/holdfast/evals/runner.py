@@ -161,6 +161,33 @@ def summarize(results: list[TaskResult]) -> dict[str, Any]:
     }
 
 
+class RunLog:
+    """One eval run's results as they come: each stored with its calls the moment it is scored,
+    the progress callback told, and the run's summary written when it ends (``interrupted``
+    when it ended by an exception or a signal)."""
+
+    def __init__(self, store: EvalStore, run_id: str, progress: Progress | None) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.progress = progress
+        self.results: list[TaskResult] = []
+        self.status = "finished"
+        self.extra: dict[str, Any] = {}
+
+    def starting(self, task_id: str, index: int, total: int) -> None:
+        if self.progress:
+            self.progress(task_id, index, total, None)
+
+    def add(self, result: TaskResult, calls: list[dict[str, Any]], index: int, total: int) -> None:
+        self.store.add_result(self.run_id, result, calls)
+        self.results.append(result)
+        if self.progress:
+            self.progress(result.task_id, index + 1, total, result)
+
+    def finish(self) -> None:
+        self.store.finish_run(self.run_id, self.status, {**summarize(self.results), **self.extra})
+
+
 def _usage_of(calls: list[dict[str, Any]]) -> tuple[int, int, float]:
     tin = tout = 0
     usd = 0.0
@@ -241,63 +268,96 @@ def _run_rlm_suite(
     harness.registry.register(
         TaskKind("eval.rlm", runner, description="one eval task through the RLM engine")
     )
-    results: list[TaskResult] = []
-    status = "finished"
+    log = RunLog(store, run_id, progress)
     try:
         for i in range(config.n):
             task = rlm_task(
                 suite.name, data_dir, seed=config.seed, index=i, size=config.size_for(suite)
             )
-            if progress:
-                progress(task.task_id, i, config.n, None)
-            for lm in lms:
-                lm.sink = []
-            started = time.monotonic()
-            row = harness.submit(
-                {
-                    "kind": "eval.rlm",
-                    "goal": task.question[:500],
-                    "input": {"run": run_id, "task": task.to_dict()},
-                    "max_attempts": 1,
-                },
-                by="eval",
-            )
-            harness.run_until_idle()
-            row = harness.get(row.id)
-            outer = time.monotonic() - started
-            calls = sorted(
-                {id(c): c for lm in lms for c in lm.sink}.values(), key=lambda c: c["at"]
-            )
-            if row.status == "succeeded" and isinstance(row.result, dict):
-                result = TaskResult.from_dict(row.result)
-            else:
-                result = TaskResult(
-                    task.task_id,
-                    "error",
-                    0.0,
-                    error=row.error,
-                    gold=task.gold,
-                    scorer=task.scorer,
-                    question=task.question,
-                )
-            result.harness_task = row.id
-            result.details["harness_wall_s"] = round(outer, 6)
-            tin, tout, usd = _usage_of(calls)
-            result.input_tokens, result.output_tokens, result.usd = tin, tout, round(usd, 6)
-            store.add_result(run_id, result, calls)
-            results.append(result)
-            if progress:
-                progress(task.task_id, i + 1, config.n, result)
+            log.starting(task.task_id, i, config.n)
+            result, calls = _one_task(harness, run_id, task, lms)
+            log.add(result, calls, i, config.n)
     except BaseException:
-        status = "interrupted"
+        log.status = "interrupted"
         raise
     finally:
-        store.finish_run(run_id, status, summarize(results))
+        log.finish()
         harness.close()
         for lm in {id(x): x for x in lms}.values():
             _close(lm.inner)
         store.close()
     return run_id
+
+
+def _one_task(
+    harness: Any, run_id: str, task: EvalTask, lms: list[RecordingLM]
+) -> tuple[TaskResult, list[dict[str, Any]]]:
+    """Submit one task of kind ``eval.rlm``, work it, and read back its result and calls."""
+    for lm in lms:
+        lm.sink = []
+    started = time.monotonic()
+    row = harness.submit(
+        {
+            "kind": "eval.rlm",
+            "goal": task.question[:500],
+            "input": {"run": run_id, "task": task.to_dict()},
+            "max_attempts": 1,
+        },
+        by="eval",
+    )
+    harness.run_until_idle()
+    row = harness.get(row.id)
+    outer = time.monotonic() - started
+    calls = sorted({id(c): c for lm in lms for c in lm.sink}.values(), key=lambda c: c["at"])
+    if row.status == "succeeded" and isinstance(row.result, dict):
+        result = TaskResult.from_dict(row.result)
+    else:
+        result = TaskResult(
+            task.task_id,
+            "error",
+            0.0,
+            error=row.error,
+            gold=task.gold,
+            scorer=task.scorer,
+            question=task.question,
+        )
+    result.harness_task = row.id
+    result.details["harness_wall_s"] = round(outer, 6)
+    tin, tout, usd = _usage_of(calls)
+    result.input_tokens, result.output_tokens, result.usd = tin, tout, round(usd, 6)
+    return result, calls
+
+
+def run_task_once(
+    config: EvalConfig, task: EvalTask, root: LM, sub: LM, db_path: str | Path
+) -> TaskResult:
+    """One RLM task through the engine on a harness task in the store at ``db_path``, with
+    the given models (the ``verifiers`` harness program's entry point); stored as a run of one."""
+    from holdfast.harness import Harness, TaskKind
+
+    suite = get_suite(task.suite)
+    store = EvalStore(db_path)
+    lms = [RecordingLM(root, "root")]
+    lms.append(RecordingLM(sub, "sub") if sub is not root else lms[0])
+    run_id = _new_run(store, replace(config, n=1), suite, "rlm", root.model, sub.model)
+    harness = Harness.open(db_path)
+    harness.registry.register(
+        TaskKind("eval.rlm", _RLMRunner(config, lms, store.backend), description="one eval task")
+    )
+    log = RunLog(store, run_id, None)
+    try:
+        result, calls = _one_task(harness, run_id, task, lms)
+        log.add(result, calls, 0, 1)
+    except BaseException:
+        log.status = "interrupted"
+        raise
+    finally:
+        log.finish()
+        harness.close()
+        for lm in {id(x): x for x in lms}.values():
+            _close(lm.inner)
+        store.close()
+    return result
 
 
 def _close(lm: Any) -> None:
