@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deny": ("holdfast.cli.approvals:deny", "Deny a step that waits for a person."),
     "run": ("holdfast.cli.run:run", "Run a long task with the agent."),
     "demo": ("holdfast.cli.demo:demo", "Run the offline end-to-end demo."),
+    "mcp": ("holdfast.cli.mcp:mcp", "Memory, analyze and tasks for coding agents over MCP."),
 }
 
 
