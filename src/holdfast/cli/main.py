@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "token": ("holdfast.cli.token:token", "Bearer tokens for the server: create, list, revoke."),
     "eval": ("holdfast.cli.eval:eval", "Evaluation suites: run, report, export."),
     "trace": ("holdfast.cli.trace:trace", "Export a trace as training data."),
+    "mcp": ("holdfast.cli.mcp:mcp", "Memory, analyze and tasks for coding agents over MCP."),
 }
 
 
