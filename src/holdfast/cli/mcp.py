@@ -9,7 +9,6 @@ tools with their schemas.
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import sys
@@ -18,27 +17,10 @@ from typing import Any
 
 import click
 
+from holdfast.cli.options import POSITIVE
 from holdfast.errors import UserError
 
 CLIENTS = ("claude-code", "codex", "cursor")
-
-
-class PositiveFinite(click.ParamType[Any, Any]):
-    """A positive, finite number (``nan`` and ``inf`` are refused)."""
-
-    name = "number"
-
-    def __init__(self, integer: bool = False) -> None:
-        self.integer = integer
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        try:
-            number = int(value) if self.integer else float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(number) or number <= 0:
-            self.fail(f"{value!r} must be a positive finite number", param, ctx)
-        return number
 
 
 def _settings(
@@ -92,12 +74,10 @@ def _server_options(fn: Any) -> Any:
         click.option(
             "--database-url", help="Control-plane store (default $HOLDFAST_DATABASE_URL)."
         ),
-        click.option("--max-seconds", type=PositiveFinite(), help="Cap on analyze's wall clock."),
-        click.option("--max-usd", type=PositiveFinite(), help="Cap on analyze's spend (USD)."),
-        click.option("--max-tokens", type=PositiveFinite(integer=True), help="Cap on tokens."),
-        click.option(
-            "--max-iterations", type=PositiveFinite(integer=True), help="Cap on root turns."
-        ),
+        click.option("--max-seconds", type=POSITIVE, help="Cap on analyze's wall clock."),
+        click.option("--max-usd", type=POSITIVE, help="Cap on analyze's spend (USD)."),
+        click.option("--max-tokens", type=click.IntRange(min=1), help="Cap on tokens."),
+        click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on root turns."),
     ]
     for option in reversed(options):
         fn = option(fn)
