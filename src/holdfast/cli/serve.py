@@ -95,6 +95,19 @@ def build_settings(**opts: Any) -> Any:
 @click.option("--isolation", type=click.Choice(["namespace", "process"]), default="namespace")
 @click.option("--no-console", is_flag=True, help="Do not serve the web console.")
 @click.option("--load", multiple=True, metavar="MODULE:ATTR", help="Accept this task kind.")
+@click.option("--mcp", "mcp", is_flag=True, help="Also serve MCP at /mcp (docs/mcp.md).")
+@click.option(
+    "--mcp-root",
+    "mcp_roots",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A workspace root MCP's analyze may read (default: the --input-root folders).",
+)
+@click.option("--mcp-namespace", default=None, help="MCP's memory namespace.")
+@click.option(
+    "--mcp-model", default=None, help="Model for MCP's analyze (default $HOLDFAST_MODEL)."
+)
+@click.option("--mcp-tasks", is_flag=True, help="Offer MCP's task tools.")
 @click.option("--log-level", default="info", show_default=True)
 def serve(**opts: Any) -> None:
     """Serve the API, the OpenAI-compatible endpoint and the console until interrupted."""
@@ -111,11 +124,38 @@ def serve(**opts: Any) -> None:
             "(or run on loopback with --no-auth)"
         )
     app = create_app(settings, services=services, warm_memory=True)
+    if opts.get("mcp"):
+        _mount_mcp(app, settings, opts)
     out = console(stderr=True)
     where = f"http://{settings.host}:{settings.port}"
     out.print(f"holdfast serve on {where}  (auth: {'bearer tokens' if settings.auth else 'off'})")
     out.print(f"  API {where}/api/v1   OpenAI-compatible {where}/v1   console {where}/console")
+    if opts.get("mcp"):
+        out.print(f"  MCP (streamable HTTP) {where}/mcp")
     try:
         run_server(app, settings, log_level=str(opts.get("log_level") or "info").lower())
     finally:
         services.close()
+
+
+def _mount_mcp(app: Any, settings: Any, opts: dict[str, Any]) -> None:
+    from holdfast.config import default_model
+    from holdfast.mcp import MCPSettings, default_namespace
+    from holdfast.mcp.http import mount_in_server
+
+    roots = tuple(Path(p) for p in opts.get("mcp_roots", ())) or settings.input_roots
+    if not roots:
+        raise InvalidInput("--mcp needs a workspace root: --mcp-root DIR (or --input-root DIR)")
+    mount_in_server(
+        app,
+        MCPSettings(
+            roots=tuple(roots),
+            namespace=opts.get("mcp_namespace") or default_namespace(list(roots)),
+            model=default_model(opts.get("mcp_model")),
+            memory_root=settings.memory_root,
+            embedder=settings.embedder,
+            database_url=settings.database_url,
+            tasks=bool(opts.get("mcp_tasks")),
+        ),
+        memory_session=app.state.services.memory_session,
+    )

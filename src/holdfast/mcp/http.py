@@ -84,3 +84,27 @@ def http_app(settings: MCPSettings, verify: Verifier, *, host: str = "127.0.0.1"
     server = build_server(settings)
     app = server.streamable_http_app(host=host)
     return BearerAuth(app, verify)
+
+
+def mount_in_server(
+    app: Any, settings: MCPSettings, *, path: str = "/mcp", memory_session: Any = None
+) -> None:
+    """Serve MCP at ``path`` inside ``holdfast serve``, behind the server's own bearer tokens.
+
+    The server's gate checks the Host header and the token (scope ``write``: MCP clients add
+    memories and run ``analyze``); the SDK's session manager runs in the server's lifespan.
+    """
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from holdfast.mcp.server import build_server
+    from holdfast.mcp.services import Services
+    from holdfast.server.app import add_lifespan, mount_protected
+
+    server = build_server(settings, Services(settings, memory_session=memory_session))
+    inner = server.streamable_http_app(
+        streamable_http_path="/",
+        # the server's gate already refuses Hosts it does not answer to
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
+    mount_protected(app, path, inner, scope="write")
+    add_lifespan(app, lambda _app: server.session_manager.run())

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from holdfast.errors import InvalidInput
@@ -27,18 +28,32 @@ T = TypeVar("T")
 class Services:
     """Lazily opened memory store, memory tools and control plane for one MCP server."""
 
-    def __init__(self, settings: MCPSettings) -> None:
+    def __init__(
+        self,
+        settings: MCPSettings,
+        *,
+        memory_session: Callable[[], AbstractContextManager[MemoryStore]] | None = None,
+    ) -> None:
+        """``memory_session`` lends an existing store for one operation (``holdfast serve``
+        shares its warm store and embedder this way); without it the server opens its own."""
         self.settings = settings
         self._memory_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="holdfast-mcp-mem")
         self._store: MemoryStore | None = None
         self._tools: dict[bool, MemoryTools] = {}
+        self._lend = memory_session
 
     # ----- knowledge memory (one thread) --------------------------------------------------
 
     async def memory(self, fn: Callable[[MemoryStore], T]) -> T:
         """Run ``fn(store)`` on the memory thread and wait for it without blocking the loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._memory_pool, lambda: fn(self._open_store()))
+        return await loop.run_in_executor(self._memory_pool, lambda: self._with_store(fn))
+
+    def _with_store(self, fn: Callable[[MemoryStore], T]) -> T:
+        if self._lend is None:
+            return fn(self._open_store())
+        with self._lend() as store:
+            return fn(store)
 
     async def memory_tool(self, name: str, args: dict[str, Any], *, untrusted: bool) -> Any:
         """Dispatch one of the agent memory tools with MCP's trust: ``agent``, or ``untrusted``."""
@@ -58,7 +73,8 @@ class Services:
         return self._store
 
     def _memory_tools(self, store: MemoryStore, untrusted: bool) -> MemoryTools:
-        if untrusted not in self._tools:
+        cached = self._tools.get(untrusted)
+        if cached is None or cached.store is not store:
             from holdfast.memory import MemoryTools, Trust
 
             self._tools[untrusted] = MemoryTools(
