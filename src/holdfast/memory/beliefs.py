@@ -127,7 +127,7 @@ def candidates(store: MemoryStore, item: MemoryItem, limit: int = 30) -> list[Me
 
 def check_claims(store: MemoryStore, item: MemoryItem) -> ClaimCheck:
     """Compare a just-written item with the claims it may bear on."""
-    if item.kind is Kind.SUMMARY or "derived" in item.tags:
+    if item.kind not in (Kind.FACT, Kind.BELIEF, Kind.EPISODE) or "derived" in item.tags:
         return ClaimCheck()
     conflicts: list[Conflict] = []
     supports: list[str] = []
