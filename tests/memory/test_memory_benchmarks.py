@@ -66,3 +66,17 @@ def test_contradiction_benchmark_reports_both_sets(capsys: pytest.CaptureFixture
     assert sizes == {"contradictions.jsonl": 120, "contradictions_heldout.jsonl": 40}
     for r in report["sets"]:
         assert r["tp"] + r["fp"] + r["fn"] + r["tn"] == r["pairs"]
+
+
+@pytest.mark.slow
+def test_locomo_fusion_beats_keyword_on_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    """The dev-split targets: hybrid turn R@10 at least 82 with R@1 and MRR at least
+    keyword-only's (the real local embedding model; several minutes)."""
+    bench = _load("memory_locomo")
+    if not bench.DEFAULT_DATA.exists():
+        pytest.skip("LoCoMo dev split not available")
+    assert bench.main(["--modes", "keyword,hybrid", "--peers", "none", "--json"]) == 0
+    modes = json.loads(capsys.readouterr().out)["modes"]
+    hybrid, keyword = modes["hybrid"]["overall"], modes["keyword"]["overall"]
+    assert hybrid["r@10"] >= 82.0
+    assert hybrid["r@1"] >= keyword["r@1"] and hybrid["mrr"] >= keyword["mrr"]

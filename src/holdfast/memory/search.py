@@ -166,9 +166,11 @@ def search(
         if not trusted_enough(trust, trust_floor):
             continue
         if settings.decay_half_life_days:
-            score *= decay_factor(
+            factor = decay_factor(
                 datetime.fromtimestamp(mention, UTC), now, settings.decay_half_life_days
             )
+            # the feature fusion's scores can be negative: older is always lower
+            score = score * factor if score >= 0 else score / max(factor, 1e-9)
         kept.append((rid, score, ranks))
     if settings.decay_half_life_days:
         kept.sort(key=lambda x: (-x[1], x[0]))
