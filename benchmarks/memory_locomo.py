@@ -202,8 +202,9 @@ def evaluate(
                 )
                 latencies.append(time.perf_counter() - t0)
                 ranked = [f"{h.item.source.session}:{h.item.source.turn}" for h in hits]
-                per_q.append(score(ranked, evidence, qa["category"]))
+                per_q.append(score(ranked, evidence, qa["category"]) | {"conv": ci})
         results[mode] = summarise(per_q, latencies)
+        results[mode]["_per_q"] = per_q
     return results
 
 
@@ -264,7 +265,7 @@ def print_table(report: dict[str, Any]) -> None:
         m = report["mem0"]
         r = m["overall"]
         print(
-            f"{'mem0':<8} {'overall':<12} {r['n']:>4} {r['r@1']:>6.1f} {r['r@5']:>6.1f} "
+            f"{'mem0':<8} {'conv<' + str(m['conversations']):<12} {r['n']:>4} {r['r@1']:>6.1f} {r['r@5']:>6.1f} "
             f"{r['r@10']:>6.1f} {r['r@50']:>6.1f} {r['mrr']:>6.1f} {r['s@10']:>6.1f}"
         )
         print(
@@ -272,8 +273,14 @@ def print_table(report: dict[str, Any]) -> None:
             f"{m['latency_ms']['p50']:.1f} ms, p95 {m['latency_ms']['p95']:.1f} ms; "
             f"ingest {m['ingest_turns_per_s']:.1f} turns/s"
         )
+        ours = report["holdfast_on_peer_conversations"]
+        print(
+            f"on the {m['conversations']} conversation(s) Mem0 ran: holdfast {ours['mode']} "
+            f"R@1 {ours['r@1']}, R@10 {ours['r@10']}, MRR {ours['mrr']} (n {ours['n']}); "
+            f"mem0 R@1 {r['r@1']}, R@10 {r['r@10']}, MRR {r['mrr']}"
+        )
         ratio = ", ".join(f"{k} {v}" for k, v in report["ratio_vs_mem0"].items())
-        print(f"holdfast hybrid / mem0: {ratio}")
+        print(f"holdfast / mem0 on the same conversations: {ratio}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,6 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default=None, help="keyword,dense,entity,time RRF weights")
     ap.add_argument("--context-weight", type=float, default=None)
     ap.add_argument("--peers", default="auto", help="mem0 | none | auto (mem0 when installed)")
+    ap.add_argument(
+        "--peer-conversations",
+        type=int,
+        default=0,
+        help="run the peer on the first N conversations only (0 = all); the ratio compares "
+        "both on the same ones",
+    )
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     args = ap.parse_args(argv)
     if not args.data.exists():
@@ -341,14 +355,21 @@ def main(argv: list[str] | None = None) -> int:
 
             peers = "mem0" if importlib.util.find_spec("mem0") else "none"
         if peers == "mem0":
-            report["mem0"] = mem0_run(data, Path(tmp))
-            ours = report["modes"].get("hybrid") or next(iter(report["modes"].values()))
+            n_peer = args.peer_conversations or len(data)
+            report["mem0"] = mem0_run(data[:n_peer], Path(tmp))
+            report["mem0"]["conversations"] = n_peer
+            mode = "hybrid" if "hybrid" in report["modes"] else next(iter(report["modes"]))
+            same = [q for q in report["modes"][mode]["_per_q"] if q["conv"] < n_peer]
+            ours = summarise(same, [0.0])["overall"]
+            report["holdfast_on_peer_conversations"] = {"mode": mode, **ours}
             report["ratio_vs_mem0"] = {
-                k: round(ours["overall"][k] / report["mem0"]["overall"][k], 2)
+                k: round(ours[k] / report["mem0"]["overall"][k], 2)
                 if report["mem0"]["overall"][k]
                 else None
                 for k in ("r@1", "r@10", "mrr", "s@10")
             }
+        for res in report["modes"].values():
+            res.pop("_per_q", None)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
