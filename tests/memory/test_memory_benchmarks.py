@@ -22,6 +22,7 @@ def _load(name: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_locomo_keyword_recall_beats_plain_bm25(capsys: pytest.CaptureFixture[str]) -> None:
     bench = _load("memory_locomo")
     if not bench.DEFAULT_DATA.exists():
@@ -69,6 +70,7 @@ def test_contradiction_benchmark_reports_both_sets(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_locomo_fusion_beats_keyword_on_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
     """The dev-split targets: hybrid turn R@10 at least 82 with R@1 and MRR at least
     keyword-only's (the real local embedding model; several minutes)."""
