@@ -161,7 +161,7 @@ def test_a_stopped_worker_is_declared_dead_within_the_deadline(box: SyncSandbox)
 def test_shutdown_kills_and_reaps_everything_even_from_a_stuck_box(backend: str) -> None:
     """Shutdown of a stopped worker with children that ignore signals: nothing is left."""
     before = _open_fds()
-    box = open_sync_sandbox(_policy(backend))
+    box = open_sync_sandbox(_policy(backend, background_processes=True))
     r = box.execute(
         "import os, signal, subprocess, time, threading\n"
         "kids = [subprocess.Popen(['sleep', '1000']) for _ in range(3)]\n"
@@ -190,7 +190,7 @@ def test_the_blocking_api_never_lets_a_box_outlive_its_host(backend: str, tmp_pa
         f"""
         import json, sys, time
         from holdfast.sandbox import SandboxPolicy, open_sync_sandbox
-        box = open_sync_sandbox(SandboxPolicy(backend={backend!r}))
+        box = open_sync_sandbox(SandboxPolicy(backend={backend!r}, background_processes=True))
         r = box.execute(
             "import os, signal, subprocess\\n"
             "os._exit = lambda *a: None\\n"
@@ -209,13 +209,16 @@ def test_the_blocking_api_never_lets_a_box_outlive_its_host(backend: str, tmp_pa
             [sys.executable, "-c", script, how], stdout=subprocess.PIPE, text=True
         )
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        pids = set(json.loads(line))
-        assert len(pids) >= 3
-        if how == "kill":
+        try:
+            pids = set(json.loads(proc.stdout.readline()))
+            assert len(pids) >= 3
+            if how == "kill":
+                proc.kill()
+            proc.wait(timeout=30)
+        finally:
             proc.kill()
-        proc.wait(timeout=30)
-        proc.stdout.close()
+            proc.wait()
+            proc.stdout.close()
         assert _wait_gone(pids, 10) == set(), how
 
 
@@ -526,3 +529,21 @@ def test_an_input_never_shows_its_host_path(box: SyncSandbox, tmp_path: Path) ->
     )
     assert r.ok, r.error
     assert r.value_repr == "(False, 9000, 9000, b'evidence')"
+
+
+def test_a_box_total_cpu_is_bounded_across_its_processes(backend: str) -> None:
+    """RLIMIT_CPU is per process and children get fresh ones; the box's cgroup counts them all."""
+    with open_sync_sandbox(_policy(backend, cpu_seconds=2)) as box:
+        if "cgroup" not in box.sandbox.info.cpu_limit:  # type: ignore[attr-defined]
+            pytest.skip("no cgroup counts CPU time on this machine")
+        start = time.monotonic()
+        r = box.execute(
+            "import subprocess\n"
+            "kids = [subprocess.Popen(['sh', '-c', 'while :; do :; done']) for _ in range(3)]\n"
+            "for k in kids: k.wait()",
+            timeout=30,
+        )
+        assert r.error is not None and r.error.type == "SandboxDied", r
+        assert "CPU" in r.error.message
+        assert time.monotonic() - start < 25
+        assert box.execute("'again'").value_repr == "'again'"
