@@ -147,7 +147,22 @@ def memory(
     }
 
 
-def _write_message(res: dict[str, Any]) -> str:
+def _write_message(res: Any) -> str:
+    if res.status in ("duplicate", "near_duplicate"):
+        what = "the same text as" if res.status == "duplicate" else "the same claim as"
+        msg = (
+            f"not stored: {what} {res.duplicate_of} ({res.citation}): {res.item.text[:200]}\n"
+            "(pass --no-dedup to store it anyway)"
+        )
+    else:
+        msg = f"{res.status} {res.item.id}"
+    if res.redacted:
+        msg += f"; redacted: {', '.join(sorted(set(res.redacted)))}"
+    return msg
+
+
+def _remote_write_message(res: dict[str, Any]) -> str:
+    """:func:`_write_message` for a server's answer (the same words)."""
     status = res["status"]
     if status in ("duplicate", "near_duplicate"):
         what = "the same text as" if status == "duplicate" else "the same claim as"
@@ -157,7 +172,7 @@ def _write_message(res: dict[str, Any]) -> str:
         )
     else:
         msg = f"{status} {res['item']['id']}"
-    if res["redacted"]:
+    if res.get("redacted"):
         msg += f"; redacted: {', '.join(sorted(set(res['redacted'])))}"
     return msg
 
@@ -202,12 +217,15 @@ def add(
             "entities": list(entities), "tags": list(tags), "trust": trust,
             "mention_time": _iso(mention_time), "source": source, "dedup": not no_dedup,
         })  # fmt: skip
-    else:
-        data = _store(ctx).add(
-            _read_text(text), namespace=namespace, kind=kind, entities=entities, tags=tags,
-            trust=trust, mention_time=mention_time, source=source, dedup=not no_dedup,
-        ).to_dict()  # fmt: skip
-    _emit(data, as_json, _write_message(data))
+        _emit(data, as_json, _remote_write_message(data))
+        return
+    res = _store(ctx).add(
+        _read_text(text), namespace=namespace, kind=kind, entities=entities, tags=tags,
+        trust=trust, mention_time=mention_time, source=source, dedup=not no_dedup,
+    )  # fmt: skip
+    from holdfast.cli.memory_knowledge import write_report
+
+    _emit(res.to_dict(), as_json, write_report(res))
 
 
 @memory.command()
@@ -221,6 +239,11 @@ def add(
 @click.option("--kind", "kinds", multiple=True)
 @click.option("--arms", default="keyword,dense,entity,time", show_default=True)
 @click.option("--history", is_flag=True, help="Include superseded items.")
+@click.option(
+    "--observations-first",
+    is_flag=True,
+    help="Observations and mental models first (see `holdfast memory evidence ID`).",
+)
 @json_opt
 @click.pass_context
 def search(
@@ -235,11 +258,16 @@ def search(
     kinds: tuple[str, ...],
     arms: str,
     history: bool,
+    observations_first: bool,
     as_json: bool,
 ) -> None:
     """Recall items for QUERY, best first, with citations."""
     remote = _remote(ctx)
     if remote is not None:
+        if observations_first:
+            raise click.UsageError(
+                "--observations-first is not available through a server; pass --no-server"
+            )
         found = remote.request("POST", "/api/v1/memory/search", {
             "query": query, "namespace": namespace, "limit": limit, "entity": entity,
             "as_of": _iso(as_of), "after": _iso(after), "before": _iso(before),
@@ -251,6 +279,7 @@ def search(
             query, namespace=namespace, limit=limit, entity=entity, as_of=as_of,
             time_range=(after, before) if (after or before) else None, kinds=kinds or None,
             arms=[a for a in arms.split(",") if a], include_history=history,
+            observations_first=observations_first,
         )  # fmt: skip
         found = [h.to_dict() for h in hits]
         rows = [(h.score, h.render()) for h in hits]
@@ -500,3 +529,8 @@ def import_cmd(
     _emit(data, as_json, "\n".join(lines))
     if report.errors:
         ctx.exit(2)
+
+
+# The knowledge-hierarchy commands (belief, observe, observations, evidence, model, resolve)
+# register themselves on the group above.
+from holdfast.cli import memory_knowledge as _knowledge  # noqa: E402,F401
