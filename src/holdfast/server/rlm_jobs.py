@@ -20,6 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,7 @@ class JobManager:
         self.store = store if store is not None else (JobStore(backend) if backend else None)
         self._beat: asyncio.Task[None] | None = None
         self._closing = False
+        self._writer: ThreadPoolExecutor | None = None
 
     # -- names and budgets --------------------------------------------------------------------
 
@@ -299,12 +301,21 @@ class JobManager:
         return job
 
     def _save(self, job: Job) -> None:
+        """Write the job's record on the manager's one writer thread: in order, and never
+        holding the event loop while the disk is slow."""
         if self.store is None:
             return
-        try:
-            self.store.save(job.to_dict(), via=job.spec.via)
-        except HoldfastError as exc:  # the record is a convenience; the job goes on
-            log.warning("could not record RLM job %s: %s", job.id, exc)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="holdfast-jobs")
+        record, via, store = job.to_dict(), job.spec.via, self.store
+
+        def write() -> None:
+            try:
+                store.save(record, via=via)
+            except HoldfastError as exc:  # the record is a convenience; the job goes on
+                log.warning("could not record RLM job %s: %s", record["id"], exc)
+
+        self._writer.submit(write)
 
     async def _heartbeat(self) -> None:
         """Refresh the records of running jobs (progress and heartbeat) while any runs."""
@@ -329,6 +340,9 @@ class JobManager:
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
+        if self._writer is not None:  # every record written before the server goes
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(writer.shutdown, True)
 
     def _forget_old(self) -> None:
         """Keep the newest ``keep_finished`` finished jobs in memory (their traces stay)."""
