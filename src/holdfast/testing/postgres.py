@@ -119,7 +119,7 @@ class PostgresCluster:
             "log_min_messages = warning",
         ]
         if self.durable:
-            settings += ["fsync = on", "synchronous_commit = off"]
+            settings += ["fsync = on", "synchronous_commit = on"]
         else:
             settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as fh:
