@@ -32,6 +32,13 @@ class BoxCgroup:
     def procs(self) -> Path:
         return self.path / "cgroup.procs"
 
+    def pids(self) -> set[int]:
+        """Host pids of every process in the group (an empty set when it cannot be read)."""
+        try:
+            return {int(p) for p in self.procs.read_text().split()}
+        except (OSError, ValueError):
+            return set()
+
     def kill_all(self) -> None:
         """Kills every process in the group (a box that escaped its process group included)."""
         if self.version == 2 and (self.path / "cgroup.kill").exists():
