@@ -158,7 +158,7 @@ def test_postgres_restart_mid_run_loses_nothing(workspace: Path) -> None:
         pytest.skip("no PostgreSQL binaries")
     # a crash (immediate stop: no checkpoint, WAL recovery on start) of a cluster that commits
     # synchronously, as a production one does: what a worker was told is committed survives
-    with PostgresCluster(durable=True) as pg:
+    with PostgresCluster(synchronous_commit=True) as pg:
         url = pg.create_database("restart")
         h = open_harness(url)
         ids = submit_batch(h, workspace, 6, "r")

@@ -77,12 +77,12 @@ def test_an_outage_that_lost_nothing_carries_on(
     assert harness.verify(ctx.task_id).ok
 
 
-def test_the_durable_test_cluster_commits_synchronously() -> None:
+def test_the_crash_test_cluster_commits_synchronously() -> None:
     from holdfast.testing.postgres import PostgresCluster, find_bin_dir
 
     if find_bin_dir() is None:
         pytest.skip("no PostgreSQL binaries")
-    with PostgresCluster(durable=True) as pg:
+    with PostgresCluster(synchronous_commit=True) as pg:
         h = open_harness(pg.create_database("sync"))
         try:
             with h.store._reader() as c:
