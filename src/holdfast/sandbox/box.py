@@ -38,6 +38,7 @@ class SandboxInfo:
     process_limit: str
     memory_limit: str
     restarts: int
+    cpu_limit: str = "RLIMIT_CPU per process"
 
 
 @dataclass
@@ -122,6 +123,9 @@ class IsolatedSandbox:
             process_limit=plimit,
             memory_limit=mlimit if self.policy.memory_mb else "none",
             restarts=self._restarts,
+            cpu_limit="cgroup CPU time of the whole box, and RLIMIT_CPU per process"
+            if cg is not None and cg.counts_cpu and self.policy.cpu_seconds
+            else "RLIMIT_CPU per process",
         )
 
     def register(self, spec: HostFunctionSpec) -> None:
@@ -180,6 +184,10 @@ class IsolatedSandbox:
             raise
         if not self.policy.background_processes:
             proc.kill_leftovers()
+        spent = proc.cpu_exhausted()
+        if spent is not None:
+            proc.kill(spent)  # the next call restarts it
+            self._needs_restart = True
         snap = reply.get("snapshot")
         if isinstance(snap, dict):
             self._snapshot = snap
