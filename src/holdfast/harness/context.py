@@ -364,13 +364,17 @@ class StepContext:
             body = canonical_json(state)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"checkpoint state must be JSON: {exc}") from exc
+        used = self.budget.used()
         self._call(
             self.store.checkpoint,
             self.task_id,
             self.token,
             state,
-            self.budget.used(),
-            Draft("checkpoint", {"state_sha256": hashlib.sha256(body.encode()).hexdigest()}),
+            used,
+            Draft(
+                "checkpoint",
+                {"state_sha256": hashlib.sha256(body.encode()).hexdigest(), "usage": used},
+            ),
         )
         self.state = state
         self.boundary()

@@ -361,7 +361,11 @@ class Worker:
     ) -> None:
         stored = _jsonable(result)
         # the terminal receipt commits to the stored result, so verify can check it later
-        payload: dict[str, Any] = {"worker": self.id, "result_sha256": sha256_json(stored)}
+        payload: dict[str, Any] = {
+            "worker": self.id,
+            "result_sha256": sha256_json(stored),
+            "usage": usage,
+        }
         if error is not None:
             payload["error"] = error
         if consume:
