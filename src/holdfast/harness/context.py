@@ -135,6 +135,7 @@ class StepContext:
         self._follow_lock = threading.Lock()
         self._refused: dict[int, str] = {}
         self._head: tuple[int, str] | None = None  # the last receipt this worker wrote
+        self._usage_lock = threading.Lock()
         forget = getattr(store.sealer, "forget", None)
         if forget is not None:
             forget()
@@ -364,18 +365,19 @@ class StepContext:
             body = canonical_json(state)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"checkpoint state must be JSON: {exc}") from exc
-        used = self.budget.used()
-        self._call(
-            self.store.checkpoint,
-            self.task_id,
-            self.token,
-            state,
-            used,
-            Draft(
-                "checkpoint",
-                {"state_sha256": hashlib.sha256(body.encode()).hexdigest(), "usage": used},
-            ),
-        )
+        with self._usage_lock:
+            used = self.budget.used()
+            self._call(
+                self.store.checkpoint,
+                self.task_id,
+                self.token,
+                state,
+                used,
+                Draft(
+                    "checkpoint",
+                    {"state_sha256": hashlib.sha256(body.encode()).hexdigest(), "usage": used},
+                ),
+            )
         self.state = state
         self.boundary()
 
@@ -427,11 +429,17 @@ class StepContext:
         now = time.monotonic()
         if now - self._saved_usage_at < save_every_s:
             return
+        # Not while a checkpoint is being written: its receipt records the usage, and a stale
+        # figure saved after it would read as spending reset (skipped, the next write saves).
+        if not self._usage_lock.acquire(blocking=False):
+            return
         self._saved_usage_at = now
         try:
             self.store.save_usage(self.task_id, self.token, self.budget.used())
         except Exception:  # the store may be down or the lease gone: the next write decides
             pass
+        finally:
+            self._usage_lock.release()
 
     def stop_here(self) -> NoReturn:
         """Raise what ``ctx.cancel`` fired for, after work in flight was cut off by it.
