@@ -291,10 +291,17 @@ class SQLHarnessCore:
         queues: Sequence[str] | None,
         ttl_s: float,
         kinds: Sequence[str] | None = None,
+        task_ids: Sequence[str] | None = None,
     ) -> tuple[TaskRow, str] | None:
-        """Take the next ready task (of ``queues`` and ``kinds``, if given) with a fresh token."""
+        """Take the next ready task (of ``queues``, ``kinds`` and ``task_ids``, if given) with a
+        fresh token."""
         where = ""
         filters: list[Any] = []
+        if task_ids is not None:
+            if not task_ids:
+                return None
+            where += f" AND id IN ({', '.join('?' for _ in task_ids)})"
+            filters.extend(task_ids)
         if queues:
             where += f" AND queue IN ({', '.join('?' for _ in queues)})"
             filters.extend(queues)

@@ -51,6 +51,8 @@ class WorkerSettings:
     exit_when_idle: bool = False
     max_tasks: int | None = None
     worker_id: str | None = None
+    task_ids: tuple[str, ...] | None = None
+    """Lease only these tasks (``holdfast run`` runs the task it created, nobody else's)."""
 
     def __post_init__(self) -> None:
         for name in ("lease_ttl_s", "heartbeat_s", "poll_s", "steer_poll_s", "reap_every_s"):
@@ -205,7 +207,11 @@ class Worker:
             if m is not None and self.completed + self._active() >= m:
                 break
             got = self.store.lease(
-                self.id, self.settings.queues, self.settings.lease_ttl_s, self.registry.names()
+                self.id,
+                self.settings.queues,
+                self.settings.lease_ttl_s,
+                self.registry.names(),
+                self.settings.task_ids,
             )
             if got is None:
                 break
@@ -355,7 +361,11 @@ class Worker:
     ) -> None:
         stored = _jsonable(result)
         # the terminal receipt commits to the stored result, so verify can check it later
-        payload: dict[str, Any] = {"worker": self.id, "result_sha256": sha256_json(stored)}
+        payload: dict[str, Any] = {
+            "worker": self.id,
+            "result_sha256": sha256_json(stored),
+            "usage": usage,
+        }
         if error is not None:
             payload["error"] = error
         if consume:
