@@ -160,3 +160,14 @@ def test_unparsable_model_output_is_malformed_and_not_retried(direct: bool) -> N
         with lm, pytest.raises(MalformedResponse, match="could not parse the model's output"):
             lm.complete(USER, tools=TOOLS)
         assert len(server.requests) == 1
+
+
+def test_embedder_timeout_suits_a_slow_local_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = make_embedder("openai:e@http://127.0.0.1:9/v1")
+    assert isinstance(embedder, OpenAIEmbedder) and embedder.timeout >= 120
+    monkeypatch.setenv("HOLDFAST_EMBEDDER_TIMEOUT", "300")
+    slow = make_embedder("openai:e@http://127.0.0.1:9/v1")
+    assert isinstance(slow, OpenAIEmbedder) and slow.timeout == 300
+    monkeypatch.setenv("HOLDFAST_EMBEDDER_TIMEOUT", "-1")
+    with pytest.raises(Exception, match="HOLDFAST_EMBEDDER_TIMEOUT"):
+        make_embedder("openai:e@http://127.0.0.1:9/v1")
