@@ -35,6 +35,9 @@ class MemoryAdd(BaseModel):
     source: dict[str, Any] | None = None
     confidence: float | None = Field(None, ge=0, le=1)
     tags: list[str] = Field(default_factory=list)
+    dedup: bool = Field(
+        True, description="Refuse an item whose text or claim is already stored (as the CLI does)."
+    )
 
 
 class MemoryUpdate(BaseModel):
@@ -89,6 +92,7 @@ def add(
             source=_source(req.source, who),
             confidence=req.confidence,
             tags=req.tags,
+            dedup=req.dedup,
         )
         return dict(res.to_dict())
 
