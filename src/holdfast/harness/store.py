@@ -26,7 +26,14 @@ from holdfast.harness.rows import (
     dumps,
     loads,
 )
-from holdfast.harness.store_core import Row, SQLHarnessCore, _opt
+from holdfast.harness.store_core import (
+    STEERING_CHANNEL,
+    TASKS_CHANNEL,
+    Row,
+    SQLHarnessCore,
+    _opt,
+    wake_payload,
+)
 
 __all__ = ["ChainSnapshot", "Row", "SQLHarnessStore"]
 
@@ -280,7 +287,7 @@ class SQLHarnessStore(SQLHarnessCore):
                 (now, task_id),
             )
             self._append(h, task_id, draft, now)
-            self._notify(h, "holdfast_tasks", task_id)
+            self._notify(h, TASKS_CHANNEL, wake_payload(task["queue"], task["kind"]))
             row = self._rows(
                 h, "SELECT * FROM harness_approvals WHERE id = ?", (pending[0]["id"],)
             )[0]
@@ -338,7 +345,7 @@ class SQLHarnessStore(SQLHarnessCore):
             elif kind == "resume":
                 if status == "paused":
                     self._set_status(h, task_id, "queued", now)
-                    self._notify(h, "holdfast_tasks", task_id)
+                    self._notify(h, TASKS_CHANNEL, wake_payload(task["queue"], task["kind"]))
                     outcome = "applied"
                 elif status == "running" and self._count(
                     h,
@@ -356,7 +363,7 @@ class SQLHarnessStore(SQLHarnessCore):
                     "VALUES (?, ?, ?, ?)",
                     (task_id, kind, message, now),
                 )
-                self._notify(h, "holdfast_steering", task_id)
+                self._notify(h, STEERING_CHANNEL, task_id)
             self._append(h, task_id, draft, now)
             return outcome
 
