@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -340,12 +341,15 @@ def test_verify_reads_one_snapshot_while_receipts_are_appended(
     appending: tuple[Harness, str, threading.Event],
 ) -> None:
     h, tid, _ = appending
-    counts = []
-    for _ in range(30):
+    # on a loaded machine the writer thread can be starved for a while: keep verifying (at least
+    # 30 times, at most 60 s) until the chain has grown under the verifier several times over
+    counts: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(counts) < 30 or (counts[-1] - counts[0] < 3 and time.monotonic() < deadline):
         result = h.verify(tid)
         assert result.ok, result.reason
         counts.append(result.count)
-    assert counts[-1] > counts[0]  # the chain really grew while it was verified
+    assert counts[-1] - counts[0] >= 3  # the chain really grew while it was verified
 
 
 def test_export_and_verify_against_anchors_in_the_cli(

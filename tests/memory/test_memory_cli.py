@@ -56,14 +56,17 @@ def test_stdin_entities_stats_export_import_reindex(holdfast_home: Path, tmp_pat
     ents = json.loads(run("entities", "-n", "a", "--json"))
     assert ents["Alice Chen"] == ["Alice C."]
     stats = json.loads(run("stats", "-n", "a", "--json"))
-    assert stats["items"] == 2 and stats["issue_list"] == []
+    # two facts about Alice Chen, and the observation that consolidates them
+    assert stats["items"] == 3 and stats["issue_list"] == []
     out = tmp_path / "a.jsonl"
     run("export", "-n", "a", "-o", str(out))
-    assert len(out.read_text().splitlines()) == 2
+    assert len(out.read_text().splitlines()) == 3
     imported = json.loads(run("import", str(out), "-n", "b", "--json"))
-    assert imported["imported"] == 2 and imported["skipped"] == [] and imported["errors"] == []
-    assert json.loads(run("reindex", "-n", "b", "--json"))["items_indexed"] == 2
+    assert imported["imported"] == 3 and imported["skipped"] == [] and imported["errors"] == []
+    assert json.loads(run("reindex", "-n", "b", "--json"))["items_indexed"] == 3
     assert len(json.loads(run("search", "billing", "-n", "b", "--json"))) == 1
+    found = json.loads(run("search", "billing", "-n", "b", "--observations-first", "--json"))
+    assert [h["kind"] for h in found] == ["observation", "fact"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json}\n")
     result = CliRunner().invoke(cli, ["memory", "--embedder", "none", "import", str(bad)])

@@ -23,6 +23,12 @@ def test_schemas_are_openai_function_tools() -> None:
         "memory_delete",
         "memory_search",
         "memory_get",
+        "memory_believe",
+        "memory_evidence",
+        "memory_beliefs",
+        "memory_resolve",
+        "memory_evidence_of",
+        "memory_model",
         "context_pack",
     ]
     for s in schemas:

@@ -8,6 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from holdfast.sandbox import HostFunctionSpec, SandboxPolicy, SyncSandbox, open_sync_sandbox
+from holdfast.sandbox.unshare_launch import unshare_available
+
+# The namespace level is built by bubblewrap, or by util-linux unshare as root; the attack suite
+# runs at both (the unshare run is forced by SandboxPolicy(backend="unshare") where bubblewrap is
+# installed too).
+BACKENDS = ["bwrap", "unshare"] if unshare_available() else ["bwrap"]
 
 
 def _echo(value: object) -> object:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from tests.server.conftest import scripted_spec
 
 from holdfast.harness import WorkerSettings
-from holdfast.server import Services
+from holdfast.server import ServerSettings, Services
 
 FAST = WorkerSettings(poll_s=0.01, lease_ttl_s=5)
 
@@ -150,3 +152,60 @@ def test_receipts_written_through_the_api_are_signed_with_the_servers_key(
             assert not h.verify(task["id"], signer=load_signer(str(other))).ok
     finally:
         svc.close()
+
+
+def _steer_and_verify(settings: ServerSettings) -> tuple[str, list[dict[str, Any]], Path]:
+    from tests.server.conftest import BASE
+
+    from holdfast.server import create_app
+
+    svc = Services.open(settings)
+    try:
+        _, token = svc.tokens.create("signer")  # type: ignore[union-attr]
+        app = create_app(settings, services=svc)
+        with TestClient(app, base_url=BASE, headers={"Authorization": f"Bearer {token}"}) as c:
+            task = c.post("/api/v1/tasks", json={"kind": "noop"}).json()
+            c.post(f"/api/v1/tasks/{task['id']}/steer", json={"message": "hello"})
+            c.post(f"/api/v1/tasks/{task['id']}/pause")
+            receipts = c.get(f"/api/v1/tasks/{task['id']}/receipts").json()
+        return task["id"], receipts, svc.home_db
+    finally:
+        svc.close()
+
+
+@pytest.mark.parametrize("where", ["env", "home"])
+def test_the_api_signs_with_the_key_the_cli_and_worker_use(
+    where: str, holdfast_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --sign-key: the server finds the configured key (HOLDFAST_RECEIPT_KEY, else the home's
+    receipt.key) exactly as the CLI and the worker do, so every receipt it writes is signed and a
+    verify that requires signatures passes with that key."""
+    from holdfast.harness import Harness, configured_signer, generate_key
+
+    key = tmp_path / "env.key" if where == "env" else holdfast_home / "receipt.key"
+    generate_key(key, "ed25519")
+    if where == "env":
+        monkeypatch.setenv("HOLDFAST_RECEIPT_KEY", str(key))
+    else:
+        monkeypatch.delenv("HOLDFAST_RECEIPT_KEY", raising=False)
+    task_id, receipts, db = _steer_and_verify(ServerSettings(load=("holdfast.testing.kinds:NOOP",)))
+    kinds = [r["kind"] for r in receipts]
+    assert receipts and all(r["sig"] for r in receipts), kinds
+    signer = configured_signer()
+    assert signer is not None
+    assert any(r.get("actor") == "api:signer" for r in receipts)
+    with Harness.open(db, signer=signer) as h:
+        assert h.verify(task_id, require_signatures=True).ok
+
+
+def test_the_server_refuses_a_public_only_configured_key(
+    holdfast_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from holdfast.errors import ConfigError
+    from holdfast.harness import generate_key
+
+    key = tmp_path / "ed.key"
+    generate_key(key, "ed25519")
+    monkeypatch.setenv("HOLDFAST_RECEIPT_KEY", f"{key}.pub")
+    with pytest.raises(ConfigError, match="public key"):
+        Services.open(ServerSettings(load=("holdfast.testing.kinds:NOOP",)))

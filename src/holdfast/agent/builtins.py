@@ -170,6 +170,12 @@ _MEMORY_EFFECTS = {
     "memory_search": (False, True),
     "memory_get": (False, True),
     "context_pack": (False, True),
+    "memory_believe": (True, False),
+    "memory_evidence": (True, False),
+    "memory_beliefs": (False, True),
+    "memory_resolve": (True, True),
+    "memory_evidence_of": (False, True),
+    "memory_model": (True, True),
 }
 
 

@@ -152,7 +152,9 @@ def add(
         trust=trust, mention_time=mention_time,
         source={"url": source_url} if source_url else None, dedup=not no_dedup,
     )  # fmt: skip
-    _emit(res.to_dict(), as_json, _write_message(res))
+    from holdfast.cli.memory_knowledge import write_report
+
+    _emit(res.to_dict(), as_json, write_report(res))
 
 
 @memory.command()
@@ -166,6 +168,11 @@ def add(
 @click.option("--kind", "kinds", multiple=True)
 @click.option("--arms", default="keyword,dense,entity,time", show_default=True)
 @click.option("--history", is_flag=True, help="Include superseded items.")
+@click.option(
+    "--observations-first",
+    is_flag=True,
+    help="Observations and mental models first (see `holdfast memory evidence ID`).",
+)
 @json_opt
 @click.pass_context
 def search(
@@ -180,6 +187,7 @@ def search(
     kinds: tuple[str, ...],
     arms: str,
     history: bool,
+    observations_first: bool,
     as_json: bool,
 ) -> None:
     """Recall items for QUERY, best first, with citations."""
@@ -187,6 +195,7 @@ def search(
         query, namespace=namespace, limit=limit, entity=entity, as_of=as_of,
         time_range=(after, before) if (after or before) else None, kinds=kinds or None,
         arms=[a for a in arms.split(",") if a], include_history=history,
+        observations_first=observations_first,
     )  # fmt: skip
     text = "\n\n".join(f"{n}. ({h.score:.4f}) {h.render()}" for n, h in enumerate(hits, 1))
     _emit([h.to_dict() for h in hits], as_json, text or "no results")
@@ -420,3 +429,8 @@ def import_cmd(
     _emit(data, as_json, "\n".join(lines))
     if report.errors:
         ctx.exit(2)
+
+
+# The knowledge-hierarchy commands (belief, observe, observations, evidence, model, resolve)
+# register themselves on the group above.
+from holdfast.cli import memory_knowledge as _knowledge  # noqa: E402,F401

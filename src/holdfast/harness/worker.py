@@ -32,6 +32,7 @@ from holdfast.harness.rows import Draft, LeaseLost, StoreUnavailable, TaskRow
 from holdfast.harness.store import SQLHarnessStore
 from holdfast.harness.store_core import STEERING_CHANNEL, TASKS_CHANNEL, wakes
 from holdfast.harness.store_wake import STALE_S
+from holdfast.harness.verify import ReceiptsBroken
 from holdfast.store import StoreError
 
 log = logging.getLogger("holdfast.harness.worker")
@@ -304,6 +305,13 @@ class Worker:
                 self._finish(task, token, "failed", None, exc.to_dict(), {})
                 return
             entry.ctx = ctx
+            try:
+                ctx._call(ctx.check_receipts)
+            except ReceiptsBroken as exc:
+                # what is stored is not what was submitted (or done): never act on it
+                log.error("task %s: %s", task.id, exc.message)
+                self._finish(task, token, "failed", None, exc.to_dict(), ctx.budget.used(), ctx)
+                return
             self._drive(ctx)
         except LeaseLost:
             log.warning("task %s: lease lost; leaving it to its new holder", task.id)
@@ -465,7 +473,8 @@ class Worker:
                 for row in rows:
                     ctx = running[row.task_id].ctx
                     if ctx is not None:
-                        ctx.notify_steering(row.kind)  # a stop or pause cancels work in flight
+                        # a stop or pause a receipt sent cancels work in flight
+                        ctx.notify_steering(row.kind, row)
             except RetryableFailure as exc:
                 quiet_until = self._log_once("ticker", quiet_until, exc.message)
             except Exception:

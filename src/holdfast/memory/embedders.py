@@ -123,8 +123,32 @@ class LocalEmbedder:
         return np.asarray(vecs, dtype=np.float32)
 
 
+# Words per chunk sent to an embeddings endpoint. llama.cpp embeds one input in one physical
+# batch (512 tokens by default, -ub) and refuses a longer one with HTTP 500; 200 words of English
+# are about 260 tokens, of code or numbers rarely above 500.
+OPENAI_EMBED_MAX_WORDS = 200
+MAX_WORDS_ENV = "HOLDFAST_EMBEDDER_MAX_WORDS"
+
+
+def _max_words_from_env() -> int | None:
+    raw = os.environ.get(MAX_WORDS_ENV)
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{MAX_WORDS_ENV} must be a positive whole number of words, got {raw!r}")
+    return value
+
+
 class OpenAIEmbedder:
-    """An OpenAI-compatible embeddings endpoint (OpenAI, vLLM, Ollama, llama.cpp, TEI ...)."""
+    """An OpenAI-compatible embeddings endpoint (OpenAI, vLLM, Ollama, llama.cpp, TEI ...).
+
+    Items are embedded in chunks of ``max_words`` words (default 200, within llama.cpp's default
+    512-token batch); ``HOLDFAST_EMBEDDER_MAX_WORDS`` sets it for ``make_embedder``.
+    """
 
     def __init__(
         self,
@@ -135,7 +159,7 @@ class OpenAIEmbedder:
         dim: int | None = None,
         batch_size: int = 128,
         timeout: float = 30.0,
-        max_words: int = 400,
+        max_words: int = OPENAI_EMBED_MAX_WORDS,
         max_retries: int = 2,
     ) -> None:
         self.model = model
@@ -144,6 +168,8 @@ class OpenAIEmbedder:
         self.api_key = api_key
         self.batch_size = batch_size
         self.timeout = timeout
+        if max_words < 1:
+            raise ConfigError(f"max_words must be at least 1, got {max_words}")
         self.max_words = max_words
         self.max_retries = max_retries
         self._dim = dim
@@ -184,7 +210,13 @@ class OpenAIEmbedder:
             ) as exc:
                 raise RetryableFailure(f"embeddings endpoint {self.base_url}: {exc}") from exc
             except openai.APIError as exc:
-                raise RuntimeFailure(f"embeddings endpoint {self.base_url}: {exc}") from exc
+                hint = ""
+                if "too large to process" in str(exc) or "batch size" in str(exc):
+                    hint = (
+                        f"; the server's batch is smaller than a chunk of {self.max_words} words: "
+                        f"set {MAX_WORDS_ENV} lower (or start llama-server with larger -b/-ub)"
+                    )
+                raise RuntimeFailure(f"embeddings endpoint {self.base_url}: {exc}{hint}") from exc
             rows = sorted(resp.data, key=lambda d: d.index)
             out.extend(list(r.embedding) for r in rows)
         if not out:
@@ -198,8 +230,11 @@ class OpenAIEmbedder:
         return unit
 
 
-def make_embedder(spec: str | Embedder | None) -> Embedder:
-    """An embedder from a name: ``local`` (default), ``none``, or ``openai:<model>[@<base_url>]``."""
+def make_embedder(spec: str | Embedder | None, *, max_words: int | None = None) -> Embedder:
+    """An embedder from a name: ``local`` (default), ``none``, or ``openai:<model>[@<base_url>]``.
+
+    ``max_words`` (else ``HOLDFAST_EMBEDDER_MAX_WORDS``) is the chunk size of an OpenAI-compatible
+    endpoint."""
     if spec is None:
         spec = "local"
     if not isinstance(spec, str):
@@ -210,8 +245,12 @@ def make_embedder(spec: str | Embedder | None) -> Embedder:
         return NoEmbedder()
     if spec.startswith("openai:"):
         model, _, base = spec[len("openai:") :].partition("@")
+        words = max_words or _max_words_from_env() or OPENAI_EMBED_MAX_WORDS
         return OpenAIEmbedder(
-            model, base_url=base or None, api_key=os.environ.get("OPENAI_API_KEY")
+            model,
+            base_url=base or None,
+            api_key=os.environ.get("OPENAI_API_KEY"),
+            max_words=words,
         )
     raise ConfigError(
         f"unknown embedder {spec!r}: use 'local', 'none' or 'openai:<model>[@<base_url>]'"

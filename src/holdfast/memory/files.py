@@ -72,7 +72,13 @@ class NamespaceDir:
         return self.root / rel
 
     def file_for(self, item: MemoryItem) -> Path:
-        """Curated kinds from owner or agent go to MEMORY.md; everything else to the dated log."""
+        """Curated kinds from owner or agent go to MEMORY.md; everything else to the dated log.
+        Derived items have a file per subject: observations under ``observations/``, mental
+        models under ``models/`` (where the owner reads and edits them)."""
+        if "derived" in item.tags:
+            subject = next((t[6:] for t in item.tags if t.startswith("about:")), "")
+            folder = "models" if item.kind is Kind.SUMMARY else "observations"
+            return self.path / folder / f"{slug(subject)}.md"
         curated = item.kind in (Kind.FACT, Kind.BELIEF, Kind.SUMMARY) and item.trust in (
             Trust.OWNER,
             Trust.AGENT,
@@ -191,6 +197,13 @@ class NamespaceDir:
 
     def save_entity_rules(self, rules: dict[str, list[list[str]]]) -> None:
         self.write_atomic(self.meta / "entities.json", json.dumps(rules, indent=2) + "\n")
+
+
+def slug(subject: str) -> str:
+    """A file name for a subject: lower-case letters, digits and dashes, with a short hash so
+    two subjects never share a file ("Alice Chen" -> ``alice-chen-1f3a9c``)."""
+    base = re.sub(r"[^a-z0-9]+", "-", subject.casefold()).strip("-")[:60] or "subject"
+    return f"{base}-{hashlib.sha1(subject.encode('utf-8')).hexdigest()[:6]}"
 
 
 def file_digest(data: bytes) -> str:

@@ -178,6 +178,40 @@ class MemoryIndex(ABC):
     @abstractmethod
     def entity_items(self, namespace: str, names: Sequence[str], limit: int) -> list[int]: ...
 
+    # The next three have portable defaults built on the methods above; a backend may answer
+    # them faster in its own query language.
+    def has_kind(self, namespace: str, kind: str) -> bool:
+        """Whether the namespace holds any active item of ``kind``."""
+        return any(
+            row.data.get("status") == "active"
+            for row in self.get_many(self.rids(namespace, [kind])).values()
+        )
+
+    def claims_like(
+        self, namespace: str, terms: Sequence[str], kinds: Sequence[str], limit: int
+    ) -> list[int]:
+        """Active, still valid items of ``kinds`` matching any of ``terms``, best BM25 first."""
+        ranked = [rid for rid, _ in self.keyword(namespace, terms, limit * 20, (1.0, 0.0, 0.5))]
+        return self._of_kinds(ranked, kinds)[:limit]
+
+    def entity_items_of_kinds(
+        self, namespace: str, names: Sequence[str], kinds: Sequence[str], limit: int
+    ) -> list[int]:
+        """Active, still valid items of ``kinds`` naming any of ``names``."""
+        return self._of_kinds(self.entity_items(namespace, names, limit * 20), kinds)[:limit]
+
+    def _of_kinds(self, rids: Sequence[int], kinds: Sequence[str]) -> list[int]:
+        rows = self.get_many(rids)
+        keep = set(kinds)
+        return [
+            rid
+            for rid in rids
+            if rid in rows
+            and rows[rid].data.get("kind") in keep
+            and rows[rid].data.get("status") == "active"
+            and not rows[rid].data.get("valid_to")
+        ]
+
     @abstractmethod
     def active_meta(self, namespace: str, rids: Sequence[int]) -> dict[int, Meta]: ...
 

@@ -143,6 +143,10 @@ MIGRATIONS = [
     CREATE INDEX memory_links_ref ON memory_links(namespace, ref);
     UPDATE memory_files SET size = -1, sha256 = '';
     """,
+    # 3: beliefs and observations are looked up by kind on every write.
+    """
+    CREATE INDEX memory_items_kind ON memory_items(namespace, kind, status);
+    """,
 ]
 
 
@@ -473,6 +477,47 @@ class SQLiteMemoryIndex(MemoryIndex):
             f"IN ({_marks(len(names))}) GROUP BY rid ORDER BY n DESC, rid DESC LIMIT ?"
         )
         rows = self._conn().execute(q, (namespace, *names, limit))
+        return [int(r[0]) for r in rows]
+
+    def has_kind(self, namespace: str, kind: str) -> bool:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT 1 FROM memory_items WHERE namespace = ? AND kind = ? AND status = 'active' "
+                "LIMIT 1",
+                (namespace, kind),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def claims_like(
+        self, namespace: str, terms: Sequence[str], kinds: Sequence[str], limit: int
+    ) -> list[int]:
+        if not terms or not kinds:
+            return []
+        rows = self._conn().execute(
+            "SELECT f.rowid FROM memory_fts AS f JOIN memory_items AS i ON i.rid = f.rowid "
+            f"WHERE memory_fts MATCH ? AND i.kind IN ({_marks(len(kinds))}) "
+            "AND i.status = 'active' AND i.valid_to IS NULL "
+            "ORDER BY bm25(memory_fts, 1.0, 0.0, 0.5, 0.0) LIMIT ?",
+            (f"ns:{ns_token(namespace)} AND ({fts_match(terms)})", *kinds, limit),
+        )
+        return [int(r[0]) for r in rows]
+
+    def entity_items_of_kinds(
+        self, namespace: str, names: Sequence[str], kinds: Sequence[str], limit: int
+    ) -> list[int]:
+        if not names or not kinds:
+            return []
+        rows = self._conn().execute(
+            "SELECT e.rid, COUNT(*) AS n FROM memory_item_entities AS e "
+            "JOIN memory_items AS i ON i.rid = e.rid "
+            f"WHERE e.namespace = ? AND e.canonical IN ({_marks(len(names))}) "
+            f"AND i.kind IN ({_marks(len(kinds))}) AND i.status = 'active' "
+            "AND i.valid_to IS NULL GROUP BY e.rid ORDER BY n DESC, e.rid DESC LIMIT ?",
+            (namespace, *names, *kinds, limit),
+        )
         return [int(r[0]) for r in rows]
 
     def active_meta(self, namespace: str, rids: Sequence[int]) -> dict[int, Meta]:

@@ -43,12 +43,16 @@ def search(
     include_history: bool = False,
     settings: RecallSettings | None = None,
     sync: bool = True,
+    observations_first: bool = False,
 ) -> list[Hit]:
     """The items of ``namespace`` that best answer ``query``, best first.
 
     ``as_of`` recalls what was known and valid then; ``time_range`` (or a range read from the query
     such as "before March 2024") keeps items whose event time meets it; ``entity`` scopes recall
     to one entity and its aliases; ``include_history`` also returns superseded items.
+    Derived items (observations and mental models) are left out unless ``kinds`` names them or
+    ``observations_first`` puts them first: those recalled, and those that cite a recalled item;
+    their evidence is one call away (:meth:`MemoryStore.evidence`).
     """
     settings = settings or store.config.recall
     arms = tuple(arms)
@@ -139,6 +143,23 @@ def search(
         kept.append((rid, score, ranks))
     if settings.decay_half_life_days:
         kept.sort(key=lambda x: (-x[1], x[0]))
+    if observations_first:
+        return _observations_first(
+            store, namespace, kept, limit, kind_set, as_of_t, include_history
+        )
+    return _hits(store, kept, limit, kind_set, derived=bool(kind_set))
+
+
+def _hits(
+    store: MemoryStore,
+    kept: list[tuple[int, float, dict[str, int]]],
+    limit: int,
+    kind_set: set[str] | None,
+    *,
+    derived: bool,
+) -> list[Hit]:
+    """The hits for ``kept``; derived items (observations, mental models) only with
+    ``derived`` (recall returns evidence unless asked for observations or those kinds)."""
     out: list[Hit] = []
     batch = limit if not kind_set else limit * 4
     for start in range(0, len(kept), batch):
@@ -150,6 +171,8 @@ def search(
                 continue
             item = MemoryItem.from_dict(row.data)
             if kind_set and item.kind.value not in kind_set:
+                continue
+            if not derived and "derived" in item.tags:
                 continue
             out.append(
                 Hit(
@@ -165,3 +188,52 @@ def search(
             if len(out) >= limit:
                 return out
     return out
+
+
+DERIVED_KINDS = (Kind.OBSERVATION, Kind.SUMMARY)
+
+
+def _observations_first(
+    store: MemoryStore,
+    namespace: str,
+    kept: list[tuple[int, float, dict[str, int]]],
+    limit: int,
+    kind_set: set[str] | None,
+    as_of: datetime | None,
+    include_history: bool,
+) -> list[Hit]:
+    """Observations and mental models first (recalled ones, then those citing recalled items,
+    each scored by its best cited hit), then the other hits, ``limit`` in all."""
+    hits = _hits(store, kept, max(limit, 50), kind_set, derived=True)
+    derived = [h for h in hits if h.item.kind in DERIVED_KINDS and "derived" in h.item.tags]
+    others = [h for h in hits if h not in derived]
+    have = {h.item.id for h in derived}
+    best: dict[str, float] = {}
+    for h in others:
+        best[h.item.id] = max(best.get(h.item.id, 0.0), h.score)
+    citing = store.index.get_many(store.index.linking(namespace, list(best)))
+    extra: list[Hit] = []
+    for row in citing.values():
+        item = MemoryItem.from_dict(row.data)
+        if item.id in have or item.kind not in DERIVED_KINDS or "derived" not in item.tags:
+            continue
+        if not item.active and not include_history:
+            continue
+        if as_of is not None and item.mention_time > as_of:
+            continue
+        cited = [e.ref for e in item.evidence if e.supports and e.ref in best]
+        if not cited:
+            continue
+        extra.append(
+            Hit(
+                item=item,
+                score=max(best[r] for r in cited),
+                ranks={"cites": len(cited)},
+                citation=f"{row.path}#{row.line}",
+                untrusted=item.trust in (Trust.UNTRUSTED, Trust.TOOL),
+                instruction_like=instruction_like(item.text),
+                superseded=item.valid_to is not None,
+            )
+        )
+    extra.sort(key=lambda h: (-h.score, -h.ranks["cites"], h.item.id))
+    return (derived + extra + others)[:limit]

@@ -21,6 +21,14 @@ from typing import Any
 
 from holdfast.config import default_db_path, holdfast_home
 from holdfast.errors import InvalidInput
+from holdfast.memory.beliefs import (
+    ClaimCheck,
+    Conflict,
+    belief_confidence,
+    carried_evidence,
+    check_claims,
+    evidence_weights,
+)
 from holdfast.memory.embedders import Embedder, make_embedder
 from holdfast.memory.entities import extract_names
 from holdfast.memory.files import NamespaceDir, check_namespace
@@ -41,6 +49,7 @@ from holdfast.memory.items import (
     clean_text,
     least_trusted,
     new_id,
+    parse_evidence,
     parse_time,
 )
 from holdfast.memory.maintenance import Maintenance
@@ -62,7 +71,10 @@ class MemoryConfig:
     searchable context of an episode; ``near_duplicates`` also skips a write whose claim words
     equal an existing item's (only case, punctuation, articles and contractions differ; a write
     that differs in any other word, a negation, a number, a date or a name is stored);
-    ``secret_patterns`` adds regular expressions to the redaction rules.
+    ``secret_patterns`` adds regular expressions to the redaction rules; ``check_claims``
+    compares every write with the beliefs and facts it may bear on (contradictions are
+    reported, beliefs get evidence); ``observations`` keeps the observations of the entities a
+    fact names up to date as facts arrive.
     """
 
     root: Path | None = None
@@ -74,6 +86,8 @@ class MemoryConfig:
     secret_patterns: tuple[str, ...] = ()
     resolve_time: bool = True
     extract_entities: bool = True
+    check_claims: bool = True
+    observations: bool = True
     recall: RecallSettings = field(default_factory=RecallSettings)
 
 
@@ -91,6 +105,10 @@ class WriteResult:
     duplicate_of: str | None = None
     redacted: tuple[str, ...] = ()
     citation: str = ""
+    conflicts: tuple[Conflict, ...] = ()
+    supports: tuple[str, ...] = ()
+    contradicts: tuple[str, ...] = ()
+    observations: tuple[str, ...] = ()
 
     @property
     def stored(self) -> bool:
@@ -103,6 +121,10 @@ class WriteResult:
             "duplicate_of": self.duplicate_of,
             "citation": self.citation,
             "redacted": list(self.redacted),
+            "conflicts": [c.to_dict() for c in self.conflicts],
+            "supports": list(self.supports),
+            "contradicts": list(self.contradicts),
+            "observations": list(self.observations),
             "item": self.item.to_dict(),
         }
 
@@ -169,6 +191,7 @@ class MemoryStore(Maintenance):
         confidence: float | None = None,
         tags: Iterable[str] = (),
         item_id: str | None = None,
+        evidence: Iterable[Evidence | str] = (),
     ) -> tuple[MemoryItem, tuple[str, ...]]:
         """Build the item a write would store: every field validated (valid UTF-8, single-line
         metadata, a real URL), secrets redacted from every field, time resolved, entities
@@ -186,8 +209,12 @@ class MemoryStore(Maintenance):
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         src = clean_source(src)
+        tags = tags if isinstance(tags, str) else list(tags)
+        derived = not isinstance(tags, str) and "derived" in tags
         start = end = None
-        if event_time is not None:
+        if derived:
+            pass  # a derived item's dates are those of its evidence, not its own
+        elif event_time is not None:
             start = parse_time(event_time[0], "event start")
             end = parse_time(event_time[1], "event end")
         elif self.config.resolve_time:
@@ -202,7 +229,7 @@ class MemoryStore(Maintenance):
         names = [clean_field(e, "entity") for e in entities]
         if src.speaker:
             names.append(src.speaker)
-        if self.config.extract_entities:
+        if self.config.extract_entities and not derived:
             names.extend(extract_names(text, self.indexer.resolver(self.ns(namespace))))
         uniq: dict[str, str] = {}
         for n in names:
@@ -228,6 +255,7 @@ class MemoryStore(Maintenance):
             trust=trust,
             confidence=confidence,
             tags=tuple(dict.fromkeys(clean_field(t, "tag", 100) for t in tags)),
+            evidence=_checked_change("evidence", evidence),
         )
         found: list[str] = []
         if self.config.redact_secrets:
@@ -249,7 +277,52 @@ class MemoryStore(Maintenance):
         """Store several memories with one embedding batch, one lock per namespace and one
         fsync per file touched. Every entry is validated before anything is written."""
         prepared = [self.prepare(text, **fields) for text, fields in entries]
-        return self._store_prepared(prepared, dedup=dedup)
+        results = self._store_prepared(prepared, dedup=dedup)
+        return self._after_write(results)
+
+    def _after_write(self, results: list[WriteResult]) -> list[WriteResult]:
+        """Bring beliefs and observations up to date with what was just stored: evidence for
+        the beliefs each new item supports or contradicts, conflicts reported, observations of
+        the entities it names refreshed (all without a model)."""
+        if not (self.config.check_claims or self.config.observations):
+            return results
+        from dataclasses import replace
+
+        out: list[WriteResult] = []
+        touched: dict[str, set[str]] = {}
+        for res in results:
+            if not res.stored:
+                out.append(res)
+                continue
+            item = res.item
+            check = check_claims(self, item) if self.config.check_claims else ClaimCheck()
+            for belief_id in check.supports:
+                self.add_evidence(belief_id, item.id, supports=True, namespace=item.namespace)
+            for belief_id in check.contradicts:
+                self.add_evidence(belief_id, item.id, supports=False, namespace=item.namespace)
+            if self.config.observations and item.kind in (Kind.FACT, Kind.BELIEF):
+                touched.setdefault(item.namespace, set()).update(item.entities)
+            out.append(
+                replace(
+                    res,
+                    conflicts=check.conflicts,
+                    supports=check.supports,
+                    contradicts=check.contradicts,
+                )
+            )
+        if touched:
+            from holdfast.memory.observations import refresh_for
+
+            refreshed: dict[str, list[str]] = {}
+            for namespace, names in touched.items():
+                refreshed[namespace] = refresh_for(self, namespace, sorted(names))
+            out = [
+                replace(r, observations=tuple(refreshed.get(r.item.namespace, ())))
+                if r.stored and r.item.entities and r.item.kind in (Kind.FACT, Kind.BELIEF)
+                else r
+                for r in out
+            ]
+        return out
 
     def _store_prepared(
         self, prepared: Sequence[tuple[MemoryItem, tuple[str, ...]]], *, dedup: bool
@@ -473,28 +546,131 @@ class MemoryStore(Maintenance):
             **fields,
         )
         item = item.evolve(supersedes=(old_id,))
+        if old.kind is Kind.BELIEF and item.kind is Kind.BELIEF:
+            item = self._carry_belief(old, item, explicit="confidence" in fields)
         vectors = self.indexer.vectors_for([item])[0]
         ns = self.ns(namespace)
         with ns.lock():
             self._append(ns, [(item, vectors)])
             ended = old.evolve(valid_to=item.mention_time, superseded_by=item.id)
             self._rewrite(ns, old_id, ended)
-        return WriteResult(item, "added", None, found, self.citation(item.id, namespace=namespace))
+        res = WriteResult(item, "added", None, found, self.citation(item.id, namespace=namespace))
+        return self._after_write([res])[0]
+
+    def _carry_belief(self, old: MemoryItem, new: MemoryItem, *, explicit: bool) -> MemoryItem:
+        """A belief's successor inherits its evidence (reversed when it says the opposite) and
+        the confidence that evidence gives, unless a confidence was given explicitly."""
+        evidence = tuple(
+            e
+            for e in dict.fromkeys((*carried_evidence(old, new.text), *new.evidence))
+            if e.ref != new.id
+        )
+        if explicit:
+            return new.evolve(evidence=evidence)
+        if not evidence:
+            conf = old.confidence if old.confidence is not None else 0.5
+            if compare_texts(old.text, new.text):
+                conf = round(1.0 - conf, 3)
+            return new.evolve(confidence=conf)
+        weights = evidence_weights(self, new.namespace, evidence)
+        return new.evolve(evidence=evidence, confidence=belief_confidence(evidence, weights))
+
+    def accept_supersede(
+        self, old_id: str, new_id: str, *, namespace: str = "default"
+    ) -> MemoryItem:
+        """Accept a proposed supersede (a :class:`Conflict`): ``new_id``, already stored, replaces
+        ``old_id``, whose validity ends (it stays in history). A belief replacing a belief
+        inherits its evidence (reversed when it says the opposite) and the confidence that
+        gives. Trust is not touched: each item keeps its own."""
+        ns = self.ns(namespace)
+        with ns.lock():
+            old = self.get(old_id, namespace=namespace)
+            new = self.get(new_id, namespace=namespace)
+            if old_id == new_id:
+                raise InvalidInput("an item cannot supersede itself")
+            if not old.active:
+                raise InvalidInput(f"{old_id} is no longer active (already superseded or deleted)")
+            updated = new.evolve(supersedes=tuple(dict.fromkeys((*new.supersedes, old_id))))
+            if old.kind is Kind.BELIEF and new.kind is Kind.BELIEF:
+                updated = self._carry_belief(old, updated, explicit=False)
+            self._rewrite(ns, new_id, updated)
+            ended = old.evolve(valid_to=new.mention_time, superseded_by=new_id)
+            self._rewrite(ns, old_id, ended)
+        return self.get(new_id, namespace=namespace)
 
     def add_evidence(
         self, belief_id: str, ref: str, *, supports: bool, namespace: str = "default"
     ) -> MemoryItem:
-        """Record evidence for or against a belief; its confidence is re-derived from the count."""
+        """Record evidence (an item id or a short note) for or against a belief; its confidence
+        is re-derived (:func:`holdfast.memory.beliefs.belief_confidence`): evidence from a
+        ``tool`` or ``untrusted`` item is recorded but does not count until the owner vouches
+        for that item."""
         ref = clean_field(ref, "evidence", 500)
         ns = self.ns(namespace)
         with ns.lock():
             old = self.get(belief_id, namespace=namespace)
             if old.kind is not Kind.BELIEF:
                 raise InvalidInput(f"{belief_id} is a {old.kind.value}, not a belief")
+            if ref.startswith("m-") and any(e.ref == ref for e in old.evidence):
+                return old  # an item counts once; a note may be recorded again
             evidence = (*old.evidence, Evidence(ref, supports))
-            new = old.evolve(evidence=evidence, confidence=belief_confidence(evidence))
+            weights = evidence_weights(self, namespace, evidence)
+            new = old.evolve(evidence=evidence, confidence=belief_confidence(evidence, weights))
             self._rewrite(ns, belief_id, new)
         return self.get(belief_id, namespace=namespace)
+
+    def rewrite_derived(
+        self,
+        old: MemoryItem,
+        *,
+        text: str,
+        evidence: tuple[Evidence, ...],
+        trust: Trust,
+    ) -> MemoryItem:
+        """Rewrite a derived item (an observation) in place with new text and evidence; its
+        trust is what the evidence gives (:func:`holdfast.memory.observations.derived_trust`),
+        never more than agent."""
+        ns = self.ns(old.namespace)
+        with ns.lock():
+            new = old.evolve(
+                text=clean_text(text),
+                evidence=evidence,
+                trust=least_trusted(Trust.AGENT, trust),
+                mention_time=datetime.now(UTC),
+            )
+            self._rewrite(ns, old.id, new)
+        return self.get(old.id, namespace=old.namespace)
+
+    def evidence(self, item_id: str, *, namespace: str = "default") -> list[tuple[Evidence, Any]]:
+        """The items an item cites as evidence (an observation's facts, a mental model's
+        sources, a belief's support), each as (evidence, Hit or None when the ref is a note or
+        gone), for recall that returns observations first and their evidence on demand."""
+        from holdfast.memory.recall import Hit
+        from holdfast.memory.security import instruction_like
+
+        item = self.get(item_id, namespace=namespace)
+        out: list[tuple[Evidence, Any]] = []
+        for ev in item.evidence:
+            row = self.index.get(namespace, ev.ref) if ev.ref.startswith("m-") else None
+            if row is None:
+                out.append((ev, None))
+                continue
+            cited = MemoryItem.from_dict(row.data)
+            out.append(
+                (
+                    ev,
+                    Hit(
+                        item=cited,
+                        score=0.0,
+                        ranks={},
+                        citation=f"{row.path}#{row.line}",
+                        untrusted=cited.trust in (Trust.UNTRUSTED, Trust.TOOL),
+                        instruction_like=instruction_like(cited.text),
+                        superseded=cited.valid_to is not None,
+                    ),
+                )
+            )
+        return out
 
     def set_trust(
         self, item_id: str, trust: Trust | str, *, namespace: str = "default"
@@ -554,6 +730,16 @@ class MemoryStore(Maintenance):
                         )
         self.vectors.invalidate()
 
+    def beliefs(self, *, namespace: str = "default") -> list[MemoryItem]:
+        """The namespace's active beliefs, firmest first."""
+        self.indexer.sync(self.ns(namespace))
+        rows = self.index.get_many(self.index.rids(namespace, [Kind.BELIEF.value]))
+        items = [MemoryItem.from_dict(r.data) for r in rows.values()]
+        return sorted(
+            (i for i in items if i.active),
+            key=lambda i: (-(i.confidence if i.confidence is not None else 0.5), i.id),
+        )
+
     def search(self, query: str, **kwargs: Any) -> list[Any]:
         """Recall: see :func:`holdfast.memory.search.search` for the arguments."""
         from holdfast.memory.search import search
@@ -561,11 +747,11 @@ class MemoryStore(Maintenance):
         return search(self, query, **kwargs)
 
 
-def belief_confidence(evidence: Sequence[Evidence]) -> float:
-    """Laplace-smoothed share of supporting evidence: no evidence 0.5, 3 for and 1 against 0.67."""
-    pro = sum(1 for e in evidence if e.supports)
-    con = len(evidence) - pro
-    return round((pro + 1) / (pro + con + 2), 3)
+def compare_texts(old: str, new: str) -> bool:
+    """Whether ``new`` contradicts ``old`` (see :mod:`holdfast.memory.contradict`)."""
+    from holdfast.memory.contradict import compare
+
+    return compare(old, new).contradicts
 
 
 def _checked_change(key: str, value: Any) -> Any:
@@ -605,8 +791,12 @@ def _checked_change(key: str, value: Any) -> Any:
     if key == "superseded_by":
         return None if value is None else check_id(value, key)
     if key == "evidence":
+        if isinstance(value, str):
+            raise InvalidInput("evidence is a list, not one string")
         return tuple(
-            e if isinstance(e, Evidence) else Evidence(clean_field(str(e), "evidence", 500))
+            Evidence(clean_field(e.ref, "evidence", 500), e.supports)
+            if isinstance(e, Evidence)
+            else parse_evidence(clean_field(str(e), "evidence", 500))
             for e in value
         )
     return value

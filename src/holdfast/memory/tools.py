@@ -97,6 +97,11 @@ SCHEMAS: list[dict[str, Any]] = [
             "after": {"type": "string", "description": "ISO date: only events on or after it."},
             "before": {"type": "string", "description": "ISO date: only events on or before it."},
             "kinds": {"type": "array", "items": {"type": "string", "enum": _KINDS}},
+            "observations_first": {
+                "type": "boolean",
+                "description": "Observations and mental models first; read their evidence "
+                "with memory_evidence_of.",
+            },
         },
         ["query"],
     ),
@@ -105,6 +110,50 @@ SCHEMAS: list[dict[str, Any]] = [
         "Read one memory item by id, with its metadata.",
         {"id": {"type": "string"}},
         ["id"],
+    ),
+    _fn(
+        "memory_believe",
+        "Hold a belief: a claim whose confidence memory keeps in step with the evidence.",
+        {
+            "text": {"type": "string"},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "entities": {"type": "array", "items": {"type": "string"}},
+        },
+        ["text"],
+    ),
+    _fn(
+        "memory_evidence",
+        "Record evidence (an item id or a short note) for or against a belief.",
+        {
+            "belief_id": {"type": "string"},
+            "ref": {"type": "string"},
+            "supports": {"type": "boolean"},
+        },
+        ["belief_id", "ref", "supports"],
+    ),
+    _fn(
+        "memory_beliefs",
+        "List the active beliefs with their confidence, firmest first.",
+        {},
+        [],
+    ),
+    _fn(
+        "memory_resolve",
+        "Accept a proposed supersede from a write's conflicts: new_id replaces old_id.",
+        {"old_id": {"type": "string"}, "new_id": {"type": "string"}},
+        ["old_id", "new_id"],
+    ),
+    _fn(
+        "memory_evidence_of",
+        "The items an observation, mental model or belief cites, with citations.",
+        {"id": {"type": "string"}},
+        ["id"],
+    ),
+    _fn(
+        "memory_model",
+        "Read the mental model of an entity or topic (writing a first version if there is none).",
+        {"entity": {"type": "string"}, "topic": {"type": "string"}},
+        [],
     ),
     _fn(
         "context_pack",
@@ -194,6 +243,7 @@ class MemoryTools:
             dedup=dedup,
         )
         out: dict[str, Any] = {"status": res.status, "id": res.item.id}
+        out |= _claims(res)
         if res.duplicate_of:
             out |= {
                 "duplicate_of": res.duplicate_of,
@@ -231,6 +281,7 @@ class MemoryTools:
         after: str | None = None,
         before: str | None = None,
         kinds: list[str] | None = None,
+        observations_first: bool = False,
     ) -> dict[str, Any]:
         time_range = (after, before) if (after or before) else None
         hits = self.store.search(
@@ -240,6 +291,7 @@ class MemoryTools:
             entity=entity,
             time_range=time_range,
             kinds=kinds,
+            observations_first=bool(observations_first),
         )
         return {"results": [_slim(h.to_dict()) for h in hits]}
 
@@ -250,9 +302,83 @@ class MemoryTools:
             "citation": self.store.citation(id, namespace=self.namespace),
         }
 
+    def _memory_believe(
+        self, text: str, confidence: float | None = None, entities: list[str] | None = None
+    ) -> dict[str, Any]:
+        res = self.store.add(
+            text,
+            namespace=self.namespace,
+            kind="belief",
+            confidence=confidence,
+            entities=entities or (),
+            source=dict(self.source),
+            trust=self.trust,
+        )
+        return {
+            "status": res.status,
+            "id": res.item.id,
+            "confidence": res.item.confidence,
+        } | _claims(res)
+
+    def _memory_evidence(self, belief_id: str, ref: str, supports: bool) -> dict[str, Any]:
+        if not isinstance(supports, bool):
+            return {"error": "supports must be true or false"}
+        item = self.store.add_evidence(belief_id, ref, supports=supports, namespace=self.namespace)
+        return {"id": item.id, "confidence": item.confidence, "evidence": len(item.evidence)}
+
+    def _memory_beliefs(self) -> dict[str, Any]:
+        return {
+            "beliefs": [
+                {"id": b.id, "text": b.text, "confidence": b.confidence, "trust": b.trust.value}
+                for b in self.store.beliefs(namespace=self.namespace)
+            ]
+        }
+
+    def _memory_resolve(self, old_id: str, new_id: str) -> dict[str, Any]:
+        item = self.store.accept_supersede(old_id, new_id, namespace=self.namespace)
+        return {
+            "status": "superseded",
+            "old_id": old_id,
+            "id": item.id,
+            "confidence": item.confidence,
+        }
+
+    def _memory_evidence_of(self, id: str) -> dict[str, Any]:
+        rows = self.store.evidence(id, namespace=self.namespace)
+        return {
+            "id": id,
+            "evidence": [
+                {"ref": ev.ref, "supports": ev.supports}
+                | ({"item": _slim(hit.to_dict())} if hit is not None else {})
+                for ev, hit in rows
+            ],
+        }
+
+    def _memory_model(self, entity: str | None = None, topic: str | None = None) -> dict[str, Any]:
+        from holdfast.memory import models
+
+        version = models.current(self.store, self.namespace, entity=entity, topic=topic)
+        if version is None:
+            version = models.update_model(self.store, self.namespace, entity=entity, topic=topic)
+        return version.to_dict()
+
     def _context_pack(self, query: str, budget: int = 1000) -> dict[str, Any]:
         pack = context_pack(self.store, query, budget=int(budget), namespace=self.namespace)
         return pack.to_dict()
+
+
+def _claims(res: Any) -> dict[str, Any]:
+    """What a write means for beliefs and facts already held, for the model to act on."""
+    out: dict[str, Any] = {}
+    if res.conflicts:
+        out["conflicts"] = [c.to_dict() for c in res.conflicts]
+        out["note_conflicts"] = (
+            "this contradicts what memory holds; if the new statement is right, accept the "
+            "proposed supersede with memory_resolve"
+        )
+    if res.supports:
+        out["supports"] = list(res.supports)
+    return out
 
 
 def _slim(hit: dict[str, Any]) -> dict[str, Any]:

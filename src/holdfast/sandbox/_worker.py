@@ -7,6 +7,8 @@ object. The first frame is ``init`` (limits, the seccomp program, host function 
 applies the limits and the filter to itself before it runs any user code.
 """
 
+from __future__ import annotations
+
 import _ast
 import _socket
 import binascii
@@ -14,6 +16,7 @@ import builtins
 import errno
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -21,12 +24,65 @@ import struct
 import sys
 import threading
 import time
-from typing import Any
+from array import array
+from collections import deque
+from itertools import accumulate
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 _HEADER = struct.Struct(">I")
 _JSON_TYPES = (dict, list, tuple, str, int, float, bool, type(None))
 _ONLY_AST = 0x400  # ast.PyCF_ONLY_AST, without importing the ast module at start-up
 _EXCLUDED = {"__builtins__", "__name__", "__doc__", "__loader__", "__spec__", "__package__"}
+# The real exit, kept before any user code can replace os._exit.
+_EXIT = os._exit
+_MAX_TYPE_CHARS = 200
+
+
+def decoded_cost(body: bytes) -> int:
+    """The host's bound on what decoding ``body`` costs it (holdfast.sandbox.protocol)."""
+    factor = 3 if body.isascii() and b"\\u" not in body else 9
+    return (
+        factor * len(body)
+        + 80 * (body.count(b"[") + body.count(b"{"))
+        + 48 * body.count(b",")
+        + 64 * body.count(b":")
+        + 32 * body.count(b'"')
+    )
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_SIGNS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def too_deep(body: bytes, limit: int) -> bool:
+    """Whether JSON text nests deeper than ``limit`` (the host's check, mirrored)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS).translate(_SIGNS)
+    return len(brackets) > limit and max(accumulate(array("b", brackets)), default=0) > limit
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+        "utf-8", "surrogatepass"
+    )
+
+
+def _cut(text: str, limit: int, marker: str) -> str:
+    """``text`` in at most about ``limit`` UTF-8 bytes, head and tail kept."""
+    if len(text) <= limit // 4:
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    half = max(limit // 2, 1)
+    head = data[:half].decode("utf-8", "replace")
+    return head + marker + data[-half:].decode("utf-8", "replace")
 
 
 class HostCallError(Exception):
@@ -67,7 +123,9 @@ class _Channel:
         return json.loads(body)
 
     def send(self, obj: Any) -> None:
-        body = json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass")
+        self.send_body(_dumps(obj))
+
+    def send_body(self, body: bytes) -> None:
         if len(body) > self.max_bytes:
             raise ValueError(f"message of {len(body)} bytes exceeds the cap")
         with self.wlock:
@@ -115,7 +173,7 @@ class _Stream:
     capture through the same pipe in the order they were written.
     """
 
-    def __init__(self, owner: "Worker", which: int) -> None:
+    def __init__(self, owner: Worker, which: int) -> None:
         self.owner = owner
         self.which = which
         self.encoding = "utf-8"
@@ -163,11 +221,17 @@ class Worker:
         self.inputs: set[str] = set()
         self.lock = threading.Lock()
         self.captures = {1: _Capture(self.max_output), 2: _Capture(self.max_output)}
+        self.max_message = int(config.get("max_message_bytes", 1 << 24))
+        self.max_host = int(config.get("max_host_bytes", 1 << 28))
+        self.max_depth = int(config.get("max_depth", 100))
         self.calls: dict[int, dict[str, Any]] = {}
         self.call_lock = threading.Lock()
         self.next_call = 0
-        self.jobs: list[tuple[dict[str, Any], int | None]] = []
-        self.jobs_cv = threading.Condition()
+        self.jobs: deque[tuple[dict[str, Any], int | None]] = deque()
+        # Whoever waits for a frame (the idle main loop, or a thread waiting for its host call)
+        # reads the socket itself, one at a time: no thread hand-off on the common path.
+        self.rcv = threading.Condition()
+        self.reading = False
         self.pipes: dict[int, int] = {}
         self.globals["HostCallError"] = HostCallError
         vars(builtins).update(exit=_exit, quit=_exit)
@@ -232,21 +296,40 @@ class Worker:
         self.globals[name] = proxy
 
     def host_call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        slot: dict[str, Any] = {"event": threading.Event()}
+        slot: dict[str, Any] = {}
         with self.call_lock:
             self.next_call += 1
             cid = self.next_call
+        try:
+            args_text = _dumps(args)
+            kwargs_text = _dumps(kwargs)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise HostCallError(f"arguments to {name}() must be JSON values: {exc}") from None
+        head = f'{{"op":"call","call":{cid},"name":"{name}","args":'.encode()
+        body = head + args_text + b',"kwargs":' + kwargs_text + b"}"
+        if len(body) > self.max_message:
+            raise HostCallError(
+                f"arguments to {name}() take {len(body)} bytes, which exceeds the "
+                f"{self.max_message}-byte message cap"
+            )
+        cost = decoded_cost(body)
+        if cost > self.max_host:
+            raise HostCallError(
+                f"arguments to {name}() could take {cost} bytes of host memory to decode, which "
+                f"exceeds this box's {self.max_host}-byte budget (max_host_bytes); send less"
+            )
+        if too_deep(body, self.max_depth):
+            raise HostCallError(f"arguments to {name}() nest deeper than {self.max_depth} levels")
+        with self.call_lock:
             self.calls[cid] = slot
         try:
-            self.chan.send(
-                {"op": "call", "call": cid, "name": name, "args": args, "kwargs": kwargs}
-            )
-        except (TypeError, ValueError) as exc:
+            self.chan.send_body(body)
+        except ValueError as exc:
             with self.call_lock:
                 self.calls.pop(cid, None)
-            raise HostCallError(f"arguments to {name}() must be JSON values: {exc}") from None
-        slot["event"].wait()
-        if slot.get("ok"):
+            raise HostCallError(str(exc)) from None
+        self.wait_for(lambda: "ok" in slot)
+        if slot["ok"]:
             return slot.get("value")
         raise HostCallError(str(slot.get("error", "host call failed")))
 
@@ -255,48 +338,61 @@ class Worker:
             slot = self.calls.pop(int(msg.get("call") or 0), None)
         if slot is None:
             return
-        slot["ok"] = bool(msg.get("ok"))
         slot["value"] = msg.get("value")
         slot["error"] = msg.get("error")
-        slot["event"].set()
+        slot["ok"] = bool(msg.get("ok"))
 
-    def reader(self) -> None:
-        try:
-            while True:
-                msg = self.chan.recv()
-                op = msg.get("op")
-                if op == "call_result":
-                    self.on_call_result(msg)
-                elif op == "define":
-                    self.define(msg["name"], msg.get("params") or [])
-                else:
-                    fd = self.chan.fds.pop(0) if op == "load_fd" and self.chan.fds else None
-                    with self.jobs_cv:
-                        self.jobs.append((msg, fd))
-                        self.jobs_cv.notify()
-        except Exception:
-            pass
-        os._exit(0)
+    def read_one(self) -> None:
+        """Reads one frame from the host and acts on it (or queues it for the main loop)."""
+        msg = self.chan.recv()
+        op = msg.get("op")
+        if op == "call_result":
+            self.on_call_result(msg)
+        elif op == "define":
+            self.define(msg["name"], msg.get("params") or [])
+        elif op == "shutdown":
+            _EXIT(0)
+        else:
+            fd = self.chan.fds.pop(0) if op == "load_fd" and self.chan.fds else None
+            self.jobs.append((msg, fd))
+
+    def wait_for(self, done: Callable[[], bool]) -> None:
+        """Blocks until ``done()``, reading frames meanwhile unless another thread is."""
+        rcv = self.rcv
+        while True:
+            with rcv:
+                while not done() and self.reading:
+                    rcv.wait()
+                if done():
+                    return
+                self.reading = True
+            try:
+                self.read_one()
+            except BaseException:
+                _EXIT(0)  # the host is gone or broke the protocol: the box ends
+            finally:
+                with rcv:
+                    self.reading = False
+                    rcv.notify_all()
 
     def serve(self) -> None:
-        threading.Thread(target=self.reader, daemon=True).start()
+        jobs = self.jobs
         while True:
-            with self.jobs_cv:
-                while not self.jobs:
-                    self.jobs_cv.wait()
-                msg, fd = self.jobs.pop(0)
+            if not jobs:
+                self.wait_for(lambda: bool(jobs))
+            msg, fd = jobs.popleft()
             reply = self.handle(msg, fd)
             reply["id"] = msg.get("id")
             reply["op"] = "result"
             try:
                 self.chan.send(reply)
-            except ValueError as exc:
+            except (TypeError, ValueError, RecursionError) as exc:
                 self.chan.send(
                     {
                         "id": msg.get("id"),
                         "op": "result",
                         "ok": False,
-                        "error": {"type": "ValueError", "message": str(exc), "traceback": ""},
+                        "error": _err("ValueError", str(exc)[:2000], ""),
                     }
                 )
 
@@ -326,49 +422,55 @@ class Worker:
                     }
                 value = self.globals[name]
                 try:
-                    json.dumps(value, allow_nan=False)
-                except (TypeError, ValueError) as exc:
-                    return {
-                        "ok": False,
-                        "error": _err("TypeError", f"{name} is not JSON-safe: {exc}"),
-                    }
+                    problem = self.unsendable(_dumps(value))
+                except (TypeError, ValueError, RecursionError) as exc:
+                    problem = f"it is not JSON-safe: {exc}"
+                if problem:
+                    return {"ok": False, "error": _err("ValueError", f"{name}: {problem}")}
                 return {"ok": True, "value": value}
             if op == "snapshot":
                 return {"ok": True, "value": self.snapshot()}
             if op == "restore":
                 self.globals.update(msg.get("value") or {})
                 return {"ok": True}
-            if op == "shutdown":
-                os._exit(0)
             return {"ok": False, "error": _err("ValueError", f"unknown op {op!r}")}
         except BaseException as exc:
-            return {"ok": False, "error": _err(type(exc).__name__, str(exc))}
+            return {"ok": False, "error": self.describe(exc)}
 
     def load_fd(self, name: str, mode: str, fd: int | None) -> None:
         if fd is None:
             raise ValueError("no file descriptor arrived with the load request")
-        import mmap
-
+        # The host's file is never mapped: a mapping would show the file's host path in
+        # /proc/self/maps. Text is read and decoded; bytes are copied by the kernel (sendfile)
+        # into a private memfd, which is mapped read-only.
         try:
             size = os.fstat(fd).st_size
-            mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
+            if mode == "bytes":
+                value: Any = _copy_to_memory(fd, size)
+            else:
+                value = str(_read_at_zero(fd, size), "utf-8", "replace")
         finally:
             os.close(fd)
-        if mode == "bytes":
-            value: Any = mapped if mapped is not None else b""
-        else:
-            # Decoding straight from the mapping: the file's pages come from the page cache and
-            # the only new memory is the str itself.
-            value = str(mapped, "utf-8", "replace") if mapped is not None else ""
-            if mapped is not None:
-                mapped.close()
         self.globals[name] = value
         self.inputs.add(name)
 
+    def unsendable(self, body: bytes) -> str | None:
+        """Why the host would refuse ``body`` as (part of) a frame, or None."""
+        if len(body) > self.max_message // 2:
+            return f"{len(body)} bytes, over half the {self.max_message}-byte message cap"
+        cost = decoded_cost(body)
+        if cost > self.max_host // 4:
+            return f"could take {cost} bytes of host memory, over a quarter of the box's budget"
+        if too_deep(body, self.max_depth - 4):
+            return f"nests deeper than {self.max_depth - 4} levels"
+        return None
+
     def snapshot(self) -> dict[str, Any]:
-        cap = int(self.config.get("max_message_bytes", 1 << 24)) // 2
+        cap = self.max_message // 2
+        budget = self.max_host // 4
         out: dict[str, Any] = {}
         used = 0
+        cost = 0
         for key, value in list(self.globals.items()):
             if key in _EXCLUDED or key in self.inputs or key.startswith("__"):
                 continue
@@ -377,12 +479,15 @@ class Worker:
             if isinstance(value, (str, list, dict, tuple)) and len(value) > cap - used:
                 continue  # cannot fit: skip it without serialising it
             try:
-                size = len(json.dumps(value, allow_nan=False))
+                body = _dumps(value)
             except (TypeError, ValueError, RecursionError):
                 continue
-            if used + size > cap:
+            if used + len(body) > cap or cost + decoded_cost(body) > budget:
                 continue
-            used += size
+            if too_deep(body, self.max_depth - 4):
+                continue
+            used += len(body)
+            cost += decoded_cost(body)
             out[key] = value
         return out
 
@@ -404,10 +509,7 @@ class Worker:
             if last is not None:
                 value = eval(compile(last, "<cell>", "eval"), self.globals)
                 if value is not None:
-                    value_repr = repr(value)
-                    if len(value_repr) > self.max_output:
-                        half = self.max_output // 2
-                        value_repr = value_repr[:half] + "\n...[repr cut]...\n" + value_repr[-half:]
+                    value_repr = _cut(repr(value), self.max_output, "\n...[repr cut]...\n")
         except BaseException as exc:
             error = self.describe(exc)
         duration = time.perf_counter() - start
@@ -441,22 +543,66 @@ class Worker:
     def describe(self, exc: BaseException) -> dict[str, str]:
         import traceback
 
-        if isinstance(exc, SyntaxError):
-            lines = traceback.format_exception_only(type(exc), exc)
-            return _err(type(exc).__name__, str(exc), "".join(lines))
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
-            tb = tb.tb_next
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-        message = str(exc)
+        limit = self.max_output
+        kind = type(exc).__name__[:_MAX_TYPE_CHARS]
+        try:
+            message = str(exc)
+        except BaseException:
+            message = "<the exception could not be shown>"
         if isinstance(exc, SystemExit):
             message = f"SystemExit({exc.code}): the cell called exit(); the box is still running"
         elif isinstance(exc, KeyboardInterrupt):
             message = "KeyboardInterrupt raised in the cell; the box is still running"
-        limit = self.max_output
-        if len(text) > limit:
-            text = text[: limit // 2] + "\n...[traceback cut]...\n" + text[-limit // 2 :]
-        return _err(type(exc).__name__, message[:limit], text)
+        try:
+            if isinstance(exc, SyntaxError):
+                text = "".join(traceback.format_exception_only(type(exc), exc))
+            else:
+                tb = exc.__traceback__
+                while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
+                    tb = tb.tb_next
+                text = "".join(traceback.format_exception(type(exc), exc, tb))
+        except BaseException:
+            text = ""
+        return _err(
+            _cut(kind, _MAX_TYPE_CHARS, "..."),
+            _cut(message, limit, "\n...[message cut]...\n"),
+            _cut(text, limit, "\n...[traceback cut]...\n"),
+        )
+
+
+def _read_at_zero(fd: int, size: int) -> bytes:
+    """The file's bytes from offset 0 (the descriptor's own offset is shared and left alone)."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    done = 0
+    while done < size:
+        n = os.preadv(fd, [view[done:]], done)
+        if not n:
+            break
+        done += n
+    del view
+    if done < size:
+        del buf[done:]
+    return bytes(buf) if done < 1 << 20 else buf  # type: ignore[return-value]
+
+
+def _copy_to_memory(fd: int, size: int) -> Any:
+    """A read-only mmap of a private in-memory copy of ``fd`` (``b""`` when empty)."""
+    if not size:
+        return b""
+    import mmap
+
+    mem = os.memfd_create("input", os.MFD_CLOEXEC)
+    try:
+        done = 0
+        while done < size:
+            sent = os.sendfile(mem, fd, done, size - done)
+            if not sent:
+                break
+            done += sent
+        return mmap.mmap(mem, done, prot=mmap.PROT_READ) if done else b""
+    finally:
+        os.close(mem)
 
 
 def _exit(code: Any = None) -> None:
@@ -532,7 +678,7 @@ def main() -> None:
         status["seccomp"] = _seccomp_mode() == 2
     except Exception as exc:
         chan.send({"op": "ready", "ok": False, "error": f"{type(exc).__name__}: {exc}"})
-        os._exit(3)
+        _EXIT(3)
     workspace = config.get("workspace")
     if workspace:
         try:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from holdfast.errors import InvalidInput
 from holdfast.sandbox.errors import SandboxError, SandboxFatal
-from holdfast.sandbox.process import BoxDied, BoxProcess
+from holdfast.sandbox.process import BoxDied, BoxProcess, BoxTimeout
 from holdfast.sandbox.types import CellError, CellResult, HostFunctionSpec, SandboxPolicy
 
 InputMode = Literal["text", "bytes"]
@@ -38,6 +38,7 @@ class SandboxInfo:
     process_limit: str
     memory_limit: str
     restarts: int
+    cpu_limit: str = "RLIMIT_CPU per process"
 
 
 @dataclass
@@ -64,7 +65,6 @@ class IsolatedSandbox:
         self._restarts = 0
         self._lock: asyncio.Lock | None = None
         self._closed = False
-        self._bg: set[asyncio.Task[None]] = set()
         for spec in functions or []:
             self.register(spec)
 
@@ -123,6 +123,9 @@ class IsolatedSandbox:
             process_limit=plimit,
             memory_limit=mlimit if self.policy.memory_mb else "none",
             restarts=self._restarts,
+            cpu_limit="cgroup CPU time of the whole box, and RLIMIT_CPU per process"
+            if cg is not None and cg.counts_cpu and self.policy.cpu_seconds
+            else "RLIMIT_CPU per process",
         )
 
     def register(self, spec: HostFunctionSpec) -> None:
@@ -135,10 +138,8 @@ class IsolatedSandbox:
             from holdfast.sandbox.hostcalls import param_names
 
             msg = {"op": "define", "name": spec.name, "params": param_names(spec)}
-            with contextlib.suppress(RuntimeError):
-                task = asyncio.get_running_loop().create_task(proc.send(msg))
-                self._bg.add(task)
-                task.add_done_callback(self._bg.discard)
+            with contextlib.suppress(BoxDied, ValueError):
+                proc.send_nowait(msg)
 
     # cells ---------------------------------------------------------------------------------
 
@@ -152,9 +153,8 @@ class IsolatedSandbox:
         msg = {"op": "exec", "code": code, "echo": self.policy.echo_last_expression}
         msg["snapshot"] = self.policy.snapshot_every_cell
         try:
-            reply = await asyncio.wait_for(proc.request(msg), limit)
-        except TimeoutError:
-            proc.kill(f"cell exceeded its {limit:g} s wall-clock limit")
+            reply = await proc.request(msg, limit)
+        except BoxTimeout:
             note = await self._recover(proc)
             return CellResult(
                 error=CellError(
@@ -182,18 +182,39 @@ class IsolatedSandbox:
             proc.kill("execute was cancelled")
             self._needs_restart = True
             raise
+        if not self.policy.background_processes:
+            proc.kill_leftovers()
+        spent = proc.cpu_exhausted()
+        if spent is not None:
+            proc.kill(spent)  # the next call restarts it
+            self._needs_restart = True
         snap = reply.get("snapshot")
         if isinstance(snap, dict):
             self._snapshot = snap
+        # the worker keeps head and tail within the limit and adds a marker between them
+        limit_out = self.policy.max_output_bytes + _MARKER_ROOM
+        stdout, out_cut = cap_text(reply.get("stdout", ""), limit_out)
+        stderr, err_cut = cap_text(reply.get("stderr", ""), limit_out)
         err = reply.get("error")
+        error = None
+        if err:
+            error = CellError(
+                cap_name(err["type"]),
+                cap_text(err["message"], limit_out)[0],
+                cap_text(err["traceback"], limit_out)[0],
+            )
+        value_repr = reply.get("value_repr")
+        duration = reply.get("duration_s")
         return CellResult(
-            stdout=str(reply.get("stdout", "")),
-            stderr=str(reply.get("stderr", "")),
-            error=CellError(err["type"], err["message"], err["traceback"]) if err else None,
-            duration_s=float(reply.get("duration_s", time.perf_counter() - started)),
-            stdout_truncated=bool(reply.get("stdout_truncated")),
-            stderr_truncated=bool(reply.get("stderr_truncated")),
-            value_repr=reply.get("value_repr"),
+            stdout=stdout,
+            stderr=stderr,
+            error=error,
+            duration_s=max(0.0, float(duration))
+            if duration is not None
+            else time.perf_counter() - started,
+            stdout_truncated=out_cut or bool(reply.get("stdout_truncated")),
+            stderr_truncated=err_cut or bool(reply.get("stderr_truncated")),
+            value_repr=None if value_repr is None else cap_text(value_repr, limit_out)[0],
         )
 
     # values and inputs ---------------------------------------------------------------------
@@ -237,17 +258,16 @@ class IsolatedSandbox:
     async def _send_input(self, proc: BoxProcess, item: _Input) -> None:
         if item.fd is not None:
             msg = {"op": "load_fd", "name": item.name, "mode": item.mode}
-            reply = await self._call(proc.request(msg, (item.fd,)))
+            reply = await self._call(proc.request(msg, self._deadline, (item.fd,)))
         else:
-            reply = await self._call(
-                proc.request({"op": "load", "name": item.name, "value": item.value})
-            )
+            msg = {"op": "load", "name": item.name, "value": item.value}
+            reply = await self._call(proc.request(msg, self._deadline))
         _raise_for(reply)
 
     async def get(self, name: str) -> Any:
         """A JSON-safe global of the box."""
         proc = await self._ready()
-        reply = await self._call(proc.request({"op": "get", "name": name}))
+        reply = await self._call(proc.request({"op": "get", "name": name}, self._deadline))
         _raise_for(reply)
         return reply.get("value")
 
@@ -256,12 +276,13 @@ class IsolatedSandbox:
         _check_name(name)
         _check_json(value, name)
         proc = await self._ready()
-        _raise_for(await self._call(proc.request({"op": "set", "name": name, "value": value})))
+        msg = {"op": "set", "name": name, "value": value}
+        _raise_for(await self._call(proc.request(msg, self._deadline)))
 
     async def snapshot(self) -> dict[str, Any]:
         """The JSON-safe globals of the box (inputs excluded), to resume on another worker."""
         proc = await self._ready()
-        reply = await self._call(proc.request({"op": "snapshot"}))
+        reply = await self._call(proc.request({"op": "snapshot"}, self._deadline))
         _raise_for(reply)
         value = reply.get("value")
         self._snapshot = value if isinstance(value, dict) else {}
@@ -271,7 +292,8 @@ class IsolatedSandbox:
         """Sets many globals at once, from a snapshot taken by this or another box."""
         _check_json(snapshot, "snapshot")
         proc = await self._ready()
-        _raise_for(await self._call(proc.request({"op": "restore", "value": snapshot})))
+        msg = {"op": "restore", "value": snapshot}
+        _raise_for(await self._call(proc.request(msg, self._deadline)))
         self._snapshot = {**self._snapshot, **snapshot}
 
     # internals ------------------------------------------------------------------------------
@@ -290,15 +312,22 @@ class IsolatedSandbox:
             proc = self._live()
         return proc
 
+    @property
+    def _deadline(self) -> float:
+        return self.policy.request_timeout_s
+
     async def _call(self, aw: Any) -> dict[str, Any]:
         try:
             result: dict[str, Any] = await aw
+        except ValueError as exc:  # the request itself could not be encoded (over the cap)
+            raise SandboxError(str(exc)) from None
         except BoxDied as exc:
             proc = self._proc
             if proc is not None:
                 await self._recover(proc)
+            what = "did not answer in time" if isinstance(exc, BoxTimeout) else "died"
             raise SandboxError(
-                f"the worker died during the request ({exc.reason}); {self._note()}"
+                f"the worker {what} during the request ({exc.reason}); {self._note()}"
             ) from None
         return result
 
@@ -320,7 +349,8 @@ class IsolatedSandbox:
                 for item in self._inputs.values():
                     await self._send_input(proc, item)
                 if self._snapshot:
-                    _raise_for(await proc.request({"op": "restore", "value": self._snapshot}))
+                    msg = {"op": "restore", "value": self._snapshot}
+                    _raise_for(await proc.request(msg, self._deadline))
             except Exception as exc:
                 self._fatal = f"restart failed: {exc}"
                 self._proc = None
@@ -334,11 +364,40 @@ class IsolatedSandbox:
             )
 
 
+MAX_TYPE_CHARS = 200
+_MARKER_ROOM = 200
+
+
+def cap_text(text: Any, limit: int) -> tuple[str, bool]:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (head and tail kept), lone surrogates
+    replaced; and whether it was cut. Applied on the host to everything a box returns."""
+    if not isinstance(text, str):
+        text = str(text)
+    if len(text) <= limit and text.isascii():
+        return text, False
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return data.decode("utf-8", "replace"), False
+    marker = f"\n...[{len(data) - limit} bytes omitted]...\n"
+    half = max((limit - len(marker) - 8) // 2, 1)
+    marker = f"\n...[{len(data) - 2 * half} bytes omitted]...\n"
+    head = data[:half].decode("utf-8", "replace")
+    tail = data[-half:].decode("utf-8", "replace")
+    return head + marker + tail, True
+
+
+def cap_name(name: Any) -> str:
+    """An exception class name from a box, cut to ``MAX_TYPE_CHARS`` characters."""
+    text = cap_text(name, MAX_TYPE_CHARS * 4)[0]
+    return text if len(text) <= MAX_TYPE_CHARS else text[: MAX_TYPE_CHARS - 3] + "..."
+
+
 def _raise_for(reply: dict[str, Any]) -> None:
     if reply.get("ok"):
         return
     err = reply.get("error") or {}
-    raise SandboxError(f"{err.get('type', 'Error')}: {err.get('message', 'request failed')}")
+    kind = cap_name(err.get("type", "Error"))
+    raise SandboxError(f"{kind}: {cap_text(err.get('message', 'request failed'), 4000)[0]}")
 
 
 def _check_name(name: str) -> None:

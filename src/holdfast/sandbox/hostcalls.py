@@ -92,10 +92,10 @@ def _is_type(value: Any, kind: str) -> bool:
     return isinstance(value, _TYPES.get(kind, (object,)))
 
 
-async def run_host_call(
+def check_call(
     specs: dict[str, HostFunctionSpec], name: str, args: list[Any], kwargs: dict[str, Any]
-) -> Any:
-    """Runs one call from a box and returns its JSON-safe result; raises HostCallRefused."""
+) -> HostFunctionSpec:
+    """The spec a call from a box may run, after checking its arguments; raises HostCallRefused."""
     spec = specs.get(name)
     if spec is None:
         raise HostCallRefused(f"{name!r} is not a declared host function")
@@ -105,6 +105,14 @@ async def run_host_call(
             problems.append(f"{name}() takes keyword arguments only (got {len(args)} positional)")
         if problems:
             raise HostCallRefused(f"bad arguments to {name}(): " + "; ".join(problems[:5]))
+    return spec
+
+
+async def run_host_call(
+    specs: dict[str, HostFunctionSpec], name: str, args: list[Any], kwargs: dict[str, Any]
+) -> Any:
+    """Runs one call from a box and returns its JSON-safe result; raises HostCallRefused."""
+    spec = check_call(specs, name, args, kwargs)
     try:
         result = spec.fn(*args, **kwargs)
         if inspect.isawaitable(result):

@@ -34,6 +34,51 @@ _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")
 _SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 _TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"
 _MOUNT_POINTS = ("/mnt", "/media", "/srv", "/opt")
+# Kernel-wide /proc files a box has no use for: the boot command line, kernel symbols and memory,
+# keys, timers and scheduler internals. Each is replaced by an empty file (``/dev/null``).
+PROC_MASKED = (
+    "cmdline",
+    "kcore",
+    "kallsyms",
+    "keys",
+    "key-users",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "modules",
+    "config.gz",
+    "vmallocinfo",
+    "iomem",
+    "ioports",
+    "slabinfo",
+    "pagetypeinfo",
+    "zoneinfo",
+    "buddyinfo",
+    "partitions",
+    "diskstats",
+    "swaps",
+    "devices",
+    "misc",
+    "execdomains",
+    "fb",
+    "mtrr",
+    "bootconfig",
+)
+
+
+# Joins the box's cgroups ($0: the cgroup.procs files, space-separated), then runs the command.
+_JOIN_CGROUPS = 'for f in $0; do echo 0 > "$f" || exit 125; done; exec "$@"'
+
+
+def proc_masks() -> list[str]:
+    """The masked /proc files that exist on this kernel."""
+    return [name for name in PROC_MASKED if os.path.exists(f"/proc/{name}")]
+
+
+def pdeathsig_prefix() -> list[str]:
+    """``setpriv --pdeathsig KILL``: the launcher dies with the host thread that started it."""
+    setpriv = shutil.which("setpriv", path=_TOOL_PATH)
+    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
 
 
 # Runs first in the box: reads the marshalled worker (length-prefixed) from the protocol socket
@@ -100,7 +145,7 @@ def namespace_problem(bwrap: str) -> str | None:
         chain, prefix_src = _privilege_drop(prefix, None)
     except SandboxUnavailable as exc:
         return exc.message
-    argv = [*chain, bwrap, *_ns_flags(), *_mounts(prefix, 8, prefix_src)]
+    argv = [*chain, bwrap, *_ns_flags(), *_mounts(prefix, 8, 1, prefix_src)]
     argv += ["--", exe, "-I", "-S", "-c", "pass"]
     try:
         proc = subprocess.run(argv, env={}, capture_output=True, timeout=20, check=False)
@@ -138,14 +183,24 @@ def build_launch(
     if policy.isolation == "process":
         argv = worker
         if cgroup_procs is not None:
-            argv = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs, *argv]
-        return Launch(argv=argv, env=dict(BOX_ENV), workspace=None)
+            argv = ["/bin/sh", "-c", _JOIN_CGROUPS, cgroup_procs, *argv]
+        return Launch(argv=[*pdeathsig_prefix(), *argv], env=dict(BOX_ENV), workspace=None)
     if policy.isolation != "namespace":
         raise SandboxUnavailable(
             f"unknown isolation level {policy.isolation!r}",
             remedy="use 'namespace' (the default) or 'process'",
         )
-    bwrap = bwrap_path()
+    if policy.backend not in ("auto", "bwrap", "unshare"):
+        raise SandboxUnavailable(
+            f"unknown namespace backend {policy.backend!r}",
+            remedy="use 'auto' (the default), 'bwrap' or 'unshare'",
+        )
+    bwrap = bwrap_path() if policy.backend != "unshare" else None
+    if bwrap is None and policy.backend == "bwrap":
+        raise SandboxUnavailable(
+            "the 'bwrap' backend was asked for and bubblewrap is not installed",
+            remedy="install it (apt-get install bubblewrap) or use backend='auto'",
+        )
     if bwrap is None:
         if not unshare_available():
             raise SandboxUnavailable(
@@ -154,9 +209,18 @@ def build_launch(
                 "for SandboxPolicy(isolation='process'), which is not a security boundary",
             )
         argv = build_unshare_argv(
-            prefix, worker, BOX_ENV, policy.workspace_mb, cgroup_procs, box_uid()
+            prefix,
+            worker,
+            BOX_ENV,
+            policy.workspace_mb,
+            cgroup_procs,
+            box_uid(),
+            shm_mb=policy.shm_mb,
+            proc_masks=proc_masks(),
         )
-        return Launch(argv=argv, env={}, workspace=WORKSPACE, backend="unshare")
+        return Launch(
+            argv=[*pdeathsig_prefix(), *argv], env={}, workspace=WORKSPACE, backend="unshare"
+        )
     problem = namespace_problem(bwrap)
     if problem is not None:
         raise SandboxUnavailable(
@@ -171,7 +235,7 @@ def build_launch(
         *chain,
         bwrap,
         *_ns_flags(),
-        *_mounts(prefix, policy.workspace_mb, prefix_src),
+        *_mounts(prefix, policy.workspace_mb, policy.shm_mb, prefix_src),
         *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
         *env_flags,
         "--chdir",
@@ -205,7 +269,7 @@ def _privilege_drop(prefix: str, cgroup_procs: str | None) -> tuple[list[str], s
     if os.geteuid() != 0:
         if cgroup_procs is None:
             return [], prefix
-        return ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs], prefix
+        return ["/bin/sh", "-c", _JOIN_CGROUPS, cgroup_procs], prefix
     tools = {name: shutil.which(name, path=_TOOL_PATH) for name in ("unshare", "setpriv")}
     missing = [name for name, path in tools.items() if path is None]
     if missing:
@@ -222,7 +286,7 @@ def _privilege_drop(prefix: str, cgroup_procs: str | None) -> tuple[list[str], s
     uid = str(box_uid())
     script = (
         'cg="$1"; prefix="$2"; mnt="$3"; shift 3; '
-        'if [ -n "$cg" ]; then echo 0 > "$cg" || exit 125; fi; '
+        'for f in $cg; do echo 0 > "$f" || exit 125; done; '
         'mount -t tmpfs -o size=64k,mode=755 holdfast "$mnt" && mkdir "$mnt/p" && '
         'mount --bind "$prefix" "$mnt/p" && mount -o remount,bind,ro "$mnt/p" && exec "$@"'
     )
@@ -271,7 +335,9 @@ def _ns_flags() -> list[str]:
     ]
 
 
-def _mounts(prefix: str, workspace_mb: int, prefix_src: str | None = None) -> list[str]:
+def _mounts(
+    prefix: str, workspace_mb: int, shm_mb: int, prefix_src: str | None = None
+) -> list[str]:
     args: list[str] = []
     for path in _SYSTEM_DIRS:
         if os.path.islink(path):
@@ -284,11 +350,16 @@ def _mounts(prefix: str, workspace_mb: int, prefix_src: str | None = None) -> li
         if os.path.exists(path):
             args += ["--ro-bind", path, path]
     size = str(max(workspace_mb, 1) * 1024 * 1024)
+    args += ["--proc", "/proc"]
+    for name in proc_masks():
+        args += ["--ro-bind", "/dev/null", f"/proc/{name}"]
+    # bubblewrap's /dev is a tmpfs without a size: it is made read-only, and /dev/shm (POSIX
+    # shared memory, semaphores) is a tmpfs of its own with a size, or stays read-only and empty.
+    args += ["--dev", "/dev"]
+    if shm_mb > 0:
+        args += ["--size", str(shm_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", "/dev/shm"]
+    args += ["--remount-ro", "/dev"]
     args += [
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
         "--size",
         size,
         "--tmpfs",

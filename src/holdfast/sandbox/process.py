@@ -1,9 +1,20 @@
-"""One incarnation of a box: the OS process, its protocol socket and the frames in flight.
+"""One incarnation of a box: the OS processes, the protocol socket and the frames in flight.
 
 :class:`BoxProcess` knows nothing of snapshots or restarts (that is :mod:`holdfast.sandbox.box`):
-it starts the worker, sends requests and matches replies by id, serves host calls concurrently as
-asyncio tasks, and on anything untrusted going wrong (EOF, a malformed or oversized frame, a reply
-to an id never asked) kills the process and fails every waiter with :class:`BoxDied`.
+it starts the worker, sends requests and matches replies, serves host calls, and on anything
+untrusted going wrong kills every process of the box and fails every waiter with
+:class:`BoxDied`. Nothing the box does can make the host wait without a deadline, hold more than
+the box's byte budget, or lose its reader:
+
+* every request carries an unguessable id and a deadline; a reply must match an outstanding id
+  (once), and a box that misses a deadline is killed (:class:`BoxTimeout`);
+* frames are size-capped before buffering, their decoded size is bounded from the raw bytes before
+  parsing and counted against ``max_host_bytes`` together with the host calls in flight, and
+  decoding is strict; any failure at all kills the box;
+* the host stops reading from a box that stops reading its replies (flow control), so replies
+  cannot pile up in host memory;
+* :meth:`close` always kills and reaps every process of the box and closes every host descriptor,
+  whichever step fails.
 """
 
 from __future__ import annotations
@@ -12,22 +23,30 @@ import array
 import asyncio
 import base64
 import contextlib
+import inspect
 import os
+import secrets
+import select
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from holdfast.sandbox import launch
 from holdfast.sandbox.cgroup import BoxCgroup, create_box_cgroup
 from holdfast.sandbox.errors import SandboxUnavailable
-from holdfast.sandbox.hostcalls import HostCallRefused, param_names, run_host_call
+from holdfast.sandbox.hostcalls import HostCallRefused, check_call, param_names
 from holdfast.sandbox.protocol import (
+    CALL_HEADER,
     FrameReader,
     ProtocolViolation,
     check_box_message,
+    decode_frame,
+    decoded_cost,
     encode_frame,
 )
 from holdfast.sandbox.seccomp import compiled_filter
@@ -37,6 +56,15 @@ START_TIMEOUT_S = 30.0
 MAX_CONCURRENT_CALLS = 64
 # Each thread in a box waits for its call, so only forged frames can exceed this.
 MAX_CALLS_IN_FLIGHT = 1024
+_STDERR_KEEP = 4000
+# Low-latency wait: while a request is the only one outstanding among this thread's boxes, the
+# host waits for its box's socket directly (select with a timeout: blocked in the kernel, not
+# spinning) for up to _QUIET_S of silence and _BURST_S in all before it goes back to the event
+# loop, so a quick reply (or a host call in a burst of them) costs no event-loop round trip.
+_QUIET_S = 0.0003
+_BURST_S = 0.002
+_active: dict[int, int] = {}
+_CPU_CHECK_S = 0.5
 
 
 class BoxDied(Exception):
@@ -47,8 +75,32 @@ class BoxDied(Exception):
         self.reason = reason
 
 
+class BoxTimeout(BoxDied):
+    """The box did not answer a request within its deadline and was killed."""
+
+
+class _Wire(asyncio.Protocol):
+    def __init__(self, box: BoxProcess) -> None:
+        self.box = box
+
+    def data_received(self, data: bytes) -> None:
+        self.box._on_data(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.box._on_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.box._flow(paused=True)
+
+    def resume_writing(self) -> None:
+        self.box._flow(paused=False)
+
+
 class BoxProcess:
-    """A running worker process and the host end of its protocol socket."""
+    """A running worker, the host end of its protocol socket, and everything it holds."""
 
     def __init__(self, policy: SandboxPolicy, specs: dict[str, HostFunctionSpec]) -> None:
         self.policy = policy
@@ -59,16 +111,23 @@ class BoxProcess:
         self.dead: str | None = None
         self.host_dir: str | None = None
         self.backend = "process"
+        self.infrastructure: frozenset[int] = frozenset()
         self._sock: socket.socket | None = None
-        self._reader = FrameReader(policy.max_message_bytes)
+        self._transport: asyncio.Transport | None = None
+        self._reader = FrameReader(policy.max_message_bytes, policy.max_depth)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._abandoned: set[int] = set()
         self._ready: asyncio.Future[dict[str, Any]] | None = None
-        self._next_id = 0
+        self._calls_in_flight: dict[int, int] = {}
+        self._held = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._calls = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
-        self._wlock = asyncio.Lock()
-        self._stderr: Any = None
+        self._stderr_fd: int | None = None
+        self._stderr_buf = bytearray()
         self.on_death: Callable[[str], None] | None = None
+        self._cpu_timer: asyncio.TimerHandle | None = None
+
+    # start -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         policy = self.policy
@@ -77,12 +136,15 @@ class BoxProcess:
         self.cgroup = await asyncio.to_thread(create_box_cgroup, policy.max_processes, memory)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         filter_fd = None
+        err_r, err_w = os.pipe()
+        os.set_blocking(err_r, False)
+        self._stderr_fd = err_r
         fds: tuple[int, ...] = (child.fileno(),)
         if program is not None and policy.isolation == "namespace":
             filter_fd = _pipe_with(program)
         try:
             spec = launch.build_launch(
-                policy, child.fileno(), str(self.cgroup.procs) if self.cgroup else None, filter_fd
+                policy, child.fileno(), self.cgroup.join if self.cgroup else None, filter_fd
             )
             self.backend = spec.backend
             if spec.seccomp_in_launcher and filter_fd is not None:
@@ -92,21 +154,25 @@ class BoxProcess:
             if workspace is None:
                 self.host_dir = tempfile.mkdtemp(prefix="holdfast-box-")
                 workspace = self.host_dir
-            self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
-            self.popen = launch.spawn(spec, fds, self._stderr.fileno())
+            self.popen = launch.spawn(spec, fds, err_w)
         except BaseException:
             parent.close()
+            self._close_fds()
             self._cleanup_files()
             raise
         finally:
             child.close()
+            os.close(err_w)
             if filter_fd is not None:
                 os.close(filter_fd)
         parent.setblocking(False)
         self._sock = parent
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
-        self._spawn_task(self._read_loop())
+        transport, _ = await loop.create_unix_connection(lambda: _Wire(self), sock=parent)
+        self._transport = transport
+        # Replies wait in host memory only up to this much; past it the host stops reading.
+        transport.set_write_buffer_limits(high=max(2 * policy.max_message_bytes, 1 << 20))
         # In a box's own user namespace RLIMIT_NPROC counts only that box's processes; at the
         # process level it would count every process of the host user, so it is left to the cgroup.
         nproc = policy.max_processes if policy.isolation == "namespace" else None
@@ -118,18 +184,24 @@ class BoxProcess:
             "max_open_files": policy.max_open_files,
             "max_output_bytes": policy.max_output_bytes,
             "max_message_bytes": policy.max_message_bytes,
+            "max_host_bytes": policy.max_host_bytes,
+            "max_depth": policy.max_depth,
             "seccomp": base64.b64encode(program).decode() if program else None,
             "signatures": [[s.name, param_names(s)] for s in self.specs.values()],
             "workspace": workspace,
         }
         code = launch.worker_code()
-        await loop.sock_sendall(parent, len(code).to_bytes(4, "big") + code)
-        await self.send({"op": "init", "config": config})
+        transport.write(len(code).to_bytes(4, "big") + code)
+        self._write({"op": "init", "config": config})
+        timer = loop.call_later(START_TIMEOUT_S, self._start_deadline)
         try:
-            ready = await asyncio.wait_for(self._ready, START_TIMEOUT_S)
-        except (TimeoutError, BoxDied) as exc:
-            self.kill(f"the box did not start: {exc}")
-            raise BoxDied(f"the box did not start: {self.stderr_tail() or exc}") from None
+            ready = await self._ready
+        except BoxDied as exc:
+            self.kill(f"the box did not start: {exc.reason}")
+            await self._wait_exit(0.5)
+            raise BoxDied(f"the box did not start: {self.stderr_tail() or exc.reason}") from None
+        finally:
+            timer.cancel()
         if not ready.get("ok"):
             self.kill("start failed")
             raise BoxDied(f"the box could not apply its limits: {ready.get('error')}")
@@ -141,112 +213,327 @@ class BoxProcess:
                 "the box started without its seccomp filter in force",
                 remedy="check 'holdfast sandbox check', or ask for SandboxPolicy(seccomp=False)",
             )
+        # Every process alive now belongs to the launcher, the box's init or the worker; anything
+        # later was started by user code.
+        self.infrastructure = frozenset(self.processes())
+        if policy.cpu_seconds and self.cgroup is not None and self.cgroup.counts_cpu:
+            self._cpu_timer = loop.call_later(_CPU_CHECK_S, self._watch_cpu)
+
+    def cpu_exhausted(self) -> str | None:
+        """Why the box must die for CPU (its processes together, by its cgroup), or None."""
+        limit = self.policy.cpu_seconds
+        if not limit or self.cgroup is None:
+            return None
+        used = self.cgroup.cpu_seconds()
+        if used is None or used <= limit:
+            return None
+        return (
+            f"the box used {used:.1f} s of CPU, its processes together, over its {limit} s budget"
+        )
+
+    def _watch_cpu(self) -> None:
+        if self.dead is not None:
+            return
+        reason = self.cpu_exhausted()
+        if reason is not None:
+            self.kill(reason)
+            return
+        self._cpu_timer = asyncio.get_running_loop().call_later(_CPU_CHECK_S, self._watch_cpu)
+
+    def _start_deadline(self) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(BoxTimeout(f"no answer within {START_TIMEOUT_S:g} s"))
+
+    # sending -----------------------------------------------------------------------------------
+
+    def send_nowait(self, message: dict[str, Any]) -> None:
+        """Queues one message that expects no reply (``define``), in order with requests."""
+        self._write(message)
+
+    def _write(self, message: dict[str, Any]) -> None:
+        if self.dead is not None or self._transport is None:
+            raise BoxDied(self.dead or "not started")
+        self._transport.write(encode_frame(message, self.policy.max_message_bytes))
+
+    async def _write_with_fds(self, data: bytes, fds: tuple[int, ...]) -> None:
+        """Writes a frame with descriptors attached (SCM_RIGHTS), after what is queued."""
+        assert self._transport is not None and self._sock is not None
+        while self._transport.get_write_buffer_size() and self.dead is None:
+            await asyncio.sleep(0.001)
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        while self.dead is None:
+            try:
+                sent = self._sock.sendmsg([data], anc)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+            except OSError as exc:
+                self.kill(f"the protocol socket failed: {exc}")
+        else:
+            raise BoxDied(self.dead or "closed")
+        if sent < len(data):
+            self._transport.write(data[sent:])
+
+    async def request(
+        self, message: dict[str, Any], timeout: float, fds: tuple[int, ...] = ()
+    ) -> dict[str, Any]:
+        """Sends one request and waits for its reply; past ``timeout`` the box is killed.
+
+        Raises :class:`BoxTimeout` when the deadline passes, :class:`BoxDied` when the box ends or
+        breaks the protocol, ValueError when the request cannot be encoded.
+        """
+        if self.dead is not None or self._transport is None:
+            raise BoxDied(self.dead or "not started")
+        loop = asyncio.get_running_loop()
+        rid = secrets.randbits(52)
+        while rid in self._pending or rid in self._abandoned:
+            rid = secrets.randbits(52)
+        data = encode_frame({**message, "id": rid}, self.policy.max_message_bytes)
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._pending[rid] = fut
+        timer = loop.call_later(timeout, self._deadline, rid, str(message.get("op")), timeout)
+        key = threading.get_ident()
+        _active[key] = _active.get(key, 0) + 1
+        try:
+            if fds:
+                await self._write_with_fds(data, fds)
+            else:
+                self._transport.write(data)
+            while not fut.done() and _active[key] == 1 and self._wait_directly(fut):
+                await asyncio.sleep(0)  # a burst of frames: let the loop breathe, then again
+            return await fut
+        except asyncio.CancelledError:
+            self._abandoned.add(rid)
+            raise
+        finally:
+            _active[key] -= 1
+            timer.cancel()
+            self._pending.pop(rid, None)
+
+    def _wait_directly(self, fut: asyncio.Future[dict[str, Any]]) -> bool:
+        """Reads the box's socket directly until ``fut`` is done, a quiet spell or the burst
+        ends; returns whether it should be tried again (frames kept coming)."""
+        sock = self._sock
+        if sock is None or self._transport is None or self._transport.is_reading() is False:
+            return False
+        clock = time.perf_counter
+        end = clock() + _BURST_S
+        while not fut.done() and self.dead is None:
+            try:
+                ready, _, _ = select.select([sock], [], [], _QUIET_S)
+            except (OSError, ValueError):
+                return False
+            if not ready:
+                return False
+            try:
+                data = sock.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return False
+            if not data:
+                return False  # the transport sees the end of the stream on the loop
+            self._on_data(data)
+            if clock() > end:
+                return not fut.done()
+        return False
+
+    def _deadline(self, rid: int, op: str, timeout: float) -> None:
+        fut = self._pending.get(rid)
+        if fut is None or fut.done():
+            return
+        reason = f"the box did not answer {op!r} within {timeout:g} s"
+        fut.set_exception(BoxTimeout(reason))
+        self.kill(reason)
+
+    # receiving ---------------------------------------------------------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        if self.dead is not None:
+            return
+        try:
+            for body in self._reader.bodies(data):
+                self._on_frame(body)
+                if self.dead is not None:
+                    return
+        except ProtocolViolation as exc:
+            self.kill(f"protocol violation from the box: {exc}")
+        except Exception as exc:  # nothing a box sends may take the reader down
+            self.kill(f"protocol violation from the box: {type(exc).__name__}: {exc}")
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        if self.dead is None:
+            why = f"protocol socket error: {exc}" if exc else "the worker exited"
+            self.kill(why, signal_box=exc is not None)
+
+    def _on_frame(self, body: bytes) -> None:
+        cost = decoded_cost(body)
+        room = self.policy.max_host_bytes - self._held
+        if cost > room:
+            head = CALL_HEADER.match(body)
+            if head is None:
+                raise ProtocolViolation(
+                    f"a frame that could take {cost} bytes to decode exceeds the box's "
+                    f"budget of {self.policy.max_host_bytes} bytes ({self._held} in use)"
+                )
+            self._refuse(
+                int(head.group(1)),
+                f"{head.group(2).decode()}() refused: its arguments could take {cost} bytes of "
+                f"host memory to decode and this box may hold {self.policy.max_host_bytes} bytes "
+                f"at once ({self._held} in use by other calls); send less "
+                "(SandboxPolicy.max_host_bytes)",
+            )
+            return
+        msg = check_box_message(decode_frame(body, self.policy.max_depth))
+        op = msg["op"]
+        if op == "result":
+            rid = msg["id"]
+            fut = self._pending.pop(rid, None)
+            if fut is None:
+                if rid in self._abandoned:
+                    self._abandoned.discard(rid)
+                    return
+                raise ProtocolViolation("a result that matches no request the host sent")
+            if not fut.done():
+                fut.set_result(msg)
+        elif op == "call":
+            cid = msg["call"]
+            if cid in self._calls_in_flight:
+                raise ProtocolViolation(f"host call id {cid} is already in flight")
+            if len(self._calls_in_flight) >= MAX_CALLS_IN_FLIGHT:
+                raise ProtocolViolation(f"more than {MAX_CALLS_IN_FLIGHT} host calls in flight")
+            self._calls_in_flight[cid] = cost
+            self._held += cost
+            self._serve_call(msg)
+        else:  # ready
+            if self._ready is None or self._ready.done():
+                raise ProtocolViolation("unexpected ready message")
+            self._ready.set_result(msg)
+
+    def _flow(self, paused: bool) -> None:
+        """A box that does not read its replies is not read from either, until it catches up."""
+        if self._transport is None or self.dead is not None:
+            return
+        if paused:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
+
+    # host calls --------------------------------------------------------------------------------
+
+    def _serve_call(self, msg: dict[str, Any]) -> None:
+        cid = msg["call"]
+        try:
+            spec = check_call(self.specs, msg["name"], msg["args"], msg["kwargs"])
+        except HostCallRefused as exc:
+            self._refuse(cid, str(exc))
+            return
+        if inspect.iscoroutinefunction(spec.fn):
+            self._spawn_task(self._serve_async(cid, spec, msg))
+            return
+        try:
+            value = spec.fn(*msg["args"], **msg["kwargs"])
+        except Exception as exc:
+            self._refuse(cid, f"{spec.name}() failed: {type(exc).__name__}: {exc}")
+            return
+        if inspect.isawaitable(value):
+            self._spawn_task(self._finish_async(cid, spec, value))
+            return
+        self._reply(cid, spec.name, value)
+
+    async def _serve_async(self, cid: int, spec: HostFunctionSpec, msg: dict[str, Any]) -> None:
+        async with self._calls:
+            try:
+                value = await spec.fn(*msg["args"], **msg["kwargs"])
+            except Exception as exc:
+                self._refuse(cid, f"{spec.name}() failed: {type(exc).__name__}: {exc}")
+                return
+            self._reply(cid, spec.name, value)
+
+    async def _finish_async(self, cid: int, spec: HostFunctionSpec, value: Any) -> None:
+        try:
+            value = await value
+        except Exception as exc:
+            self._refuse(cid, f"{spec.name}() failed: {type(exc).__name__}: {exc}")
+            return
+        self._reply(cid, spec.name, value)
+
+    def _reply(self, cid: int, name: str, value: Any) -> None:
+        try:
+            frame = encode_frame(
+                {"op": "call_result", "call": cid, "ok": True, "value": value},
+                self.policy.max_message_bytes,
+            )
+        except (TypeError, ValueError, RecursionError) as exc:
+            self._refuse(cid, f"{name}() returned a value that cannot be sent back: {exc}")
+            return
+        self._release(cid)
+        if self.dead is None and self._transport is not None:
+            self._transport.write(frame)
+
+    def _refuse(self, cid: int, error: str) -> None:
+        self._release(cid)
+        msg = {"op": "call_result", "call": cid, "ok": False, "error": error[:4000]}
+        with contextlib.suppress(BoxDied, ValueError):
+            self._write(msg)
+
+    def _release(self, cid: int) -> None:
+        self._held -= self._calls_in_flight.pop(cid, 0)
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def send(self, message: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
-        if self.dead is not None or self._sock is None:
-            raise BoxDied(self.dead or "not started")
-        data = encode_frame(message, self.policy.max_message_bytes)
-        loop = asyncio.get_running_loop()
-        async with self._wlock:
-            try:
-                if fds:
-                    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                    while True:
-                        try:
-                            sent = self._sock.sendmsg([data], anc)
-                            break
-                        except BlockingIOError:
-                            await asyncio.sleep(0.001)
-                    data = data[sent:]
-                if data:
-                    await loop.sock_sendall(self._sock, data)
-            except OSError as exc:
-                self.kill(f"the protocol socket failed: {exc}")
-                raise BoxDied(self.dead or str(exc)) from None
+    # processes ---------------------------------------------------------------------------------
 
-    async def request(self, message: dict[str, Any], fds: tuple[int, ...] = ()) -> dict[str, Any]:
-        """Sends one request and waits for the reply with the same id."""
-        self._next_id += 1
-        rid = self._next_id
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
+    def processes(self) -> set[int]:
+        """Host pids of every process of the box (its cgroup, else the launcher's tree)."""
+        pids: set[int] = set()
+        if self.cgroup is not None:
+            pids = self.cgroup.pids()
+            if pids:
+                return pids
+        if self.popen is not None and self.popen.returncode is None:
+            pids |= _descendants(self.popen.pid) | {self.popen.pid}
+        return pids
+
+    def kill_leftovers(self) -> int:
+        """Kills the processes user code started (children, daemons); returns how many."""
+        extra = self.processes() - self.infrastructure
+        for pid in extra:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        return len(extra)
+
+    def _signal_all(self) -> None:
         try:
-            await self.send({**message, "id": rid}, fds)
-            return await fut
-        finally:
-            self._pending.pop(rid, None)
-
-    async def _read_loop(self) -> None:
-        assert self._sock is not None
-        loop = asyncio.get_running_loop()
-        reason = "the worker exited"
-        try:
-            while True:
-                data = await loop.sock_recv(self._sock, 1 << 20)
-                if not data:
-                    break
-                for raw in self._reader.feed(data):
-                    self._dispatch(check_box_message(raw))
-        except ProtocolViolation as exc:
-            reason = f"protocol violation from the box: {exc}"
-        except OSError as exc:
-            reason = f"protocol socket error: {exc}"
-        except asyncio.CancelledError:
-            reason = "shut down"
-        self.kill(reason, signal_box=reason != "the worker exited")
-
-    def _dispatch(self, msg: dict[str, Any]) -> None:
-        op = msg["op"]
-        if op == "ready":
-            if self._ready is None or self._ready.done():
-                raise ProtocolViolation("unexpected ready message")
-            self._ready.set_result(msg)
-        elif op == "result":
-            fut = self._pending.get(msg["id"])
-            if fut is None:
-                raise ProtocolViolation(f"reply to unknown request id {msg['id']}")
-            if not fut.done():
-                fut.set_result(msg)
-        elif op == "call":
-            if len(self._tasks) > MAX_CALLS_IN_FLIGHT:
-                raise ProtocolViolation(f"more than {MAX_CALLS_IN_FLIGHT} host calls in flight")
-            self._spawn_task(self._serve_call(msg))
-
-    async def _serve_call(self, msg: dict[str, Any]) -> None:
-        async with self._calls:
-            reply: dict[str, Any] = {"op": "call_result", "call": msg["call"]}
-            try:
-                value = await run_host_call(self.specs, msg["name"], msg["args"], msg["kwargs"])
-                reply.update(ok=True, value=value)
-            except HostCallRefused as exc:
-                reply.update(ok=False, error=str(exc))
-            try:
-                frame_ok = encode_frame(reply, self.policy.max_message_bytes)
-                del frame_ok
-            except ValueError as exc:
-                reply = {"op": "call_result", "call": msg["call"], "ok": False, "error": str(exc)}
-            with contextlib.suppress(BoxDied):
-                await self.send(reply)
+            victims = self.processes()
+        except Exception:
+            victims = set()
+        if self.popen is not None and self.popen.returncode is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+        for pid in victims:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if self.cgroup is not None:
+            with contextlib.suppress(Exception):
+                self.cgroup.kill_all()
 
     def kill(self, reason: str, signal_box: bool = True) -> None:
-        """Kills the box's whole process group (and cgroup) and fails every waiter. Idempotent.
+        """Kills every process of the box and fails every waiter. Idempotent.
 
         With ``signal_box=False`` (the worker already closed its end) the process is left to exit
         by itself so that :meth:`close` can report its real exit status.
         """
         if self.dead is None:
             self.dead = reason
+        if self._cpu_timer is not None:
+            self._cpu_timer.cancel()
+            self._cpu_timer = None
         if signal_box:
-            if self.popen is not None and self.popen.returncode is None:
-                with contextlib.suppress(OSError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-            if self.cgroup is not None:
-                self.cgroup.kill_all()
+            self._signal_all()
         err = BoxDied(self.dead)
         for fut in list(self._pending.values()):
             if not fut.done():
@@ -262,32 +549,44 @@ class BoxProcess:
             callback(self.dead)
 
     async def close(self, graceful: bool = True) -> int | None:
-        """Stops the process (politely first when ``graceful``), reaps it, frees its resources."""
+        """Kills and reaps every process of the box and frees everything the host held for it.
+
+        Every step runs even when an earlier one fails; nothing here waits without a bound.
+        """
+        code: int | None = None
         if graceful and self.dead is None:
-            with contextlib.suppress(BoxDied, ValueError):
-                await self.send({"op": "shutdown", "id": 0})
-                await asyncio.wait_for(self._wait_exit(), 1.0)
-        if self.dead is not None:
-            await self._wait_exit(0.2)
-        self.kill("shut down")
-        code = await self._wait_exit()
+            with contextlib.suppress(Exception):
+                self._write({"op": "shutdown", "id": 0})
+                code = await self._wait_exit(0.2)
+        if self.dead is not None and code is None:
+            with contextlib.suppress(Exception):
+                code = await self._wait_exit(0.2)
+        with contextlib.suppress(Exception):
+            self.kill("shut down")
+        with contextlib.suppress(Exception):
+            self._signal_all()
+            code = await self._wait_exit(2.0)
+        if code is None and self.popen is not None:
+            with contextlib.suppress(Exception):
+                self._signal_all()
+                code = await self._wait_exit(5.0)
         for task in list(self._tasks):
             task.cancel()
-        if self._sock is not None:
-            self._sock.close()
+        self._close_fds()
         if self.cgroup is not None:
-            for _ in range(100):
-                self.cgroup.kill_all()
-                if self.cgroup.remove():
-                    break
-                await asyncio.sleep(0.01)
+            with contextlib.suppress(Exception):
+                for _ in range(100):
+                    self.cgroup.kill_all()
+                    if self.cgroup.remove():
+                        break
+                    await asyncio.sleep(0.01)
         self._cleanup_files()
         return code
 
     async def _wait_exit(self, timeout: float = 2.0) -> int | None:
         if self.popen is None:
             return None
-        for _ in range(int(timeout / 0.002)):
+        for _ in range(max(1, int(timeout / 0.002))):
             code = self.popen.poll()
             if code is not None:
                 return code
@@ -295,24 +594,61 @@ class BoxProcess:
         return self.popen.poll()
 
     def stderr_tail(self, limit: int = 2000) -> str:
-        if self._stderr is None:
-            return ""
-        try:
-            self._stderr.seek(0)
-            data: bytes = self._stderr.read()
-        except (OSError, ValueError):
-            return ""
-        return data[-limit:].decode("utf-8", "replace").strip()
+        """What the launcher wrote to its standard error (a pipe; the last few KB)."""
+        fd = self._stderr_fd
+        while fd is not None:
+            try:
+                chunk = os.read(fd, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            self._stderr_buf += chunk
+            del self._stderr_buf[:-_STDERR_KEEP]
+        return bytes(self._stderr_buf[-limit:]).decode("utf-8", "replace").strip()
+
+    def _close_fds(self) -> None:
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                self._transport.abort()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        if self._stderr_fd is not None:
+            self.stderr_tail()
+            with contextlib.suppress(OSError):
+                os.close(self._stderr_fd)
+            self._stderr_fd = None
 
     def _cleanup_files(self) -> None:
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
         if self.host_dir is not None:
             import shutil
 
             shutil.rmtree(self.host_dir, ignore_errors=True)
             self.host_dir = None
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, from ``/proc/PID/task/TID/children``."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{current}/task/{tid}/children", "rb") as fh:
+                    kids = [int(x) for x in fh.read().split()]
+            except (OSError, ValueError):
+                continue
+            for kid in kids:
+                if kid not in found:
+                    found.add(kid)
+                    todo.append(kid)
+    return found
 
 
 def _pipe_with(data: bytes) -> int:

@@ -60,6 +60,13 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "clock_settime",
     "adjtimex",
     "personality",
+    # a descriptor of another process, and through it that process's descriptors (bubblewrap's
+    # init holds the launcher's standard error)
+    "pidfd_open",
+    "pidfd_getfd",
+    "pidfd_send_signal",
+    "process_madvise",
+    "kcmp",
 )
 
 _CLONE_NAMESPACE_FLAGS = (

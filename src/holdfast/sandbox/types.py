@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Isolation = Literal["namespace", "process"]
+# How the namespace level is built: bubblewrap when installed, else util-linux unshare as root
+# ("auto"), or one of them by name (a test of the fallback on a machine that has bubblewrap).
+Backend = Literal["auto", "bwrap", "unshare"]
 
 # A host function: called with the JSON-decoded positional and keyword arguments sent from the
 # box; may be sync or async; must return a JSON-safe value (or raise, which the box sees as an
@@ -34,6 +37,19 @@ class SandboxPolicy:
     workspace_mb: int = 1024
     max_output_bytes: int = 64_000
     max_message_bytes: int = 16 * 1024 * 1024
+    # Deadline of every other request to the box (get, set, snapshot, restore, load, start): a
+    # worker that does not answer in time is killed and restarted.
+    request_timeout_s: float = 30.0
+    # What the host holds for one box at once, counted as decoded bytes (estimated from the raw
+    # frame before it is parsed): the frame being decoded plus every host call's arguments in
+    # flight. A host call over it is refused and the box sees why.
+    max_host_bytes: int = 256 * 1024 * 1024
+    max_depth: int = 100
+    # Size of /dev/shm in the box (0: no /dev/shm at all); like /workspace and /tmp, a tmpfs.
+    shm_mb: int = 16
+    # Processes a cell starts are killed when the cell returns, unless this is True.
+    background_processes: bool = False
+    backend: Backend = "auto"
     seccomp: bool = True
     echo_last_expression: bool = True
     # After each cell the box returns its JSON-safe globals (inputs excluded), the state a restart

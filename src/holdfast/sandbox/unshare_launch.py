@@ -22,12 +22,15 @@ _PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 
-# $1 cgroup.procs or "", $2 interpreter prefix, $3 mount point, $4 tmpfs size, $5 hostname; the
-# command to run follows.
+# $1 the cgroup.procs files to join (space-separated, or ""), $2 interpreter prefix, $3 mount point, $4 tmpfs size, $5 hostname,
+# $6 /dev/shm size ("0": none), $7 the /proc files to mask; the command to run follows.
+# The shell stays as pid 1 of the box (root, outside the worker's user namespace, so nothing in
+# the box can signal or trace it) and waits for the worker: it carries unshare's --kill-child
+# parent-death signal, so the whole pid namespace dies with the launcher, which dies with the host.
 _SCRIPT = r"""
 set -e
-cg="$1"; prefix="$2"; root="$3"; size="$4"; host="$5"; shift 5
-if [ -n "$cg" ]; then echo 0 > "$cg"; fi
+cg="$1"; prefix="$2"; root="$3"; size="$4"; host="$5"; shm="$6"; masks="$7"; shift 7
+for f in $cg; do echo 0 > "$f"; done
 hostname "$host" 2>/dev/null || true
 mount -t tmpfs -o size=4m,mode=755,nosuid,nodev rootfs "$root"
 for d in usr lib lib64 lib32 bin sbin; do
@@ -48,13 +51,20 @@ for d in null zero full random urandom tty; do
   : > "$root/dev/$d"; mount --bind "/dev/$d" "$root/dev/$d"
 done
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
+for f in $masks; do mount --bind /dev/null "$root/proc/$f"; done
+if [ "$shm" != 0 ]; then
+  mkdir "$root/dev/shm"
+  mount -t tmpfs -o "size=$shm,mode=1777,nosuid,nodev" shm "$root/dev/shm"
+fi
 mount -t tmpfs -o "size=$size,mode=1777,nosuid,nodev" workspace "$root/workspace"
 mount -t tmpfs -o "size=$size,mode=1777,nosuid,nodev" tmp "$root/tmp"
 mount -o remount,ro,bind "$root"
 cd "$root"
 pivot_root . .old
 umount -l /.old
-exec chroot . "$@"
+set +e
+chroot . "$@"
+exit $?
 """
 
 
@@ -70,6 +80,9 @@ def build_unshare_argv(
     workspace_mb: int,
     cgroup_procs: str | None,
     uid: int,
+    *,
+    shm_mb: int = 16,
+    proc_masks: list[str] | None = None,
 ) -> list[str]:
     """The full command line of a box under ``unshare`` (see the module docstring)."""
     if not unshare_available():
@@ -121,5 +134,7 @@ def build_unshare_argv(
         mnt,
         size,
         "box",
+        f"{shm_mb}m" if shm_mb > 0 else "0",
+        " ".join(proc_masks or []),
         *inner,
     ]

@@ -49,14 +49,17 @@ class Services:
     @classmethod
     def open(cls, settings: ServerSettings, *, harness: Harness | None = None) -> Services:
         from holdfast.config import default_db_path
-        from holdfast.harness import Harness, default_registry, load_signer
+        from holdfast.harness import Harness, configured_signer, default_registry
+        from holdfast.harness.signing import require_signing
         from holdfast.lm.calllog import CallLog
         from holdfast.rlm.store import RLMTraceStore
         from holdfast.store.sqlite import SQLiteDB
 
         home_db = default_db_path(settings.home)
         if harness is None:
-            signer = load_signer(str(settings.sign_key)) if settings.sign_key else None
+            # the key every writer uses: --sign-key, else HOLDFAST_RECEIPT_KEY, else the home's
+            # receipt.key; so the API signs exactly when the CLI and the worker do
+            signer = require_signing(configured_signer(settings.sign_key, home=settings.home))
             harness = Harness.open(
                 settings.database_url or home_db,
                 signer=signer,
