@@ -46,3 +46,23 @@ def test_check_reports_every_feature_as_json() -> None:
     names = {c["name"] for c in report["capabilities"]}
     assert {"bubblewrap", "seccomp", "cgroup", "process level"} <= names
     assert result.exit_code == (0 if report["namespace_ok"] else 1)
+
+
+def test_run_escapes_terminal_control_sequences_from_the_box(tmp_path: Path) -> None:
+    """Clear screen, window title and an OSC 52 clipboard write, on every stream and in the
+    error and the value: printed visibly escaped, never sent to the terminal."""
+    evil = "\x1b[2J\x1b]0;pwned\x07\x1b]52;c;aGVsbG8=\x07\x9b31m"
+    code = (
+        f"import sys\nprint({evil!r})\nprint({evil!r}, file=sys.stderr)\n"
+        f"class Boom(Exception): pass\n"
+        f"v = {evil!r}\nraise Boom({evil!r})\n"
+    )
+    for args in (["run", "-"], ["run", "-", "--json"]):
+        result = CliRunner().invoke(sandbox, args, input=code)
+        assert result.exit_code == 1, result.output
+        for text in (result.output, result.stderr):
+            assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+        assert "pwned" in result.output
+    result = CliRunner().invoke(sandbox, ["run", "-"], input=f"{evil!r}\n")
+    assert result.exit_code == 0
+    assert "\x1b" not in result.output and "pwned" in result.output

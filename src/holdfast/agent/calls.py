@@ -64,6 +64,7 @@ class ModelCalls:
                             tools=tools,
                             max_tokens=max_tokens,
                             timeout=self.settings.call_timeout_s,
+                            metadata={"task_id": ctx.task_id, "kind": "agent_turn"},
                         ),
                     )
                 )

@@ -53,12 +53,16 @@ def model_from_settings(name: str, settings: AgentSettings) -> LM:
     """A model by name with the task's endpoint, call timeout and any price it was given."""
     import os
 
+    from holdfast.config import default_db_path
     from holdfast.lm import get_lm
+    from holdfast.lm.calllog import CallLog
     from holdfast.rlm.pricing import as_price
 
     options: dict[str, Any] = {"timeout": settings.call_timeout_s}
     if name in settings.prices:
         options["price"] = as_price(settings.prices[name])
+    # every turn in `holdfast lm log` of the worker's home, filed under the task id
+    options["call_log"] = CallLog(default_db_path())
     return get_lm(name, base_url=settings.base_url, env=os.environ, **options)
 
 

@@ -179,7 +179,10 @@ class Agent:
             if not completion.tool_calls:
                 idle += 1
                 if idle > settings.max_idle_replies:
-                    raise _out_of_turns(vs, settings, idle=True)
+                    from holdfast.lm.capabilities import no_tool_calls_hint
+
+                    hint = no_tool_calls_hint(calls.lm)
+                    raise _out_of_turns(vs, settings, idle=True, hint=hint)
                 vs.add_user_message(
                     "[Holdfast] Your reply called no tool. Work through tool calls, and call "
                     "finish(result) when the task is done."
@@ -383,7 +386,7 @@ def _flush(
 
 
 def _out_of_turns(
-    vs: VirtualSession, settings: AgentSettings, *, idle: bool = False
+    vs: VirtualSession, settings: AgentSettings, *, idle: bool = False, hint: str = ""
 ) -> BudgetExceeded:
     why = (
         f"the model replied {settings.max_idle_replies + 1} times in a row without calling a tool"
@@ -391,7 +394,7 @@ def _out_of_turns(
         else f"the task used its {settings.max_turns} turns without calling finish"
     )
     return BudgetExceeded(
-        f"{why}; the working set of {vs.id} is kept",
+        f"{why}{hint}; the working set of {vs.id} is kept",
         limit="idle_replies" if idle else "max_turns",
         partial={"vsession": vs.id, "turns": vs.turn, "working_set": vs.working_set.to_dict()},
         trace_id=vs.id,

@@ -16,6 +16,7 @@ import click
 from holdfast.config import default_db_path, default_model, holdfast_home
 from holdfast.display import console as safe_console
 from holdfast.display import styled, text
+from holdfast.errors import HoldfastError
 
 PARTS = ("all", "lm", "rlm", "agent")
 
@@ -88,32 +89,86 @@ def _run(console: Any, model: str | None, part: str, as_json: bool, home: Any) -
     summary: dict[str, Any] = {"home": str(home), "model": model or "scripted"}
     if part in ("all", "lm"):
         console.rule("model access: one call over real HTTP, recorded in the call log")
-        summary["lm"] = _lm_part(console, model)
+        summary["lm"] = _part(console, "lm", lambda: _lm_part(console, model))
     if part in ("all", "rlm"):
         from holdfast.rlm.demo import run_rlm_demo
 
         console.rule("reasoning memory: an RLM job")
-        result = run_rlm_demo(model, console=console)
-        summary["rlm"] = {"status": result.status, "trace_id": result.trace_id}
+
+        def rlm_part() -> dict[str, Any]:
+            result = run_rlm_demo(model, console=console)
+            out: dict[str, Any] = {"status": result.status, "trace_id": result.trace_id}
+            if result.error:
+                out["error"] = result.error.get("message")
+            return out
+
+        summary["rlm"] = _part(console, "rlm", rlm_part)
     if part in ("all", "agent"):
         from holdfast.agent.demo import run_agent_demo
 
         console.rule("the long task: agent, virtual sessions, RLM, memory, approvals, receipts")
         embedder = os.environ.get("HOLDFAST_MEMORY_EMBEDDER") or "local"
-        summary["agent"] = run_agent_demo(model, console=console, embedder=embedder)
-    if as_json:
-        import json
-
-        click.echo(json.dumps(summary, indent=2, default=str))
+        summary["agent"] = _part(
+            console,
+            "agent",
+            lambda: run_agent_demo(model, console=console, embedder=embedder),
+        )
     failed = [
         name
         for name, status in (
+            ("lm", summary.get("lm", {}).get("status", "ok")),
             ("rlm", summary.get("rlm", {}).get("status", "ok")),
             ("agent", summary.get("agent", {}).get("status", "succeeded")),
         )
         if status not in ("ok", "succeeded")
     ]
+    _print_summary(console, summary)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(summary, indent=2, default=str))
     return bool(failed)
+
+
+def _part(console: Any, name: str, run: Any) -> dict[str, Any]:
+    """Run one part of the demo; a part that fails is reported and the next part still runs (a
+    real model may fail the RLM job and still do the agent task)."""
+    try:
+        out: dict[str, Any] = run()
+    except HoldfastError as exc:
+        console.print(text(f"the {name} part failed: {exc.message}", "red"))
+        return {"status": "error", "error": exc.message, "code": exc.code}
+    except Exception as exc:
+        console.print(text(f"the {name} part failed: {type(exc).__name__}: {exc}", "red"))
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def _print_summary(console: Any, summary: dict[str, Any]) -> None:
+    """One line per part that ran: its status and what to look at next."""
+    console.rule("summary")
+    console.print(text(f"model: {summary['model']}"))
+    for name in ("lm", "rlm", "agent"):
+        part = summary.get(name)
+        if part is None:
+            continue
+        status = str(part.get("status", "ok"))
+        line = f"{name}: {status}"
+        if part.get("error"):
+            line += f" ({_first_line(str(part['error']))})"
+        if part.get("call_id"):
+            line += f" · holdfast lm log {part['call_id']}"
+        if part.get("trace_id"):
+            line += f" · holdfast rlm trace {part['trace_id']}"
+        if part.get("task"):
+            line += f" · holdfast receipts verify {part['task']}"
+        good = status in ("ok", "succeeded")
+        console.print(text(line, "green" if good else "yellow"), soft_wrap=True)
+
+
+def _first_line(value: str, width: int = 160) -> str:
+    line = value.strip().splitlines()[0] if value.strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def _lm_part(console: Any, model: str | None) -> dict[str, Any]:
@@ -152,4 +207,4 @@ def _lm_part(console: Any, model: str | None) -> dict[str, Any]:
     console.print(
         text("the exact prompt and reply are in the call log: holdfast lm log --show-prompt")
     )
-    return {"text": completion.text, "call_id": completion.call_id}
+    return {"status": "ok", "text": completion.text, "call_id": completion.call_id}

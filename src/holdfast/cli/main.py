@@ -101,4 +101,5 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":
-    main()
+    # click returns the exit code of a command's Exit when not standalone (as the script does)
+    sys.exit(main())

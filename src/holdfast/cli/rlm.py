@@ -95,11 +95,20 @@ class StopOnSignal:
         self._old.clear()
 
 
-def _lm(name: str, base_url: str | None, direct_http: bool = False) -> Any:
+def _lm(name: str, base_url: str | None, direct_http: bool = False, log: Any = None) -> Any:
     from holdfast.lm import get_lm
 
     options: dict[str, Any] = {"direct_http": True} if direct_http else {}
+    if log is not None:  # every root turn and sub-call in `holdfast lm log`, by trace id
+        options["call_log"] = log
     return get_lm(name, base_url=base_url, **options) if base_url else get_lm(name, **options)
+
+
+def _call_log(enabled: bool) -> Any:
+    from holdfast.config import default_db_path
+    from holdfast.lm.calllog import CallLog
+
+    return CallLog(default_db_path()) if enabled else None
 
 
 class _Progress:
@@ -209,6 +218,9 @@ def rlm() -> None:
     show_default=True,
 )
 @click.option("--show-prompt", is_flag=True, help="Print the exact first messages and exit.")
+@click.option(
+    "--no-log", "no_log", is_flag=True, help="Do not record the model calls in the call log."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress.")
 def ask(
@@ -237,6 +249,7 @@ def ask(
     concurrency: int,
     isolation: str,
     show_prompt: bool,
+    no_log: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -252,9 +265,10 @@ def ask(
     if max_usd is not None and not 0 < max_usd < float("inf"):
         raise UserError(f"--max-usd must be a positive number, got {max_usd}")
     named = _parse_inputs(inputs)
+    log = _call_log(not show_prompt and not no_log)
     engine = RLM(
-        _lm(model, base_url, direct_http),
-        _lm(sub_model, base_url, direct_http) if sub_model else None,
+        _lm(model, base_url, direct_http, log),
+        _lm(sub_model, base_url, direct_http, log) if sub_model else None,
         sandbox=SandboxPolicy(isolation=isolation, cell_timeout_s=cell_timeout),  # type: ignore[arg-type]
         budget=Budget(
             max_iterations=max_iterations,

@@ -11,6 +11,7 @@ non-idempotent one parks the task for a person to review. Step boundaries are wh
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,8 +33,16 @@ from holdfast.harness.rows import (
 )
 from holdfast.harness.spec import TaskSpec
 from holdfast.harness.store import SQLHarnessStore
+from holdfast.harness.verify import (
+    ChainFollower,
+    ReceiptsBroken,
+    StepRecord,
+    TaskRecord,
+    verify_task,
+)
 
 T = TypeVar("T")
+log = logging.getLogger("holdfast.harness.context")
 
 RESERVED_KINDS = frozenset(
     {
@@ -50,6 +59,8 @@ RESERVED_KINDS = frozenset(
         "steer",
         "steering_delivered",
         "steering_applied",
+        "steering_refused",
+        "approval_refused",
         "paused",
         "released",
         "lease_expired",
@@ -120,6 +131,14 @@ class StepContext:
         self._steer_flag.set()
         self._lost = threading.Event()
         self._store_retry_s = store_retry_s
+        self._follower = ChainFollower(task.id, getattr(store.sealer, "signer", None))
+        self._follow_lock = threading.Lock()
+        self._refused: dict[int, str] = {}
+        self._head: tuple[int, str] | None = None  # the last receipt this worker wrote
+        self._usage_lock = threading.Lock()
+        forget = getattr(store.sealer, "forget", None)
+        if forget is not None:
+            forget()
 
     # -- read-only views -------------------------------------------------------------------
 
@@ -346,14 +365,19 @@ class StepContext:
             body = canonical_json(state)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"checkpoint state must be JSON: {exc}") from exc
-        self._call(
-            self.store.checkpoint,
-            self.task_id,
-            self.token,
-            state,
-            self.budget.used(),
-            Draft("checkpoint", {"state_sha256": hashlib.sha256(body.encode()).hexdigest()}),
-        )
+        with self._usage_lock:
+            used = self.budget.used()
+            self._call(
+                self.store.checkpoint,
+                self.task_id,
+                self.token,
+                state,
+                used,
+                Draft(
+                    "checkpoint",
+                    {"state_sha256": hashlib.sha256(body.encode()).hexdigest(), "usage": used},
+                ),
+            )
         self.state = state
         self.boundary()
 
@@ -373,7 +397,7 @@ class StepContext:
         self.boundary()
         rows = [
             r
-            for r in self._call(self.store.pending_steering, [self.task_id])
+            for r in self._trusted_steering(self._call(self.store.pending_steering, [self.task_id]))
             if r.kind == "message"
         ]
         if not rows:
@@ -405,11 +429,17 @@ class StepContext:
         now = time.monotonic()
         if now - self._saved_usage_at < save_every_s:
             return
+        # Not while a checkpoint is being written: its receipt records the usage, and a stale
+        # figure saved after it would read as spending reset (skipped, the next write saves).
+        if not self._usage_lock.acquire(blocking=False):
+            return
         self._saved_usage_at = now
         try:
             self.store.save_usage(self.task_id, self.token, self.budget.used())
         except Exception:  # the store may be down or the lease gone: the next write decides
             pass
+        finally:
+            self._usage_lock.release()
 
     def stop_here(self) -> NoReturn:
         """Raise what ``ctx.cancel`` fired for, after work in flight was cut off by it.
@@ -433,7 +463,8 @@ class StepContext:
             raise LeaseLost(f"the lease on task {self.task_id} was lost", task_id=self.task_id)
         if self._steer_flag.is_set():
             self._steer_flag.clear()
-            for r in self._call(self.store.pending_steering, [self.task_id]):
+            pending = self._call(self.store.pending_steering, [self.task_id])
+            for r in self._trusted_steering(pending):
                 if r.kind == "stop":
                     self.cancel.cancel("stop requested")
                     raise TaskInterrupt("stop", r)
@@ -452,10 +483,81 @@ class StepContext:
 
     # -- used by the worker ----------------------------------------------------------------
 
-    def notify_steering(self, kind: str | None = None) -> None:
-        """Steering arrived for this task: a stop or pause also cuts off work in flight."""
+    def check_receipts(self) -> None:
+        """Verify the task as stored before acting on it: its receipt chain (signed, when this
+        worker has a key), its spec against the submission receipt, its checkpoint and steps.
+
+        Raises :class:`ReceiptsBroken` when they do not verify: someone changed what the task
+        is to do (its spec, its state, a step's recorded result) without the key, and the task
+        must not run on it. The verified chain is kept and followed as it grows, so steering
+        and approvals are acted on only when a receipt sent them.
+        """
+        with self._follow_lock:
+            if self._follower.count:
+                return
+            with self.store.chain_snapshot(self.task_id) as snap:
+                result = verify_task(
+                    TaskRecord.from_row(snap.task),
+                    snap.receipts(),
+                    [StepRecord.from_row(s) for s in snap.steps],
+                    signer=self._follower.signer,
+                    follower=self._follower,
+                )
+        if not result.ok:
+            where = f"receipt {result.bad_seq}: " if result.bad_seq is not None else ""
+            raise ReceiptsBroken(
+                f"refusing to run task {self.task_id}: its stored record does not match its "
+                f"receipts ({where}{result.reason}); inspect it with: holdfast receipts verify "
+                f"{self.task_id}",
+                task_id=self.task_id,
+                bad_seq=result.bad_seq,
+                reason=result.reason,
+            )
+
+    def _follow(self) -> None:
+        """Check the receipts appended since the chain was last read (caller holds the lock)."""
+        if self._follower.broken is None:
+            rows = self.store.receipts(self.task_id, after_seq=self._follower.count)
+            self._follower.feed(rows)
+
+    def steering_refusal(self, row: SteeringRow) -> str | None:
+        """Why ``row`` must not be acted on (no receipt sent it), or None when one did."""
+        with self._follow_lock:
+            if row.id in self._refused:
+                return self._refused[row.id]
+            why = self._follower.steering_sent(row.id, row.kind, row.message)
+            if why is not None:
+                self._follow()  # the steer receipt commits with its row: read what is new
+                why = self._follower.steering_sent(row.id, row.kind, row.message)
+            if why is not None:
+                self._refused[row.id] = why
+            return why
+
+    def _trusted_steering(self, rows: list[SteeringRow]) -> list[SteeringRow]:
+        """The rows a receipt sent; each other one is refused once, with a receipt."""
+        good: list[SteeringRow] = []
+        for r in rows:
+            why = self.steering_refusal(r)
+            if why is None:
+                good.append(r)
+                continue
+            log.warning("task %s: ignoring steering %s (%s): %s", self.task_id, r.id, r.kind, why)
+            self._call(
+                self.store.consume_steering,
+                self.task_id,
+                self.token,
+                [r],
+                [Draft("steering_refused", {"id": r.id, "kind": r.kind, "reason": why})],
+            )
+        return good
+
+    def notify_steering(self, kind: str | None = None, row: SteeringRow | None = None) -> None:
+        """Steering arrived for this task: a stop or pause also cuts off work in flight (when
+        ``row`` is given, only if a receipt sent it)."""
         self._steer_flag.set()
         if kind in ("stop", "pause"):
+            if row is not None and self.steering_refusal(row) is not None:
+                return  # refused (with a receipt) at the next boundary
             self.cancel.cancel(f"{kind} requested")
 
     def lose_lease(self) -> None:
@@ -466,11 +568,27 @@ class StepContext:
         def draft(row: ApprovalRow, expired: bool) -> Draft:
             return Draft(
                 "approval_used",
-                {"decision": row.decision, "by": row.decided_by, "expired": expired},
+                {
+                    "decision": row.decision,
+                    "by": row.decided_by,
+                    "expired": expired,
+                    "approval_id": row.id,
+                },
                 step=step,
             )
 
-        return self._call(self.store.take_decision, self.task_id, self.token, step, draft)
+        def refuse(row: ApprovalRow) -> Draft | None:
+            why = self._follower.decision_given(
+                row.id, step, row.decision, row.decided_by, row.expires_at
+            )
+            if why is None:
+                return None
+            log.warning("task %s: ignoring decision %s on %s: %s", self.task_id, row.id, step, why)
+            return Draft("approval_refused", {"approval_id": row.id, "reason": why}, step=step)
+
+        with self._follow_lock:
+            self._call(self._follow)
+        return self._call(self.store.take_decision, self.task_id, self.token, step, draft, refuse)
 
     def _park(self, step: str, purpose: str, request: dict[str, Any]) -> NoReturn:
         self._call(
@@ -486,12 +604,21 @@ class StepContext:
         raise TaskInterrupt("parked", reason=request["message"])
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a store call, waiting out a store outage for up to ``store_retry_s``."""
+        """Run a store call, waiting out a store outage for up to ``store_retry_s``.
+
+        After an outage (a lost connection, a restarted server) the store must still hold the
+        last receipt this worker wrote before it carries on: a server that crashed may have lost
+        writes it had acknowledged (PostgreSQL with ``synchronous_commit=off``, a restored
+        backup), and acting on in-memory state the store no longer has would fork the task.
+        """
         deadline = time.monotonic() + self._store_retry_s
         delay = 0.05
+        outage = False
         while True:
             try:
-                return fn(*args, **kwargs)
+                if outage:
+                    self._recheck_head()
+                result = fn(*args, **kwargs)
             except RetryableFailure:
                 if (
                     time.monotonic() + delay > deadline
@@ -499,8 +626,31 @@ class StepContext:
                     or self._draining.is_set()
                 ):
                     raise
+                outage = True
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+                continue
+            last = getattr(self.store.sealer, "last_sealed", None)
+            head = last(self.task_id) if last is not None else None
+            if head is not None and (self._head is None or head[0] > self._head[0]):
+                self._head = head
+            return result
+
+    def _recheck_head(self) -> None:
+        """Raise :class:`LeaseLost` when the store no longer holds this worker's last receipt."""
+        if self._head is None:
+            return
+        seq, digest = self._head
+        rows = self.store.receipts(self.task_id, after_seq=seq - 1, limit=1)
+        if rows and rows[0].seq == seq and rows[0].hash == digest:
+            return
+        self.lose_lease()
+        raise LeaseLost(
+            f"the store no longer holds receipt {seq} of task {self.task_id}, which this worker "
+            "wrote before the store went away (the server lost committed writes); giving the "
+            "task up so it resumes from what the store kept",
+            task_id=self.task_id,
+        )
 
 
 def _with(row: StepRow, **changes: Any) -> StepRow:

@@ -26,7 +26,14 @@ from holdfast.harness.rows import (
     dumps,
     loads,
 )
-from holdfast.harness.store_core import Row, SQLHarnessCore, _opt
+from holdfast.harness.store_core import (
+    STEERING_CHANNEL,
+    TASKS_CHANNEL,
+    Row,
+    SQLHarnessCore,
+    _opt,
+    wake_payload,
+)
 
 __all__ = ["ChainSnapshot", "Row", "SQLHarnessStore"]
 
@@ -273,6 +280,7 @@ class SQLHarnessStore(SQLHarnessCore):
                 "WHERE id = ?",
                 (decision, by, now + ttl_s, pending[0]["id"]),
             )
+            draft = _naming(draft, "approval_id", int(pending[0]["id"]))
             self._run(
                 h,
                 "UPDATE harness_tasks SET status = 'queued', waiting = NULL, run_after = 0, "
@@ -280,16 +288,22 @@ class SQLHarnessStore(SQLHarnessCore):
                 (now, task_id),
             )
             self._append(h, task_id, draft, now)
-            self._notify(h, "holdfast_tasks", task_id)
+            self._notify(h, TASKS_CHANNEL, wake_payload(task["queue"], task["kind"]))
             row = self._rows(
                 h, "SELECT * FROM harness_approvals WHERE id = ?", (pending[0]["id"],)
             )[0]
             return _to_approval(row)
 
     def take_decision(
-        self, task_id: str, token: str, step: str, draft_for: Callable[[ApprovalRow, bool], Draft]
+        self,
+        task_id: str,
+        token: str,
+        step: str,
+        draft_for: Callable[[ApprovalRow, bool], Draft],
+        refuse: Callable[[ApprovalRow], Draft | None] | None = None,
     ) -> ApprovalRow | None:
-        """Consume the newest unused decision on ``step``; None if there is none or it expired."""
+        """Consume the newest unused decision on ``step``; None if there is none, it expired, or
+        ``refuse`` gave a receipt refusing it (a decision no approval receipt gave)."""
         with self._tx() as h:
             self._fenced(h, task_id, token)
             now = self._now(h)
@@ -302,6 +316,13 @@ class SQLHarnessStore(SQLHarnessCore):
             if not rows:
                 return None
             row = _to_approval(rows[0])
+            refusal = refuse(row) if refuse is not None else None
+            if refusal is not None:
+                self._run(
+                    h, "UPDATE harness_approvals SET consumed_at = ? WHERE id = ?", (now, row.id)
+                )
+                self._append(h, task_id, refusal, now)
+                return None
             expired = row.expires_at is not None and row.expires_at < now
             self._run(h, "UPDATE harness_approvals SET consumed_at = ? WHERE id = ?", (now, row.id))
             self._append(h, task_id, draft_for(row, expired), now)
@@ -338,7 +359,7 @@ class SQLHarnessStore(SQLHarnessCore):
             elif kind == "resume":
                 if status == "paused":
                     self._set_status(h, task_id, "queued", now)
-                    self._notify(h, "holdfast_tasks", task_id)
+                    self._notify(h, TASKS_CHANNEL, wake_payload(task["queue"], task["kind"]))
                     outcome = "applied"
                 elif status == "running" and self._count(
                     h,
@@ -350,13 +371,15 @@ class SQLHarnessStore(SQLHarnessCore):
                 else:
                     raise TaskStateError(f"task {task_id} is {status}, not paused")
             if outcome == "queued":
-                self._run(
+                sid = self._rows(
                     h,
                     "INSERT INTO harness_steering (task_id, kind, message, created_at) "
-                    "VALUES (?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?) RETURNING id",
                     (task_id, kind, message, now),
-                )
-                self._notify(h, "holdfast_steering", task_id)
+                )[0]["id"]
+                # the receipt names the row, so a worker acts only on steering a receipt sent
+                draft = _naming(draft, "steering_id", int(sid))
+                self._notify(h, STEERING_CHANNEL, task_id)
             self._append(h, task_id, draft, now)
             return outcome
 
@@ -402,6 +425,10 @@ class SQLHarnessStore(SQLHarnessCore):
                     self._append(h, task_id, draft, now)
                     taken.append(row)
         return taken
+
+
+def _naming(draft: Draft, key: str, row_id: int) -> Draft:
+    return Draft(draft.kind, {**draft.payload, key: row_id}, draft.step, draft.actor)
 
 
 def _to_approval(r: Row) -> ApprovalRow:

@@ -9,7 +9,10 @@ signature over a head-only message) must name the last receipt. Then the task ro
 say what the chain says: the final status, the stored result and error (committed in the
 terminal receipt), the checkpoint state (its SHA-256 in the last ``checkpoint`` receipt), the spec
 (its SHA-256 in ``submitted``), and every step's status, tool and result (a step row with no
-receipt, or a receipted step with no row, is tampering: a resumed task would replay it).
+receipt, or a receipted step with no row, is tampering: a resumed task would replay it). Every
+steering command and approval decision a worker acted on must have been sent by a receipt (else
+it was injected), and a task is only leased from ``queued``.
+:class:`ChainFollower` lets a worker keep checking a chain as it grows.
 
 An :class:`Anchor` is a chain head exported outside the database (``holdfast receipts export``),
 signed when a key is configured; verifying against it also catches what no check inside the
@@ -28,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from holdfast.errors import InvalidInput
+from holdfast.errors import InvalidInput, RuntimeFailure
 from holdfast.harness.receipts import (
     GENESIS,
     canonical_json,
@@ -59,10 +62,14 @@ class TaskRecord:
     head_seq: Any
     head_hash: Any
     head_sig: Any
+    kind: Any = None
+    usage: Any = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> TaskRecord:
         return cls(
+            kind=row.get("kind"),
+            usage=row.get("usage"),
             id=row["id"],
             status=row["status"],
             spec=row["spec"],
@@ -235,6 +242,25 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+class ReceiptsBroken(RuntimeFailure):
+    """A task's receipts do not verify, so a worker refuses to act on what is stored for it."""
+
+    code = "receipts_broken"
+
+
+@dataclass
+class _Sent:
+    """A steering command or an approval decision as its receipt recorded it."""
+
+    kind: str
+    text: Any
+    seq: int
+    step: Any = None
+    by: Any = None
+    expires: float | None = None
+    used: bool = False
+
+
 @dataclass
 class _StepFacts:
     state: str
@@ -259,6 +285,14 @@ class _Chain:
         self.steps: dict[str, _StepFacts] = {}
         self.want = {a.seq for a in anchors}
         self.seen: dict[int, str] = {}
+        self.kind: Any = None
+        self.usage: tuple[int, dict[str, Any]] | None = None
+        # steering and decisions by the row id their receipt names (None: written before
+        # receipts named it; matched by content, oldest first)
+        self.steers: dict[Any, _Sent] = {}
+        self.old_steers: list[_Sent] = []
+        self.decisions: dict[Any, _Sent] = {}
+        self.old_decisions: list[_Sent] = []
 
     def feed(self, r: ReceiptRow) -> None:
         expected = self.count + 1
@@ -288,10 +322,11 @@ class _Chain:
             raise _Broken(1, f"receipt 1 is {data['kind']!r}, not the task's submission")
         if self.signer is not None:
             sig = r.sig
+            what = f"receipt {seq} ({_describe(data)})"
             if sig is None:
-                raise _Broken(seq, f"receipt {seq} is not signed")
+                raise _Broken(seq, f"{what} is not signed: it was written without the key")
             if not isinstance(sig, str) or not self.signer.verify(digest, sig):
-                raise _Broken(seq, f"receipt {seq} has an invalid signature")
+                raise _Broken(seq, f"{what} has an invalid signature")
             self.signed += 1
         self._note(seq, data)
         if seq in self.want:
@@ -339,9 +374,17 @@ class _Chain:
 
     def _note(self, seq: int, data: dict[str, Any]) -> None:
         kind, payload, step = data["kind"], data["payload"], data["step"]
+        if isinstance(payload.get("usage"), dict) and data["actor"] == "harness":
+            self.usage = (seq, payload["usage"])
         was_terminal = self.status in TERMINAL_STATUSES
         if was_terminal and data["status"] != self.status:
             raise _Broken(seq, f"receipt {seq} changes the status of a task that had ended")
+        if kind == "leased" and self.status != "queued":
+            raise _Broken(
+                seq,
+                f"receipt {seq} leases the task while receipt {seq - 1} left it {self.status!r}: "
+                "its status was changed without a receipt",
+            )
         self.status = data["status"]
         if self.status in TERMINAL_STATUSES and not was_terminal:
             self.terminal = (seq, payload)
@@ -349,8 +392,11 @@ class _Chain:
             if seq != 1:
                 raise _Broken(seq, f"receipt {seq} is a second submission")
             self.spec_sha256 = payload.get("spec_sha256")
+            self.kind = payload.get("kind")
         elif kind == "checkpoint":
             self.checkpoint = (seq, payload.get("state_sha256"))
+        else:
+            self._note_command(seq, kind, payload, step, data["ts"])
         if step is None:
             return
         state = _step_state(kind, payload)
@@ -364,6 +410,90 @@ class _Chain:
         facts.state, facts.seq = state, seq
         if state == "done":
             facts.result_sha256 = payload.get("result_sha256")
+
+    def _note_command(
+        self, seq: int, kind: str, payload: dict[str, Any], step: Any, ts: float
+    ) -> None:
+        """Steering and approvals: each one a worker acted on must have been sent by a receipt
+        (a row written straight into the database is injected, and a worker refuses it)."""
+        if kind == "steer":
+            sent = _Sent(str(payload.get("kind")), payload.get("message"), seq, by=None)
+            sid = payload.get("steering_id")
+            if sid is None:
+                self.old_steers.append(sent)
+            else:
+                self.steers[sid] = sent
+        elif kind == "approval":
+            ttl: Any = payload.get("ttl_s")
+            sent = _Sent(
+                str(payload.get("decision")),
+                None,
+                seq,
+                step=step,
+                by=payload.get("by"),
+                expires=ts + float(ttl) if _is_number(ttl) else None,
+            )
+            aid = payload.get("approval_id")
+            if aid is None:
+                self.old_decisions.append(sent)
+            else:
+                self.decisions[aid] = sent
+        elif kind == "steering_delivered":
+            self._use_steer(seq, payload.get("id"), "message", payload.get("message"))
+        elif kind in ("paused", "cancelled") and payload.get("steering_id") is not None:
+            wanted = "pause" if kind == "paused" else "stop"
+            self._use_steer(seq, payload.get("steering_id"), wanted, None)
+        elif kind == "approval_used":
+            self._use_decision(seq, payload, step)
+
+    def _use_steer(self, seq: int, sid: Any, kind: str, message: Any) -> None:
+        sent = self.steers.get(sid) if _is_int(sid) else None
+        if sent is None:
+            sent = next(
+                (
+                    s
+                    for s in self.old_steers
+                    if not s.used and s.kind == kind and (message is None or s.text == message)
+                ),
+                None,
+            )
+        if sent is None or sent.kind != kind or (message is not None and sent.text != message):
+            raise _Broken(
+                seq,
+                f"receipt {seq} acts on steering {sid!r} ({kind}) that no steer receipt sent: "
+                "injected steering",
+            )
+        if sent.used:
+            raise _Broken(seq, f"receipt {seq} acts on steering {sid!r} a second time")
+        sent.used = True
+
+    def _use_decision(self, seq: int, payload: dict[str, Any], step: Any) -> None:
+        aid, decision = payload.get("approval_id"), payload.get("decision")
+        sent = self.decisions.get(aid) if _is_int(aid) else None
+        if sent is None and aid is None:
+            sent = next(
+                (
+                    s
+                    for s in self.old_decisions
+                    if not s.used and s.step == step and s.kind == decision
+                ),
+                None,
+            )
+        if sent is None or sent.used or sent.step != step or sent.kind != decision:
+            raise _Broken(
+                seq,
+                f"receipt {seq} uses a decision ({decision!r} on step {step!r}) that no approval "
+                "receipt gave: injected approval",
+            )
+        sent.used = True
+
+
+def _describe(data: dict[str, Any]) -> str:
+    """A receipt in a few words, for messages: its kind and who wrote it."""
+    what = f"{data['kind']!r}"
+    if data["step"] is not None:
+        what += f" of step {data['step']!r}"
+    return f"{what} by {data['actor']!r}"
 
 
 def _step_state(kind: str, payload: dict[str, Any]) -> str | None:
@@ -510,10 +640,20 @@ def verify_task(
     signer: Signer | None = None,
     require_signatures: bool = False,
     anchors: Sequence[Anchor] = (),
+    follower: ChainFollower | None = None,
 ) -> VerifyResult:
-    """Check a task's chain, head and anchors, then its row and steps against the chain."""
+    """Check a task's chain, head and anchors, then its row and steps against the chain.
+
+    ``follower`` (a fresh one, for the same task and key) keeps the verified chain so a worker
+    can go on checking the receipts appended after this snapshot."""
     _need_signer(signer, require_signatures)
-    chain = _Chain(task.id, signer, anchors)
+    if follower is not None:
+        if follower.count or follower.task_id != task.id or follower.signer is not signer:
+            raise ValueError("verify_task needs a fresh follower of the same task and key")
+        chain = follower._chain
+        chain.want = {a.seq for a in anchors}
+    else:
+        chain = _Chain(task.id, signer, anchors)
     try:
         _consume(chain, receipts)
         _check_head(chain, task.head_seq, task.head_hash, task.head_sig, check_head_sig=True)
@@ -525,12 +665,72 @@ def verify_task(
     return _result(chain, None, len(anchors))
 
 
+class ChainFollower:
+    """One task's chain as a worker sees it: verified once from a snapshot (see
+    :func:`verify_task`), then followed receipt by receipt as it grows, so that steering and
+    approval rows can be checked against the (signed) receipts that sent them."""
+
+    def __init__(self, task_id: str, signer: Signer | None) -> None:
+        self.task_id = task_id
+        self.signer = signer
+        self._chain = _Chain(task_id, signer, ())
+        self.broken: str | None = None
+
+    @property
+    def count(self) -> int:
+        return self._chain.count
+
+    def feed(self, receipts: Iterable[ReceiptRow]) -> str | None:
+        """Check receipts that continue the chain; the reason it broke (for good), or None."""
+        if self.broken is None:
+            try:
+                for r in receipts:
+                    self._chain.feed(r)
+            except _Broken as exc:
+                self.broken = exc.reason
+        return self.broken
+
+    def steering_sent(self, steering_id: int, kind: str, message: str) -> str | None:
+        """Why the steering row ``steering_id`` was not sent by a receipt (None: it was)."""
+        if self.broken is not None:
+            return f"the task's receipts do not verify: {self.broken}"
+        sent = self._chain.steers.get(steering_id)
+        if sent is None:
+            return f"no steer receipt sent steering {steering_id}: it was written into the store"
+        if sent.kind != kind or (kind == "message" and sent.text != message):
+            return f"steering {steering_id} differs from its steer receipt ({sent.seq})"
+        if sent.used:
+            return f"steering {steering_id} was already acted on (receipt {sent.seq})"
+        return None
+
+    def decision_given(
+        self, approval_id: int, step: str, decision: Any, by: Any, expires_at: Any
+    ) -> str | None:
+        """Why the decision row ``approval_id`` was not given by a receipt (None: it was)."""
+        if self.broken is not None:
+            return f"the task's receipts do not verify: {self.broken}"
+        sent = self._chain.decisions.get(approval_id)
+        if sent is None:
+            return f"no approval receipt gave decision {approval_id}: it was written into the store"
+        if sent.step != step or sent.kind != decision or sent.by != by:
+            return f"decision {approval_id} differs from its approval receipt ({sent.seq})"
+        if sent.expires is not None and (
+            not _is_number(expires_at) or expires_at > sent.expires + 0.001
+        ):
+            return f"decision {approval_id} has a later expiry than its receipt ({sent.seq}) gave"
+        if sent.used:
+            return f"decision {approval_id} was already used"
+        return None
+
+
 def _check_row(chain: _Chain, task: TaskRecord) -> None:
     last = chain.count
     if task.status != chain.status:
         raise _Broken(
             last, f"the task's status is {task.status!r} but receipt {last} says {chain.status!r}"
         )
+    if task.kind is not None and chain.kind is not None and task.kind != chain.kind:
+        raise _Broken(1, "the task's stored kind does not match its submission receipt (1)")
     spec = _loads_column(task.spec, "spec", 1)
     if chain.spec_sha256 != _sha(spec, "spec", 1):
         raise _Broken(1, "the task's stored spec does not match its submission receipt (1)")
@@ -548,6 +748,8 @@ def _check_row(chain: _Chain, task: TaskRecord) -> None:
             raise _Broken(seq, f"the task's stored result does not match receipt {seq}")
         if _sha(error, "error", seq) != _sha(payload.get("error"), "error", seq):
             raise _Broken(seq, f"the task's stored error does not match receipt {seq}")
+    if chain.usage is not None and task.usage is not None:
+        _check_usage(chain.usage, _loads_column(task.usage, "usage", chain.usage[0]))
     state = _loads_column(task.checkpoint, "checkpoint", None)
     if chain.checkpoint is None:
         if state is not None:
@@ -555,6 +757,22 @@ def _check_row(chain: _Chain, task: TaskRecord) -> None:
     elif chain.checkpoint[1] != _sha(state, "checkpoint", chain.checkpoint[0]):
         seq = chain.checkpoint[0]
         raise _Broken(seq, f"the task's checkpoint state does not match receipt {seq}")
+
+
+def _check_usage(receipted: tuple[int, dict[str, Any]], stored: Any) -> None:
+    """Spending only grows: the stored usage must be at least what the last receipt recorded
+    (a reset would give the task its budget again)."""
+    seq, then = receipted
+    for name, value in sorted(then.items()):
+        if not _is_number(value):
+            continue
+        now = stored.get(name) if isinstance(stored, dict) else None
+        if not _is_number(now) or now < value - 1e-6:
+            raise _Broken(
+                seq,
+                f"the task's stored usage ({name}={now!r}) is below what receipt {seq} recorded "
+                f"({value!r}): its spending was reset",
+            )
 
 
 def _check_steps(chain: _Chain, steps: Iterable[StepRecord]) -> None:

@@ -18,6 +18,7 @@ from holdfast.lm.errors import (
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+    ToolsUnsupported,
     UnknownProvider,
 )
 from holdfast.lm.factory import get_lm, resolve_endpoint
@@ -77,6 +78,7 @@ __all__ = [
     "TextDelta",
     "ToolCall",
     "ToolCallDelta",
+    "ToolsUnsupported",
     "UnknownProvider",
     "Usage",
     "apply_stop",

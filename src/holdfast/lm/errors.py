@@ -78,6 +78,13 @@ class ContextOverflow(ProviderRejected):
         self.context_window = context_window
 
 
+class ToolsUnsupported(ProviderRejected):
+    """The server refused a request that offers tools: the model's chat template (or the server's
+    configuration) has no tool support. Not retried; the message says what to change."""
+
+    code = "tools_unsupported"
+
+
 class ProviderAuthError(ConfigError):
     """The provider refused the credentials (HTTP 401, 403): not retried."""
 

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from holdfast.lm._portal import LoopThread
 from holdfast.lm.base import BaseLM, CallParams, T, attempt_estimate
+from holdfast.lm.capabilities import is_tools_unsupported, is_unparsed_output
 from holdfast.lm.errors import (
     ContextOverflow,
+    MalformedResponse,
     MissingAPIKey,
     ProviderAuthError,
     ProviderRejected,
@@ -27,6 +29,7 @@ from holdfast.lm.errors import (
     ProviderUnavailable,
     RateLimited,
     StreamError,
+    ToolsUnsupported,
     excerpt,
     is_context_overflow,
     overflow_figures,
@@ -45,6 +48,30 @@ if TYPE_CHECKING:
 
 
 KEYLESS = "not-needed"
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` points at this machine (127.0.0.0/8, ::1, localhost).
+
+    A model server on loopback (llama.cpp, vLLM, Ollama, LM Studio started by the user) needs no
+    API key whatever the provider prefix says, so ``OPENAI_BASE_URL=http://127.0.0.1:8000/v1``
+    with ``openai:<model>`` works without ``OPENAI_API_KEY``.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class StreamEvents(Protocol):
@@ -89,10 +116,11 @@ class OpenAICompatLM(BaseLM):
         if price is _UNSET:
             price = prices.lookup(self.spec.name, self.model_id)
         super().__init__(model, price=price, call_log=call_log, base_url=url)
-        if not api_key and self.spec.needs_key:
+        if not api_key and self.spec.needs_key and not is_loopback(url):
             raise MissingAPIKey(
-                f"{self.spec.name} needs an API key for {model}: set {self.spec.key_env} "
-                "(get_lm and the command line read it from the environment) or pass api_key=...",
+                f"{self.spec.name} needs an API key for {model} at {url}: set "
+                f"{self.spec.key_env} (get_lm and the command line read it from the environment) "
+                "or pass api_key=...; a server on this machine (a loopback base URL) needs none",
                 env_var=self.spec.key_env,
             )
         self.api_key = api_key or KEYLESS
@@ -330,7 +358,18 @@ class OpenAICompatLM(BaseLM):
         if reply is not None:
             status, headers, text = reply
             body = excerpt(text)
-            if not should_retry_status(status):
+            if is_unparsed_output(status, text):
+                # each retry is a whole new generation (minutes on a slow local server)
+                raise MalformedResponse(
+                    f"{url} could not parse the model's output in its chat format (HTTP "
+                    f"{status}); a model too weak for the tool-call format produces this",
+                    body=text,
+                    url=url,
+                    status=status,
+                    attempts=attempt,
+                ) from None
+            if not should_retry_status(status) or is_tools_unsupported(status, text):
+                # llama.cpp refuses tools with HTTP 500: no retry can change its template
                 raise self._rejected(status, body, attempt, full_text=text) from None
             retry_after = parse_retry_after(headers)
             if retry_after is not None and retry_after > policy.max_retry_after:
@@ -382,6 +421,16 @@ class OpenAICompatLM(BaseLM):
                 f"(HTTP {status}): {body}",
                 prompt_tokens=prompt_tokens,
                 context_window=window,
+                status=status,
+                url=url,
+                attempts=attempts,
+            )
+        if is_tools_unsupported(status, full_text or body):
+            return ToolsUnsupported(
+                f"{url} refused the tools (HTTP {status}): {body}; the model's chat template "
+                "or the server has no tool support (llama.cpp: start llama-server with --jinja; "
+                "Ollama: a model tagged 'tools'; vLLM: --enable-auto-tool-choice "
+                "--tool-call-parser ...)",
                 status=status,
                 url=url,
                 attempts=attempts,
@@ -479,12 +528,7 @@ def _is_timeout(exc: BaseException, sdk: Any) -> bool:
 
 
 def _httpx_module() -> Any:
-    """The HTTP library under the installed ``openai`` SDK (``httpx2`` from 3.x, else ``httpx``)."""
-    try:
-        import httpx2
+    """The HTTP library under the ``openai`` SDK (``httpx2`` from its 3.x series, required)."""
+    import httpx2
 
-        return httpx2
-    except ImportError:  # pragma: no cover - older SDKs
-        import httpx
-
-        return httpx
+    return httpx2

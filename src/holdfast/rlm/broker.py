@@ -222,7 +222,9 @@ class Broker:
             raise SubCallError(f"sub-call refused: {trip.message}") from None
         t0 = time.perf_counter()
         try:
-            completion = await self._limited(lm, messages, stop, response_format, max_tokens)
+            completion = await self._limited(
+                lm, messages, stop, response_format, max_tokens, trace_id=trace_id, kind=kind
+            )
         except BaseException as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
             timed_out = isinstance(exc, (TimeoutError, ProviderTimeout))
@@ -292,6 +294,9 @@ class Broker:
         stop: list[str] | None,
         response_format: dict[str, Any] | None,
         max_tokens: int | None,
+        *,
+        trace_id: str | None = None,
+        kind: str = "sub_call",
     ) -> Completion:
         model_sem = self._model_sems.get(lm.model)
         async with self._sem:
@@ -310,6 +315,8 @@ class Broker:
                             response_format=response_format,
                             max_tokens=max_tokens,
                             timeout=self.limits.call_timeout_s,
+                            # the call log files the call under its run (holdfast lm log)
+                            metadata={"trace_id": trace_id, "kind": kind},
                         )
                 except TimeoutError:
                     if deadline.expired():  # the job's wall time ran out, not the call's

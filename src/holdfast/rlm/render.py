@@ -95,7 +95,14 @@ def render_tree(
                 )
             )
             code = str(d.get("code") or "")
-            if full:
+            reply = str(((root.data.get("reply") or {}).get("text") or "") if root else "")
+            if not code:
+                # a reply with no code block is what the model said: show it, or say it was empty
+                said = reply if full else _first_line(reply, 150)
+                it.add(
+                    styled(("reply without code: ", "yellow"), said if reply else "(empty reply)")
+                )
+            elif full:
                 it.add(text(code, "cyan"))
                 it.add(text(d.get("output") or "", "dim"))
             else:

@@ -27,15 +27,46 @@ class BoxCgroup:
     path: Path
     version: int
     memory_limited: bool
+    # v1 only: the box's group on the cpuacct hierarchy, which counts its CPU time
+    cpuacct: Path | None = None
 
     @property
     def procs(self) -> Path:
         return self.path / "cgroup.procs"
 
+    @property
+    def join(self) -> str:
+        """The cgroup.procs files a launcher writes ``0`` to, space-separated."""
+        paths = [self.procs] + ([self.cpuacct / "cgroup.procs"] if self.cpuacct else [])
+        return " ".join(str(p) for p in paths)
+
+    @property
+    def counts_cpu(self) -> bool:
+        return self.version == 2 or self.cpuacct is not None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by every process of the group together, or None if not counted."""
+        try:
+            if self.version == 2:
+                for line in (self.path / "cpu.stat").read_text().splitlines():
+                    if line.startswith("usage_usec "):
+                        return int(line.split()[1]) / 1e6
+                return None
+            if self.cpuacct is not None:
+                return int((self.cpuacct / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            return None
+        return None
+
     def pids(self) -> set[int]:
         """Host pids of every process in the group (an empty set when it cannot be read)."""
         try:
-            return {int(p) for p in self.procs.read_text().split()}
+            fd = os.open(self.procs, os.O_RDONLY)
+            try:
+                data = os.read(fd, 1 << 16)
+            finally:
+                os.close(fd)
+            return {int(p) for p in data.split()}
         except (OSError, ValueError):
             return set()
 
@@ -57,14 +88,18 @@ class BoxCgroup:
                     os.kill(pid, signal.SIGKILL)
 
     def remove(self) -> bool:
-        """Removes the (empty) group; False while processes are still leaving it."""
-        try:
-            self.path.rmdir()
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
-        return True
+        """Removes the (empty) groups; False while processes are still leaving them."""
+        done = True
+        for path in (self.path, self.cpuacct):
+            if path is None:
+                continue
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                done = False
+        return done
 
 
 def sweep_stale(parent: Path, max_age_s: float = 600.0) -> None:
@@ -118,6 +153,23 @@ def _v1_parent() -> Path | None:
     return mount / own.lstrip("/")
 
 
+def _v1_cpuacct(name: str) -> Path | None:
+    """A group of the box's on the v1 cpuacct hierarchy (to count its CPU time), or None."""
+    for mount in (_ROOT / "cpuacct", _ROOT / "cpu,cpuacct"):
+        own = _own_path("cpuacct")
+        if own is None or not (mount / "cpuacct.usage").exists():
+            continue
+        parent = mount / own.lstrip("/")
+        sweep_stale(parent)
+        path = parent / name
+        try:
+            path.mkdir()
+        except OSError:
+            return None
+        return path
+    return None
+
+
 def create_box_cgroup(max_processes: int, memory_bytes: int | None) -> BoxCgroup | None:
     """Makes a cgroup for one box with ``pids.max`` (and ``memory.max`` on v2), or None."""
     name = f"holdfast-box-{secrets.token_hex(6)}"
@@ -145,7 +197,7 @@ def create_box_cgroup(max_processes: int, memory_bytes: int | None) -> BoxCgroup
         try:
             path.mkdir()
             (path / "pids.max").write_text(str(max_processes))
-            return BoxCgroup(path, 1, False)
+            return BoxCgroup(path, 1, False, _v1_cpuacct(name))
         except OSError:
             with contextlib.suppress(OSError):
                 path.rmdir()
@@ -162,4 +214,5 @@ def cgroup_status() -> tuple[bool, str]:
         )
     probe.remove()
     memory = "memory.max and pids.max" if probe.version == 2 else "pids.max (memory by RLIMIT_AS)"
-    return True, f"cgroup v{probe.version}: {memory}"
+    cpu = "; CPU time of the whole box counted" if probe.counts_cpu else ""
+    return True, f"cgroup v{probe.version}: {memory}{cpu}"

@@ -66,6 +66,10 @@ PROC_MASKED = (
 )
 
 
+# Joins the box's cgroups ($0: the cgroup.procs files, space-separated), then runs the command.
+_JOIN_CGROUPS = 'for f in $0; do echo 0 > "$f" || exit 125; done; exec "$@"'
+
+
 def proc_masks() -> list[str]:
     """The masked /proc files that exist on this kernel."""
     return [name for name in PROC_MASKED if os.path.exists(f"/proc/{name}")]
@@ -179,7 +183,7 @@ def build_launch(
     if policy.isolation == "process":
         argv = worker
         if cgroup_procs is not None:
-            argv = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs, *argv]
+            argv = ["/bin/sh", "-c", _JOIN_CGROUPS, cgroup_procs, *argv]
         return Launch(argv=[*pdeathsig_prefix(), *argv], env=dict(BOX_ENV), workspace=None)
     if policy.isolation != "namespace":
         raise SandboxUnavailable(
@@ -265,7 +269,7 @@ def _privilege_drop(prefix: str, cgroup_procs: str | None) -> tuple[list[str], s
     if os.geteuid() != 0:
         if cgroup_procs is None:
             return [], prefix
-        return ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs], prefix
+        return ["/bin/sh", "-c", _JOIN_CGROUPS, cgroup_procs], prefix
     tools = {name: shutil.which(name, path=_TOOL_PATH) for name in ("unshare", "setpriv")}
     missing = [name for name, path in tools.items() if path is None]
     if missing:
@@ -282,7 +286,7 @@ def _privilege_drop(prefix: str, cgroup_procs: str | None) -> tuple[list[str], s
     uid = str(box_uid())
     script = (
         'cg="$1"; prefix="$2"; mnt="$3"; shift 3; '
-        'if [ -n "$cg" ]; then echo 0 > "$cg" || exit 125; fi; '
+        'for f in $cg; do echo 0 > "$f" || exit 125; done; '
         'mount -t tmpfs -o size=64k,mode=755 holdfast "$mnt" && mkdir "$mnt/p" && '
         'mount --bind "$prefix" "$mnt/p" && mount -o remount,bind,ro "$mnt/p" && exec "$@"'
     )

@@ -22,7 +22,7 @@ _PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 
-# $1 cgroup.procs or "", $2 interpreter prefix, $3 mount point, $4 tmpfs size, $5 hostname,
+# $1 the cgroup.procs files to join (space-separated, or ""), $2 interpreter prefix, $3 mount point, $4 tmpfs size, $5 hostname,
 # $6 /dev/shm size ("0": none), $7 the /proc files to mask; the command to run follows.
 # The shell stays as pid 1 of the box (root, outside the worker's user namespace, so nothing in
 # the box can signal or trace it) and waits for the worker: it carries unshare's --kill-child
@@ -30,7 +30,7 @@ _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 _SCRIPT = r"""
 set -e
 cg="$1"; prefix="$2"; root="$3"; size="$4"; host="$5"; shm="$6"; masks="$7"; shift 7
-if [ -n "$cg" ]; then echo 0 > "$cg"; fi
+for f in $cg; do echo 0 > "$f"; done
 hostname "$host" 2>/dev/null || true
 mount -t tmpfs -o size=4m,mode=755,nosuid,nodev rootfs "$root"
 for d in usr lib lib64 lib32 bin sbin; do

@@ -39,6 +39,8 @@ from holdfast.testing.fake_wire import (
     completion_body,
     embeddings_body,
     error_body,
+    llamacpp_chat_refusal,
+    llamacpp_embedding_refusal,
     shape_reply,
     stream_chunks,
 )
@@ -82,7 +84,12 @@ class FakeOpenAIServer:
         host: str = "127.0.0.1",
         port: int = 0,
         backlog: int = 4096,
+        n_ctx: int | None = None,
+        tools: str = "supported",
+        embedding_batch: int | None = None,
     ) -> None:
+        if tools not in ("supported", "refused", "ignored"):
+            raise ValueError(f"tools must be supported, refused or ignored, not {tools!r}")
         self._handler: Handler | None = replies if callable(replies) else None
         self._script: collections.deque[ServerReply] = collections.deque(
             [] if replies is None or callable(replies) else list(replies)
@@ -97,6 +104,13 @@ class FakeOpenAIServer:
         self.host = host
         self.port = port
         self.backlog = backlog
+        # llama.cpp's behaviours, as its server answers them: a prompt of n_ctx tokens or more
+        # is refused with HTTP 400; tools are refused (no --jinja: HTTP 500) or silently not
+        # shown to the model (a template without tool support, reported by GET /props); an
+        # embeddings input longer than the physical batch is refused with HTTP 500.
+        self.n_ctx = n_ctx
+        self.tools = tools
+        self.embedding_batch = embedding_batch
         self.request_log: list[RequestRecord] = []
         self.disconnects: list[float] = []
         self.in_flight = 0
@@ -313,9 +327,21 @@ class FakeOpenAIServer:
         if method == "GET" and route.endswith("/models"):
             model = {"id": "fake-model", "object": "model", "created": 0, "owned_by": "holdfast"}
             return json_response(200, json.dumps({"object": "list", "data": [model]}))
+        if method == "GET" and route.endswith("/props"):
+            caps = {"supports_tools": self.tools == "supported"}
+            caps["supports_tool_calls"] = caps["supports_tools"]
+            return json_response(200, json.dumps({"chat_template_caps": caps}))
         if method == "POST" and route.endswith("/embeddings"):
+            too_long = llamacpp_embedding_refusal(body or {}, self.embedding_batch)
+            if too_long is not None:
+                return json_response(500, too_long)
             return json_response(200, json.dumps(embeddings_body(body or {}, self.embedding_dim)))
         if method == "POST" and route.endswith("/chat/completions"):
+            refused = llamacpp_chat_refusal(body or {}, self.n_ctx, self.tools)
+            if refused is not None:
+                return json_response(*refused)
+            if self.tools == "ignored" and body:
+                body = {k: v for k, v in body.items() if k not in ("tools", "tool_choice")}
             return await self._chat(body or {})
         if method == "POST" and route.endswith("/v1/messages"):
             return await self._chat(body or {}, wire="anthropic")

@@ -312,3 +312,47 @@ def embeddings_body(request: dict[str, Any], default_dim: int) -> dict[str, Any]
         "model": request.get("model", "fake-embedding"),
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+def llamacpp_error(status: int, message: str, kind: str, **extra: Any) -> str:
+    """An error body as llama.cpp's server words it (``format_error_response``)."""
+    return json.dumps({"error": {"code": status, "message": message, "type": kind, **extra}})
+
+
+def llamacpp_chat_refusal(
+    request: dict[str, Any], n_ctx: int | None, tools: str
+) -> tuple[int, str] | None:
+    """What llama.cpp answers instead of a reply: tools without ``--jinja`` (HTTP 500) or a
+    prompt of ``n_ctx`` tokens or more (HTTP 400, ``exceed_context_size_error``); else None."""
+    if tools == "refused" and request.get("tools"):
+        return 500, llamacpp_error(500, "tools param requires --jinja flag", "server_error")
+    if n_ctx is not None:
+        prompt = estimate_tokens(request.get("messages") or []) + estimate_tools_tokens(
+            request.get("tools")
+        )
+        if prompt >= n_ctx:
+            message = (
+                f"request ({prompt} tokens) exceeds the available context size ({n_ctx} tokens), "
+                "try increasing it"
+            )
+            return 400, llamacpp_error(
+                400, message, "exceed_context_size_error", n_prompt_tokens=prompt, n_ctx=n_ctx
+            )
+    return None
+
+
+def llamacpp_embedding_refusal(request: dict[str, Any], batch: int | None) -> str | None:
+    """llama.cpp's HTTP 500 body for an embeddings input longer than the physical batch."""
+    if batch is None:
+        return None
+    raw = request.get("input", "")
+    for item in [raw] if isinstance(raw, str) else list(raw):
+        tokens = estimate_tokens(item if isinstance(item, str) else " ".join(map(str, item)))
+        if tokens > batch:
+            return llamacpp_error(
+                500,
+                f"input ({tokens} tokens) is too large to process. increase the physical batch "
+                f"size (current batch size: {batch})",
+                "server_error",
+            )
+    return None
