@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from holdfast.cli.memory import _emit, _read_text, _store, json_opt, memory, ns_opt
+from holdfast.cli.options import finite
 from holdfast.errors import InvalidInput
 
 model_opt = click.option(
@@ -47,7 +48,7 @@ def belief() -> None:
 @belief.command("add")
 @click.argument("text")
 @ns_opt
-@click.option("--confidence", type=click.FloatRange(0.0, 1.0), help="Starting confidence (0.5).")
+@click.option("--confidence", type=finite(0.0, maximum=1.0), help="Starting confidence (0.5).")
 @click.option("--entity", "entities", multiple=True, help="An entity it is about (repeatable).")
 @click.option("--trust", default="owner", show_default=True)
 @json_opt

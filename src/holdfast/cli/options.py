@@ -15,13 +15,20 @@ import click
 
 
 class FiniteFloat(click.ParamType[float]):
-    """A real number that is finite (no nan, inf or overflow), optionally with a lower bound."""
+    """A real number that is finite (no nan, inf or overflow), optionally with bounds."""
 
     name = "number"
 
-    def __init__(self, minimum: float | None = None, *, open_min: bool = False) -> None:
+    def __init__(
+        self,
+        minimum: float | None = None,
+        *,
+        open_min: bool = False,
+        maximum: float | None = None,
+    ) -> None:
         self.minimum = minimum
         self.open_min = open_min
+        self.maximum = maximum
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, float | int) and not isinstance(value, bool):
@@ -38,6 +45,8 @@ class FiniteFloat(click.ParamType[float]):
         ):
             bound = "greater than" if self.open_min else "at least"
             self.fail(f"{value!r} must be {bound} {self.minimum:g}", param, ctx)
+        if self.maximum is not None and number > self.maximum:
+            self.fail(f"{value!r} must be at most {self.maximum:g}", param, ctx)
         return number
 
     def __repr__(self) -> str:
@@ -49,5 +58,7 @@ POSITIVE = FiniteFloat(0.0, open_min=True)
 NON_NEGATIVE = FiniteFloat(0.0)
 
 
-def finite(minimum: float | None = None, *, open_min: bool = False) -> FiniteFloat:
-    return FiniteFloat(minimum, open_min=open_min)
+def finite(
+    minimum: float | None = None, *, open_min: bool = False, maximum: float | None = None
+) -> FiniteFloat:
+    return FiniteFloat(minimum, open_min=open_min, maximum=maximum)
