@@ -9,6 +9,7 @@ moment it is set (no polling), on whatever event loop they run.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -99,7 +100,10 @@ class CancelToken:
         the cut-off work reported it had used (``holdfast.lm.types.failed_usage``) rides on the
         :class:`Cancelled`.
         """
-        self.raise_if_cancelled()
+        if self.is_set():
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never started: close it rather than leave it unawaited
+            self.raise_if_cancelled()
         work = asyncio.ensure_future(awaitable)
         watcher = asyncio.ensure_future(self.wait())
         try:
