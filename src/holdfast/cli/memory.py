@@ -147,22 +147,8 @@ def memory(
     }
 
 
-def _write_message(res: Any) -> str:
-    if res.status in ("duplicate", "near_duplicate"):
-        what = "the same text as" if res.status == "duplicate" else "the same claim as"
-        msg = (
-            f"not stored: {what} {res.duplicate_of} ({res.citation}): {res.item.text[:200]}\n"
-            "(pass --no-dedup to store it anyway)"
-        )
-    else:
-        msg = f"{res.status} {res.item.id}"
-    if res.redacted:
-        msg += f"; redacted: {', '.join(sorted(set(res.redacted)))}"
-    return msg
-
-
-def _remote_write_message(res: dict[str, Any]) -> str:
-    """:func:`_write_message` for a server's answer (the same words)."""
+def _write_message(res: dict[str, Any]) -> str:
+    """A write's status in words, from its JSON form (a local write's or a server's answer)."""
     status = res["status"]
     if status in ("duplicate", "near_duplicate"):
         what = "the same text as" if status == "duplicate" else "the same claim as"
@@ -217,15 +203,14 @@ def add(
             "entities": list(entities), "tags": list(tags), "trust": trust,
             "mention_time": _iso(mention_time), "source": source, "dedup": not no_dedup,
         })  # fmt: skip
-        _emit(data, as_json, _remote_write_message(data))
-        return
-    res = _store(ctx).add(
-        _read_text(text), namespace=namespace, kind=kind, entities=entities, tags=tags,
-        trust=trust, mention_time=mention_time, source=source, dedup=not no_dedup,
-    )  # fmt: skip
+    else:
+        data = _store(ctx).add(
+            _read_text(text), namespace=namespace, kind=kind, entities=entities, tags=tags,
+            trust=trust, mention_time=mention_time, source=source, dedup=not no_dedup,
+        ).to_dict()  # fmt: skip
     from holdfast.cli.memory_knowledge import write_report
 
-    _emit(res.to_dict(), as_json, write_report(res))
+    _emit(data, as_json, write_report(data))
 
 
 @memory.command()
@@ -264,14 +249,11 @@ def search(
     """Recall items for QUERY, best first, with citations."""
     remote = _remote(ctx)
     if remote is not None:
-        if observations_first:
-            raise click.UsageError(
-                "--observations-first is not available through a server; pass --no-server"
-            )
         found = remote.request("POST", "/api/v1/memory/search", {
             "query": query, "namespace": namespace, "limit": limit, "entity": entity,
             "as_of": _iso(as_of), "after": _iso(after), "before": _iso(before),
             "kinds": list(kinds), "arms": [a for a in arms.split(",") if a], "history": history,
+            "observations_first": observations_first,
         })  # fmt: skip
         rows = [(h["score"], h.pop("rendered")) for h in found]
     else:

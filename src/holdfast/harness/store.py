@@ -26,7 +26,14 @@ from holdfast.harness.rows import (
     dumps,
     loads,
 )
-from holdfast.harness.store_core import Row, SQLHarnessCore, _opt
+from holdfast.harness.store_core import (
+    STEERING_CHANNEL,
+    TASKS_CHANNEL,
+    Row,
+    SQLHarnessCore,
+    _opt,
+    wake_payload,
+)
 
 __all__ = ["ChainSnapshot", "Row", "SQLHarnessStore"]
 
@@ -281,7 +288,7 @@ class SQLHarnessStore(SQLHarnessCore):
                 (now, task_id),
             )
             self._append(h, task_id, draft, now)
-            self._notify(h, "holdfast_tasks", task_id)
+            self._notify(h, TASKS_CHANNEL, wake_payload(task["queue"], task["kind"]))
             row = self._rows(
                 h, "SELECT * FROM harness_approvals WHERE id = ?", (pending[0]["id"],)
             )[0]
@@ -352,7 +359,7 @@ class SQLHarnessStore(SQLHarnessCore):
             elif kind == "resume":
                 if status == "paused":
                     self._set_status(h, task_id, "queued", now)
-                    self._notify(h, "holdfast_tasks", task_id)
+                    self._notify(h, TASKS_CHANNEL, wake_payload(task["queue"], task["kind"]))
                     outcome = "applied"
                 elif status == "running" and self._count(
                     h,
@@ -372,7 +379,7 @@ class SQLHarnessStore(SQLHarnessCore):
                 )[0]["id"]
                 # the receipt names the row, so a worker acts only on steering a receipt sent
                 draft = _naming(draft, "steering_id", int(sid))
-                self._notify(h, "holdfast_steering", task_id)
+                self._notify(h, STEERING_CHANNEL, task_id)
             self._append(h, task_id, draft, now)
             return outcome
 

@@ -10,12 +10,14 @@ over its successor.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from holdfast.harness import store_wake
 from holdfast.harness.rows import (
     TERMINAL_STATUSES,
     Draft,
@@ -32,6 +34,11 @@ from holdfast.store import Backend, UniqueViolation, migrate
 
 Row = dict[str, Any]
 
+TASKS_CHANNEL = "holdfast_tasks"
+"""Where a task that became ready is announced, with :func:`wake_payload` (PostgreSQL)."""
+STEERING_CHANNEL = "holdfast_steering"
+"""Where a steering command is announced, with the task id as payload (PostgreSQL)."""
+
 _TASK_JSON = ("spec", "checkpoint", "result", "error", "usage", "waiting")
 _LIMIT_LOCK = 7_373_001
 
@@ -43,6 +50,7 @@ class SQLHarnessCore:
         self.backend = backend
         self.sealer = sealer
         migrate(backend, COMPONENT, MIGRATIONS)
+        migrate(backend, store_wake.COMPONENT, store_wake.MIGRATIONS)
 
     @property
     def url(self) -> str:
@@ -105,9 +113,31 @@ class SQLHarnessCore:
         channels: Sequence[str],
         callback: Callable[[str, str], None],
         stop: threading.Event,
+        ready: threading.Event | None = None,
     ) -> None:
-        """Call ``callback(channel, payload)`` for each notification until ``stop`` is set."""
-        self.backend.listen(channels, callback, stop)
+        """Call ``callback(channel, payload)`` for each notification until ``stop`` is set
+        (``ready`` is set while notifications are delivered; see :meth:`Backend.listen`)."""
+        self.backend.listen(channels, callback, stop, ready)
+
+    # -- waking idle workers (PostgreSQL; see store_wake) --------------------------------------
+
+    def wake_one(self, queue: str, kind: str) -> bool:
+        """Notify one registered idle worker that can take a task of ``queue`` and ``kind``."""
+        return store_wake.wake_one(self.backend, queue, kind, wake_payload(queue, kind))
+
+    def register_idle(
+        self, worker_id: str, queues: Sequence[str] | None, kinds: Sequence[str]
+    ) -> None:
+        """Register ``worker_id`` as waiting for work (then look for work once more)."""
+        store_wake.register_idle(self.backend, worker_id, queues, kinds)
+
+    def unregister_idle(self, worker_id: str) -> None:
+        store_wake.unregister_idle(self.backend, worker_id)
+
+    @staticmethod
+    def worker_channel(worker_id: str) -> str:
+        """The channel on which a registered idle worker is woken."""
+        return store_wake.worker_channel(worker_id)
 
     def close(self) -> None:
         """Release connections."""
@@ -191,18 +221,22 @@ class SQLHarnessCore:
         draft: Draft,
         task_id: str | None = None,
     ) -> tuple[TaskRow, bool]:
-        """Create a task (or return the one with the same idempotency key) with its receipt."""
+        """Create a task (or return the one with the same idempotency key) with its receipt;
+        once it is committed, wake one idle worker that can take it (:mod:`.store_wake`)."""
         try:
-            return self._submit(
+            row, created = self._submit(
                 kind, queue, spec, priority, max_attempts, idempotency_key, draft, task_id
             )
         except UniqueViolation:
             if idempotency_key is None:
                 raise
-        # a concurrent submit with the same key won the race: return its task
-        return self._submit(
-            kind, queue, spec, priority, max_attempts, idempotency_key, draft, task_id
-        )
+            # a concurrent submit with the same key won the race: return its task
+            row, created = self._submit(
+                kind, queue, spec, priority, max_attempts, idempotency_key, draft, task_id
+            )
+        if created:
+            self.wake_one(queue, kind)
+        return row, created
 
     def _submit(
         self,
@@ -222,15 +256,17 @@ class SQLHarnessCore:
                 )
                 if found:
                     return self._to_task(self._task(h, found[0]["id"])), False
-            now = self._now(h)
             new_id = task_id or f"task-{uuid.uuid4().hex[:16]}"
-            self._run(
+            clock, clock_params = self.backend.now_sql()  # read inside the INSERT, no round trip
+            row = self._rows(
                 h,
+                f"WITH t AS (SELECT {clock} AS now) "
                 "INSERT INTO harness_tasks (id, kind, queue, status, spec, priority, attempts, "
                 "max_attempts, idempotency_key, run_after, usage, head_seq, head_hash, "
-                "created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, 0, ?, ?, 0, '{}', 0, '', "
-                "?, ?)",
+                "created_at, updated_at) SELECT ?, ?, ?, 'queued', ?, ?, 0, ?, ?, 0, '{}', 0, '', "
+                "now, now FROM t RETURNING *",
                 (
+                    *clock_params,
                     new_id,
                     kind,
                     queue,
@@ -238,13 +274,11 @@ class SQLHarnessCore:
                     priority,
                     max_attempts,
                     idempotency_key,
-                    now,
-                    now,
                 ),
-            )
-            self._append(h, new_id, draft, now)
-            self._notify(h, "holdfast_tasks", queue)
-            return self._to_task(self._task(h, new_id)), True
+            )[0]
+            sealed = self._append(h, new_id, draft, float(row["created_at"]))
+            row.update(head_seq=sealed.seq, head_hash=sealed.hash, head_sig=sealed.head_sig)
+            return self._to_task(row), True
 
     def get(self, task_id: str) -> TaskRow:
         with self._reader() as h:
@@ -291,49 +325,99 @@ class SQLHarnessCore:
         queues: Sequence[str] | None,
         ttl_s: float,
         kinds: Sequence[str] | None = None,
+        task_ids: Sequence[str] | None = None,
+        *,
+        look_first: bool = True,
     ) -> tuple[TaskRow, str] | None:
-        """Take the next ready task (of ``queues`` and ``kinds``, if given) with a fresh token."""
-        where = ""
-        filters: list[Any] = []
-        if queues:
-            where += f" AND queue IN ({', '.join('?' for _ in queues)})"
-            filters.extend(queues)
-        if kinds is not None:
-            if not kinds:
-                return None
-            where += f" AND kind IN ({', '.join('?' for _ in kinds)})"
-            filters.extend(kinds)
-        if not self._any(
-            "SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= ?"
+        """Take the next ready task (of ``queues``, ``kinds`` and ``task_ids``, if given) with a
+        fresh token.
+
+        With ``look_first`` (the default) a read outside any write lock checks that there is
+        work first, so idle pollers cost one cheap read; a worker told that a task is waiting
+        for it leases without it."""
+        if (kinds is not None and not kinds) or (task_ids is not None and not task_ids):
+            return None
+        where, filters = _ready_filter(queues, kinds, task_ids)
+        clock, clock_params = self.backend.now_sql()
+        if look_first and not self._any(
+            f"SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= {clock}"
             + where
             + " LIMIT 1",
-            [self._clock(), *filters],
+            [*clock_params, *filters],
         ):
             return None
+        with self._tx() as h:
+            got = self._claim(h, owner, ttl_s, where, filters)
+            if got is not None:
+                return got
+            # nothing claimed: the queue emptied meanwhile, or queue limits apply
+            if not self._rows(h, "SELECT 1 AS x FROM harness_queues LIMIT 1"):
+                return None
+        return self._lease_limited(owner, ttl_s, where, filters)
+
+    def _claim(
+        self, h: Any, owner: str, ttl_s: float, where: str, filters: Sequence[Any]
+    ) -> tuple[TaskRow, str] | None:
+        """Lease the first ready task in one statement (the store's own clock read inside it),
+        unless queue limits are set (then :meth:`_lease_limited` counts them first)."""
+        clock, clock_params = self.backend.now_sql()
+        token = uuid.uuid4().hex
+        rows = self._rows(
+            h,
+            f"WITH t AS (SELECT {clock} AS now) "
+            "UPDATE harness_tasks SET status = 'running', lease_owner = ?, lease_token = ?, "
+            "lease_expires = (SELECT now FROM t) + ?, heartbeat_at = (SELECT now FROM t), "
+            "attempts = attempts + 1, updated_at = (SELECT now FROM t) "
+            "WHERE id = (SELECT id FROM harness_tasks WHERE status = 'queued' "
+            "AND run_after <= (SELECT now FROM t)"
+            + where
+            + " ORDER BY priority DESC, created_at, id LIMIT 1"
+            + self.skip_locked
+            + ") AND status = 'queued' AND NOT EXISTS (SELECT 1 FROM harness_queues) "
+            "RETURNING *",
+            [*clock_params, owner, token, ttl_s, *filters],
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        sealed = self._append(
+            h,
+            row["id"],
+            Draft("leased", {"worker": owner, "attempt": int(row["attempts"])}),
+            float(row["heartbeat_at"]),
+        )
+        row.update(head_seq=sealed.seq, head_hash=sealed.hash, head_sig=sealed.head_sig)
+        return self._to_task(row), token
+
+    def _lease_limited(
+        self, owner: str, ttl_s: float, where: str, filters: Sequence[Any]
+    ) -> tuple[TaskRow, str] | None:
+        """The lease under queue limits: running tasks are counted under a lock first."""
         with self._tx() as h:
             now = self._now(h)
             limits = {
                 r["name"]: int(r["max_running"])
                 for r in self._rows(h, "SELECT name, max_running FROM harness_queues")
             }
+            if not limits:
+                return None
             running: dict[str, int] = {}
-            if limits:
-                self._limit_lock(h)
-                for r in self._rows(
-                    h,
-                    "SELECT queue, COUNT(*) AS n FROM harness_tasks WHERE status = 'running' "
-                    "GROUP BY queue",
-                ):
-                    running[r["queue"]] = int(r["n"])
-                if "*" in limits and sum(running.values()) >= limits["*"]:
-                    return None
+            self._limit_lock(h)
+            for r in self._rows(
+                h,
+                "SELECT queue, COUNT(*) AS n FROM harness_tasks WHERE status = 'running' "
+                "GROUP BY queue",
+            ):
+                running[r["queue"]] = int(r["n"])
+            if "*" in limits and sum(running.values()) >= limits["*"]:
+                return None
             sql = (
                 "SELECT id, queue FROM harness_tasks WHERE status = 'queued' AND run_after <= ?"
                 + where
             )
             params: list[Any] = [now, *filters]
             sql += " ORDER BY priority DESC, created_at, id LIMIT ?" + self.skip_locked
-            params.append(16 if limits else 1)
+            params.append(16)
             for cand in self._rows(h, sql, params):
                 q = cand["queue"]
                 if q in limits and running.get(q, 0) >= limits[q]:
@@ -378,16 +462,18 @@ class SQLHarnessCore:
 
     def reap(self) -> list[str]:
         """Re-queue tasks whose lease expired (or fail them past ``max_attempts``)."""
+        clock, clock_params = self.backend.now_sql()
         if not self._any(
-            "SELECT id FROM harness_tasks WHERE status = 'running' AND lease_expires < ? LIMIT 1",
-            [self._clock()],
+            "SELECT id FROM harness_tasks WHERE status = 'running' "
+            f"AND lease_expires < {clock} LIMIT 1",
+            clock_params,
         ):
             return []
         with self._tx() as h:
             now = self._now(h)
             rows = self._rows(
                 h,
-                "SELECT id, attempts, max_attempts, lease_owner FROM harness_tasks "
+                "SELECT id, kind, queue, attempts, max_attempts, lease_owner FROM harness_tasks "
                 "WHERE status = 'running' AND lease_expires < ?" + self.skip_locked,
                 (now,),
             )
@@ -418,6 +504,8 @@ class SQLHarnessCore:
                     else Draft("failed", {"error": error}, actor="reaper"),
                     now,
                 )
+                if not give_up:
+                    self._notify(h, TASKS_CHANNEL, wake_payload(r["queue"], r["kind"]))
             return [r["id"] for r in rows]
 
     def release(
@@ -433,7 +521,7 @@ class SQLHarnessCore:
     ) -> None:
         """Give the lease back, leaving the task ``queued`` or ``paused``."""
         with self._tx() as h:
-            self._fenced(h, task_id, token)
+            held = self._fenced(h, task_id, token)
             now = self._now(h)
             self._consume(h, consume_steering, now)
             self._run(
@@ -445,7 +533,7 @@ class SQLHarnessCore:
             )
             self._append(h, task_id, draft, now)
             if status == "queued":
-                self._notify(h, "holdfast_tasks", task_id)
+                self._notify(h, TASKS_CHANNEL, wake_payload(held["queue"], held["kind"]))
 
     def finish(
         self,
@@ -505,3 +593,41 @@ class SQLHarnessCore:
 
 def _opt(value: Any) -> str | None:
     return None if value is None else dumps(value)
+
+
+def _ready_filter(
+    queues: Sequence[str] | None,
+    kinds: Sequence[str] | None,
+    task_ids: Sequence[str] | None = None,
+) -> tuple[str, list[Any]]:
+    """The ``AND ...`` clause (and its parameters) that keeps tasks of these queues and kinds
+    (and only these ``task_ids``, when given)."""
+    where = ""
+    filters: list[Any] = []
+    if task_ids is not None:
+        where += f" AND id IN ({', '.join('?' for _ in task_ids)})"
+        filters.extend(task_ids)
+    if queues:
+        where += f" AND queue IN ({', '.join('?' for _ in queues)})"
+        filters.extend(queues)
+    if kinds is not None:
+        where += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+        filters.extend(kinds)
+    return where, filters
+
+
+def wake_payload(queue: str, kind: str) -> str:
+    """The payload announcing a ready task on :data:`TASKS_CHANNEL`: its queue and kind, so
+    only the workers that could lease it wake up."""
+    return json.dumps({"queue": queue, "kind": kind}, separators=(",", ":"))
+
+
+def wakes(payload: str, queues: Sequence[str] | None, kinds: Sequence[str] | None) -> bool:
+    """Whether a worker of ``queues`` and ``kinds`` (None: any) could lease the task announced
+    by ``payload``; a payload that does not parse wakes it (a poll costs less than a lost task)."""
+    try:
+        found = json.loads(payload)
+        queue, kind = found["queue"], found["kind"]
+    except (ValueError, TypeError, KeyError):
+        return True
+    return (not queues or queue in queues) and (kinds is None or kind in kinds)

@@ -30,6 +30,8 @@ from holdfast.harness.receipts import canonical_json, sha256_json
 from holdfast.harness.registry import Registry
 from holdfast.harness.rows import Draft, LeaseLost, StoreUnavailable, TaskRow
 from holdfast.harness.store import SQLHarnessStore
+from holdfast.harness.store_core import STEERING_CHANNEL, TASKS_CHANNEL, wakes
+from holdfast.harness.store_wake import STALE_S
 from holdfast.harness.verify import ReceiptsBroken
 from holdfast.store import StoreError
 
@@ -45,15 +47,27 @@ class WorkerSettings:
     lease_ttl_s: float = 30.0
     heartbeat_s: float | None = None
     poll_s: float = 0.5
+    notify_poll_s: float = 1.0
+    """The idle poll while the store announces new work (PostgreSQL LISTEN): a fallback for
+    tasks whose retry delay ran out, which nobody announces."""
     steer_poll_s: float = 0.5
     reap_every_s: float | None = None
     store_retry_s: float = 120.0
     exit_when_idle: bool = False
     max_tasks: int | None = None
     worker_id: str | None = None
+    task_ids: tuple[str, ...] | None = None
+    """Lease only these tasks (``holdfast run`` runs the task it created, nobody else's)."""
 
     def __post_init__(self) -> None:
-        for name in ("lease_ttl_s", "heartbeat_s", "poll_s", "steer_poll_s", "reap_every_s"):
+        for name in (
+            "lease_ttl_s",
+            "heartbeat_s",
+            "poll_s",
+            "notify_poll_s",
+            "steer_poll_s",
+            "reap_every_s",
+        ):
             value = getattr(self, name)
             if value is not None and not _positive(value):
                 raise InvalidInput(
@@ -99,6 +113,9 @@ class Worker:
         self.draining = threading.Event()
         self._wake = threading.Event()
         self._poll_now = threading.Event()
+        self._listening = threading.Event()
+        self._registered_at: float | None = None  # registered as idle (monotonic time), if so
+        self._claimed = False  # a submit claimed this worker's registration for its task
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         # Set by the SIGTERM/SIGINT handler and acted on by the main loop: a handler runs between
@@ -128,12 +145,14 @@ class Worker:
         backoff = self.settings.poll_s
         try:
             while not self._drain_requested():
+                self._wake.clear()  # before looking, so an announcement meanwhile is not lost
                 try:
                     now = time.monotonic()
                     if now - last_reap >= self.settings.reap_interval:
                         self.store.reap()
                         last_reap = now
                     leased = self._fill()
+                    leased = self._idle_or_busy() or leased
                     backoff = self.settings.poll_s
                 except RetryableFailure as exc:
                     quiet_until = self._log_once("worker", quiet_until, exc.message)
@@ -144,10 +163,10 @@ class Worker:
                     break
                 if self.settings.exit_when_idle and not leased and not self._active():
                     break
-                self._pause(self.settings.poll_s)
-                self._wake.clear()
+                self._pause(self._idle_wait())
         finally:
             self.draining.set()
+            self._unregister()
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
@@ -158,6 +177,48 @@ class Worker:
                 listener.join(timeout=5)
             restore()
         return self.completed
+
+    def _idle_or_busy(self) -> bool:
+        """Keep this worker's idle registration true (PostgreSQL): registered while it has a
+        free slot and found nothing to lease, so a submit wakes it alone; not while full. After
+        registering it looks for work once more (see ``store_wake``); whether that leased."""
+        if not self._listening.is_set() or self.draining.is_set():
+            return False
+        if self._active() >= self.settings.concurrency:
+            self._unregister()
+            return False
+        at = self._registered_at
+        if at is not None and time.monotonic() - at < STALE_S / 4:
+            return False
+        # marked first: a claim's notification may arrive before register_idle returns
+        self._registered_at = time.monotonic()
+        try:
+            self.store.register_idle(self.id, self.settings.queues, self.registry.names())
+        except BaseException:
+            self._registered_at = None
+            raise
+        if self._fill():
+            if self._active() >= self.settings.concurrency:
+                self._unregister()
+            return True
+        return False
+
+    def _unregister(self) -> None:
+        if self._registered_at is None:
+            return
+        self._registered_at = None
+        try:
+            self.store.unregister_idle(self.id)
+        except RetryableFailure:
+            pass  # a stale registration costs one missed wake-up, and is dropped in time
+
+    def _idle_wait(self) -> float:
+        """How long to sleep between looks for work: short when polling is all there is, long
+        while new work is announced (every announcement wakes the loop at once)."""
+        s = self.settings
+        if not self._listening.is_set():
+            return s.poll_s
+        return max(s.poll_s, min(s.notify_poll_s, s.reap_interval))
 
     def _done_enough(self) -> bool:
         m = self.settings.max_tasks
@@ -204,8 +265,14 @@ class Worker:
             m = self.settings.max_tasks
             if m is not None and self.completed + self._active() >= m:
                 break
+            claimed, self._claimed = self._claimed, False
             got = self.store.lease(
-                self.id, self.settings.queues, self.settings.lease_ttl_s, self.registry.names()
+                self.id,
+                self.settings.queues,
+                self.settings.lease_ttl_s,
+                self.registry.names(),
+                self.settings.task_ids,
+                look_first=not claimed,  # a submit said a task waits for this worker
             )
             if got is None:
                 break
@@ -355,7 +422,11 @@ class Worker:
     ) -> None:
         stored = _jsonable(result)
         # the terminal receipt commits to the stored result, so verify can check it later
-        payload: dict[str, Any] = {"worker": self.id, "result_sha256": sha256_json(stored)}
+        payload: dict[str, Any] = {
+            "worker": self.id,
+            "result_sha256": sha256_json(stored),
+            "usage": usage,
+        }
         if error is not None:
             payload["error"] = error
         if consume:
@@ -379,9 +450,10 @@ class Worker:
         s = self.settings
         tick = max(0.05, min(s.heartbeat_interval, s.steer_poll_s))
         next_beat = time.monotonic() + s.heartbeat_interval
+        next_steer = 0.0
         quiet_until = 0.0
         while not self._stopped.is_set():
-            self._poll_now.wait(tick)
+            announced = self._poll_now.wait(tick)
             self._poll_now.clear()
             if self._stopped.is_set():
                 return
@@ -399,7 +471,13 @@ class Worker:
                         ctx = running[tid].ctx
                         if ctx is not None:
                             ctx.lose_lease()
-                for row in self.store.pending_steering(list(running)):
+                # with steering announced (LISTEN), poll for it only as a fallback
+                if announced or not self._listening.is_set() or time.monotonic() >= next_steer:
+                    next_steer = time.monotonic() + s.notify_poll_s
+                    rows = self.store.pending_steering(list(running))
+                else:
+                    rows = []
+                for row in rows:
                     ctx = running[row.task_id].ctx
                     if ctx is not None:
                         # a stop or pause a receipt sent cancels work in flight
@@ -426,16 +504,33 @@ class Worker:
         if not self.store.notifies:
             return None
         listen = self.store.listen
+        queues = self.settings.queues
+        mine = self.store.worker_channel(self.id)
 
         def on_notify(channel: str, payload: str) -> None:
-            if channel == "holdfast_tasks":
+            if channel == mine:  # a submit claimed this worker's registration for its task
+                self._registered_at = None
+                self._claimed = True
                 self._wake.set()
-            else:
+            elif channel == TASKS_CHANNEL:
+                if wakes(
+                    payload, queues, self.registry.names()
+                ):  # only work this worker could lease
+                    self._wake.set()
+            elif channel == STEERING_CHANNEL:
+                self._poll_now.set()
+            else:  # (re)connected: anything announced meanwhile was missed, so look once
+                self._wake.set()
                 self._poll_now.set()
 
         t = threading.Thread(
             target=listen,
-            args=(("holdfast_tasks", "holdfast_steering"), on_notify, self._stopped),
+            args=(
+                (TASKS_CHANNEL, STEERING_CHANNEL, mine),
+                on_notify,
+                self._stopped,
+                self._listening,
+            ),
             name="holdfast-listen",
             daemon=True,
         )

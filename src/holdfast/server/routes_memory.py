@@ -62,6 +62,7 @@ class SearchRequest(BaseModel):
     arms: list[Arm] = Field(default_factory=lambda: list(ARMS))
     min_trust: TrustClass | None = None
     history: bool = False
+    observations_first: bool = False  # observations first, their evidence items after them
 
 
 class PackRequest(BaseModel):
@@ -110,6 +111,7 @@ def _search(svc: Services, req: SearchRequest) -> list[dict[str, Any]]:
             arms=req.arms,
             min_trust=req.min_trust,
             include_history=req.history,
+            observations_first=req.observations_first,
         )
         return [h.to_dict() | {"rendered": h.render()} for h in hits]
 

@@ -175,6 +175,12 @@ class Backend(ABC):
     def _own_now(self, h: Handle | None) -> float:
         """The backend's clock when none was injected."""
 
+    def now_sql(self) -> tuple[str, tuple[float, ...]]:
+        """The store's clock as a SQL expression and its parameters, to be read inside a
+        statement instead of by a round trip of its own: the server's clock on PostgreSQL
+        (constant within one statement), else the injected or local clock as a parameter."""
+        return "?", (self.now(),)
+
     def notify(self, h: Handle, channel: str, payload: str) -> None:  # noqa: B027
         """Announce ``payload`` on ``channel`` when the transaction commits (PostgreSQL NOTIFY;
         a no-op on SQLite, whose readers poll)."""
@@ -193,8 +199,13 @@ class Backend(ABC):
         channels: Sequence[str],
         callback: Callable[[str, str], None],
         stop: Any,
+        ready: Any = None,
     ) -> None:
-        """Call ``callback(channel, payload)`` for each notification until ``stop`` is set."""
+        """Call ``callback(channel, payload)`` for each notification until ``stop`` is set.
+
+        ``ready`` (a ``threading.Event``), if given, is set while notifications are being
+        delivered and cleared while they are not (the connection was lost): a reader may then
+        wait long between polls only while it is set."""
         raise NotImplementedError(f"{self.dialect.name} delivers no notifications; poll instead")
 
     # -- errors and lifecycle -----------------------------------------------------------------

@@ -113,6 +113,11 @@ class PostgresBackend(Backend):
         assert row is not None
         return float(row["now"])
 
+    def now_sql(self) -> tuple[str, tuple[float, ...]]:
+        if self.clock is not None:
+            return super().now_sql()
+        return "extract(epoch FROM statement_timestamp())::float8", ()
+
     def notify(self, h: Handle, channel: str, payload: str) -> None:
         self.execute(h, "SELECT pg_notify(?, ?)", (channel, payload))
 
@@ -128,10 +133,13 @@ class PostgresBackend(Backend):
         channels: Sequence[str],
         callback: Callable[[str, str], None],
         stop: threading.Event,
+        ready: threading.Event | None = None,
     ) -> None:
         """Call ``callback(channel, payload)`` for each NOTIFY until ``stop`` is set.
 
-        Reconnects with backoff when the server goes away; callers keep polling as a fallback.
+        Reconnects with backoff when the server goes away; ``ready`` is cleared meanwhile, so
+        callers poll as a fallback. Notifications sent while disconnected are lost, so after
+        every (re)connection ``callback("", "")`` says: look once, something may have been missed.
         """
         delay = 0.5
         while not stop.is_set():
@@ -141,15 +149,22 @@ class PostgresBackend(Backend):
                 for ch in channels:
                     conn.execute(f'LISTEN "{ch}"')
                 delay = 0.5
+                if ready is not None:
+                    ready.set()
+                callback("", "")
                 while not stop.is_set():
                     for n in conn.notifies(timeout=0.5):
                         callback(n.channel, n.payload)
             except Exception as exc:
+                if ready is not None:
+                    ready.clear()
                 shown = classify(exc, self.db.connection_url)
                 log.debug("listener: %s; reconnecting in %.1fs", shown, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
             finally:
+                if ready is not None:
+                    ready.clear()
                 if conn is not None:
                     try:
                         conn.close()

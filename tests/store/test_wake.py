@@ -1,0 +1,231 @@
+"""Waking workers on PostgreSQL: one idle worker per submitted task, only workers that could take
+it, no idle polling storm; and the one-statement lease on both backends."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from holdfast.harness import Harness, WorkerSettings
+from holdfast.harness.store_core import wake_payload, wakes
+from holdfast.testing import FakeClock
+from holdfast.testing.kinds import kinds_registry
+from holdfast.testing.postgres import PostgresCluster
+
+_names = itertools.count(1)
+pg = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PostgresCluster) -> str:
+    return pg_cluster.create_database(f"wake{next(_names)}")
+
+
+@pytest.fixture
+def harness(pg_url: str) -> Iterator[Harness]:
+    h = Harness.open(pg_url, registry=kinds_registry())
+    yield h
+    h.close()
+
+
+class Listener:
+    """A LISTEN connection of its own, counting what arrives on some channels."""
+
+    def __init__(self, url: str, *channels: str) -> None:
+        self.conn = psycopg.connect(url, autocommit=True)
+        for ch in channels:
+            self.conn.execute(f'LISTEN "{ch}"')
+
+    def drain(self, wait_s: float = 0.3) -> list[tuple[str, str]]:
+        return [(n.channel, n.payload) for n in self.conn.notifies(timeout=wait_s)]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_the_payload_names_queue_and_kind() -> None:
+    p = wake_payload("q1", "noop")
+    assert wakes(p, None, None)
+    assert wakes(p, ["q1", "q2"], ["noop"])
+    assert not wakes(p, ["q2"], ["noop"])
+    assert not wakes(p, ["q1"], ["scripted"])
+    assert not wakes(p, None, [])
+    assert wakes("not json", ["q2"], ["scripted"])  # unreadable: look rather than lose a task
+
+
+@pg
+def test_a_submit_wakes_exactly_one_registered_worker(harness: Harness, pg_url: str) -> None:
+    store = harness.store
+    chans = {w: store.worker_channel(w) for w in ("w1", "w2")}
+    ears = {w: Listener(pg_url, ch) for w, ch in chans.items()}
+    try:
+        for w in chans:
+            store.register_idle(w, ["q"], ["noop"])
+        harness.submit({"kind": "noop", "queue": "q"})
+        got = {w: ear.drain() for w, ear in ears.items()}
+        assert sorted(len(v) for v in got.values()) == [0, 1], got
+        first = next(w for w, v in got.items() if v)
+        harness.submit({"kind": "noop", "queue": "q"})
+        got2 = {w: ear.drain() for w, ear in ears.items()}
+        assert [w for w, v in got2.items() if v] == [w for w in chans if w != first]
+        harness.submit({"kind": "noop", "queue": "q"})  # both claimed: nobody is woken
+        assert all(not ear.drain() for ear in ears.values())
+    finally:
+        for ear in ears.values():
+            ear.close()
+
+
+@pg
+def test_only_a_worker_that_can_take_the_task_is_woken(harness: Harness, pg_url: str) -> None:
+    store = harness.store
+    store.register_idle("other-queue", ["b"], ["noop"])
+    store.register_idle("other-kind", ["a"], ["scripted"])
+    store.register_idle("any-queue", None, ["noop"])
+    ears = {w: Listener(pg_url, store.worker_channel(w)) for w in ("other-queue", "other-kind")}
+    any_ear = Listener(pg_url, store.worker_channel("any-queue"))
+    try:
+        harness.submit({"kind": "noop", "queue": "a"})
+        assert [c for c, _ in any_ear.drain()] == [store.worker_channel("any-queue")]
+        assert all(not ear.drain(0.1) for ear in ears.values())
+        harness.submit({"kind": "noop", "queue": "a"})  # the matching one was claimed
+        assert all(not ear.drain(0.1) for ear in ears.values())
+    finally:
+        for ear in [*ears.values(), any_ear]:
+            ear.close()
+
+
+@pg
+def test_a_registration_made_after_the_claim_still_finds_the_task(harness: Harness) -> None:
+    """The order the wake-up protocol relies on: register, then look once more."""
+    store = harness.store
+    task = harness.submit({"kind": "noop", "queue": "q"})  # nobody registered: nobody woken
+    store.register_idle("late", ["q"], ["noop"])
+    got = store.lease("late", ["q"], 30.0, ["noop"])
+    assert got is not None and got[0].id == task.id
+
+
+@pg
+def test_stale_registrations_are_dropped(pg_url: str) -> None:
+    clock = FakeClock(1_000_000.0)
+    h = Harness.open(pg_url, registry=kinds_registry(), clock=clock)
+    try:
+        h.store.register_idle("gone", ["q"], ["noop"])
+        clock.advance(3600)
+        h.store.register_idle("alive", ["q"], ["noop"])
+        rows = h.store.backend.query("SELECT worker FROM harness_idle ORDER BY worker")
+        assert [r["worker"] for r in rows] == ["alive"]
+    finally:
+        h.close()
+
+
+def _commits(h: Harness) -> int:
+    row = h.store.backend.query_one(
+        "SELECT xact_commit AS n FROM pg_stat_database WHERE datname = current_database()"
+    )
+    assert row is not None
+    return int(row["n"])
+
+
+def _start(h: Harness, n: int, **settings: Any) -> tuple[list[Any], list[threading.Thread]]:
+    workers = [
+        h.worker(WorkerSettings(queues=("q",), lease_ttl_s=30, **settings)) for _ in range(n)
+    ]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    return workers, threads
+
+
+def _stop(workers: list[Any], threads: list[threading.Thread]) -> None:
+    for w in workers:
+        w.stop()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+
+
+@pg
+def test_idle_workers_do_not_poll_in_a_storm(harness: Harness) -> None:
+    """Four idle workers with a 50 ms poll: with notifications they look about once a second
+    each, not twenty times (the old behaviour: some 240 transactions in these 3 s)."""
+    workers, threads = _start(harness, 4, poll_s=0.05)
+    try:
+        time.sleep(1.5)  # started, listening and registered
+        before = _commits(harness)
+        time.sleep(3.0)
+        # counters are published at most once a second per connection
+        time.sleep(1.2)
+        spent = _commits(harness) - before
+    finally:
+        _stop(workers, threads)
+    assert spent < 60, spent
+
+
+@pg
+def test_tasks_cost_a_bounded_number_of_commits_with_many_idle_workers(harness: Harness) -> None:
+    """Eight idle workers, tasks submitted one by one: each task costs a few transactions, not
+    a few per idle worker (every worker woken by every submit cost about 4 per worker)."""
+    workers, threads = _start(harness, 8)
+    try:
+        time.sleep(1.5)
+        before = _commits(harness)
+        n = 40
+        ids = []
+        for _ in range(n):
+            ids.append(harness.submit({"kind": "noop", "queue": "q"}).id)
+            time.sleep(0.02)
+        deadline = time.monotonic() + 120
+        while not all(harness.get(t).terminal for t in ids):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        spent = _commits(harness) - before
+    finally:
+        _stop(workers, threads)
+    assert all(harness.get(t).status == "succeeded" for t in ids)
+    # submit, its wake-up, lease, liveness read, finish, then going idle again (a look, a
+    # registration, a second look), plus idle polls, steering polls and the test's own reads
+    assert spent / n < 20, spent / n
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pg)])
+def test_lease_takes_the_best_ready_task_in_one_statement(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = str(tmp_path / "h.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    clock = FakeClock(5_000.0)
+    h = Harness.open(url, registry=kinds_registry(), clock=clock)
+    try:
+        low = h.submit({"kind": "noop", "queue": "q", "priority": 0})
+        high = h.submit({"kind": "noop", "queue": "q", "priority": 5})
+        h.submit({"kind": "noop", "queue": "other", "priority": 9})
+        statements = 0
+        real = h.store.backend.execute
+
+        def counting(*a: Any, **k: Any) -> Any:
+            nonlocal statements
+            statements += 1
+            return real(*a, **k)
+
+        h.store.backend.execute = counting  # type: ignore[method-assign]
+        got = h.store.lease("w", ["q"], 30.0, ["noop"], look_first=False)
+        assert got is not None
+        task, token = got
+        # the claim, then the receipt (head read, insert, head update): nothing else
+        assert statements == 4, statements
+        assert task.id == high.id and task.status == "running" and task.lease_token == token
+        assert task.lease_expires == pytest.approx(5_030.0)
+        assert task.heartbeat_at == pytest.approx(5_000.0) and task.attempts == 1
+        assert task.head_seq == 2 and task == h.get(high.id)
+        assert h.verify(high.id).ok
+        got2 = h.store.lease("w", ["q"], 30.0, ["noop"])
+        assert got2 is not None and got2[0].id == low.id
+        assert h.store.lease("w", ["q"], 30.0, ["noop"]) is None
+    finally:
+        h.close()
