@@ -29,7 +29,10 @@ DIST = {
 # imported only inside `try: ... except ImportError` for an environment of its own
 OPTIONAL_ELSEWHERE = {"verifiers"}  # its own venv: openai<3 (Makefile venv-verifiers)
 # declared for a reason other than an import
-NOT_IMPORTED_OK = {"python-multipart"}  # FastAPI's form parsing loads it by name
+NOT_IMPORTED_OK = {
+    "python-multipart",  # FastAPI's form parsing loads it by name
+    "onnx",  # torch.onnx.export loads it (memory/embed_onnx.py)
+}
 
 
 def _imports() -> set[str]:
