@@ -15,7 +15,10 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -133,6 +136,55 @@ async def bench_many(level: str, boxes: int) -> dict[str, float]:
     }
 
 
+# A bare echo worker (no sandbox, no hardening): one JSON frame in, one out. It gives the floor a
+# Python host and a Python worker reach on this machine, to read the box's round trips against.
+_ECHO = (
+    "import socket, sys, json, struct\n"
+    "s = socket.socket(fileno=int(sys.argv[1])); h = struct.Struct('>I'); buf = b''\n"
+    "while True:\n"
+    "    while len(buf) < 4 or len(buf) < 4 + h.unpack_from(buf)[0]:\n"
+    "        data = s.recv(65536)\n"
+    "        if not data: sys.exit(0)\n"
+    "        buf += data\n"
+    "    n = h.unpack_from(buf)[0]; msg = json.loads(buf[4:4 + n]); buf = buf[4 + n:]\n"
+    "    out = json.dumps({'op': 'result', 'id': msg['id'], 'ok': True}).encode()\n"
+    "    s.sendall(h.pack(len(out)) + out)\n"
+)
+
+
+def _frame(i: int) -> bytes:
+    body = json.dumps({"op": "exec", "id": i, "code": "pass"}).encode()
+    return len(body).to_bytes(4, "big") + body
+
+
+async def bench_floor(n: int) -> dict[str, dict[str, float]]:
+    """Round trips to a bare echo process: from an asyncio host, and from a blocking one."""
+    host, child = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _ECHO, str(child.fileno())], pass_fds=[child.fileno()]
+    )
+    child.close()
+    try:
+        blocking = []
+        for i in range(n):
+            t = time.perf_counter()
+            host.sendall(_frame(i))
+            json.loads(host.recv(65536)[4:])
+            blocking.append(time.perf_counter() - t)
+        loop = asyncio.get_running_loop()
+        host.setblocking(False)
+        evented = []
+        for i in range(n):
+            t = time.perf_counter()
+            await loop.sock_sendall(host, _frame(i))
+            json.loads((await loop.sock_recv(host, 65536))[4:])
+            evented.append(time.perf_counter() - t)
+    finally:
+        host.close()
+        proc.wait(timeout=10)
+    return {"blocking": _ms(blocking), "asyncio": _ms(evented)}
+
+
 def _make_file(size_mb: int, directory: str) -> Path:
     path = Path(directory) / f"input-{size_mb}mb.txt"
     line = b"the quick brown fox jumps over the lazy dog 0123456789\n"
@@ -178,6 +230,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             path.unlink()
     for level in LEVELS:
         out[level]["many"] = await bench_many(level, args.boxes)
+    out["floor"] = await bench_floor(args.cells)
     return out
 
 
@@ -219,6 +272,11 @@ def _table(res: dict[str, Any], boxes: int) -> str:
     lines = ["| figure | namespace | process |", "| --- | --- | --- |"]
     for label, fmt in rows:
         lines.append(f"| {label} | {fmt(res['namespace'])} | {fmt(res['process'])} |")
+    floor = res["floor"]
+    lines.append(
+        "| floor: bare echo process, no sandbox (asyncio host / blocking host, median / p95) | "
+        f"{_pair(floor['asyncio'])} | {_pair(floor['blocking'])} |"
+    )
     return "\n".join(lines)
 
 

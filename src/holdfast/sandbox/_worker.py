@@ -572,18 +572,20 @@ class Worker:
 
 def _read_at_zero(fd: int, size: int) -> bytes:
     """The file's bytes from offset 0 (the descriptor's own offset is shared and left alone)."""
-    buf = bytearray(size)
-    view = memoryview(buf)
+    step = 1 << 30
+    if size <= step:
+        data = os.pread(fd, size, 0)
+        if len(data) == size:
+            return data
+    parts = []
     done = 0
     while done < size:
-        n = os.preadv(fd, [view[done:]], done)
-        if not n:
+        part = os.pread(fd, min(step, size - done), done)
+        if not part:
             break
-        done += n
-    del view
-    if done < size:
-        del buf[done:]
-    return bytes(buf) if done < 1 << 20 else buf  # type: ignore[return-value]
+        parts.append(part)
+        done += len(part)
+    return b"".join(parts)
 
 
 def _copy_to_memory(fd: int, size: int) -> Any:

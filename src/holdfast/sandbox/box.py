@@ -184,7 +184,7 @@ class IsolatedSandbox:
             raise
         if not self.policy.background_processes:
             proc.kill_leftovers()
-        spent = proc.cpu_exhausted()
+        spent = proc.cpu_exhausted(recent_ok=0.1)
         if spent is not None:
             proc.kill(spent)  # the next call restarts it
             self._needs_restart = True

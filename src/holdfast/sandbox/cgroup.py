@@ -214,4 +214,5 @@ def cgroup_status() -> tuple[bool, str]:
         )
     probe.remove()
     memory = "memory.max and pids.max" if probe.version == 2 else "pids.max (memory by RLIMIT_AS)"
-    return True, f"cgroup v{probe.version}: {memory}"
+    cpu = "; CPU time of the whole box counted" if probe.counts_cpu else ""
+    return True, f"cgroup v{probe.version}: {memory}{cpu}"

@@ -126,6 +126,7 @@ class BoxProcess:
         self._stderr_buf = bytearray()
         self.on_death: Callable[[str], None] | None = None
         self._cpu_timer: asyncio.TimerHandle | None = None
+        self._cpu_checked = 0.0
 
     # start -------------------------------------------------------------------------------------
 
@@ -219,11 +220,19 @@ class BoxProcess:
         if policy.cpu_seconds and self.cgroup is not None and self.cgroup.counts_cpu:
             self._cpu_timer = loop.call_later(_CPU_CHECK_S, self._watch_cpu)
 
-    def cpu_exhausted(self) -> str | None:
-        """Why the box must die for CPU (its processes together, by its cgroup), or None."""
+    def cpu_exhausted(self, recent_ok: float = 0.0) -> str | None:
+        """Why the box must die for CPU (its processes together, by its cgroup), or None.
+
+        With ``recent_ok``, a check made less than that many seconds ago stands (the watchdog
+        checks every half second anyway).
+        """
         limit = self.policy.cpu_seconds
         if not limit or self.cgroup is None:
             return None
+        now = time.monotonic()
+        if recent_ok and now - self._cpu_checked < recent_ok:
+            return None
+        self._cpu_checked = now
         used = self.cgroup.cpu_seconds()
         if used is None or used <= limit:
             return None
