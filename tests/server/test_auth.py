@@ -226,3 +226,20 @@ def test_tokens_on_the_postgresql_control_plane(pg_cluster) -> None:  # type: ig
         assert tokens.list(include_revoked=True)[0].id == info.id
     finally:
         tokens.close()
+
+
+def test_accepted_connections_send_without_nagle_delay() -> None:
+    """A kept-alive client's requests took ~44 ms each (Nagle waiting on the delayed ACK)
+    because asyncio skips TCP_NODELAY for a socket made with proto 0."""
+    import socket as _socket
+
+    from holdfast.server.run import bind
+
+    listener = bind(ServerSettings(port=0))
+    try:
+        with _socket.create_connection(listener.getsockname()[:2]):
+            conn, _ = listener.accept()
+            with conn:
+                assert conn.getsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY) != 0
+    finally:
+        listener.close()

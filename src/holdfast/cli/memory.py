@@ -23,12 +23,34 @@ from holdfast.display import dumps, escape_control
 from holdfast.errors import InvalidInput
 
 
+def _remote(ctx: click.Context) -> Any:
+    """The client of the configured server (``--server`` / ``HOLDFAST_SERVER``), or None."""
+    obj = ctx.find_object(dict) or {}
+    if obj.get("no_server"):
+        return None
+    if "remote" not in obj:
+        from holdfast.server.client import client_from
+
+        obj["remote"] = client_from(obj.get("server"), obj.get("token"), os.environ)
+        if obj["remote"] is not None and (obj.get("root") or obj.get("embedder")):
+            raise click.UsageError(
+                "--root and --embedder choose a local memory directory; with a server "
+                "(--server / HOLDFAST_SERVER) the server's is used: pass --no-server to work locally"
+            )
+    return obj["remote"]
+
+
 def _store(ctx: click.Context) -> Any:
     from holdfast.memory import MemoryConfig, MemoryStore
 
     obj = ctx.find_object(dict)
     if obj is None:
         obj = ctx.ensure_object(dict)
+    if _remote(ctx) is not None:
+        raise click.UsageError(
+            f"'holdfast memory {ctx.info_name}' works on the memory directory itself, not "
+            "through a server: pass --no-server (or unset HOLDFAST_SERVER) to run it locally"
+        )
     if "store" not in obj:
         root = obj.get("root")
         embedder = obj.get("embedder") or os.environ.get("HOLDFAST_MEMORY_EMBEDDER") or "local"
@@ -99,24 +121,50 @@ ns_opt = click.option("--namespace", "-n", default="default", show_default=True,
 @click.group()
 @click.option("--root", type=click.Path(file_okay=False), help="Memory directory.")
 @click.option("--embedder", help="local | none | openai:<model>@<base_url>.")
+@click.option(
+    "--server",
+    help="A running 'holdfast serve' (default: $HOLDFAST_SERVER): add, search, show and forget "
+    "go through it and its warm embedder.",
+)
+@click.option("--token", help="The server's bearer token (default: $HOLDFAST_TOKEN).")
+@click.option("--no-server", is_flag=True, help="Work on the local directory even if one is set.")
 @click.pass_context
-def memory(ctx: click.Context, root: str | None, embedder: str | None) -> None:
+def memory(
+    ctx: click.Context,
+    root: str | None,
+    embedder: str | None,
+    server: str | None,
+    token: str | None,
+    no_server: bool,
+) -> None:
     """Knowledge memory: Markdown files as the truth, hybrid recall over them."""
-    ctx.obj = {"root": root, "embedder": embedder}
+    ctx.obj = {
+        "root": root,
+        "embedder": embedder,
+        "server": server,
+        "token": token,
+        "no_server": no_server,
+    }
 
 
-def _write_message(res: Any) -> str:
-    if res.status in ("duplicate", "near_duplicate"):
-        what = "the same text as" if res.status == "duplicate" else "the same claim as"
+def _write_message(res: dict[str, Any]) -> str:
+    """A write's status in words, from its JSON form (a local write's or a server's answer)."""
+    status = res["status"]
+    if status in ("duplicate", "near_duplicate"):
+        what = "the same text as" if status == "duplicate" else "the same claim as"
         msg = (
-            f"not stored: {what} {res.duplicate_of} ({res.citation}): {res.item.text[:200]}\n"
-            "(pass --no-dedup to store it anyway)"
+            f"not stored: {what} {res['duplicate_of']} ({res['citation']}): "
+            f"{res['item']['text'][:200]}\n(pass --no-dedup to store it anyway)"
         )
     else:
-        msg = f"{res.status} {res.item.id}"
-    if res.redacted:
-        msg += f"; redacted: {', '.join(sorted(set(res.redacted)))}"
+        msg = f"{status} {res['item']['id']}"
+    if res.get("redacted"):
+        msg += f"; redacted: {', '.join(sorted(set(res['redacted'])))}"
     return msg
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else str(value.isoformat())
 
 
 @memory.command()
@@ -147,14 +195,22 @@ def add(
     as_json: bool,
 ) -> None:
     """Remember TEXT ('-' reads standard input)."""
-    res = _store(ctx).add(
-        _read_text(text), namespace=namespace, kind=kind, entities=entities, tags=tags,
-        trust=trust, mention_time=mention_time,
-        source={"url": source_url} if source_url else None, dedup=not no_dedup,
-    )  # fmt: skip
+    source = {"url": source_url} if source_url else None
+    remote = _remote(ctx)
+    if remote is not None:
+        data = remote.request("POST", "/api/v1/memory/items", {
+            "text": _read_text(text), "namespace": namespace, "kind": kind,
+            "entities": list(entities), "tags": list(tags), "trust": trust,
+            "mention_time": _iso(mention_time), "source": source, "dedup": not no_dedup,
+        })  # fmt: skip
+    else:
+        data = _store(ctx).add(
+            _read_text(text), namespace=namespace, kind=kind, entities=entities, tags=tags,
+            trust=trust, mention_time=mention_time, source=source, dedup=not no_dedup,
+        ).to_dict()  # fmt: skip
     from holdfast.cli.memory_knowledge import write_report
 
-    _emit(res.to_dict(), as_json, write_report(res))
+    _emit(data, as_json, write_report(data))
 
 
 @memory.command()
@@ -191,14 +247,26 @@ def search(
     as_json: bool,
 ) -> None:
     """Recall items for QUERY, best first, with citations."""
-    hits = _store(ctx).search(
-        query, namespace=namespace, limit=limit, entity=entity, as_of=as_of,
-        time_range=(after, before) if (after or before) else None, kinds=kinds or None,
-        arms=[a for a in arms.split(",") if a], include_history=history,
-        observations_first=observations_first,
-    )  # fmt: skip
-    text = "\n\n".join(f"{n}. ({h.score:.4f}) {h.render()}" for n, h in enumerate(hits, 1))
-    _emit([h.to_dict() for h in hits], as_json, text or "no results")
+    remote = _remote(ctx)
+    if remote is not None:
+        found = remote.request("POST", "/api/v1/memory/search", {
+            "query": query, "namespace": namespace, "limit": limit, "entity": entity,
+            "as_of": _iso(as_of), "after": _iso(after), "before": _iso(before),
+            "kinds": list(kinds), "arms": [a for a in arms.split(",") if a], "history": history,
+            "observations_first": observations_first,
+        })  # fmt: skip
+        rows = [(h["score"], h.pop("rendered")) for h in found]
+    else:
+        hits = _store(ctx).search(
+            query, namespace=namespace, limit=limit, entity=entity, as_of=as_of,
+            time_range=(after, before) if (after or before) else None, kinds=kinds or None,
+            arms=[a for a in arms.split(",") if a], include_history=history,
+            observations_first=observations_first,
+        )  # fmt: skip
+        found = [h.to_dict() for h in hits]
+        rows = [(h.score, h.render()) for h in hits]
+    text = "\n\n".join(f"{n}. ({score:.4f}) {shown}" for n, (score, shown) in enumerate(rows, 1))
+    _emit(found, as_json, text or "no results")
 
 
 @memory.command()
@@ -208,13 +276,20 @@ def search(
 @click.pass_context
 def show(ctx: click.Context, item_id: str, namespace: str, as_json: bool) -> None:
     """Show one item with its metadata and file citation."""
-    store = _store(ctx)
-    item = store.get(item_id, namespace=namespace)
-    data = item.to_dict() | {"citation": store.citation(item_id, namespace=namespace)}
+    from holdfast.server.client import path_part
+
+    remote = _remote(ctx)
+    if remote is not None:
+        path = f"/api/v1/memory/items/{path_part(item_id)}"
+        data = remote.request("GET", path, params={"namespace": namespace})
+    else:
+        store = _store(ctx)
+        item = store.get(item_id, namespace=namespace)
+        data = item.to_dict() | {"citation": store.citation(item_id, namespace=namespace)}
     text = "\n".join(
         f"{k}: {v}" for k, v in data.items() if k != "text" and v not in (None, [], {})
     )
-    _emit(data, as_json, text + "\n\n" + item.text)
+    _emit(data, as_json, text + "\n\n" + data["text"])
 
 
 @memory.command()
@@ -268,7 +343,14 @@ def forget(
     """Tombstone an item (or erase it with --purge)."""
     if purge and not yes and not click.confirm(f"erase {item_id} everywhere?", default=False):
         raise click.Abort()
-    _store(ctx).delete(item_id, namespace=namespace, purge=purge)
+    from holdfast.server.client import path_part
+
+    remote = _remote(ctx)
+    if remote is not None:
+        path = f"/api/v1/memory/items/{path_part(item_id)}"
+        remote.request("DELETE", path, params={"namespace": namespace, "purge": str(purge).lower()})
+    else:
+        _store(ctx).delete(item_id, namespace=namespace, purge=purge)
     status = "purged" if purge else "deleted"
     _emit({"status": status, "id": item_id}, as_json, f"{status} {item_id}")
 

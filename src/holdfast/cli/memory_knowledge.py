@@ -66,26 +66,29 @@ def belief_add(
         _read_text(text), namespace=namespace, kind="belief", confidence=confidence,
         entities=entities, trust=trust,
     )  # fmt: skip
-    _emit(res.to_dict(), as_json, write_report(res))
+    data = res.to_dict()
+    _emit(data, as_json, write_report(data))
 
 
-def write_report(res: Any) -> str:
-    """A write's outcome for people: status, conflicts with their proposed supersede, beliefs
-    it moved, observations refreshed."""
+def write_report(res: dict[str, Any]) -> str:
+    """A write's outcome for people (from its JSON form, local or from a server): status,
+    conflicts with their proposed supersede, beliefs it moved, observations refreshed."""
     from holdfast.cli.memory import _write_message
 
     lines = [_write_message(res)]
-    if res.item.confidence is not None and res.stored:
-        lines[0] += f" (confidence {res.item.confidence})"
-    for c in res.conflicts:
+    confidence = res["item"].get("confidence")
+    if confidence is not None and res["status"] in ("added", "updated"):
+        lines[0] += f" (confidence {confidence})"
+    for c in res.get("conflicts", []):
+        new_id = c["proposal"]["new"]
         lines.append(
-            f"contradicts {c.kind} {c.item_id} ({c.citation}; {c.reason}): {c.text[:200]}\n"
-            f"  proposed: holdfast memory resolve {c.item_id} {c.new_id}"
+            f"contradicts {c['kind']} {c['id']} ({c['citation']}; {c['reason']}): "
+            f"{c['text'][:200]}\n  proposed: holdfast memory resolve {c['id']} {new_id}"
         )
-    if res.supports:
-        lines.append("supports belief(s): " + ", ".join(res.supports))
-    if res.observations:
-        lines.append("observations refreshed: " + ", ".join(res.observations))
+    if res.get("supports"):
+        lines.append("supports belief(s): " + ", ".join(res["supports"]))
+    if res.get("observations"):
+        lines.append("observations refreshed: " + ", ".join(res["observations"]))
     return "\n".join(lines)
 
 

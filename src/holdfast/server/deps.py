@@ -34,15 +34,26 @@ def sse_frame(event: Event) -> bytes:
     """One server-sent event; ``ping`` events become comments (keep-alives)."""
     if event.type == "ping":
         return b": ping\n\n"
+    # one event goes to every watcher of its topic: encode it once, not once per watcher
+    cached: bytes | None = event.__dict__.get("_frame")
+    if cached is not None:
+        return cached
     data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"), default=str)
-    return f"id: {event.pos}\nevent: {event.type}\ndata: {data}\n\n".encode()
+    frame = f"id: {event.pos}\nevent: {event.type}\ndata: {data}\n\n".encode()
+    object.__setattr__(event, "_frame", frame)
+    return frame
 
 
-def sse_response(events: AsyncIterator[Event]) -> StreamingResponse:
+def sse_response(events: AsyncIterator[Event] | AsyncIterator[list[Event]]) -> StreamingResponse:
+    """A stream of events, or of batches of events (each batch one write to the client)."""
+
     async def body() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        async for event in events:
-            yield sse_frame(event)
+        async for item in events:
+            if isinstance(item, list):
+                yield b"".join(sse_frame(e) for e in item)
+            else:
+                yield sse_frame(item)
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
 

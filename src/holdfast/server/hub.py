@@ -82,6 +82,20 @@ class Hub:
 
         The watcher joins the topic *before* reading history, and a new topic reads its head
         before that, so no event can fall between the history read and the live feed."""
+        async for batch in self.watch_batches(key, poll, head, history, after):
+            for event in batch:
+                yield event
+
+    async def watch_batches(
+        self,
+        key: Hashable,
+        poll: Poll,
+        head: Callable[[], int],
+        history: Callable[[int], Awaitable[list[Event]]],
+        after: int,
+    ) -> AsyncIterator[list[Event]]:
+        """:meth:`watch`, with the events that are ready together handed over together (one
+        write to the client for one poll's events, however many there were)."""
         topic = self.topics.get(key)
         if topic is None or topic.finished:
             position = await anyio.to_thread.run_sync(head)
@@ -95,25 +109,39 @@ class Hub:
             topic.task = asyncio.create_task(self._run(topic))
         last = after
         try:
-            for event in await history(after):
-                if event.pos > last:
-                    last = event.pos
-                    yield event
+            stored = [e for e in await history(after) if e.pos > after]
+            for start in range(0, len(stored), self.batch_limit):
+                batch = stored[start : start + self.batch_limit]
+                last = max(last, batch[-1].pos)
+                yield batch
             while True:
                 try:
-                    item = await asyncio.wait_for(watcher.queue.get(), self.keepalive_s)
+                    first = await asyncio.wait_for(watcher.queue.get(), self.keepalive_s)
                 except TimeoutError:
-                    yield Event(last, "ping", {})
+                    yield [Event(last, "ping", {})]
                     continue
-                if item is None:
-                    if watcher.dropped:
-                        yield Event(last, "overflow", {"resume_after": last})
+                items: list[Event | None] = [first]
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    while items[-1] is not None and items[-1].type != "end":
+                        items.append(watcher.queue.get_nowait())
+                out: list[Event] = []
+                stop = False
+                for item in items:
+                    if item is None:
+                        if watcher.dropped:
+                            out.append(Event(last, "overflow", {"resume_after": last}))
+                        stop = True
+                        break
+                    if item.pos > last or item.type == "end":
+                        last = max(last, item.pos)
+                        out.append(item)
+                        if item.type == "end":
+                            stop = True
+                            break
+                if out:
+                    yield out
+                if stop:
                     return
-                if item.pos > last or item.type == "end":
-                    last = max(last, item.pos)
-                    yield item
-                    if item.type == "end":
-                        return
         finally:
             with contextlib.suppress(ValueError):
                 topic.watchers.remove(watcher)

@@ -7,7 +7,9 @@ store, and hands each job's trace events to its live watchers (bounded queues: a
 dropped, never waited for). Cancelling a job (a client that disconnects, ``POST .../cancel``)
 trips the engine's cancellation, which stops the running cell and cancels in-flight sub-calls.
 
-Jobs are objects of this process; their traces are in the store and outlive it.
+A job runs in this process, but its record is in the store (:mod:`holdfast.server.job_store`):
+after a restart its status, result or error still answer, and a job whose server went away before
+it finished is reported ``interrupted``. Its trace is in the store too.
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from holdfast.errors import Cancelled, HoldfastError, InvalidInput, UserError
 from holdfast.server.hub import Event
+from holdfast.server.job_store import HEARTBEAT_S, JobStore
 from holdfast.server.settings import ModelSpec, RLMCaps, ServerSettings
 from holdfast.server.tokens import Principal
 
 log = logging.getLogger("holdfast.server.rlm")
 
-TERMINAL = frozenset({"ok", "budget_exceeded", "cancelled", "error"})
+TERMINAL = frozenset({"ok", "budget_exceeded", "cancelled", "error", "interrupted"})
 MAX_EVENTS = 20_000
 
 
@@ -96,6 +100,40 @@ class Job:
         }
 
 
+@dataclass
+class StoredJob:
+    """A job known only from its record: run by an earlier or another server process."""
+
+    record: dict[str, Any]
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    watchers: list[asyncio.Queue[Event | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.finished:
+            self.done.set()
+
+    @property
+    def id(self) -> str:
+        return str(self.record["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.record["status"])
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def events(self) -> list[Event]:
+        end = {"status": self.status, "trace_id": self.record["trace_id"]}
+        return [Event(1, "end", end)] if self.finished else []
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.record)
+
+
 class JobManager:
     """Runs RLM jobs on the server's loop; see the module docstring."""
 
@@ -107,6 +145,7 @@ class JobManager:
         *,
         sandbox: Any = None,
         queue_size: int = 1_000,
+        store: JobStore | None = None,
     ) -> None:
         from holdfast.sandbox.types import SandboxPolicy
 
@@ -118,6 +157,11 @@ class JobManager:
         self.jobs: dict[str, Job] = {}
         self._slots: asyncio.Semaphore | None = None
         self.keep_finished = 500
+        backend = getattr(traces, "backend", None)
+        self.store = store if store is not None else (JobStore(backend) if backend else None)
+        self._beat: asyncio.Task[None] | None = None
+        self._closing = False
+        self._writer: ThreadPoolExecutor | None = None
 
     # -- names and budgets --------------------------------------------------------------------
 
@@ -223,28 +267,71 @@ class JobManager:
         job = Job(id="job-" + secrets.token_hex(10), spec=spec, principal=principal)
         self.jobs[job.id] = job
         self._forget_old()
+        self._save(job)
         job.task = asyncio.create_task(self._run(job))
+        if self.store is not None and (self._beat is None or self._beat.done()):
+            self._beat = asyncio.create_task(self._heartbeat())
         return job
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str) -> Job | StoredJob:
         job = self.jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(
-                f"no RLM job {job_id!r} in this server process (jobs live in the server that "
-                "ran them; their traces stay in the store: /api/v1/rlm/traces)"
-            )
-        return job
+        if job is not None:
+            return job
+        record = self.store.get(job_id) if self.store is not None else None
+        if record is None:
+            raise JobNotFound(f"no RLM job {job_id!r} (see /api/v1/rlm/jobs)")
+        return StoredJob(record)
 
-    def cancel(self, job_id: str) -> Job:
+    def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        """This process's jobs and the stored ones of earlier or other servers, newest first."""
+        mine = {j.id: j.to_dict() for j in self.jobs.values()}
+        stored = self.store.recent(limit) if self.store is not None else []
+        merged = list(mine.values()) + [r for r in stored if r["id"] not in mine]
+        return sorted(merged, key=lambda j: -float(j["created_at"]))[:limit]
+
+    def cancel(self, job_id: str) -> Job | StoredJob:
         job = self.get(job_id)
+        if isinstance(job, StoredJob) and not job.finished:
+            server = job.record.get("server") or {}
+            raise JobNotFound(
+                f"the RLM job {job_id!r} runs in another server process (pid "
+                f"{server.get('pid')} on {server.get('host')}): cancel it there"
+            )
         job.cancel.set()
         return job
+
+    def _save(self, job: Job) -> None:
+        """Write the job's record on the manager's one writer thread: in order, and never
+        holding the event loop while the disk is slow."""
+        if self.store is None:
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="holdfast-jobs")
+        record, via, store = job.to_dict(), job.spec.via, self.store
+
+        def write() -> None:
+            try:
+                store.save(record, via=via)
+            except HoldfastError as exc:  # the record is a convenience; the job goes on
+                log.warning("could not record RLM job %s: %s", record["id"], exc)
+
+        self._writer.submit(write)
+
+    async def _heartbeat(self) -> None:
+        """Refresh the records of running jobs (progress and heartbeat) while any runs."""
+        while any(not j.finished for j in self.jobs.values()):
+            await asyncio.sleep(HEARTBEAT_S)
+            for job in [j for j in self.jobs.values() if not j.finished]:
+                self._save(job)
 
     async def wait(self, job: Job) -> Job:
         await job.done.wait()
         return job
 
     async def close(self) -> None:
+        self._closing = True
+        if self._beat is not None:
+            self._beat.cancel()
         for job in list(self.jobs.values()):
             job.cancel.set()
         tasks = [j.task for j in self.jobs.values() if j.task is not None and not j.task.done()]
@@ -253,6 +340,9 @@ class JobManager:
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
+        if self._writer is not None:  # every record written before the server goes
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(writer.shutdown, True)
 
     def _forget_old(self) -> None:
         """Keep the newest ``keep_finished`` finished jobs in memory (their traces stay)."""
@@ -308,6 +398,7 @@ class JobManager:
                     raise Cancelled("the RLM job was cancelled before it started")
                 job.status = "running"
                 job.started_at = time.time()
+                self._save(job)
                 self._emit(job, "status", {"status": "running"})
                 rlm, opened = self._build(job)
                 result = await rlm.arun(job.spec.query, cancel=job.cancel, **job.spec.inputs)
@@ -317,12 +408,14 @@ class JobManager:
                 if result.error:
                     job.error = {"code": "budget_exceeded", **result.error}
         except Cancelled as exc:
-            job.status = "cancelled"
-            job.error = exc.to_dict()
             job.trace_id = job.trace_id or exc.details.get("trace_id")
+            if self._closing:
+                self._interrupted(job)
+            else:
+                job.status = "cancelled"
+                job.error = exc.to_dict()
         except asyncio.CancelledError:
-            job.status = "cancelled"
-            job.error = {"code": "cancelled", "message": "the server stopped the job"}
+            self._interrupted(job)
             raise
         except HoldfastError as exc:
             job.status = "error"
@@ -333,6 +426,7 @@ class JobManager:
             job.error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
         finally:
             job.ended_at = time.time()
+            self._save(job)
             if rlm is not None:
                 for built in opened:
                     closer = getattr(built, "aclose", None)
@@ -343,6 +437,15 @@ class JobManager:
             for q in list(job.watchers):
                 _offer(q, None)
             job.done.set()
+
+    @staticmethod
+    def _interrupted(job: Job) -> None:
+        job.status = "interrupted"
+        job.error = {
+            "code": "interrupted",
+            "message": "the RLM job was interrupted: the server stopped while it ran; it will "
+            "not be resumed (its trace shows what it did; submit it again to re-run)",
+        }
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -372,7 +475,7 @@ class JobManager:
             if not _offer(q, event):
                 job.watchers.remove(q)
 
-    async def watch(self, job: Job, after: int = 0) -> AsyncIterator[Event]:
+    async def watch(self, job: Job | StoredJob, after: int = 0) -> AsyncIterator[Event]:
         """The job's events after ``after``, then live ones until it ends."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue(self.queue_size)
         job.watchers.append(queue)
@@ -382,8 +485,8 @@ class JobManager:
                 if event.pos > last:
                     last = event.pos
                     yield event
-            if job.finished:
-                return
+            if job.finished or isinstance(job, StoredJob):
+                return  # a stored job's live events are in its trace: /rlm/traces/{id}/events
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), 15.0)

@@ -35,6 +35,9 @@ class MemoryAdd(BaseModel):
     source: dict[str, Any] | None = None
     confidence: float | None = Field(None, ge=0, le=1)
     tags: list[str] = Field(default_factory=list)
+    dedup: bool = Field(
+        True, description="Refuse an item whose text or claim is already stored (as the CLI does)."
+    )
 
 
 class MemoryUpdate(BaseModel):
@@ -59,6 +62,7 @@ class SearchRequest(BaseModel):
     arms: list[Arm] = Field(default_factory=lambda: list(ARMS))
     min_trust: TrustClass | None = None
     history: bool = False
+    observations_first: bool = False  # observations first, their evidence items after them
 
 
 class PackRequest(BaseModel):
@@ -89,6 +93,7 @@ def add(
             source=_source(req.source, who),
             confidence=req.confidence,
             tags=req.tags,
+            dedup=req.dedup,
         )
         return dict(res.to_dict())
 
@@ -106,6 +111,7 @@ def _search(svc: Services, req: SearchRequest) -> list[dict[str, Any]]:
             arms=req.arms,
             min_trust=req.min_trust,
             include_history=req.history,
+            observations_first=req.observations_first,
         )
         return [h.to_dict() | {"rendered": h.render()} for h in hits]
 

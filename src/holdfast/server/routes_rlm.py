@@ -78,7 +78,7 @@ async def submit(
 
 @router.get("/jobs", summary="Jobs of this server process, newest first")
 async def list_jobs(svc: Services = Depends(services)) -> list[dict[str, Any]]:
-    return [j.to_dict() for j in sorted(jobs_of(svc).jobs.values(), key=lambda j: -j.created_at)]
+    return jobs_of(svc).recent()
 
 
 @router.get("/jobs/{job_id}", summary="A job's status, progress and result")

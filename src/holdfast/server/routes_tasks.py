@@ -364,7 +364,7 @@ def task_stream(svc: Services, task_id: str, after: int) -> Any:
         rows = await anyio.to_thread.run_sync(lambda: h.receipts(task_id, after_seq=start))
         return to_events(rows)
 
-    return svc.hub.watch(("task", task_id), poll, head, history, after)
+    return svc.hub.watch_batches(("task", task_id), poll, head, history, after)
 
 
 @router.get(
