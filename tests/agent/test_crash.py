@@ -102,7 +102,14 @@ def test_sigkill_in_the_middle_of_a_rollover_ends_the_same_way(tmp_path: Path) -
             h0,
             "Port the 20 modules of the ledger",
             ws,
-            **{**SETTINGS, "memory_namespace": "default", "embedder": "none"},
+            # the knowledge-memory tools' schemas are part of every prompt when memory is on, so
+            # this task gets a slightly larger window than the memory-less long task
+            **{
+                **SETTINGS,
+                "context_window": 9000,
+                "memory_namespace": "default",
+                "embedder": "none",
+            },
         )
         child = _spawn(tmp_path / "holdfast.db", server, marker, slow_at=2)
         deadline = time.monotonic() + 120

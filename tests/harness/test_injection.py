@@ -331,3 +331,23 @@ def test_a_legitimate_lifecycle_still_verifies_with_every_receipt_named(
     used = {d["payload"]["approval_id"] for d in data if d["kind"] == "approval_used"}
     assert ids == used and len(ids) == 2
     assert harness.verify(t.id).ok
+
+
+def test_spending_reset_in_the_store_is_named_and_refused(
+    store_url: str, workspace: Path, keyed: bool
+) -> None:
+    with open_harness(store_url) as h:
+        tid = parked_after_one_step(h, workspace)
+        assert h.get(tid).usage["steps"] >= 1
+        tamper(
+            store_url,
+            'UPDATE harness_tasks SET usage = \'{"steps": 0, "tokens": 0, "usd": 0.0, '
+            '"wall_s": 0.0}\' WHERE id = ?',
+            (tid,),
+        )
+        result = h.verify(tid)
+        assert not result.ok and "spending was reset" in result.reason, result.reason
+        h.approve(tid, "002-counter.add_unkeyed", by="ann")
+        h.run_until_idle(FAST)
+        assert "spending was reset" in refused(h, tid)
+        assert counter(workspace) == 1

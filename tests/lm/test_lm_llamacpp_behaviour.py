@@ -143,3 +143,31 @@ def test_embedder_chunk_size_is_settable(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("HOLDFAST_EMBEDDER_MAX_WORDS", "lots")
     with pytest.raises(Exception, match="HOLDFAST_EMBEDDER_MAX_WORDS"):
         make_embedder("openai:e@http://127.0.0.1:9/v1")
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_unparsable_model_output_is_malformed_and_not_retried(direct: bool) -> None:
+    from holdfast.lm import MalformedResponse
+    from holdfast.testing import Fault
+
+    body = (
+        '{"error":{"code":500,"message":"The model produced output that does not match the '
+        'expected peg-native format","type":"server_error"}}'
+    )
+    with FakeOpenAIServer() as server:
+        server.inject(Fault.status(500, body=body))
+        lm = get_lm("llamacpp:smol", base_url=server.base_url, direct_http=direct)
+        with lm, pytest.raises(MalformedResponse, match="could not parse the model's output"):
+            lm.complete(USER, tools=TOOLS)
+        assert len(server.requests) == 1
+
+
+def test_embedder_timeout_suits_a_slow_local_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = make_embedder("openai:e@http://127.0.0.1:9/v1")
+    assert isinstance(embedder, OpenAIEmbedder) and embedder.timeout >= 120
+    monkeypatch.setenv("HOLDFAST_EMBEDDER_TIMEOUT", "300")
+    slow = make_embedder("openai:e@http://127.0.0.1:9/v1")
+    assert isinstance(slow, OpenAIEmbedder) and slow.timeout == 300
+    monkeypatch.setenv("HOLDFAST_EMBEDDER_TIMEOUT", "-1")
+    with pytest.raises(Exception, match="HOLDFAST_EMBEDDER_TIMEOUT"):
+        make_embedder("openai:e@http://127.0.0.1:9/v1")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -124,3 +125,60 @@ def test_call_record_json_round_trip(
         metadata=metadata,
     )
     assert CallRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
+def test_prices_match_exact_names_and_dated_snapshots_only() -> None:
+    from holdfast.lm.prices import DEFAULT_PRICES, Price
+
+    # o3-pro and gpt-5-pro are their own models (list prices several times o3's and gpt-5's)
+    assert DEFAULT_PRICES.lookup("openai", "o3-pro") == Price(20.0, 80.0)
+    assert DEFAULT_PRICES.lookup("openai", "gpt-5-pro") == Price(15.0, 120.0)
+    for unknown in ("o3-deep-research", "gpt-5-codex-max", "gpt-4o-realtime-preview", "o3x"):
+        assert DEFAULT_PRICES.lookup("openai", unknown) is None, unknown
+    bare = DEFAULT_PRICES.extend({})
+    without_pro = type(bare)({k: v for k, v in bare.prices.items() if not k.endswith("-pro")})
+    assert without_pro.lookup("openai", "o3-pro") is None  # never priced as o3
+    assert without_pro.lookup("openai", "gpt-5-pro") is None
+    assert DEFAULT_PRICES.lookup("anthropic", "claude-sonnet-4-5-20250929") == Price(3.0, 15.0, 0.3)
+    assert DEFAULT_PRICES.lookup("openai", "gpt-4o-2024-08-06") == Price(2.50, 10.0, 1.25)
+    assert DEFAULT_PRICES.lookup("openai", "gpt-4o-latest") == Price(2.50, 10.0, 1.25)
+    assert DEFAULT_PRICES.lookup("openrouter", "openai/gpt-5-pro") == Price(15.0, 120.0)
+
+
+def test_an_unpriced_model_costs_nothing_and_says_so() -> None:
+    from holdfast.lm import get_lm
+    from holdfast.testing import FakeOpenAIServer
+
+    with (
+        FakeOpenAIServer() as server,
+        get_lm("openai:o3-preview-x", base_url=server.base_url) as lm,
+    ):
+        usage = lm.complete([{"role": "user", "content": "hi"}]).usage
+    assert usage.priced is False and usage.cost_usd == 0.0 and usage.input_tokens > 0
+
+
+def test_prices_load_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from holdfast.lm import get_lm
+    from holdfast.lm.prices import DEFAULT_PRICES, Price, PriceTable
+
+    path = tmp_path / "prices.json"
+    path.write_text(
+        '{"house-model": [1.0, 2.0], "together:llama-x": {"input": 0.2, "output": 0.6, '
+        '"cached_input": 0.05}, "gpt-4o": [9, 9]}'
+    )
+    table = PriceTable.from_file(path)
+    assert table.lookup("together", "house-model") == Price(1.0, 2.0)
+    assert table.lookup("together", "llama-x") == Price(0.2, 0.6, 0.05)
+    assert table.lookup("openai", "gpt-4o") == Price(9.0, 9.0)
+    assert table.lookup("openai", "gpt-4o-mini") == DEFAULT_PRICES.lookup("openai", "gpt-4o-mini")
+    alone = PriceTable.from_file(path, base=False)
+    assert alone.lookup("openai", "gpt-4o-mini") is None
+    monkeypatch.setenv("HOLDFAST_PRICES", str(path))
+    lm = get_lm("together:house-model", api_key="k", base_url="http://127.0.0.1:9/v1")
+    assert lm.price == Price(1.0, 2.0)
+    for bad in ('{"m": [1]}', '{"m": {"input": 1}}', '{"m": [-1, 2]}', "[1, 2]", "nope"):
+        path.write_text(bad)
+        with pytest.raises(ConfigError, match="price"):
+            PriceTable.from_file(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        PriceTable.from_file(tmp_path / "missing.json")

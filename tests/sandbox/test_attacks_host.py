@@ -134,7 +134,7 @@ def test_every_request_has_a_deadline_and_a_hung_worker_is_restarted(
         "get": lambda: box.get("kept"),
         "set": lambda: box.set("v", 1),
         "snapshot": box.snapshot,
-        "restore": lambda: box._run(box.sandbox.restore({"v": 2})),  # type: ignore[attr-defined]
+        "restore": lambda: box.restore({"v": 2}),
         "load": lambda: box.load("doc", path=src),
     }
     start = time.monotonic()

@@ -162,3 +162,16 @@ async def test_cpu_seconds_limit_ends_a_spinning_worker(isolation: str) -> None:
         r = await box.execute("while True: pass", timeout=60)
         assert not r.timed_out and r.error is not None and r.error.type == "SandboxDied"
         assert (await box.execute("kept")).value_repr == "1"
+
+
+@pytest.mark.anyio
+async def test_a_request_during_a_long_cell_waits_for_it_instead_of_killing_it() -> None:
+    """Request deadlines start when the request is sent; requests to one box go one at a time."""
+    async with open_sandbox(SandboxPolicy(request_timeout_s=1.0)) as box:
+        await box.execute("x = 5")
+        cell = asyncio.create_task(box.execute("import time; time.sleep(2.5); y = 1"))
+        await asyncio.sleep(0.2)
+        assert await box.get("x") == 5
+        r = await cell
+        assert r.ok and box.info.restarts == 0
+        assert await box.get("y") == 1

@@ -3,6 +3,8 @@ untrusted bytes."""
 
 from __future__ import annotations
 
+import json
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -15,7 +17,10 @@ from holdfast.sandbox.protocol import (
     FrameReader,
     ProtocolViolation,
     check_box_message,
+    decode_frame,
+    decoded_cost,
     encode_frame,
+    nesting_depth_exceeds,
 )
 
 json_values = st.recursive(
@@ -113,3 +118,52 @@ def test_schema_subset() -> None:
     assert "missing required 'prompt'" in text and "expected integer" in text
     assert "not one of" in text and "unexpected 'zz'" in text
     assert validate(schema, {"prompt": "toolong"}) != []
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+deep_values = st.recursive(
+    st.none() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+@given(deep_values, st.integers(0, 12))
+@settings(max_examples=200, deadline=None)
+def test_nesting_depth_matches_the_decoded_value(value: Any, limit: int) -> None:
+    body = json.dumps(value, ensure_ascii=False).encode()
+    assert nesting_depth_exceeds(body, limit) == (_depth(value) > limit)
+
+
+@given(deep_values)
+@settings(max_examples=60, deadline=None)
+def test_decoded_cost_bounds_what_decoding_allocates(value: Any) -> None:
+    body = json.dumps({"op": "call", "args": [value] * 50}, ensure_ascii=False).encode()
+    tracemalloc.start()
+    try:
+        decode_frame(body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoded_cost(body) >= peak - 4096  # tracemalloc's own bookkeeping aside
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_protocol_violations(constant: str) -> None:
+    with pytest.raises(ProtocolViolation, match="strict JSON"):
+        decode_frame(f'{{"usd": {constant}}}'.encode())
+
+
+def test_decoder_failures_of_every_kind_are_protocol_violations() -> None:
+    for body in (b"[" * 100_000, b"\xff\xfe", b'{"a": 1' + b"9" * 5000 + b"}", b"{}{}"):
+        with pytest.raises(ProtocolViolation):
+            decode_frame(body, max_depth=10**6)

@@ -7,13 +7,18 @@ reported clearly at start instead of failing on the first write.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 from holdfast.errors import InvalidInput, ModelFacingError
+
+_UMASK_LOCK = threading.Lock()
 
 MAX_READ_LINES = 400
 SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
@@ -100,11 +105,7 @@ class Workspace:
         if not self.writable:
             raise ModelFacingError(f"the workspace {self.root} is read-only; nothing was written")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".holdfast-")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(content)
-            os.replace(tmp, target)
+            replace_text(target, content)
         except OSError as exc:
             raise ModelFacingError(f"cannot write {path!r}: {exc.strerror}") from exc
         return {"path": self.rel(target), "bytes": len(content.encode())}
@@ -122,3 +123,39 @@ class Workspace:
             )
         self.write(path, text.replace(old, new, 1))
         return {"path": self.rel(target), "replaced": 1}
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def replace_text(target: Path, content: str) -> None:
+    """Write ``target`` atomically (a temporary file beside it, then a rename), keeping an
+    existing file's permission bits and giving a new one ``0o666`` less the umask, as ``open``
+    would (a temporary file is created ``0o600``, which the rename would otherwise keep)."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~current_umask()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".holdfast-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+            os.fchmod(fh.fileno(), mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

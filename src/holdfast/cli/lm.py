@@ -34,6 +34,7 @@ from holdfast.lm import (
 from holdfast.lm.calllog import CallLog
 
 PING_PROMPT = "Reply with the single word: pong"
+PING_MAX_TOKENS = 16
 
 
 def _call_log(enabled: bool) -> CallLog | None:
@@ -113,7 +114,10 @@ def ping(
     client = _build(model, base_url, api_key, not no_log, timeout, retries, direct_http)
     try:
         t0 = time.perf_counter()
-        out = client.complete([{"role": "user", "content": PING_PROMPT}])
+        # a cap: a slow local model that runs on would hold a ping for minutes
+        out = client.complete(
+            [{"role": "user", "content": PING_PROMPT}], max_tokens=PING_MAX_TOKENS
+        )
         elapsed = time.perf_counter() - t0
     finally:
         client.close()

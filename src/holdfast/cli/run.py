@@ -19,6 +19,7 @@ from holdfast.cli.options import FINITE
 from holdfast.cli.task import db_option, json_option, open_harness, read_json_arg
 from holdfast.display import dumps, escape_control
 from holdfast.errors import InvalidInput, UserError
+from holdfast.harness import WorkerSettings
 
 if TYPE_CHECKING:
     from holdfast.session import SQLSessionStore
@@ -143,7 +144,9 @@ def run(
             _print(as_json, {"task": task.id, "status": task.status}, f"queued task {task.id}")
             return
         view.say(f"task {task.id}: running with {name} (Ctrl-C stops; the task resumes later)")
-        h.run_until_idle()
+        # only the task this command created: another user's queued task must not run under
+        # this user's command, model keys and workspace
+        h.run_until_idle(WorkerSettings(poll_s=0.05, task_ids=(task.id,)))
         row = h.get(task.id)
     finally:
         h.close()

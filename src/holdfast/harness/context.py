@@ -134,6 +134,11 @@ class StepContext:
         self._follower = ChainFollower(task.id, getattr(store.sealer, "signer", None))
         self._follow_lock = threading.Lock()
         self._refused: dict[int, str] = {}
+        self._head: tuple[int, str] | None = None  # the last receipt this worker wrote
+        self._usage_lock = threading.Lock()
+        forget = getattr(store.sealer, "forget", None)
+        if forget is not None:
+            forget()
 
     # -- read-only views -------------------------------------------------------------------
 
@@ -360,14 +365,19 @@ class StepContext:
             body = canonical_json(state)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"checkpoint state must be JSON: {exc}") from exc
-        self._call(
-            self.store.checkpoint,
-            self.task_id,
-            self.token,
-            state,
-            self.budget.used(),
-            Draft("checkpoint", {"state_sha256": hashlib.sha256(body.encode()).hexdigest()}),
-        )
+        with self._usage_lock:
+            used = self.budget.used()
+            self._call(
+                self.store.checkpoint,
+                self.task_id,
+                self.token,
+                state,
+                used,
+                Draft(
+                    "checkpoint",
+                    {"state_sha256": hashlib.sha256(body.encode()).hexdigest(), "usage": used},
+                ),
+            )
         self.state = state
         self.boundary()
 
@@ -419,11 +429,17 @@ class StepContext:
         now = time.monotonic()
         if now - self._saved_usage_at < save_every_s:
             return
+        # Not while a checkpoint is being written: its receipt records the usage, and a stale
+        # figure saved after it would read as spending reset (skipped, the next write saves).
+        if not self._usage_lock.acquire(blocking=False):
+            return
         self._saved_usage_at = now
         try:
             self.store.save_usage(self.task_id, self.token, self.budget.used())
         except Exception:  # the store may be down or the lease gone: the next write decides
             pass
+        finally:
+            self._usage_lock.release()
 
     def stop_here(self) -> NoReturn:
         """Raise what ``ctx.cancel`` fired for, after work in flight was cut off by it.
@@ -588,12 +604,21 @@ class StepContext:
         raise TaskInterrupt("parked", reason=request["message"])
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a store call, waiting out a store outage for up to ``store_retry_s``."""
+        """Run a store call, waiting out a store outage for up to ``store_retry_s``.
+
+        After an outage (a lost connection, a restarted server) the store must still hold the
+        last receipt this worker wrote before it carries on: a server that crashed may have lost
+        writes it had acknowledged (PostgreSQL with ``synchronous_commit=off``, a restored
+        backup), and acting on in-memory state the store no longer has would fork the task.
+        """
         deadline = time.monotonic() + self._store_retry_s
         delay = 0.05
+        outage = False
         while True:
             try:
-                return fn(*args, **kwargs)
+                if outage:
+                    self._recheck_head()
+                result = fn(*args, **kwargs)
             except RetryableFailure:
                 if (
                     time.monotonic() + delay > deadline
@@ -601,8 +626,31 @@ class StepContext:
                     or self._draining.is_set()
                 ):
                     raise
+                outage = True
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+                continue
+            last = getattr(self.store.sealer, "last_sealed", None)
+            head = last(self.task_id) if last is not None else None
+            if head is not None and (self._head is None or head[0] > self._head[0]):
+                self._head = head
+            return result
+
+    def _recheck_head(self) -> None:
+        """Raise :class:`LeaseLost` when the store no longer holds this worker's last receipt."""
+        if self._head is None:
+            return
+        seq, digest = self._head
+        rows = self.store.receipts(self.task_id, after_seq=seq - 1, limit=1)
+        if rows and rows[0].seq == seq and rows[0].hash == digest:
+            return
+        self.lose_lease()
+        raise LeaseLost(
+            f"the store no longer holds receipt {seq} of task {self.task_id}, which this worker "
+            "wrote before the store went away (the server lost committed writes); giving the "
+            "task up so it resumes from what the store kept",
+            task_id=self.task_id,
+        )
 
 
 def _with(row: StepRow, **changes: Any) -> StepRow:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from typing import Any
 
 from holdfast.harness.rows import Draft, SealedReceipt
@@ -75,6 +76,17 @@ class ReceiptSealer:
 
     def __init__(self, signer: Signer | None = None) -> None:
         self.signer = signer
+        self._local = threading.local()
+
+    def forget(self) -> None:
+        """Drop this thread's record of its last sealed receipt (a new task starts on it)."""
+        self._local.last = None
+
+    def last_sealed(self, task_id: str) -> tuple[int, str] | None:
+        """The sequence number and hash of the last receipt of ``task_id`` this thread sealed
+        (a worker's own latest write, once the transaction that sealed it committed)."""
+        last = getattr(self._local, "last", None)
+        return None if last is None or last[0] != task_id else (last[1], last[2])
 
     @property
     def key_id(self) -> str | None:
@@ -105,6 +117,7 @@ class ReceiptSealer:
             }
         )
         digest = receipt_hash(body)
+        self._local.last = (task_id, seq, digest)
         if self.signer is None:
             return SealedReceipt(seq, body, digest)
         return SealedReceipt(

@@ -325,17 +325,19 @@ class SQLHarnessCore:
         queues: Sequence[str] | None,
         ttl_s: float,
         kinds: Sequence[str] | None = None,
+        task_ids: Sequence[str] | None = None,
         *,
         look_first: bool = True,
     ) -> tuple[TaskRow, str] | None:
-        """Take the next ready task (of ``queues`` and ``kinds``, if given) with a fresh token.
+        """Take the next ready task (of ``queues``, ``kinds`` and ``task_ids``, if given) with a
+        fresh token.
 
         With ``look_first`` (the default) a read outside any write lock checks that there is
         work first, so idle pollers cost one cheap read; a worker told that a task is waiting
         for it leases without it."""
-        if kinds is not None and not kinds:
+        if (kinds is not None and not kinds) or (task_ids is not None and not task_ids):
             return None
-        where, filters = _ready_filter(queues, kinds)
+        where, filters = _ready_filter(queues, kinds, task_ids)
         clock, clock_params = self.backend.now_sql()
         if look_first and not self._any(
             f"SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= {clock}"
@@ -594,11 +596,17 @@ def _opt(value: Any) -> str | None:
 
 
 def _ready_filter(
-    queues: Sequence[str] | None, kinds: Sequence[str] | None
+    queues: Sequence[str] | None,
+    kinds: Sequence[str] | None,
+    task_ids: Sequence[str] | None = None,
 ) -> tuple[str, list[Any]]:
-    """The ``AND ...`` clause (and its parameters) that keeps tasks of these queues and kinds."""
+    """The ``AND ...`` clause (and its parameters) that keeps tasks of these queues and kinds
+    (and only these ``task_ids``, when given)."""
     where = ""
     filters: list[Any] = []
+    if task_ids is not None:
+        where += f" AND id IN ({', '.join('?' for _ in task_ids)})"
+        filters.extend(task_ids)
     if queues:
         where += f" AND queue IN ({', '.join('?' for _ in queues)})"
         filters.extend(queues)

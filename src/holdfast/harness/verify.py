@@ -63,11 +63,13 @@ class TaskRecord:
     head_hash: Any
     head_sig: Any
     kind: Any = None
+    usage: Any = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> TaskRecord:
         return cls(
             kind=row.get("kind"),
+            usage=row.get("usage"),
             id=row["id"],
             status=row["status"],
             spec=row["spec"],
@@ -284,6 +286,7 @@ class _Chain:
         self.want = {a.seq for a in anchors}
         self.seen: dict[int, str] = {}
         self.kind: Any = None
+        self.usage: tuple[int, dict[str, Any]] | None = None
         # steering and decisions by the row id their receipt names (None: written before
         # receipts named it; matched by content, oldest first)
         self.steers: dict[Any, _Sent] = {}
@@ -371,6 +374,8 @@ class _Chain:
 
     def _note(self, seq: int, data: dict[str, Any]) -> None:
         kind, payload, step = data["kind"], data["payload"], data["step"]
+        if isinstance(payload.get("usage"), dict) and data["actor"] == "harness":
+            self.usage = (seq, payload["usage"])
         was_terminal = self.status in TERMINAL_STATUSES
         if was_terminal and data["status"] != self.status:
             raise _Broken(seq, f"receipt {seq} changes the status of a task that had ended")
@@ -743,6 +748,8 @@ def _check_row(chain: _Chain, task: TaskRecord) -> None:
             raise _Broken(seq, f"the task's stored result does not match receipt {seq}")
         if _sha(error, "error", seq) != _sha(payload.get("error"), "error", seq):
             raise _Broken(seq, f"the task's stored error does not match receipt {seq}")
+    if chain.usage is not None and task.usage is not None:
+        _check_usage(chain.usage, _loads_column(task.usage, "usage", chain.usage[0]))
     state = _loads_column(task.checkpoint, "checkpoint", None)
     if chain.checkpoint is None:
         if state is not None:
@@ -750,6 +757,22 @@ def _check_row(chain: _Chain, task: TaskRecord) -> None:
     elif chain.checkpoint[1] != _sha(state, "checkpoint", chain.checkpoint[0]):
         seq = chain.checkpoint[0]
         raise _Broken(seq, f"the task's checkpoint state does not match receipt {seq}")
+
+
+def _check_usage(receipted: tuple[int, dict[str, Any]], stored: Any) -> None:
+    """Spending only grows: the stored usage must be at least what the last receipt recorded
+    (a reset would give the task its budget again)."""
+    seq, then = receipted
+    for name, value in sorted(then.items()):
+        if not _is_number(value):
+            continue
+        now = stored.get(name) if isinstance(stored, dict) else None
+        if not _is_number(now) or now < value - 1e-6:
+            raise _Broken(
+                seq,
+                f"the task's stored usage ({name}={now!r}) is below what receipt {seq} recorded "
+                f"({value!r}): its spending was reset",
+            )
 
 
 def _check_steps(chain: _Chain, steps: Iterable[StepRecord]) -> None:

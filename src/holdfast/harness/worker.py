@@ -56,6 +56,8 @@ class WorkerSettings:
     exit_when_idle: bool = False
     max_tasks: int | None = None
     worker_id: str | None = None
+    task_ids: tuple[str, ...] | None = None
+    """Lease only these tasks (``holdfast run`` runs the task it created, nobody else's)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -269,6 +271,7 @@ class Worker:
                 self.settings.queues,
                 self.settings.lease_ttl_s,
                 self.registry.names(),
+                self.settings.task_ids,
                 look_first=not claimed,  # a submit said a task waits for this worker
             )
             if got is None:
@@ -419,7 +422,11 @@ class Worker:
     ) -> None:
         stored = _jsonable(result)
         # the terminal receipt commits to the stored result, so verify can check it later
-        payload: dict[str, Any] = {"worker": self.id, "result_sha256": sha256_json(stored)}
+        payload: dict[str, Any] = {
+            "worker": self.id,
+            "result_sha256": sha256_json(stored),
+            "usage": usage,
+        }
         if error is not None:
             payload["error"] = error
         if consume:

@@ -27,6 +27,19 @@ _NO_TOOLS = re.compile(
 )
 
 
+# llama.cpp answers HTTP 500 when the model's output does not parse in the chat format it
+# expected (a half-made tool call, say): a sampling outcome, not an outage.
+_UNPARSED = re.compile(
+    r"does not match the expected [\w-]+ format|failed to parse (?:the )?(?:model )?output",
+    re.IGNORECASE,
+)
+
+
+def is_unparsed_output(status: int, body: str) -> bool:
+    """Whether a 5xx says that the server could not parse what the model generated."""
+    return 500 <= status < 600 and bool(_UNPARSED.search(body))
+
+
 def is_tools_unsupported(status: int, body: str) -> bool:
     """Whether a rejected request's body says that the model or server cannot take tools."""
     return 400 <= status < 600 and bool(_NO_TOOLS.search(body))

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from holdfast.lm.base import BaseLM
-from holdfast.lm.prices import DEFAULT_PRICES, PriceTable
+from holdfast.lm.prices import DEFAULT_PRICES, PriceTable, prices_from_env
 from holdfast.lm.providers import ProviderSpec, parse_model_name
 from holdfast.lm.record import CallRecorder
 from holdfast.lm.retry import RetryPolicy
@@ -56,10 +56,12 @@ def get_lm(
     ``vllm:<model>`` with a base URL); ``env`` is where to look up the provider's key and base-URL
     variables (e.g. ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``) when they are not passed: the process
     environment by default, as the provider SDKs do; ``{}`` ignores it. Calls go
-    to ``call_log`` when one is attached. Extra ``options`` go to the client class.
+    to ``call_log`` when one is attached. ``HOLDFAST_PRICES`` in ``env`` names a JSON price file
+    loaded on top of ``prices``. Extra ``options`` go to the client class.
     """
     spec, _ = parse_model_name(model)
     url, key = resolve_endpoint(spec, base_url=base_url, api_key=api_key, env=env)
+    prices = prices_from_env(prices, env)  # HOLDFAST_PRICES=<file>: a maintained price list
     kwargs: dict[str, Any] = dict(
         base_url=url,
         api_key=key,

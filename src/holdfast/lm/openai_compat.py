@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from holdfast.lm._portal import LoopThread
 from holdfast.lm.base import BaseLM, CallParams, T, attempt_estimate
-from holdfast.lm.capabilities import is_tools_unsupported
+from holdfast.lm.capabilities import is_tools_unsupported, is_unparsed_output
 from holdfast.lm.errors import (
     ContextOverflow,
+    MalformedResponse,
     MissingAPIKey,
     ProviderAuthError,
     ProviderRejected,
@@ -357,6 +358,16 @@ class OpenAICompatLM(BaseLM):
         if reply is not None:
             status, headers, text = reply
             body = excerpt(text)
+            if is_unparsed_output(status, text):
+                # each retry is a whole new generation (minutes on a slow local server)
+                raise MalformedResponse(
+                    f"{url} could not parse the model's output in its chat format (HTTP "
+                    f"{status}); a model too weak for the tool-call format produces this",
+                    body=text,
+                    url=url,
+                    status=status,
+                    attempts=attempt,
+                ) from None
             if not should_retry_status(status) or is_tools_unsupported(status, text):
                 # llama.cpp refuses tools with HTTP 500: no retry can change its template
                 raise self._rejected(status, body, attempt, full_text=text) from None
@@ -517,12 +528,7 @@ def _is_timeout(exc: BaseException, sdk: Any) -> bool:
 
 
 def _httpx_module() -> Any:
-    """The HTTP library under the installed ``openai`` SDK (``httpx2`` from 3.x, else ``httpx``)."""
-    try:
-        import httpx2
+    """The HTTP library under the ``openai`` SDK (``httpx2`` from its 3.x series, required)."""
+    import httpx2
 
-        return httpx2
-    except ImportError:  # pragma: no cover - older SDKs
-        import httpx
-
-        return httpx
+    return httpx2

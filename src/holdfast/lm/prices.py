@@ -5,15 +5,28 @@ Local servers (vLLM, SGLang, Ollama, llama.cpp, LM Studio) cost nothing. A model
 know costs 0 and is flagged (``Usage.priced`` is False) so that budgets can tell "free" from
 "unknown". Users extend the table with :meth:`PriceTable.extend` and hand it to ``get_lm``.
 
-Figures are list prices for standard (non-batch) use as published by the providers; check your
-provider's page when it matters, and override them with your own table.
+Figures are list prices for standard (non-batch) use as published by the providers
+(https://openai.com/api/pricing/, https://www.anthropic.com/pricing,
+https://api-docs.deepseek.com/quick_start/pricing, https://groq.com/pricing); check your
+provider's page when it matters, and override them with your own table or a file
+(:meth:`PriceTable.from_file`, or ``HOLDFAST_PRICES=<file>`` for ``get_lm`` and the CLI).
+
+Names match exactly, with one allowance: a dated snapshot of a known model (``gpt-4o-2024-08-06``,
+``claude-sonnet-4-5-20250929``) or its ``-latest`` alias costs what the model costs. Any other
+suffix is another model (``o3-pro`` is not ``o3``, ``gpt-5-pro`` is not ``gpt-5``) and is
+reported unpriced unless the table names it.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from holdfast.errors import ConfigError
 
@@ -53,7 +66,9 @@ _DEFAULT: dict[str, Price] = {
     "gpt-4.1-nano": Price(0.10, 0.40, 0.025),
     "gpt-4o": Price(2.50, 10.0, 1.25),
     "gpt-4o-mini": Price(0.15, 0.60, 0.075),
+    "gpt-5-pro": Price(15.0, 120.0),
     "o3": Price(2.0, 8.0, 0.50),
+    "o3-pro": Price(20.0, 80.0),
     "o4-mini": Price(1.10, 4.40, 0.275),
     "o3-mini": Price(1.10, 4.40, 0.55),
     # Anthropic (cached input = cache reads)
@@ -72,12 +87,18 @@ _DEFAULT: dict[str, Price] = {
 }
 
 
+# A snapshot suffix: -2024-08-06, -20250929, or -latest (nothing else keeps the base price).
+_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
+
+PRICES_ENV = "HOLDFAST_PRICES"
+
+
 @dataclass(frozen=True)
 class PriceTable:
-    """An immutable model-name to :class:`Price` map with prefix matching for dated names.
+    """An immutable model-name to :class:`Price` map, matched exactly (see the module notes).
 
-    ``gpt-4o-2024-08-06`` matches ``gpt-4o``; ``openai/gpt-4o`` (OpenRouter style) matches ``gpt-4o``.
-    Lookups of longer names win over shorter ones (``gpt-4o-mini`` before ``gpt-4o``).
+    ``gpt-4o-2024-08-06`` matches ``gpt-4o`` (a dated snapshot); ``openai/gpt-4o`` (OpenRouter
+    style) matches ``gpt-4o``; ``provider:model`` keys win over bare model names.
     """
 
     prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType(dict(_DEFAULT)))
@@ -97,19 +118,77 @@ class PriceTable:
                 )
         return PriceTable(MappingProxyType(merged))
 
+    def load(self, path: str | os.PathLike[str]) -> PriceTable:
+        """A new table with the prices of a JSON file added or overriding (see :meth:`from_file`)."""
+        return self.extend(_read_prices(Path(path)))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, base: bool = True) -> PriceTable:
+        """The table of a JSON file of USD per million tokens, on top of the defaults (or alone
+        with ``base=False``)::
+
+            {"my-model": [0.3, 1.2], "together:llama-4": {"input": 0.2, "output": 0.6,
+             "cached_input": 0.05}}
+        """
+        start = DEFAULT_PRICES if base else PriceTable(MappingProxyType({}))
+        return start.load(path)
+
     def lookup(self, provider: str, model: str) -> Price | None:
         """The price of ``model`` served by ``provider``, or None when unknown."""
         if provider in LOCAL_PROVIDERS:
             return FREE
-        for key in (f"{provider}:{model}", model, model.rsplit("/", 1)[-1]):
+        name = model.rsplit("/", 1)[-1]
+        base = _SNAPSHOT.sub("", name)
+        for key in (f"{provider}:{model}", model, name, f"{provider}:{base}", base):
             if key in self.prices:
                 return self.prices[key]
-        name = model.rsplit("/", 1)[-1]
-        best: str | None = None
-        for key in self.prices:
-            if name.startswith(key + "-") and (best is None or len(key) > len(best)):
-                best = key
-        return self.prices[best] if best is not None else None
+        return None
+
+
+def _read_prices(path: Path) -> dict[str, Price | tuple[float, ...]]:
+    try:
+        raw: Any = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the price file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"the price file {path} is not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the price file {path} must hold an object of model: price")
+    out: dict[str, Price | tuple[float, ...]] = {}
+    for name, value in raw.items():
+        numbers: list[Any]
+        if isinstance(value, dict):
+            unknown = set(value) - {"input", "output", "cached_input"}
+            if unknown or "input" not in value or "output" not in value:
+                raise ConfigError(
+                    f"{path}: price of {name!r} needs input and output (and optionally "
+                    f"cached_input) in USD per million tokens, got {value!r}"
+                )
+            numbers = [value["input"], value["output"]]
+            if value.get("cached_input") is not None:
+                numbers.append(value["cached_input"])
+        elif isinstance(value, list):
+            numbers = value
+        else:
+            numbers = []
+        ok = len(numbers) in (2, 3) and all(
+            isinstance(n, (int, float)) and not isinstance(n, bool) and 0 <= n < float("inf")
+            for n in numbers
+        )
+        if not ok:
+            raise ConfigError(
+                f"{path}: price of {name!r} must be [input, output(, cached_input)] or an "
+                f"object of them, non-negative USD per million tokens; got {value!r}"
+            )
+        out[str(name)] = tuple(float(n) for n in numbers)
+    return out
+
+
+def prices_from_env(prices: PriceTable, env: Mapping[str, str] | None = None) -> PriceTable:
+    """``prices`` with the file named by ``HOLDFAST_PRICES`` loaded on top, when it is set."""
+    env = os.environ if env is None else env
+    path = env.get(PRICES_ENV)
+    return prices.load(path) if path else prices
 
 
 DEFAULT_PRICES = PriceTable()

@@ -146,11 +146,30 @@ def _max_words_from_env() -> int | None:
     return value
 
 
+TIMEOUT_ENV = "HOLDFAST_EMBEDDER_TIMEOUT"
+
+
+def _timeout_from_env() -> float:
+    raw = os.environ.get(TIMEOUT_ENV)
+    if not raw:
+        return 120.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 class OpenAIEmbedder:
     """An OpenAI-compatible embeddings endpoint (OpenAI, vLLM, Ollama, llama.cpp, TEI ...).
 
     Items are embedded in chunks of ``max_words`` words (default 200, within llama.cpp's default
-    512-token batch); ``HOLDFAST_EMBEDDER_MAX_WORDS`` sets it for ``make_embedder``.
+    512-token batch); ``HOLDFAST_EMBEDDER_MAX_WORDS`` sets it for ``make_embedder``. ``timeout``
+    (default 120 s, ``HOLDFAST_EMBEDDER_TIMEOUT``) is per request: a CPU-bound local server took
+    over 30 s for a batch of four chunks on a busy two-core machine, and a timed-out batch is
+    sent again from the start.
     """
 
     def __init__(
@@ -161,7 +180,7 @@ class OpenAIEmbedder:
         api_key: str | None = None,
         dim: int | None = None,
         batch_size: int = 128,
-        timeout: float = 30.0,
+        timeout: float = 120.0,
         max_words: int = OPENAI_EMBED_MAX_WORDS,
         max_retries: int = 2,
     ) -> None:
@@ -262,6 +281,7 @@ def make_embedder(spec: str | Embedder | None, *, max_words: int | None = None) 
             base_url=base or None,
             api_key=os.environ.get("OPENAI_API_KEY"),
             max_words=words,
+            timeout=_timeout_from_env(),
         )
     raise ConfigError(
         f"unknown embedder {spec!r}: use 'local' ('local:onnx', 'local:torch'), 'none' or "

@@ -16,9 +16,11 @@ import json
 import os
 import stat
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from holdfast.errors import InvalidInput
 from holdfast.sandbox.errors import SandboxError, SandboxFatal
@@ -26,6 +28,22 @@ from holdfast.sandbox.process import BoxDied, BoxProcess, BoxTimeout
 from holdfast.sandbox.types import CellError, CellResult, HostFunctionSpec, SandboxPolicy
 
 InputMode = Literal["text", "bytes"]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _one_at_a_time(
+    method: Callable[Concatenate[IsolatedSandbox, _P], Awaitable[_T]],
+) -> Callable[Concatenate[IsolatedSandbox, _P], Coroutine[Any, Any, _T]]:
+    """Requests to one box go one at a time, so each deadline starts when its request is sent
+    (a ``get`` issued during a long cell waits for the cell instead of timing out behind it)."""
+
+    @wraps(method)
+    async def run(self: IsolatedSandbox, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        async with self._turn:
+            return await method(self, *args, **kwargs)
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,7 @@ class IsolatedSandbox:
         self._needs_restart = False
         self._restarts = 0
         self._lock: asyncio.Lock | None = None
+        self._turn = asyncio.Lock()
         self._closed = False
         for spec in functions or []:
             self.register(spec)
@@ -143,6 +162,7 @@ class IsolatedSandbox:
 
     # cells ---------------------------------------------------------------------------------
 
+    @_one_at_a_time
     async def execute(self, code: str, timeout: float | None = None) -> CellResult:
         """Runs one cell. Never hangs: past ``timeout`` the worker is killed and restarted."""
         if not isinstance(code, str):
@@ -219,6 +239,7 @@ class IsolatedSandbox:
 
     # values and inputs ---------------------------------------------------------------------
 
+    @_one_at_a_time
     async def load(
         self,
         name: str,
@@ -264,6 +285,7 @@ class IsolatedSandbox:
             reply = await self._call(proc.request(msg, self._deadline))
         _raise_for(reply)
 
+    @_one_at_a_time
     async def get(self, name: str) -> Any:
         """A JSON-safe global of the box."""
         proc = await self._ready()
@@ -271,6 +293,7 @@ class IsolatedSandbox:
         _raise_for(reply)
         return reply.get("value")
 
+    @_one_at_a_time
     async def set(self, name: str, value: Any) -> None:
         """Sets a global of the box to a JSON-safe value."""
         _check_name(name)
@@ -279,6 +302,7 @@ class IsolatedSandbox:
         msg = {"op": "set", "name": name, "value": value}
         _raise_for(await self._call(proc.request(msg, self._deadline)))
 
+    @_one_at_a_time
     async def snapshot(self) -> dict[str, Any]:
         """The JSON-safe globals of the box (inputs excluded), to resume on another worker."""
         proc = await self._ready()
@@ -288,6 +312,7 @@ class IsolatedSandbox:
         self._snapshot = value if isinstance(value, dict) else {}
         return dict(self._snapshot)
 
+    @_one_at_a_time
     async def restore(self, snapshot: dict[str, Any]) -> None:
         """Sets many globals at once, from a snapshot taken by this or another box."""
         _check_json(snapshot, "snapshot")

@@ -335,7 +335,7 @@ class BoxProcess:
             if not ready:
                 return False
             try:
-                data = sock.recv(1 << 20)
+                data = sock.recv(1 << 16)
             except BlockingIOError:
                 continue
             except OSError:
@@ -343,6 +343,8 @@ class BoxProcess:
             if not data:
                 return False  # the transport sees the end of the stream on the loop
             self._on_data(data)
+            if self._tasks:
+                return False  # an async host function must run on the loop: go back to it
             if clock() > end:
                 return not fut.done()
         return False

@@ -63,6 +63,13 @@ class SyncSandbox:
     def snapshot(self) -> dict[str, Any]:
         return self._run(self.sandbox.snapshot())
 
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Sets many globals at once (when the wrapped sandbox has ``restore``)."""
+        restore = getattr(self.sandbox, "restore", None)
+        if restore is None:
+            raise NotImplementedError(f"{type(self.sandbox).__name__} has no restore()")
+        self._run(restore(snapshot))
+
     def register(self, spec: HostFunctionSpec) -> None:
         async def _register() -> None:
             self.sandbox.register(spec)

@@ -21,11 +21,10 @@ once per idempotency key; ``counter.add_unkeyed`` bumps it on every call (not id
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from holdfast.agent.workspace import replace_text
 from holdfast.errors import InvalidInput
 from holdfast.harness.context import StepContext
 from holdfast.harness.registry import Registry, TaskKind, ToolSpec
@@ -140,11 +139,7 @@ def _apply(
         return ledger.add_unkeyed(str(args["counter"]), int(args.get("amount", 1)))
     if tool == "file.write":
         target = _resolve(ctx, str(args["path"]))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(str(args.get("text", "")))
-        os.replace(tmp, target)
+        replace_text(target, str(args.get("text", "")))
         return {"path": str(args["path"]), "bytes": len(str(args.get("text", "")).encode())}
     if tool == "wait":
         ctx.cancel.sleep(float(args.get("seconds", 0)))

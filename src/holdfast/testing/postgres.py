@@ -48,12 +48,22 @@ MISSING = (
 class PostgresCluster:
     """A private PostgreSQL server in a temporary directory, on a Unix socket only."""
 
-    def __init__(self, *, durable: bool = False, max_connections: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        durable: bool = False,
+        max_connections: int = 200,
+        synchronous_commit: bool = False,
+    ) -> None:
+        """``durable``: ``fsync=on`` (else off, for speed). ``synchronous_commit``: a commit is
+        acknowledged only once it is on disk, as on a production server (durability tests need
+        it: without it a crash loses commits the client was told about)."""
         bin_dir = find_bin_dir()
         if bin_dir is None:
             raise ConfigError(MISSING)
         self.bin_dir = bin_dir
-        self.durable = durable
+        self.durable = durable or synchronous_commit
+        self.synchronous_commit = synchronous_commit
         self.max_connections = max_connections
         self.root = Path(tempfile.mkdtemp(prefix="holdfast-pg-"))
         self.data = self.root / "data"
@@ -119,7 +129,8 @@ class PostgresCluster:
             "log_min_messages = warning",
         ]
         if self.durable:
-            settings += ["fsync = on", "synchronous_commit = off"]
+            sync = "on" if self.synchronous_commit else "off"
+            settings += ["fsync = on", f"synchronous_commit = {sync}"]
         else:
             settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as fh:
