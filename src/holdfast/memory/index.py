@@ -23,6 +23,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from holdfast.memory.fusion import CandidateInfo
+
 Tx = Any
 """A backend transaction handle (a ``sqlite3.Connection`` inside ``BEGIN IMMEDIATE`` today)."""
 
@@ -177,6 +179,20 @@ class MemoryIndex(ABC):
 
     @abstractmethod
     def entity_items(self, namespace: str, names: Sequence[str], limit: int) -> list[int]: ...
+
+    def candidate_info(self, rids: Sequence[int]) -> dict[int, CandidateInfo]:
+        """Text, speaker, session and whether an event time was resolved, per row id (what
+        the feature fusion reads)."""
+        out: dict[int, CandidateInfo] = {}
+        for rid, row in self.get_many(rids).items():
+            src = row.data.get("source") or {}
+            out[rid] = CandidateInfo(
+                row.data.get("text", ""),
+                src.get("speaker"),
+                src.get("session"),
+                row.data.get("event_start") is not None,
+            )
+        return out
 
     # The next three have portable defaults built on the methods above; a backend may answer
     # them faster in its own query language.

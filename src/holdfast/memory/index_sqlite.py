@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from holdfast.errors import RuntimeFailure
+from holdfast.memory.fusion import CandidateInfo
 from holdfast.memory.index import ItemRow, Link, MemoryIndex, Meta, SharedId, Times, Tx
 from holdfast.store.sqlite import SQLiteDB, migrate
 
@@ -478,6 +479,20 @@ class SQLiteMemoryIndex(MemoryIndex):
         )
         rows = self._conn().execute(q, (namespace, *names, limit))
         return [int(r[0]) for r in rows]
+
+    def candidate_info(self, rids: Sequence[int]) -> dict[int, CandidateInfo]:
+        out: dict[int, CandidateInfo] = {}
+        conn = self._conn()
+        for start in range(0, len(rids), 500):
+            part = list(rids[start : start + 500])
+            q = (
+                "SELECT rid, text, session, event_start, "
+                "json_extract(data, '$.source.speaker') AS speaker FROM memory_items "
+                f"WHERE rid IN ({_marks(len(part))})"
+            )
+            for r in conn.execute(q, part):
+                out[int(r[0])] = CandidateInfo(r[1], r[4], r[2], r[3] is not None)
+        return out
 
     def has_kind(self, namespace: str, kind: str) -> bool:
         row = (

@@ -19,7 +19,12 @@ from holdfast.memory.items import MemoryItem, Trust
 
 @dataclass(frozen=True)
 class RecallSettings:
-    """How recall ranks: arm weights, the RRF constant, candidate depth, optional decay."""
+    """How recall ranks: ``fusion`` is ``"features"`` (the fitted linear fusion of
+    :mod:`holdfast.memory.fusion`, used when both the keyword and the dense arm return
+    candidates) or ``"rrf"`` (weighted reciprocal rank fusion with the arm weights and ``k``
+    below, also the fallback with one arm); candidate depth; optional decay."""
+
+    fusion: str = "features"
 
     keyword_weight: float = 2.0
     dense_weight: float = 1.0

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from holdfast.errors import InvalidInput
+from holdfast.memory.anchors import bare_range, resolve_anchor
+from holdfast.memory.fusion import POOL, fuse
 from holdfast.memory.items import Kind, MemoryItem, Trust, parse_time
 from holdfast.memory.recall import (
     Candidates,
@@ -48,7 +50,9 @@ def search(
     """The items of ``namespace`` that best answer ``query``, best first.
 
     ``as_of`` recalls what was known and valid then; ``time_range`` (or a range read from the query
-    such as "before March 2024") keeps items whose event time meets it; ``entity`` scopes recall
+    such as "before March 2024", or anchored to an event the namespace holds, "since the
+    migration", see :mod:`holdfast.memory.anchors`) keeps items whose event time meets it; a
+    bare "last week" ranks that week's items higher without filtering; ``entity`` scopes recall
     to one entity and its aliases; ``include_history`` also returns superseded items.
     Derived items (observations and mental models) are left out unless ``kinds`` names them or
     ``observations_first`` puts them first: those recalled, and those that cite a recalled item;
@@ -68,15 +72,23 @@ def search(
     lo = hi = None
     if time_range is not None:
         lo, hi = parse_time(time_range[0], "after"), parse_time(time_range[1], "before")
-    elif parse_time_range:
+    soft: tuple[Any, Any] | None = None
+    if time_range is None and parse_time_range:
         found = query_range(query, as_of_t)
         if found:
             lo, hi = found
+        else:
+            anchor = resolve_anchor(store, namespace, query, as_of_t)
+            if anchor is not None:
+                lo, hi = anchor.range
+            else:
+                soft = bare_range(query, as_of_t or datetime.now(UTC))
     kind_set = {Kind(k).value for k in kinds} if kinds else None
     trust_floor = Trust(min_trust) if min_trust else None
     depth = max(settings.depth, limit * 3)
 
     cands = Candidates()
+    scored: dict[str, list[tuple[int, float]]] = {}
     terms = keyword_terms(query)
     keyword_job = None
     if "keyword" in arms and terms:
@@ -84,15 +96,16 @@ def search(
         if "dense" in arms and store.embedder.dim:
             keyword_job = store.pool.submit(store.index.keyword, namespace, terms, depth, weights)
         else:
-            cands.lists["keyword"] = [
-                rid for rid, _ in store.index.keyword(namespace, terms, depth, weights)
-            ]
+            scored["keyword"] = store.index.keyword(namespace, terms, depth, weights)
+            cands.lists["keyword"] = [rid for rid, _ in scored["keyword"]]
     if "dense" in arms and store.embedder.dim and query.strip():
         qv = store.embedder.embed([query])[0]
         hits = store.vectors.search(namespace, store.embedder.name, qv, depth)
+        scored["dense"] = hits
         cands.lists["dense"] = [rid for rid, _ in hits]
     if keyword_job is not None:
-        cands.lists = {"keyword": [rid for rid, _ in keyword_job.result()], **cands.lists}
+        scored["keyword"] = keyword_job.result()
+        cands.lists = {"keyword": [rid for rid, _ in scored["keyword"]], **cands.lists}
     resolver = None
     if (("entity" in arms or entity) and store.config.extract_entities) or entity:
         resolver = store.indexer.resolver(ns)
@@ -112,12 +125,28 @@ def search(
         # Scoped to an entity with nothing to search for ("" or only stop words): list what
         # memory holds about the entity, newest first.
         cands.lists["entity"] = scope_list[:depth]
-    if "time" in arms and (lo or hi):
+    if "time" in arms and (lo or hi or soft):
+        a, b = (lo, hi) if (lo or hi) else (soft or (None, None))
         cands.lists["time"] = store.index.in_time_range(
-            namespace, lo.timestamp() if lo else None, hi.timestamp() if hi else None, depth
+            namespace, a.timestamp() if a else None, b.timestamp() if b else None, depth
         )
 
-    fused = cands.fuse(settings)
+    if settings.fusion == "features" and scored.get("keyword") and scored.get("dense"):
+        pool = list(
+            dict.fromkeys(
+                [r for r, _ in scored["keyword"][:POOL]] + [r for r, _ in scored["dense"][:POOL]]
+            )
+        )
+        fused = fuse(
+            query,
+            scored["keyword"],
+            scored["dense"],
+            cands.lists.get("entity", []),
+            cands.lists.get("time", []),
+            store.index.candidate_info(pool),
+        )
+    else:
+        fused = cands.fuse(settings)
     meta = store.index.active_meta(namespace, [rid for rid, _, _ in fused])
     now = as_of_t or datetime.now(UTC)
     kept: list[tuple[int, float, dict[str, int]]] = []
@@ -137,9 +166,11 @@ def search(
         if not trusted_enough(trust, trust_floor):
             continue
         if settings.decay_half_life_days:
-            score *= decay_factor(
+            factor = decay_factor(
                 datetime.fromtimestamp(mention, UTC), now, settings.decay_half_life_days
             )
+            # the feature fusion's scores can be negative: older is always lower
+            score = score * factor if score >= 0 else score / max(factor, 1e-9)
         kept.append((rid, score, ranks))
     if settings.decay_half_life_days:
         kept.sort(key=lambda x: (-x[1], x[0]))
