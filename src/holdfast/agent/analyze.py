@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from holdfast.lm.prices import Price
     from holdfast.rlm import Budget
     from holdfast.sandbox.types import Sandbox, SandboxPolicy
-    from holdfast.store import SQLiteDB
+    from holdfast.store import Backend, SQLiteDB
 
 
 class RLMAnalyzer:
@@ -35,7 +35,7 @@ class RLMAnalyzer:
         sub_model: LM | str | None = None,
         sandbox: SandboxPolicy | Callable[[SandboxPolicy], Sandbox] | None = None,
         budget: Budget | None = None,
-        db: SQLiteDB | None = None,
+        db: SQLiteDB | Backend | None = None,
         mode: str = "auto",
         max_output_tokens: int | None = 4_096,
         call_timeout_s: float | None = 600.0,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from holdfast.agent import builtins
 from holdfast.agent.env import Analyzer, MemoryAccess
+from holdfast.agent.follow import FOLLOWS_TASK
 from holdfast.agent.loop import Agent, Event
 from holdfast.agent.settings import AgentSettings
 from holdfast.agent.tools import Tool
@@ -61,8 +62,11 @@ def model_from_settings(name: str, settings: AgentSettings) -> LM:
     options: dict[str, Any] = {"timeout": settings.call_timeout_s}
     if name in settings.prices:
         options["price"] = as_price(settings.prices[name])
-    # every turn in `holdfast lm log` of the worker's home, filed under the task id
-    options["call_log"] = CallLog(default_db_path())
+    # every turn in the call log, filed under the task id: in the task's store once the task
+    # runs (holdfast.agent.follow), so it is readable from any machine
+    log = CallLog(default_db_path())
+    setattr(log, FOLLOWS_TASK, True)
+    options["call_log"] = log
     return get_lm(name, base_url=settings.base_url, env=os.environ, **options)
 
 
@@ -89,7 +93,7 @@ def default_analyzer(settings: AgentSettings, lm: LM) -> Analyzer | None:
     model: LM = (
         model_from_settings(settings.analyze_model, settings) if settings.analyze_model else lm
     )
-    return RLMAnalyzer(
+    analyzer = RLMAnalyzer(
         model,
         sandbox=SandboxPolicy(
             isolation=settings.analyze_sandbox,  # type: ignore[arg-type]
@@ -102,6 +106,8 @@ def default_analyzer(settings: AgentSettings, lm: LM) -> Analyzer | None:
         prices=settings.prices,
         unpriced=settings.unpriced,
     )
+    setattr(analyzer, FOLLOWS_TASK, True)  # traces go to the task's store (agent.follow)
+    return analyzer
 
 
 def agent_kind(

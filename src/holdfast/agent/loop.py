@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from holdfast.agent import builtins
 from holdfast.agent.calls import ModelCalls
 from holdfast.agent.env import Analyzer, MemoryAccess, ToolEnv
+from holdfast.agent.follow import follow_task
 from holdfast.agent.prompts import ROLLOVER_NOTICE, SYSTEM_PROMPT
 from holdfast.agent.settings import AgentSettings
 from holdfast.agent.tools import Tool, ToolBox
@@ -79,6 +80,7 @@ class Agent:
             if settings.analyze and self.analyzer_factory
             else None
         )
+        unfollow = follow_task(ctx.store.backend, lm, analyzer)  # traces, calls: task's store
         box = self.toolbox(settings, memory=memory is not None, analyze=analyzer is not None)
         run = _Run(ctx, vs, box, workspace, memory, analyzer)
         calls = ModelCalls(lm, settings, ctx, _pricing(ctx, settings, lm, analyzer))
@@ -90,6 +92,7 @@ class Agent:
                 close = getattr(resource, "close", None)
                 if callable(close):
                     close()
+            unfollow()
             vs.store.close()
 
     def _turns(self, run: _Run, settings: AgentSettings, calls: ModelCalls) -> dict[str, Any]:

@@ -22,18 +22,22 @@ from holdfast.cli.model_options import (
     parse_prices,
 )
 from holdfast.cli.options import FINITE
+from holdfast.cli.task import db_option
 from holdfast.display import dumps, escape_control
 from holdfast.errors import Cancelled, UserError
 
 EXIT_BUDGET = 3
 
 
-def _store() -> Any:
+def _store(database_url: str | None = None) -> Any:
+    """The trace store: the control plane's database (``--database-url``, else
+    ``HOLDFAST_DATABASE_URL``, else the Holdfast home's file), where workers file their traces."""
+    from holdfast.config import database_url as env_url
     from holdfast.config import default_db_path
     from holdfast.rlm.store import RLMTraceStore
-    from holdfast.store.sqlite import SQLiteDB
+    from holdfast.store import open_url
 
-    return RLMTraceStore(SQLiteDB(default_db_path()))
+    return RLMTraceStore(open_url(env_url(database_url), default=default_db_path))
 
 
 def _parse_inputs(specs: tuple[str, ...]) -> dict[str, Any]:
@@ -349,26 +353,32 @@ def _print_result(result: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the runs and events as JSON lines.")
 @click.option("--full", is_flag=True, help="Show every sub-call, code and output in full.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Runs listed without an ID.")
-def trace(trace_id: str | None, as_json: bool, full: bool, limit: int) -> None:
+@db_option
+def trace(
+    trace_id: str | None, as_json: bool, full: bool, limit: int, database_url: str | None
+) -> None:
     """Show the tree of iterations and sub-calls of a job, with costs (no ID: list recent jobs)."""
     from holdfast.rlm.render import list_runs, render_tree
 
-    store = _store()
-    if trace_id is None:
-        runs = store.recent_runs(limit)
+    store = _store(database_url)
+    try:
+        if trace_id is None:
+            runs = store.recent_runs(limit)
+            if as_json:
+                for r in runs:
+                    click.echo(dumps(r.to_dict(), default=str))
+            else:
+                list_runs(runs)
+            return
+        run = store.find_run(trace_id)
+        if run is None:
+            raise UserError(f"no RLM trace {trace_id!r}; `holdfast rlm trace` lists recent ones")
         if as_json:
-            for r in runs:
-                click.echo(dumps(r.to_dict(), default=str))
-        else:
-            list_runs(runs)
-        return
-    run = store.find_run(trace_id)
-    if run is None:
-        raise UserError(f"no RLM trace {trace_id!r}; `holdfast rlm trace` lists recent ones")
-    if as_json:
-        store.export_jsonl(run.trace_id, sys.stdout)
-        return
-    render_tree(store, run.trace_id, full=full)
+            store.export_jsonl(run.trace_id, sys.stdout)
+            return
+        render_tree(store, run.trace_id, full=full)
+    finally:
+        store.close()
 
 
 @rlm.command()
@@ -383,17 +393,28 @@ def trace(trace_id: str | None, as_json: bool, full: bool, limit: int) -> None:
     show_default=True,
 )
 @click.option("--json", "as_json", is_flag=True)
-def replay(trace_id: str, inputs: tuple[str, ...], isolation: str, as_json: bool) -> None:
+@db_option
+def replay(
+    trace_id: str,
+    inputs: tuple[str, ...],
+    isolation: str,
+    as_json: bool,
+    database_url: str | None,
+) -> None:
     """Re-execute a job deterministically from its recorded model outputs (no model is called)."""
     from holdfast.rlm.replay import replay as do_replay
     from holdfast.sandbox.types import SandboxPolicy
 
-    outcome = do_replay(
-        trace_id,
-        _store(),
-        inputs=_parse_inputs(inputs) if inputs else None,
-        sandbox=SandboxPolicy(isolation=isolation),  # type: ignore[arg-type]
-    )
+    store = _store(database_url)
+    try:
+        outcome = do_replay(
+            trace_id,
+            store,
+            inputs=_parse_inputs(inputs) if inputs else None,
+            sandbox=SandboxPolicy(isolation=isolation),  # type: ignore[arg-type]
+        )
+    finally:
+        store.close()
     if as_json:
         click.echo(dumps(outcome.to_dict(), indent=2, default=str))
     else:

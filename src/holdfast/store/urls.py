@@ -18,6 +18,8 @@ SQLITE_SCHEME = "sqlite:///"
 MASK = "***"
 
 _KEYWORD_PASSWORD = re.compile(r"(?:^|[\s?&;])password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&;]*)", re.I)
+# in a libpq keyword string an unquoted value runs to the next space: "password=;x" is ";x"
+_KEYWORD_STRING_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)", re.I)
 
 
 def is_postgres(url: str) -> bool:
@@ -49,7 +51,7 @@ def _secrets(url: str) -> list[str]:
             key, eq, value = pair.partition("=")
             if eq and unquote(key).strip().lower() == "password":
                 found.append(value)
-    for m in _KEYWORD_PASSWORD.finditer(url):
+    for m in [*_KEYWORD_PASSWORD.finditer(url), *_KEYWORD_STRING_PASSWORD.finditer(url)]:
         value = m.group(1)
         found.append(value)
         if value.startswith("'") and value.endswith("'") and len(value) >= 2:
@@ -109,7 +111,9 @@ def redact(url: str) -> str:
 
 def _redact_keywords(text: str) -> str:
     """A libpq keyword string (``host=h dbname=d password=p``) without its password."""
-    return _KEYWORD_PASSWORD.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + MASK, text)
+    return _KEYWORD_STRING_PASSWORD.sub(
+        lambda m: m.group(0)[: m.start(1) - m.start(0)] + MASK, text
+    )
 
 
 def sqlite_path(url: str) -> str:
