@@ -56,7 +56,8 @@ def _declared() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
     for extra, items in project["optional-dependencies"].items():
-        if extra not in ("dev", "all"):
+        # dev is for the tests, all repeats the others, bench-peers is for benchmarks/ only
+        if extra not in ("dev", "all", "bench-peers"):
             reqs += items
     out: dict[str, str] = {}
     for req in reqs:
