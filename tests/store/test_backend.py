@@ -108,29 +108,75 @@ def test_migrations_are_versioned_written_once_and_refuse_newer(backend: Backend
     assert sorted(r["version"] for r in rows) == [1, 2]
 
 
-def test_many_processes_opening_together_migrate_once(url: str) -> None:
-    errors: list[BaseException] = []
-    start = threading.Barrier(6)
+def test_many_processes_opening_together_migrate_once(url: str, tmp_path: Path) -> None:
+    # On SQLite each round is a new file: the openers race to put it in WAL mode, too.
+    rounds = 1 if url.startswith("postgresql://") else 12
+    for n in range(rounds):
+        target = url if rounds == 1 else str(tmp_path / f"race{n}.db")
+        errors: list[BaseException] = []
+        start = threading.Barrier(6)
 
-    def opener() -> None:
-        b = open_url(url)
-        try:
-            start.wait()
-            migrate(b, "race", [_table, "ALTER TABLE t ADD COLUMN note TEXT"])
-        except BaseException as exc:  # reported on the test's thread
-            errors.append(exc)
-        finally:
-            b.close()
+        def opener(
+            target: str = target,
+            errors: list[BaseException] = errors,
+            start: threading.Barrier = start,
+        ) -> None:
+            b = open_url(target)
+            try:
+                start.wait()
+                migrate(b, "race", [_table, "ALTER TABLE t ADD COLUMN note TEXT"])
+            except BaseException as exc:  # reported on the test's thread
+                errors.append(exc)
+            finally:
+                b.close()
 
-    threads = [threading.Thread(target=opener) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    b = open_url(url)
-    assert schema_version(b, "race") == 2
-    b.close()
+        threads = [threading.Thread(target=opener) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], f"round {n}"
+        b = open_url(target)
+        assert schema_version(b, "race") == 2
+        b.close()
+
+
+class _FlakyConnection:
+    """A connection whose first statements fail with an extended busy code."""
+
+    def __init__(self, failures: int, name: str) -> None:
+        self.failures = failures
+        self.name = name
+        self.statements: list[str] = []
+
+    def execute(self, sql: str) -> _FlakyConnection:
+        self.statements.append(sql)
+        if sql.startswith(("BEGIN", "PRAGMA journal_mode =")) and self.failures > 0:
+            self.failures -= 1
+            exc = sqlite3.OperationalError("database is locked")
+            exc.sqlite_errorname = self.name
+            raise exc
+        return self
+
+    def fetchone(self) -> tuple[str]:
+        return ("delete",)
+
+
+@pytest.mark.parametrize(
+    "name", ["SQLITE_BUSY", "SQLITE_BUSY_RECOVERY", "SQLITE_LOCKED_SHAREDCACHE"]
+)
+def test_every_extended_busy_code_is_waited_out(tmp_path: Path, name: str) -> None:
+    # SQLITE_BUSY_RECOVERY comes back while another connection rebuilds the WAL index: a new
+    # file opened by several processes at once used to fail on it at random.
+    from holdfast.store.sqlite import SQLiteDB
+
+    db = SQLiteDB(tmp_path / "x.db", busy_timeout_ms=5_000)
+    begin = _FlakyConnection(3, name)
+    db._begin(begin)  # type: ignore[arg-type]
+    assert begin.statements.count("BEGIN IMMEDIATE") == 4
+    wal = _FlakyConnection(3, name)
+    db._enter_wal(wal)  # type: ignore[arg-type]
+    assert wal.statements.count("PRAGMA journal_mode = WAL") == 4
 
 
 def test_an_up_to_date_sqlite_store_opens_without_the_write_lock(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ class SQLiteDB:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             if not self.in_memory:
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._enter_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
@@ -107,6 +107,33 @@ class SQLiteDB:
         if self.damage() is not None:
             conn.execute("PRAGMA query_only = ON")
         return conn
+
+    def _enter_wal(self, conn: sqlite3.Connection) -> None:
+        """Put the file in WAL mode, retried up to the busy timeout.
+
+        Switching a file's journal mode needs its exclusive lock, and SQLite answers
+        ``SQLITE_BUSY`` at once, without its busy handler, while another connection holds any
+        lock on it: processes opening a new file together would otherwise fail at random. A
+        file already in WAL mode is only read (no lock is needed to learn the mode).
+        """
+        row = conn.execute("PRAGMA journal_mode").fetchone()
+        if row is not None and str(row[0]).lower() == "wal":
+            return
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        delay = 0.0002
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(random.uniform(0, delay))
+                    delay = min(delay * 2, 0.005)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
 
     def damage(self) -> str | None:
         """The first problem ``PRAGMA quick_check`` found in this file (checked once per process),
@@ -163,10 +190,7 @@ class SQLiteDB:
                     conn.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.OperationalError as exc:
-                    if getattr(exc, "sqlite_errorname", "") not in (
-                        "SQLITE_BUSY",
-                        "SQLITE_LOCKED",
-                    ) or (time.monotonic() > deadline):
+                    if not _busy(exc) or time.monotonic() > deadline:
                         self.raise_for(exc)
                     time.sleep(random.uniform(0, delay))
                     delay = min(delay * 2, 0.005)
@@ -267,6 +291,14 @@ class SQLiteDB:
             except sqlite3.Error:
                 pass
         self._local = threading.local()
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is a lock held by another connection, any extended code of it included
+    (``SQLITE_BUSY_RECOVERY`` while another connection rebuilds the WAL index,
+    ``SQLITE_BUSY_SNAPSHOT``, ``SQLITE_LOCKED_SHAREDCACHE``)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
 
 
 def _quick_check(path: Path, busy_timeout_ms: int) -> str | None:
