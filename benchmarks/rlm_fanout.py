@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import subprocess
 import sys
@@ -46,8 +47,12 @@ def make_sub(kind: str, concurrency: int, latency: float, base_url: str) -> Any:
     from holdfast.lm import get_lm
     from holdfast.testing import FunctionLM
 
+    if kind == "default":
+        return get_lm("vllm:sub", base_url=base_url, env={}, max_concurrency=concurrency)
     if kind == "http":
-        return get_lm("vllm:sub", base_url=base_url, max_concurrency=concurrency)
+        return get_lm(
+            "vllm:sub", base_url=base_url, env={}, max_concurrency=concurrency, direct_http=False
+        )
     if kind == "direct":
         return get_lm("vllm:sub", base_url=base_url, max_concurrency=concurrency, direct_http=True)
 
@@ -116,38 +121,53 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, nargs="*", default=[64, 256])
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
+    figures: list[dict[str, Any]] = []
     proc, base_url = start_server(args.latency)
     try:
-        print(
-            f"{args.n} sub-calls of {args.latency * 1000:.0f} ms in one llm_batch (real box, real HTTP client)"
-        )
-        print(
-            f"{'sub-model':<28} {'concurrency':>11} {'ideal s':>8} {'took s':>8} {'ratio':>6} {'all ok':>6}"
-        )
+        if not args.json:
+            print(
+                f"{args.n} sub-calls of {args.latency * 1000:.0f} ms in one llm_batch "
+                "(real box, real HTTP client)"
+            )
+            print(
+                f"{'sub-model':<30} {'concurrency':>11} {'ideal s':>8} {'took s':>8} "
+                f"{'ratio':>6} {'all ok':>6}"
+            )
         for c in args.concurrency:
             for kind, label in (
                 ("fake", "in-process fake (engine)"),
-                ("http", "SDK client, via RLM"),
+                ("default", "default client, via RLM"),
+                ("http", "SDK client (forced), via RLM"),
                 ("direct", "direct_http client, via RLM"),
             ):
                 r = run_once(args.n, c, args.latency, base_url, kind)
+                figures.append({"sub_model": kind, "via": "rlm", "concurrency": c, **r})
+                if args.json:
+                    continue
                 print(
                     f"{label:<30} {c:>11} {r['ideal']:>8.2f} {r['cell']:>8.2f} "
                     f"{r['cell'] / r['ideal']:>6.3f} {'yes' if r['ok'] else 'NO':>6}"
                 )
             ideal = args.latency * math.ceil(args.n / c)
             for kind, label in (
-                ("http", "SDK client alone"),
+                ("default", "default client alone"),
+                ("http", "SDK client (forced) alone"),
                 ("direct", "direct_http client alone"),
             ):
                 alone = client_alone(args.n, c, args.latency, base_url, kind)
+                figures.append({"sub_model": kind, "via": "alone", "concurrency": c, "took": alone})
+                if args.json:
+                    continue
                 print(
                     f"{label:<30} {c:>11} {ideal:>8.2f} {alone:>8.2f} {alone / ideal:>6.3f} {'-':>6}"
                 )
     finally:
         proc.terminate()
         proc.wait(10)
+    if args.json:
+        print(json.dumps(figures, indent=2))
     return 0
 
 

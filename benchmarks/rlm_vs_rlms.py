@@ -4,14 +4,18 @@ Both engines talk HTTP to the same local fake OpenAI-compatible server (a separa
 replies are scripted per engine dialect (``python`` blocks and ``SUBMIT`` for Holdfast, ``repl``
 blocks and ``answer["ready"]`` for ``rlms``) with no latency; sub-calls sleep a set time. ``rlms``
 is installed by this script into its own throwaway virtualenv under /tmp (never a dependency of
-Holdfast). Scenarios: 64 sub-calls of 0.5 s in one batch; a 100 MB input (time of a whole job with
+Holdfast). Scenarios: 64 sub-calls of 0.5 s and 1,000 of 0.2 s in one batch, each run with
+Holdfast's default HTTP path, the SDK forced (``direct_http=False``) and the direct client forced
+(``direct_http=True``), all at Holdfast's default concurrency; a 100 MB input (time of a whole job with
 one trivial turn, and a 1 KB baseline); log bytes per iteration at 1 MB and 10 MB inputs.
 
-Run: ``.venv/bin/python benchmarks/rlm_vs_rlms.py`` (about two minutes; needs PyPI on first run).
+Run: ``.venv/bin/python benchmarks/rlm_vs_rlms.py [--fanout-only] [--json]`` (about two minutes;
+needs PyPI on first run).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -34,6 +38,10 @@ SCRIPTS = {
                              F + "python\nSUBMIT('done')\n" + F],
     ("rlms", "fanout"): [F + "repl\nout = llm_query_batched([f'q{i}' for i in range(64)])\nprint(len(out))\n" + F,
                          F + "repl\nanswer['content'] = 'done'\nanswer['ready'] = True\n" + F],
+    ("holdfast", "wide"): [F + "python\nout = llm_batch([f'q{i}@0.2' for i in range(1000)])\nprint(len(out))\n" + F,
+                           F + "python\nSUBMIT('done')\n" + F],
+    ("rlms", "wide"): [F + "repl\nout = llm_query_batched([f'q{i}@0.2' for i in range(1000)])\nprint(len(out))\n" + F,
+                       F + "repl\nanswer['content'] = 'done'\nanswer['ready'] = True\n" + F],
     ("holdfast", "load"): [F + "python\nSUBMIT(str(len(context)))\n" + F],
     ("rlms", "load"): [F + "repl\nanswer['content'] = str(len(context))\nanswer['ready'] = True\n" + F],
     ("holdfast", "log"): [F + "python\nprint(len(context))\n" + F, F + "python\nn = context[:1000].count('x')\nprint(n)\n" + F,
@@ -44,7 +52,8 @@ SCRIPTS = {
 async def handler(body):
     msgs = body["messages"]
     if msgs[0]["role"] != "system":
-        await asyncio.sleep(float(sys.argv[1]))
+        own = re.search(r"@([0-9.]+)$", str(msgs[-1].get("content") or ""))
+        await asyncio.sleep(float(own.group(1)) if own else float(sys.argv[1]))
         return "sub reply"
     text = " ".join(str(m.get("content") or "")[:5000] for m in msgs)
     scenario = re.search(r"SCENARIO:(\w+)", text).group(1)
@@ -118,31 +127,38 @@ def run_rlms(py: Path, url: str, scenario: str, size: int) -> dict[str, Any]:
     if out.returncode != 0:
         raise RuntimeError(f"rlms failed: {out.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    result["iterations"] = 2 if scenario == "fanout" else (1 if scenario == "load" else 4)
+    result["iterations"] = 2 if scenario in ("fanout", "wide") else (1 if scenario == "load" else 4)
     subprocess.run(["rm", "-rf", logdir], check=False)
     return result
 
 
-def run_holdfast(url: str, scenario: str, size: int) -> dict[str, Any]:
+PATHS: dict[str, bool | None] = {"default": None, "sdk": False, "direct": True}
+
+
+def run_holdfast(url: str, scenario: str, size: int, path: str = "default") -> dict[str, Any]:
     from holdfast.lm import get_lm
-    from holdfast.rlm import RLM, BrokerLimits
+    from holdfast.rlm import RLM, Budget
     from holdfast.rlm.store import RLMTraceStore
     from holdfast.sandbox import SandboxPolicy
     from holdfast.store.sqlite import SQLiteDB
 
     store = RLMTraceStore(SQLiteDB(Path(tempfile.mkdtemp()) / "traces.db"))
-    lm = get_lm("vllm:m", base_url=url, max_concurrency=64)
+    options = {} if PATHS[path] is None else {"direct_http": PATHS[path]}
+    lm = get_lm("vllm:m", base_url=url, env={}, **options)
     rlm = RLM(
         lm,
         sandbox=SandboxPolicy(memory_mb=4096),
-        limits=BrokerLimits(concurrency=64),
+        budget=Budget(max_sub_calls=1_100),
         store=store,
         mode="rlm",
     )
     context = ("x" * 99 + "\n") * (size // 100)
     t0 = time.perf_counter()
-    result = rlm.run(f"SCENARIO:{scenario} answer the question", context=context)
-    took = time.perf_counter() - t0
+    try:
+        result = rlm.run(f"SCENARIO:{scenario} answer the question", context=context)
+        took = time.perf_counter() - t0
+    finally:
+        lm.close()
     cells = [
         e.data.get("cell_s") or 0.0 for e in store.events(result.trace_id) if e.kind == "iteration"
     ]
@@ -156,27 +172,45 @@ def run_holdfast(url: str, scenario: str, size: int) -> dict[str, Any]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fanout-only", action="store_true", help="only the two fan-outs")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
     py = ensure_rlms()
     proc, url = start_server()
     import openai  # noqa: F401  (imported before timing, as the rlms driver does)
 
     run_holdfast(url, "load", 1_000)  # warm-up: the first box start pays for page-cache misses
     rows: list[tuple[str, str, str, str]] = []
+    figures: dict[str, Any] = {"sub_latency_s": SUB_LATENCY, "rlms_version": RLMS_VERSION}
     try:
-        hf = run_holdfast(url, "fanout", 1000)
-        rl = run_rlms(py, url, "fanout", 1000)
-        rows.append(
-            (
-                "64 sub-calls of 0.5 s, one batch (s)",
-                f"{hf['took']:.2f}",
-                f"{rl['took']:.2f}",
-                f"{rl['took'] / hf['took']:.2f}x",
-            )
-        )
-        rows.append(("  the batch cell alone, holdfast (s)", f"{hf['first_cell']:.2f}", "-", "-"))
-        for size, label in ((1_000, "1 KB"), (100_000_000, "100 MB")):
+        for scenario, label in (("fanout", "64 sub-calls of 0.5 s"), ("wide", "1,000 of 0.2 s")):
+            rl = run_rlms(py, url, scenario, 1000)
+            figures[f"{scenario}_rlms_s"] = rl["took"]
+            for path in PATHS:
+                hf = run_holdfast(url, scenario, 1000, path)
+                figures[f"{scenario}_{path}_s"] = hf["took"]
+                figures[f"{scenario}_{path}_cell_s"] = hf["first_cell"]
+                rows.append(
+                    (
+                        f"{label}, holdfast {path} (s)",
+                        f"{hf['took']:.2f}",
+                        f"{rl['took']:.2f}",
+                        f"{rl['took'] / hf['took']:.2f}x",
+                    )
+                )
+            for path in PATHS:
+                cell = figures[f"{scenario}_{path}_cell_s"]
+                rows.append(
+                    (f"  the batch cell alone, holdfast {path} (s)", f"{cell:.2f}", "-", "-")
+                )
+        for size, label in () if args.fanout_only else ((1_000, "1 KB"), (100_000_000, "100 MB")):
             hf = run_holdfast(url, "load", size)
             rl = run_rlms(py, url, "load", size)
+            figures[f"load_{label}_holdfast_s"], figures[f"load_{label}_rlms_s"] = (
+                hf["took"],
+                rl["took"],
+            )
             rows.append(
                 (
                     f"job with one trivial turn, {label} input (s)",
@@ -185,11 +219,12 @@ def main() -> int:
                     f"{rl['took'] / hf['took']:.2f}x",
                 )
             )
-        for size, label in ((1_000_000, "1 MB"), (10_000_000, "10 MB")):
+        for size, label in () if args.fanout_only else ((1_000_000, "1 MB"), (10_000_000, "10 MB")):
             hf = run_holdfast(url, "log", size)
             rl = run_rlms(py, url, "log", size)
             hb = hf["log_bytes"] / hf["iterations"]
             rb = rl["log_bytes"] / rl["iterations"]
+            figures[f"log_{label}_holdfast_bytes"], figures[f"log_{label}_rlms_bytes"] = hb, rb
             rows.append(
                 (
                     f"log bytes per iteration, {label} input",
@@ -201,12 +236,13 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(10)
-    print(
-        f"Holdfast RLM vs rlms {RLMS_VERSION}, same fake server (sub-call latency {SUB_LATENCY} s)"
-    )
-    print(f"{'measure':<46} {'holdfast':>10} {'rlms':>12} {'rlms/holdfast':>14}")
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"Holdfast RLM vs rlms {RLMS_VERSION}, same fake server, each engine at its defaults")
+    print(f"{'measure':<50} {'holdfast':>10} {'rlms':>10} {'rlms/holdfast':>14}")
     for name, a, b, ratio in rows:
-        print(f"{name:<46} {a:>10} {b:>12} {ratio:>14}")
+        print(f"{name:<50} {a:>10} {b:>10} {ratio:>14}")
     return 0
 
 

@@ -48,7 +48,7 @@ def _build(
     log: bool,
     timeout: float,
     retries: int,
-    direct_http: bool = False,
+    direct_http: bool | None = None,
 ) -> BaseLM:
     name = default_model(model)
     if not name:
@@ -82,9 +82,10 @@ def _connection_options(fn: Any) -> Any:
             "--no-log", "no_log", is_flag=True, help="Do not record the call in the call log."
         ),
         click.option(
-            "--direct-http",
-            is_flag=True,
-            help="Plain-http OpenAI-compatible servers: skip the SDK's request pipeline.",
+            "--direct-http/--sdk-http",
+            default=None,
+            help="Force the direct HTTP client or the SDK (default: direct for plain-http "
+            "OpenAI-compatible servers, the SDK for https).",
         ),
     ]
     for option in reversed(options):
@@ -107,7 +108,7 @@ def ping(
     timeout: float,
     retries: int,
     no_log: bool,
-    direct_http: bool,
+    direct_http: bool | None,
     as_json: bool,
 ) -> None:
     """Check that a model answers: one tiny call, with its latency."""
@@ -173,7 +174,7 @@ def call(
     timeout: float,
     retries: int,
     no_log: bool,
-    direct_http: bool,
+    direct_http: bool | None,
     system: str | None,
     max_tokens: int | None,
     temperature: float | None,

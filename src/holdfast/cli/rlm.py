@@ -99,10 +99,10 @@ class StopOnSignal:
         self._old.clear()
 
 
-def _lm(name: str, base_url: str | None, direct_http: bool = False, log: Any = None) -> Any:
+def _lm(name: str, base_url: str | None, direct_http: bool | None = None, log: Any = None) -> Any:
     from holdfast.lm import get_lm
 
-    options: dict[str, Any] = {"direct_http": True} if direct_http else {}
+    options: dict[str, Any] = {} if direct_http is None else {"direct_http": direct_http}
     if log is not None:  # every root turn and sub-call in `holdfast lm log`, by trace id
         options["call_log"] = log
     return get_lm(name, base_url=base_url, **options) if base_url else get_lm(name, **options)
@@ -177,7 +177,9 @@ def rlm() -> None:
 @click.option("--sub-model", help="Model for sub-calls from code (default: the root model).")
 @click.option("--base-url", help="OpenAI-compatible endpoint for both models.")
 @click.option(
-    "--direct-http", is_flag=True, help="Lean HTTP path for plain-http endpoints (faster fan-out)."
+    "--direct-http/--sdk-http",
+    default=None,
+    help="Force the direct HTTP client or the SDK (default: direct for plain-http endpoints).",
 )
 @click.option(
     "--mode", type=click.Choice(["auto", "rlm", "direct"]), default="auto", show_default=True
@@ -233,7 +235,7 @@ def ask(
     model: str | None,
     sub_model: str | None,
     base_url: str | None,
-    direct_http: bool,
+    direct_http: bool | None,
     mode: str,
     signature: str | None,
     max_iterations: int,

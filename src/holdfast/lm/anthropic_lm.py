@@ -45,7 +45,7 @@ class AnthropicLM(OpenAICompatLM):
         import_anthropic()
         if kwargs.pop("direct_http", False):
             raise ConfigError("direct_http serves OpenAI-compatible endpoints, not Anthropic's")
-        super().__init__(model, **kwargs)
+        super().__init__(model, direct_http=False, **kwargs)
         self.default_max_tokens = max_tokens
 
     def _sdk(self) -> Any:

@@ -5,7 +5,8 @@ LM Studio), the ``openai`` SDK and ``httpx`` spend about 1 ms of CPU per call bu
 objects that a local server does not need, which caps a single process at roughly a thousand calls
 a second and makes wide fan-outs CPU-bound. :class:`DirectChatClient` writes the request bytes
 itself and reads the reply over :class:`~holdfast.lm.transport.LeanHTTP1Transport`'s pooled
-connections, at about a fifth of that cost. Opt in with ``get_lm(..., direct_http=True)``; status,
+connections, at about a fifth of that cost. It is the default for ``http://`` base URLs (see
+:func:`~holdfast.lm.openai_compat.choose_http_path`); ``direct_http=False`` forces the SDK; status,
 timeout and connection failures surface as the same typed errors as on the SDK path.
 """
 

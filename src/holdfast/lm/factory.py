@@ -37,6 +37,15 @@ def resolve_endpoint(
     return url, key
 
 
+SDK_HEADER_ENV = ("OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
+
+
+def sdk_only_headers(env: Mapping[str, str] | None = None) -> list[str]:
+    """The variables in ``env`` that the ``openai`` SDK turns into headers the direct path lacks."""
+    env = os.environ if env is None else env
+    return [name for name in SDK_HEADER_ENV if env.get(name)]
+
+
 def get_lm(
     model: str,
     *,
@@ -58,9 +67,17 @@ def get_lm(
     environment by default, as the provider SDKs do; ``{}`` ignores it. Calls go
     to ``call_log`` when one is attached. ``HOLDFAST_PRICES`` in ``env`` names a JSON price file
     loaded on top of ``prices``. Extra ``options`` go to the client class.
+
+    The HTTP path of an OpenAI-compatible model is the direct client for a plain ``http://``
+    endpoint and the SDK otherwise (see :func:`~holdfast.lm.openai_compat.choose_http_path`);
+    ``direct_http=True`` or ``False`` forces one. Where ``env`` sets ``OPENAI_ORG_ID`` or
+    ``OPENAI_PROJECT_ID``, which the SDK sends as headers and the direct client does not, the
+    default is the SDK.
     """
     spec, _ = parse_model_name(model)
     url, key = resolve_endpoint(spec, base_url=base_url, api_key=api_key, env=env)
+    if options.get("direct_http") is None and sdk_only_headers(env):
+        options["direct_http"] = False
     prices = prices_from_env(prices, env)  # HOLDFAST_PRICES=<file>: a maintained price list
     kwargs: dict[str, Any] = dict(
         base_url=url,

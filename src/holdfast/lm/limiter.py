@@ -4,6 +4,12 @@ Several LMs (a root model and its sub-call model, many RLM jobs in one process) 
 same server; a limit per LM would multiply. :func:`endpoint_limiter` returns the one limiter of an
 endpoint. It works across event loops and threads (the sync wrapper runs its own loop), which an
 ``asyncio.Semaphore`` does not: waiters are futures woken on their own loop, first come first served.
+
+The limit adapts to a server that pushes back: an HTTP 429 halves the calls let in (never below
+one), and the limit grows back by one for every window's worth of successful calls, up to the
+configured ceiling. Only a 429 to a call let in since the last halving counts, so one burst of
+rejections halves the limit once, not once per rejected call. A wide fan-out against a rate-limited
+endpoint thus slows to what the server accepts instead of spending its retries and failing.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ from holdfast.errors import ConfigError
 
 
 class EndpointLimiter:
-    """At most ``limit`` calls in flight; further callers wait in arrival order."""
+    """At most ``limit`` calls in flight (fewer while throttled); further callers wait in order."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ConfigError(f"max_concurrency must be at least 1, got {limit}")
         self._limit = limit
+        self._current = limit
+        self._successes = 0
+        self._epoch = 0  # bumped by each halving
         self._active = 0
         self._lock = threading.Lock()
         self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
@@ -33,7 +42,13 @@ class EndpointLimiter:
 
     @property
     def limit(self) -> int:
+        """The configured ceiling."""
         return self._limit
+
+    @property
+    def current(self) -> int:
+        """The calls let in now: the ceiling, or less after the server answered 429."""
+        return self._current
 
     @property
     def active(self) -> int:
@@ -44,13 +59,46 @@ class EndpointLimiter:
         if limit < 1:
             raise ConfigError(f"max_concurrency must be at least 1, got {limit}")
         with self._lock:
-            self._limit = limit
+            self._limit = self._current = limit
+            self._successes = 0
+        self._wake()
+
+    @property
+    def epoch(self) -> int:
+        """How many times the limit was halved; a call notes it when it is let in."""
+        return self._epoch
+
+    def throttle(self, epoch: int | None = None) -> bool:
+        """The server answered 429: halve the calls let in (never below one).
+
+        ``epoch`` is :attr:`epoch` when the rejected call was let in: a call let in before the
+        last halving was sent under the old limit and does not halve it again. Returns whether
+        the limit was halved.
+        """
+        with self._lock:
+            if epoch is not None and epoch != self._epoch:
+                return False
+            self._epoch += 1
+            self._current = max(1, self._current // 2)
+            self._successes = 0
+            return True
+
+    def succeeded(self) -> None:
+        """A call went through: after a window's worth of them, let one more call in."""
+        with self._lock:
+            if self._current >= self._limit:
+                return
+            self._successes += 1
+            if self._successes < self._current:
+                return
+            self._successes = 0
+            self._current += 1
         self._wake()
 
     async def acquire(self) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self._active < self._limit and not self._waiters:
+            if self._active < self._current and not self._waiters:
                 self._take()
                 return
             fut: asyncio.Future[None] = loop.create_future()
@@ -80,7 +128,7 @@ class EndpointLimiter:
     def _wake(self) -> None:
         while True:
             with self._lock:
-                if not self._waiters or self._active >= self._limit:
+                if not self._waiters or self._active >= self._current:
                     return
                 loop, fut = self._waiters.popleft()
                 self._take()
@@ -91,11 +139,14 @@ class EndpointLimiter:
                     self._active -= 1
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """``async with limiter.slot():`` holds one slot for the body."""
+    async def slot(self) -> AsyncIterator[int]:
+        """``async with limiter.slot() as epoch:`` holds one slot for the body.
+
+        ``epoch`` is the limiter's :attr:`epoch` when the slot was granted, for :meth:`throttle`.
+        """
         await self.acquire()
         try:
-            yield
+            yield self._epoch
         finally:
             self.release()
 

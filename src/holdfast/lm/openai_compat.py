@@ -6,6 +6,13 @@ headers and error types) with the SDK's own retries off: Holdfast retries itself
 it backs off, and say what went wrong at the end. The HTTP pool is sized for hundreds of calls in
 flight with keep-alive; a per-endpoint limiter (:mod:`holdfast.lm.limiter`) bounds them. Cancelling
 the awaiting task closes the HTTP request.
+
+Which HTTP path a call takes (:func:`choose_http_path`): a plain ``http://`` endpoint (vLLM,
+SGLang, Ollama, llama.cpp, LM Studio) goes through the direct client (:mod:`holdfast.lm.direct`)
+by default, which writes the request itself and costs a fifth of the SDK's CPU per call; an
+``https://`` endpoint, ``lean_http=False`` (the standard ``httpx`` pool: environment proxies, its
+TLS stack) and ``direct_http=False`` use the SDK. Both paths share the retries, the limiter, the
+timeouts, the typed errors, streaming and the call log.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from holdfast.errors import ConfigError
 from holdfast.lm._portal import LoopThread
 from holdfast.lm.base import BaseLM, CallParams, T, attempt_estimate
 from holdfast.lm.capabilities import is_tools_unsupported, is_unparsed_output
@@ -74,6 +82,29 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+def choose_http_path(url: str, *, direct_http: bool | None, lean_http: bool = True) -> str:
+    """``"direct"`` or ``"sdk"``: the HTTP path of an OpenAI-compatible endpoint at ``url``.
+
+    ``direct_http=None`` (the default) picks the direct client wherever it can serve the request:
+    a plain ``http://`` base URL with the lean transport on. ``https://`` stays on the SDK (its TLS
+    stack and certificate handling), and so does ``lean_http=False``, which asks for the standard
+    ``httpx`` pool and with it the proxy variables (``HTTP_PROXY``, ``NO_PROXY``) it honours.
+    ``True`` forces the direct client (a ``ConfigError`` for anything but ``http://``); ``False``
+    forces the SDK.
+    """
+    from urllib.parse import urlsplit
+
+    plain = urlsplit(url).scheme == "http"
+    if direct_http is None:
+        return "direct" if plain and lean_http else "sdk"
+    if direct_http and not plain:
+        raise ConfigError(
+            f"direct_http=True needs a plain http:// base URL, not {url!r}; leave direct_http "
+            "unset to use the SDK for https:// endpoints"
+        )
+    return "direct" if direct_http else "sdk"
+
+
 class StreamEvents(Protocol):
     """Parses one wire's server-sent events into deltas, then the assembled completion."""
 
@@ -108,7 +139,7 @@ class OpenAICompatLM(BaseLM):
         extra_body: dict[str, Any] | None = None,
         spec: ProviderSpec | None = None,
         lean_http: bool = True,
-        direct_http: bool = False,
+        direct_http: bool | None = None,
     ) -> None:
         parsed_spec, self.model_id = parse_model_name(model)
         self.spec = spec or parsed_spec
@@ -129,7 +160,8 @@ class OpenAICompatLM(BaseLM):
         self.connect_timeout = connect_timeout
         self.extra_body = dict(extra_body or {})
         self.lean_http = lean_http
-        self.direct_http = direct_http
+        self.http_path = choose_http_path(url, direct_http=direct_http, lean_http=lean_http)
+        self.direct_http = self.http_path == "direct"
         self.limiter: EndpointLimiter = endpoint_limiter(
             url, max_concurrency, default=self.spec.max_concurrency
         )
@@ -195,17 +227,20 @@ class OpenAICompatLM(BaseLM):
         # estimated tokens ride on the reply's usage, or on the error when the call fails.
         lost = ZERO_USAGE
         sending = False
+        epoch: int | None = None
+        spare = 0  # 429s the limiter answered by halving: retried without using up an attempt
         try:
             while True:
                 attempt += 1
                 try:
-                    async with self.limiter.slot():
+                    async with self.limiter.slot() as epoch:
                         sending = True
                         # a deadline for the whole attempt: a server that trickles bytes
                         # cannot hold it
                         async with asyncio.timeout(timeout):
                             completion = await self._send(client, messages, params, timeout)
                         sending = False
+                    self.limiter.succeeded()
                     if lost.calls:
                         completion = replace(completion, usage=completion.usage + lost)
                     return completion, attempt
@@ -213,8 +248,9 @@ class OpenAICompatLM(BaseLM):
                     if sending and _is_timeout(exc, self._sdk()):
                         lost = lost + attempt_estimate(messages, params)
                     sending = False
+                    spare += self._absorbed_429(exc, epoch)
                     try:
-                        wait = self._classify(exc, attempt, timeout)
+                        wait = self._classify(exc, attempt, timeout, spare=spare)
                     except BaseException as final:
                         spent = failed_usage(final)
                         total = lost if spent is None else lost + spent
@@ -237,11 +273,16 @@ class OpenAICompatLM(BaseLM):
         client = self._client()
         body, new_events = self._stream_request(messages, params)
         attempt = 0
+        spare = 0
         while True:
             attempt += 1
             started = False
+            epoch: int | None = None
             try:
-                async with self.limiter.slot(), self._open_stream(client, body, timeout) as chunks:
+                async with (
+                    self.limiter.slot() as epoch,
+                    self._open_stream(client, body, timeout) as chunks,
+                ):
                     events = new_events()
                     async for event in sse_events(chunks):
                         for delta in events.feed(event):
@@ -257,8 +298,10 @@ class OpenAICompatLM(BaseLM):
                     completion = events.completion()
             except Exception as exc:
                 # after the first delta a retry would repeat text the reader already has
-                wait = self._classify(exc, attempt, timeout, final=started)
+                spare += self._absorbed_429(exc, epoch)
+                wait = self._classify(exc, attempt, timeout, final=started, spare=spare)
             else:
+                self.limiter.succeeded()
                 # the connection is back in the pool and the slot free before the reader resumes
                 yield completion, attempt
                 return
@@ -335,26 +378,27 @@ class OpenAICompatLM(BaseLM):
         return openai
 
     def _classify(
-        self, exc: Exception, attempt: int, timeout: float, *, final: bool = False
+        self,
+        exc: Exception,
+        attempt: int,
+        timeout: float,
+        *,
+        final: bool = False,
+        spare: int = 0,
     ) -> float:
         """The wait before retrying ``exc``, or raise the typed error it ends in.
 
         ``final`` raises even a retryable failure (a stream that broke after its first delta).
+        ``spare`` of the ``attempt`` attempts do not count against the retry policy (429s the
+        endpoint's limiter answered by slowing down, see :meth:`_absorbed_429`).
         """
-        from holdfast.lm.direct import DirectStatusError
-
         sdk = self._sdk()
         httpx = _httpx_module()
         policy = self.retry
-        last = final or attempt >= policy.max_attempts
+        counted = attempt - spare
+        last = final or counted >= policy.max_attempts
         url = f"{self.url}{self.chat_path}"
-        reply: tuple[int, Any, str] | None = None
-        if isinstance(exc, sdk.APIStatusError):
-            reply = (exc.status_code, exc.response.headers, exc.response.text)
-        elif isinstance(exc, DirectStatusError):
-            reply = (exc.status, exc.headers, exc.text)
-        elif isinstance(exc, StreamError):
-            reply = (exc.status, {}, exc.text)
+        reply = self._reply_of(exc)
         if reply is not None:
             status, headers, text = reply
             body = excerpt(text)
@@ -390,7 +434,7 @@ class OpenAICompatLM(BaseLM):
                     url=url,
                     status=status,
                 ) from None
-            return policy.delay(attempt, retry_after)
+            return policy.delay(counted, retry_after)
         if isinstance(exc, (sdk.APITimeoutError, httpx.TimeoutException, TimeoutError)):
             if last:
                 raise ProviderTimeout(
@@ -399,7 +443,7 @@ class OpenAICompatLM(BaseLM):
                     url=url,
                     timeout=timeout,
                 ) from None
-            return policy.delay(attempt, None)
+            return policy.delay(counted, None)
         if isinstance(exc, (sdk.APIConnectionError, httpx.TransportError)):
             if last:
                 cause = exc.__cause__ or exc if isinstance(exc, sdk.APIConnectionError) else exc
@@ -409,8 +453,39 @@ class OpenAICompatLM(BaseLM):
                     attempts=attempt,
                     url=self.url,
                 ) from None
-            return policy.delay(attempt, None)
+            return policy.delay(counted, None)
         raise exc
+
+    def _reply_of(self, exc: Exception) -> tuple[int, Any, str] | None:
+        """The status, headers and body text of an HTTP error reply, on either path."""
+        from holdfast.lm.direct import DirectStatusError
+
+        sdk = self._sdk()
+        if isinstance(exc, sdk.APIStatusError):
+            return exc.status_code, exc.response.headers, exc.response.text
+        if isinstance(exc, DirectStatusError):
+            return exc.status, exc.headers, exc.text
+        if isinstance(exc, StreamError):
+            return exc.status, {}, exc.text
+        return None
+
+    def _absorbed_429(self, exc: Exception, epoch: int | None) -> bool:
+        """Slow the endpoint down on a 429; whether the retry should not use up an attempt.
+
+        The endpoint's limiter halves the calls it lets in (once per epoch, see
+        :meth:`EndpointLimiter.throttle`). An attempt rejected while other calls were in flight,
+        under a limit that has now been halved, was turned away for the crowd, not for itself:
+        its retry is free while the limit is above one, so a wide fan-out spends its halvings,
+        not its retries, finding what the server takes. A call alone, or at a limit of one,
+        counts every 429, and a server that keeps refusing still ends in ``RateLimited``.
+        """
+        reply = self._reply_of(exc)
+        if reply is None or reply[0] != 429:
+            return False
+        self.limiter.throttle(epoch)
+        limiter = self.limiter
+        # a call alone counts every 429: only one turned away among others rides free
+        return epoch != limiter.epoch and limiter.active > 0 and limiter.current > 1
 
     def _rejected(self, status: int, body: str, attempts: int, *, full_text: str = "") -> Exception:
         url = f"{self.url}{self.chat_path}"

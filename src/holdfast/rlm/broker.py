@@ -47,9 +47,16 @@ class BrokerLimits:
     ``context_windows`` gives models' context windows in tokens by name (a model object's own
     ``context_window`` attribute is used when it has one); a sub-call whose estimated prompt plus
     its reply's ``max_tokens`` would not fit is refused before it is sent.
+
+    ``concurrency`` (256 by default) bounds the calls a job tree has in flight at once. It is set
+    to the model layer's default for local servers because the model layer already bounds each
+    endpoint on its own terms: 64 calls for a hosted provider, 256 for a server on this machine or
+    network, halved whenever the server answers 429 (see :mod:`holdfast.lm.limiter`). A lower
+    broker limit only throttled local servers: a batch of 1,000 sub-calls ran in 16 rounds of 64
+    where the server takes 256 at once.
     """
 
-    concurrency: int = 64
+    concurrency: int = 256
     per_model: dict[str, int] = field(default_factory=dict)
     max_prompt_chars: int = 400_000
     call_timeout_s: float | None = 600.0
