@@ -138,7 +138,7 @@ MIGRATIONS = [
     """,
 ]
 
-_TABLES = (
+TABLES = (
     "memory_items",
     "memory_chunks",
     "memory_item_entities",
@@ -196,7 +196,7 @@ class PostgresMemoryIndex(MemoryIndex):
         row = self.backend.query_one(
             "SELECT SUM(pg_total_relation_size(CAST(t AS regclass))) AS n "
             "FROM unnest(CAST(? AS text[])) AS t",
-            (list(_TABLES),),
+            (list(TABLES),),
         )
         return int(row["n"] or 0) if row else 0
 
