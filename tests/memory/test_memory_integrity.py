@@ -126,7 +126,9 @@ def test_body_line_breaks_of_every_kind_never_start_a_section(store: MemoryStore
         assert store.get(item_id, namespace="p").trust is Trust.UNTRUSTED
 
 
-def test_a_section_without_a_ledger_record_is_untrusted_and_reported(file_store: MemoryStore) -> None:
+def test_a_section_without_a_ledger_record_is_untrusted_and_reported(
+    file_store: MemoryStore,
+) -> None:
     store = file_store
     store.add("The real owner fact.", namespace="p", trust="owner")
     path = store.root / "p" / "MEMORY.md"
