@@ -531,14 +531,17 @@ class PostgresMemoryIndex(MemoryIndex):
             return []
         body, context, entities = weights
         # ts_rank's weights are for the labels D, C, B, A: nothing, context, entities, text
+        # Each CTE is computed once (MATERIALIZED): the term queries, the namespace's size, each
+        # term's document frequency; the candidates are found through the GIN index with the
+        # terms ORed into one query, and only those are ranked.
         rows = self.backend.query(
             f"""
-            WITH terms AS (
+            WITH terms AS MATERIALIZED (
                 SELECT plainto_tsquery('{TEXT_SEARCH_CONFIG}', t) AS q
                 FROM unnest(CAST(? AS text[])) AS t
-            ), total AS (
+            ), total AS MATERIALIZED (
                 SELECT COUNT(*) AS n FROM memory_items WHERE namespace = ?
-            ), weighted AS (
+            ), weighted AS MATERIALIZED (
                 SELECT terms.q, LN(1 + (total.n - df.n + 0.5) / (df.n + 0.5)) AS idf
                 FROM terms CROSS JOIN total CROSS JOIN LATERAL (
                     SELECT COUNT(*) AS n FROM memory_items
@@ -546,10 +549,16 @@ class PostgresMemoryIndex(MemoryIndex):
                 ) AS df
                 WHERE numnode(terms.q) > 0
             )
-            SELECT i.rid, SUM(w.idf * ts_rank(CAST(? AS float4[]), i.keywords, w.q, 1)) AS score
-            FROM memory_items AS i JOIN weighted AS w ON i.keywords @@ w.q
-            WHERE i.namespace = ?
-            GROUP BY i.rid ORDER BY score DESC, i.rid LIMIT ?
+            SELECT i.rid, (
+                SELECT SUM(w.idf * ts_rank(CAST(? AS float4[]), i.keywords, w.q, 1))
+                FROM weighted AS w WHERE i.keywords @@ w.q
+            ) AS score
+            FROM memory_items AS i
+            WHERE i.namespace = ? AND i.keywords @@ (
+                SELECT CAST(string_agg('(' || CAST(q AS text) || ')', ' | ') AS tsquery)
+                FROM weighted
+            )
+            ORDER BY score DESC, i.rid LIMIT ?
             """,
             (list(terms), namespace, namespace, [0.0, context, entities, body], namespace, limit),
         )
