@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tests.memory.conftest import stored_text
 
 from holdfast.cli.main import main
 from holdfast.errors import InvalidInput
@@ -36,7 +38,24 @@ def cli_run(*args: str, input: str | bytes | None = None) -> tuple[int, str, str
         return code, out.getvalue().decode(), err.getvalue().decode()
 
 
+@pytest.fixture
+def store(either_store: MemoryStore) -> MemoryStore:
+    """Every guarantee here holds on both deployments (Markdown files, PostgreSQL) unless the
+    test takes ``file_store``: those pin hand edits of the files and the SQLite index's pages."""
+    return either_store
+
+
+@pytest.fixture
+def file_store(holdfast_home: Path) -> Iterator[MemoryStore]:
+    s = MemoryStore(MemoryConfig(), embedder=NoEmbedder(warn=False))
+    yield s
+    s.close()
+
+
 def all_ids(store: MemoryStore, namespace: str) -> set[str]:
+    """The ids the store's truth holds: the sections of its files, or its database's rows."""
+    if not store.files_are_truth:
+        return {r["id"] for r in store.export(namespace)}
     ids: set[str] = set()
     for path in (store.root / namespace).rglob("*.md"):
         sections, _ = parse_file(path.read_text("utf-8"), str(path), namespace)
@@ -83,6 +102,7 @@ def test_api_refuses_line_breaks_in_every_metadata_field(store: MemoryStore) -> 
         with pytest.raises(InvalidInput):
             store.add("Some text.", namespace="p", **fields)  # type: ignore[arg-type]
     assert not (store.root / "p" / "MEMORY.md").exists()
+    assert store.export("p") == [] and store.ns("p").trust_ledger() == {}
 
 
 def test_body_line_breaks_of_every_kind_never_start_a_section(store: MemoryStore) -> None:
@@ -106,7 +126,10 @@ def test_body_line_breaks_of_every_kind_never_start_a_section(store: MemoryStore
         assert store.get(item_id, namespace="p").trust is Trust.UNTRUSTED
 
 
-def test_a_section_without_a_ledger_record_is_untrusted_and_reported(store: MemoryStore) -> None:
+def test_a_section_without_a_ledger_record_is_untrusted_and_reported(
+    file_store: MemoryStore,
+) -> None:
+    store = file_store
     store.add("The real owner fact.", namespace="p", trust="owner")
     path = store.root / "p" / "MEMORY.md"
     with path.open("a", encoding="utf-8") as fh:
@@ -229,7 +252,8 @@ def test_a_skipped_write_names_the_item_it_matched_and_can_be_forced(store: Memo
 # ----- 4. namespace isolation --------------------------------------------------------------
 
 
-def test_a_copied_namespace_never_takes_over_the_original(store: MemoryStore) -> None:
+def test_a_copied_namespace_never_takes_over_the_original(file_store: MemoryStore) -> None:
+    store = file_store
     a = store.add("Alpha's deploy key rotates monthly.", namespace="alpha")
     store.add("Alpha runs on the blue cluster.", namespace="alpha")
     shutil.copytree(store.root / "alpha", store.root / "gamma")
@@ -261,7 +285,8 @@ def _db_files(store: MemoryStore) -> list[Path]:
     return [p for p in db.parent.glob(db.name + "*") if p.is_file()]
 
 
-def test_purge_leaves_no_copy_in_any_column_index_or_page(store: MemoryStore) -> None:
+def test_purge_leaves_no_copy_in_any_column_index_or_page(file_store: MemoryStore) -> None:
+    store = file_store
     turns = [
         "Did you see the match last night?",
         "Yes! My locker combination is zorblaxquint, remind me later.",
@@ -307,12 +332,15 @@ SECRETS = {
 
 
 def _secret_free(store: MemoryStore, home: Path) -> None:
+    kept = stored_text(store)
     store.close()
     for path in home.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
             for name, secret in SECRETS.items():
                 assert secret.encode() not in data, (name, path)
+    for name, secret in SECRETS.items():
+        assert secret.encode() not in kept, name
 
 
 def test_secrets_are_redacted_from_every_field_on_every_path(
@@ -364,6 +392,7 @@ def test_bad_bytes_are_a_clear_error_with_nothing_half_written(
     ledger = store.root / "p" / ".holdfast" / "trust.jsonl"
     assert not ledger.exists() or ledger.read_text() == ""
     assert not list((store.root / "p").rglob("*.md"))
+    assert store.export("p") == [] and store.ns("p").trust_ledger() == {}
     root = str(holdfast_home / "memory")
     code, _out, err = cli_run("--root", root, "add", "caf\udce9", "-n", "p")
     assert code == 2 and err.count("\n") == 1 and "not valid UTF-8" in err and "0xe9" in err
@@ -376,7 +405,8 @@ def test_bad_bytes_are_a_clear_error_with_nothing_half_written(
 # ----- 8. names at the start of a sentence -------------------------------------------------
 
 
-def test_sentence_initial_names_link_to_known_entities(store: MemoryStore) -> None:
+def test_sentence_initial_names_link_to_known_entities(file_store: MemoryStore) -> None:
+    store = file_store
     facts = [
         store.add("Alice Chen leads the platform team.", namespace="p"),
         store.add("Alice prefers Go for new services.", namespace="p"),

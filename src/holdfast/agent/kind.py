@@ -70,17 +70,24 @@ def model_from_settings(name: str, settings: AgentSettings) -> LM:
     return get_lm(name, base_url=settings.base_url, env=os.environ, **options)
 
 
-def default_memory(settings: AgentSettings, task_id: str, vsession_id: str) -> MemoryAccess | None:
-    """Knowledge memory in the Holdfast home, in the task's namespace."""
+def default_memory(
+    settings: AgentSettings, task_id: str, vsession_id: str, *, backend: Any = None
+) -> MemoryAccess | None:
+    """Knowledge memory in the task's namespace: in the task's PostgreSQL database when the
+    control plane is PostgreSQL (``backend``, given by the agent loop: every worker shares what
+    the others learned), else in the Holdfast home's Markdown files."""
     from holdfast.agent.memory import StoreMemory
-    from holdfast.memory import MemoryConfig, MemoryStore
+    from holdfast.memory import MemoryConfig, open_memory
 
     if settings.memory_namespace is None:
         return None
-    store = MemoryStore(MemoryConfig(embedder=settings.embedder))
+    store = open_memory(MemoryConfig(embedder=settings.embedder), backend=backend)
     return StoreMemory(
         store, namespace=settings.memory_namespace, task_id=task_id, session_id=vsession_id
     )
+
+
+setattr(default_memory, FOLLOWS_TASK, True)  # the loop passes it the task's store
 
 
 def default_analyzer(settings: AgentSettings, lm: LM) -> Analyzer | None:

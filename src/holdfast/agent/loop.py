@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from holdfast.agent import builtins
 from holdfast.agent.calls import ModelCalls
 from holdfast.agent.env import Analyzer, MemoryAccess, ToolEnv
-from holdfast.agent.follow import follow_task
+from holdfast.agent.follow import FOLLOWS_TASK, follow_task
 from holdfast.agent.prompts import ROLLOVER_NOTICE, SYSTEM_PROMPT
 from holdfast.agent.settings import AgentSettings
 from holdfast.agent.tools import Tool, ToolBox
@@ -243,7 +243,12 @@ class Agent:
         if settings.memory_namespace is None or self.memory_factory is None:
             return None
         try:
-            memory = self.memory_factory(settings, ctx.task_id, vs.id)
+            if getattr(self.memory_factory, FOLLOWS_TASK, False):
+                # the default: knowledge memory in the task's store when that is PostgreSQL
+                factory: Any = self.memory_factory
+                memory = factory(settings, ctx.task_id, vs.id, backend=ctx.store.backend)
+            else:
+                memory = self.memory_factory(settings, ctx.task_id, vs.id)
         except Exception as exc:  # fail-open: the task goes on without knowledge memory
             vs.add_user_message(f"[Holdfast] knowledge memory is unavailable: {exc}")
             return None

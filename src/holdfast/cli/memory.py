@@ -41,7 +41,9 @@ def _remote(ctx: click.Context) -> Any:
 
 
 def _store(ctx: click.Context) -> Any:
-    from holdfast.memory import MemoryConfig, MemoryStore
+    from holdfast.config import database_url
+    from holdfast.memory import MemoryConfig, open_memory
+    from holdfast.store.urls import is_postgres
 
     obj = ctx.find_object(dict)
     if obj is None:
@@ -54,8 +56,15 @@ def _store(ctx: click.Context) -> Any:
     if "store" not in obj:
         root = obj.get("root")
         embedder = obj.get("embedder") or os.environ.get("HOLDFAST_MEMORY_EMBEDDER") or "local"
-        obj["store"] = MemoryStore(
-            MemoryConfig(root=Path(root) if root else None, embedder=embedder)
+        url = database_url(obj.get("database_url"))
+        if url and is_postgres(url) and root:
+            raise click.UsageError(
+                "--root names a Markdown memory directory, but with a PostgreSQL database "
+                "(--database-url / HOLDFAST_DATABASE_URL) memory is the database's: use "
+                "'export --markdown DIR' and 'import --markdown DIR' to work on files"
+            )
+        obj["store"] = open_memory(
+            MemoryConfig(root=Path(root) if root else None, embedder=embedder), database_url=url
         )
         ctx.call_on_close(obj["store"].close)
     return obj["store"]
@@ -128,6 +137,11 @@ ns_opt = click.option("--namespace", "-n", default="default", show_default=True,
 )
 @click.option("--token", help="The server's bearer token (default: $HOLDFAST_TOKEN).")
 @click.option("--no-server", is_flag=True, help="Work on the local directory even if one is set.")
+@click.option(
+    "--database-url",
+    help="A postgresql:// control plane (default: $HOLDFAST_DATABASE_URL): memory is then the "
+    "database's, shared by every worker; otherwise the Markdown files under --root.",
+)
 @click.pass_context
 def memory(
     ctx: click.Context,
@@ -136,14 +150,17 @@ def memory(
     server: str | None,
     token: str | None,
     no_server: bool,
+    database_url: str | None,
 ) -> None:
-    """Knowledge memory: Markdown files as the truth, hybrid recall over them."""
+    """Knowledge memory: Markdown files as the truth (or, under a PostgreSQL control plane,
+    the database), hybrid recall over them."""
     ctx.obj = {
         "root": root,
         "embedder": embedder,
         "server": server,
         "token": token,
         "no_server": no_server,
+        "database_url": database_url,
     }
 
 
@@ -446,9 +463,24 @@ def stats(ctx: click.Context, namespace: str, as_json: bool) -> None:
 @memory.command(name="export")
 @ns_opt
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default: stdout).")
+@click.option(
+    "--markdown",
+    "markdown_dir",
+    type=click.Path(file_okay=False),
+    help="Write the namespace as Markdown files (and trust ledger) under DIR/<namespace>/.",
+)
 @click.pass_context
-def export_cmd(ctx: click.Context, namespace: str, output: str | None) -> None:
-    """Write every item of the namespace as JSON lines."""
+def export_cmd(
+    ctx: click.Context, namespace: str, output: str | None, markdown_dir: str | None
+) -> None:
+    """Write every item of the namespace as JSON lines, or with --markdown as the Markdown
+    files an embedded memory reads (the human-editable form)."""
+    if markdown_dir:
+        if output:
+            raise click.UsageError("--markdown writes a folder; leave out --output")
+        n = _store(ctx).export_markdown(Path(markdown_dir), namespace)
+        click.echo(escape_control(f"exported {n} item(s) to {Path(markdown_dir) / namespace}"))
+        return
     records = list(_store(ctx).export(namespace))
     if output:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -458,7 +490,7 @@ def export_cmd(ctx: click.Context, namespace: str, output: str | None) -> None:
 
 
 @memory.command(name="import")
-@click.argument("source", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("source", type=click.Path(allow_dash=True))
 @ns_opt
 @click.option(
     "--trust",
@@ -467,6 +499,11 @@ def export_cmd(ctx: click.Context, namespace: str, output: str | None) -> None:
     help="Import at most this trusted (default: trust as exported).",
 )
 @click.option("--skip-bad", is_flag=True, help="Import the good lines even if some are bad.")
+@click.option(
+    "--markdown",
+    is_flag=True,
+    help="SOURCE is a namespace folder of Markdown files (as 'export --markdown' writes).",
+)
 @json_opt
 @click.pass_context
 def import_cmd(
@@ -475,24 +512,33 @@ def import_cmd(
     namespace: str,
     trust_cap: str | None,
     skip_bad: bool,
+    markdown: bool,
     as_json: bool,
 ) -> None:
-    """Import JSON lines written by export ('-' reads standard input).
+    """Import JSON lines written by export ('-' reads standard input), or with --markdown a
+    namespace folder of Markdown files.
 
     Importing is idempotent: records whose id or content the namespace already holds are
     skipped and listed. A bad line is reported with its number; with any bad line nothing is
     imported (exit 2) unless --skip-bad.
     """
-    if source == "-":
+    if markdown:
+        report = _store(ctx).import_markdown(
+            Path(source), namespace=namespace, trust=trust_cap, skip_bad=skip_bad
+        )
+    elif Path(source).is_dir():
+        raise InvalidInput(f"{source} is a folder: pass --markdown to import Markdown files")
+    elif source == "-":
         raw = _stdin_bytes()
     else:
         try:
             raw = Path(source).read_bytes()
         except OSError as exc:
             raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
-    report = _store(ctx).import_items(
-        raw.split(b"\n"), namespace=namespace, trust=trust_cap, skip_bad=skip_bad
-    )
+    if not markdown:
+        report = _store(ctx).import_items(
+            raw.split(b"\n"), namespace=namespace, trust=trust_cap, skip_bad=skip_bad
+        )
     data = report.to_dict()
     lines = [
         f"imported {len(report.imported)}, skipped {len(report.skipped)}, "
@@ -503,7 +549,7 @@ def import_cmd(
         f"  line {n}: {a} is held by another namespace; imported as {b}"
         for n, a, b in report.renamed
     ]
-    lines += [f"  {source}:{n}: {m}" for n, m in report.errors]
+    lines += [f"  {m}" if markdown else f"  {source}:{n}: {m}" for n, m in report.errors]
     if report.errors and not skip_bad:
         lines[0] = (
             f"nothing imported: {len(report.errors)} bad line(s) (--skip-bad imports the rest)"

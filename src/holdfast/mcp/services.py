@@ -65,10 +65,11 @@ class Services:
 
     def _open_store(self) -> MemoryStore:
         if self._store is None:
-            from holdfast.memory import MemoryConfig, MemoryStore
+            from holdfast.memory import MemoryConfig, open_memory
 
-            self._store = MemoryStore(
-                MemoryConfig(root=self.settings.memory_root, embedder=self.settings.embedder)
+            self._store = open_memory(
+                MemoryConfig(root=self.settings.memory_root, embedder=self.settings.embedder),
+                database_url=self.settings.database_url,
             )
         return self._store
 

@@ -20,6 +20,7 @@ from holdfast.memory.embedders import (
 from holdfast.memory.entities import EntityResolver, extract_names
 from holdfast.memory.extract import ExtractionResult, extract
 from holdfast.memory.index import MemoryIndex
+from holdfast.memory.index_postgres import PostgresMemoryIndex
 from holdfast.memory.index_sqlite import SQLiteMemoryIndex
 from holdfast.memory.indexer import SyncReport
 from holdfast.memory.items import BadTime, Evidence, Kind, MemoryItem, Source, Status, Trust
@@ -28,12 +29,14 @@ from holdfast.memory.markdown import ParseIssue, parse_file, render_item
 from holdfast.memory.recall import Hit, RecallSettings
 from holdfast.memory.security import Redactor, instruction_like, redact, redact_item
 from holdfast.memory.store import MemoryConfig, MemoryStore, WriteResult, belief_confidence
+from holdfast.memory.store_db import DatabaseMemoryStore, open_memory
 from holdfast.memory.timeexpr import query_range, resolve_event_time
 from holdfast.memory.tools import MemoryTools
 
 __all__ = [
     "BadTime",
     "ContextPack",
+    "DatabaseMemoryStore",
     "Embedder",
     "EntityResolver",
     "Evidence",
@@ -51,6 +54,7 @@ __all__ = [
     "NoEmbedder",
     "OpenAIEmbedder",
     "ParseIssue",
+    "PostgresMemoryIndex",
     "RecallSettings",
     "Redactor",
     "SQLiteMemoryIndex",
@@ -66,6 +70,7 @@ __all__ = [
     "extract_names",
     "instruction_like",
     "make_embedder",
+    "open_memory",
     "parse_file",
     "query_range",
     "redact",

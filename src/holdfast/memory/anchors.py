@@ -98,7 +98,7 @@ def resolve_anchor(
             start = item.event_start or item.mention_time
             end = item.event_end or start
             return Anchor(
-                m.group("op").lower(), phrase, item.id, f"{row.path}#{row.line}", start, end
+                m.group("op").lower(), phrase, item.id, store.index.citation(row), start, end
             )
     return None
 

@@ -192,6 +192,11 @@ class NamespaceDir:
         self.write_atomic(self.meta / "trust.jsonl", text)
 
     # ----- entity decisions
+    def rules_version(self) -> float:
+        """Changes whenever the entity rules change (the rules file's mtime)."""
+        path = self.meta / "entities.json"
+        return path.stat().st_mtime if path.exists() else 0.0
+
     def entity_rules(self) -> dict[str, list[list[str]]]:
         path = self.meta / "entities.json"
         if not path.exists():

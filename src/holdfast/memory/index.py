@@ -88,6 +88,10 @@ class MemoryIndex(ABC):
     def size_bytes(self) -> int:
         """Bytes the index takes on disk (0 when it has no file)."""
 
+    def citation(self, row: ItemRow) -> str:
+        """Where a person finds the item: ``path#line`` in its Markdown file."""
+        return f"{row.path}#{row.line}"
+
     # ----- items
     @abstractmethod
     def upsert_item(

@@ -59,8 +59,7 @@ class Indexer:
     # ----- entities
     def resolver(self, ns: NamespaceDir) -> EntityResolver:
         version = self.index.entity_state(ns.namespace)
-        rules_path = ns.meta / "entities.json"
-        mtime = rules_path.stat().st_mtime if rules_path.exists() else 0.0
+        mtime = ns.rules_version()
         cached = self._resolvers.get(ns.namespace)
         if cached and cached[0] == version and cached[1] == mtime:
             return cached[2]

@@ -149,6 +149,71 @@ class Maintenance:
         rows = self.index.get_many(self.index.rids(namespace))
         return [rows[r].data for r in sorted(rows)]
 
+    def export_markdown(self, root: Path | str, namespace: str = "default") -> int:
+        """Write the namespace as Markdown under ``root/<namespace>/``: the files and trust
+        ledger an embedded store reads (``MemoryConfig(root=root)``), which a person can read
+        and edit; returns the number of items written. The folder must not hold files yet."""
+        out = NamespaceDir(Path(root), namespace)
+        if out.path.exists() and any(out.path.iterdir()):
+            raise InvalidInput(f"{out.path} already holds files; export into an empty folder")
+        items = [MemoryItem.from_dict(d) for d in self.export(namespace)]
+        by_file: dict[Path, list[MemoryItem]] = {}
+        for item in items:
+            by_file.setdefault(out.file_for(item), []).append(item)
+        out.ensure()
+        out.record_trust([(item.id, item.trust) for item in items])
+        for path, group in by_file.items():
+            out.append(path, group)
+        rules = self.ns(namespace).entity_rules()
+        if rules["merges"] or rules["splits"]:
+            out.save_entity_rules(rules)
+        return len(items)
+
+    def import_markdown(
+        self,
+        folder: Path | str,
+        *,
+        namespace: str | None = None,
+        trust: Trust | str | None = None,
+        skip_bad: bool = False,
+    ) -> ImportReport:
+        """Import a namespace folder of Markdown files (as :meth:`export_markdown` writes, or an
+        embedded store keeps) into ``namespace`` (default: the folder's name), through
+        :meth:`import_items`: idempotent, validated and redacted. An item whose id has no
+        record in the folder's trust ledger comes in as untrusted; a section that does not
+        parse is a bad record (``path:line``)."""
+        from holdfast.memory.markdown import parse_file
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InvalidInput(f"{folder} is not a folder")
+        src = NamespaceDir(folder.parent, folder.name)
+        ledger = src.trust_ledger()
+        records: list[dict[str, Any]] = []
+        bad: list[str] = []
+        for path in src.markdown_files():
+            rel = src.rel(path)
+            raw = path.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = raw[: exc.start].count(b"\n") + 1
+                bad.append(f"{rel}:{line}: not valid UTF-8")
+                continue
+            sections, issues = parse_file(text, rel, src.namespace)
+            bad.extend(f"{i.path}:{i.line}: {i.message}" for i in issues)
+            for sec in sections:
+                level = ledger.get(sec.item.id, Trust.UNTRUSTED)
+                records.append(sec.item.evolve(trust=level).to_dict())
+        target = namespace or src.namespace
+        if bad and not skip_bad:
+            report = ImportReport()
+            report.errors = [(0, b) for b in bad]
+            return report
+        report = self.import_items(records, namespace=target, trust=trust, skip_bad=skip_bad)
+        report.errors = [(0, b) for b in bad] + report.errors
+        return report
+
     def import_items(
         self,
         records: Iterable[dict[str, Any] | str | bytes],

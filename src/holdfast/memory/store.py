@@ -132,6 +132,10 @@ class WriteResult:
 class MemoryStore(Maintenance):
     """Add, recall, revise and forget memories in isolated namespaces."""
 
+    files_are_truth = True
+    """Whether the Markdown files are the truth (else a database is: see
+    :class:`holdfast.memory.store_db.DatabaseMemoryStore`)."""
+
     def __init__(
         self,
         config: MemoryConfig | None = None,
@@ -142,7 +146,8 @@ class MemoryStore(Maintenance):
     ) -> None:
         self.config = config or MemoryConfig()
         self.root = Path(self.config.root) if self.config.root else holdfast_home() / "memory"
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.files_are_truth:
+            self.root.mkdir(parents=True, exist_ok=True)
         if index is None:
             self.db = db or SQLiteDB(self.config.db_path or default_db_path())
             index = SQLiteMemoryIndex(self.db)
@@ -467,7 +472,7 @@ class MemoryStore(Maintenance):
             row = self._row(item_id, namespace)
         except InvalidInput:
             return ""
-        return f"{row.path}#{row.line}"
+        return self.index.citation(row)
 
     # ----- revisions
     def _rewrite(self, ns: NamespaceDir, item_id: str, new: MemoryItem | None) -> None:
@@ -663,7 +668,7 @@ class MemoryStore(Maintenance):
                         item=cited,
                         score=0.0,
                         ranks={},
-                        citation=f"{row.path}#{row.line}",
+                        citation=self.index.citation(row),
                         untrusted=cited.trust in (Trust.UNTRUSTED, Trust.TOOL),
                         instruction_like=instruction_like(cited.text),
                         superseded=cited.valid_to is not None,

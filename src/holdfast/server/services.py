@@ -85,12 +85,15 @@ class Services:
                 if self.memory_factory is not None:
                     self._memory = self.memory_factory()
                 else:
-                    from holdfast.memory import MemoryConfig, MemoryStore
+                    from holdfast.memory import MemoryConfig, open_memory
 
                     s = self.settings
                     root = s.memory_root or (s.home / "memory" if s.home else None)
-                    self._memory = MemoryStore(
-                        MemoryConfig(root=root, db_path=self.home_db, embedder=s.embedder)
+                    # under a PostgreSQL control plane, the database's memory (shared by the
+                    # workers); otherwise the Markdown files of the home
+                    self._memory = open_memory(
+                        MemoryConfig(root=root, db_path=self.home_db, embedder=s.embedder),
+                        database_url=s.database_url,
                     )
             return self._memory
 
