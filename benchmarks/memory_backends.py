@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memory_scale import HashedEmbedder, pct, synth  # noqa: E402
+from memory_scale import HashedEmbedder, pct, synth
 
 
 def _ms(values: list[float]) -> dict[str, float]:
@@ -116,7 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    cols = ("load items/s", "write p50", "write p95", "hybrid p50", "hybrid p95", "kw p50", "kw p95")
+    cols = (
+        "load items/s",
+        "write p50",
+        "write p95",
+        "hybrid p50",
+        "hybrid p95",
+        "kw p50",
+        "kw p95",
+    )
     print(f"{args.items} items, hashed 384-d embedder; latencies in ms; {report['machine']}")
     print(f"{'backend':<18}" + "".join(f"{c:>14}" for c in cols))
     for name, r in report["backends"].items():

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from holdfast.agent import builtins
 from holdfast.agent.calls import ModelCalls
@@ -246,7 +246,10 @@ class Agent:
             if getattr(self.memory_factory, FOLLOWS_TASK, False):
                 # the default: knowledge memory in the task's store when that is PostgreSQL
                 factory: Any = self.memory_factory
-                memory = factory(settings, ctx.task_id, vs.id, backend=ctx.store.backend)
+                memory = cast(
+                    "MemoryAccess | None",
+                    factory(settings, ctx.task_id, vs.id, backend=ctx.store.backend),
+                )
             else:
                 memory = self.memory_factory(settings, ctx.task_id, vs.id)
         except Exception as exc:  # fail-open: the task goes on without knowledge memory

@@ -251,7 +251,7 @@ def model() -> None:
 
 def _model_text(v: Any) -> str:
     stale = f", {v.stale} newer items" if v.stale else ""
-    return (
+    return str(
         f"{v.item.id} · version {v.version} · {v.item.trust.value} · {v.citation}{stale}\n"
         + v.item.text
     )

@@ -9,6 +9,7 @@ Start with :class:`MemoryStore`::
     hits = store.search("where does Alice live?", namespace="project")
 """
 
+from holdfast.memory.beliefs import belief_confidence
 from holdfast.memory.context import ContextPack, LeftOut, build_pack, context_pack
 from holdfast.memory.embedders import (
     Embedder,
@@ -28,7 +29,7 @@ from holdfast.memory.maintenance import ImportReport
 from holdfast.memory.markdown import ParseIssue, parse_file, render_item
 from holdfast.memory.recall import Hit, RecallSettings
 from holdfast.memory.security import Redactor, instruction_like, redact, redact_item
-from holdfast.memory.store import MemoryConfig, MemoryStore, WriteResult, belief_confidence
+from holdfast.memory.store import MemoryConfig, MemoryStore, WriteResult
 from holdfast.memory.store_db import DatabaseMemoryStore, open_memory
 from holdfast.memory.timeexpr import query_range, resolve_event_time
 from holdfast.memory.tools import MemoryTools

@@ -18,7 +18,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from functools import wraps
+from functools import update_wrapper
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
@@ -38,11 +38,11 @@ def _one_at_a_time(
     """Requests to one box go one at a time, so each deadline starts when its request is sent
     (a ``get`` issued during a long cell waits for the cell instead of timing out behind it)."""
 
-    @wraps(method)
-    async def run(self: IsolatedSandbox, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    async def run(self: IsolatedSandbox, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         async with self._turn:
             return await method(self, *args, **kwargs)
 
+    update_wrapper(run, method)
     return run
 
 

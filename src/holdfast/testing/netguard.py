@@ -57,15 +57,15 @@ def install() -> None:
 
     def connect(self: socket.socket, address: Any) -> None:
         _check(self.family, address)
-        return _originals["connect"](self, address)
+        _originals["connect"](self, address)
 
     def connect_ex(self: socket.socket, address: Any) -> int:
         _check(self.family, address)
-        return _originals["connect_ex"](self, address)
+        return int(_originals["connect_ex"](self, address))
 
     def sendto(self: socket.socket, *args: Any) -> int:
         _check(self.family, args[-1])
-        return _originals["sendto"](self, *args)
+        return int(_originals["sendto"](self, *args))
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         if host is not None and not _is_loopback_host(host):

@@ -190,7 +190,8 @@ class ScriptedLM(_FakeLM):
     async def _produce(self, messages: list[Message], kwargs: dict[str, Any]) -> Reply:
         if self._fn is not None:
             out = self._fn(copy.deepcopy(messages))
-            return await out if inspect.isawaitable(out) else out
+            produced: Reply = await out if inspect.isawaitable(out) else out
+            return produced
         with self._lock:
             index = self._next
             self._next += 1
@@ -227,4 +228,5 @@ class FunctionLM(_FakeLM):
 
     async def _produce(self, messages: list[Message], kwargs: dict[str, Any]) -> Reply:
         out = self.fn(copy.deepcopy(messages), **kwargs)
-        return await out if inspect.isawaitable(out) else out
+        produced: Reply = await out if inspect.isawaitable(out) else out
+        return produced
