@@ -54,10 +54,18 @@ class PostgresCluster:
         durable: bool = False,
         max_connections: int = 200,
         synchronous_commit: bool = False,
+        listen_addresses: str = "",
+        host_rules: tuple[str, ...] = (),
+        netns: str | None = None,
     ) -> None:
         """``durable``: ``fsync=on`` (else off, for speed). ``synchronous_commit``: a commit is
         acknowledged only once it is on disk, as on a production server (durability tests need
-        it: without it a crash loses commits the client was told about)."""
+        it: without it a crash loses commits the client was told about).
+
+        ``listen_addresses`` (default none: the Unix socket only) opens TCP on those addresses,
+        ``host_rules`` are ``pg_hba.conf`` lines put first (e.g. ``host all app 10.0.0.0/24
+        scram-sha-256``), and ``netns`` names a network namespace (``ip netns``) the server runs
+        in, so its addresses are that namespace's (multi-host tests)."""
         bin_dir = find_bin_dir()
         if bin_dir is None:
             raise ConfigError(MISSING)
@@ -65,6 +73,9 @@ class PostgresCluster:
         self.durable = durable or synchronous_commit
         self.synchronous_commit = synchronous_commit
         self.max_connections = max_connections
+        self.listen_addresses = listen_addresses
+        self.host_rules = host_rules
+        self.netns = netns
         self.root = Path(tempfile.mkdtemp(prefix="holdfast-pg-"))
         self.data = self.root / "data"
         self.socket_dir = self.root
@@ -81,10 +92,17 @@ class PostgresCluster:
 
     def _as_server_user(self) -> Any:
         ids = self._uid_gid
-        if ids is None:
+        netns = self.netns
+        if ids is None and netns is None:
             return None
 
         def demote() -> None:
+            if netns is not None:
+                from holdfast.testing.netns import enter_netns
+
+                enter_netns(netns)
+            if ids is None:
+                return
             os.setgroups([])
             os.setgid(ids[1])
             os.setuid(ids[0])
@@ -122,7 +140,7 @@ class PostgresCluster:
             "--no-sync",
         )
         settings = [
-            "listen_addresses = ''",
+            f"listen_addresses = '{self.listen_addresses}'",
             f"unix_socket_directories = '{self.socket_dir}'",
             f"max_connections = {self.max_connections}",
             "shared_buffers = 64MB",
@@ -135,6 +153,10 @@ class PostgresCluster:
             settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as fh:
             fh.write("\n".join(settings) + "\n")
+        if self.host_rules:
+            hba = self.data / "pg_hba.conf"
+            rules = "".join(rule + "\n" for rule in self.host_rules)
+            hba.write_text(rules + hba.read_text(encoding="utf-8"), encoding="utf-8")
 
     def start(self) -> None:
         self._cmd(
