@@ -252,3 +252,21 @@ def test_a_hand_edit_is_noticed_after_a_clean_check(holdfast_home: Path) -> None
         ]
     finally:
         store.close()
+
+
+def test_filtered_candidates_past_the_first_slice_are_still_found(store: MemoryStore) -> None:
+    """Recall filters the fused list a slice at a time: when every candidate of the first
+    slices is filtered out (here: below the trust floor), later ones still fill the hits."""
+    entries: list[tuple[str, dict[str, Any]]] = [
+        (f"alpha note {n}", {"namespace": "slices", "trust": "untrusted"}) for n in range(150)
+    ]
+    entries += [
+        (f"alpha in a much longer owner statement about release {n}", {"namespace": "slices"})
+        for n in range(4)
+    ]
+    store.add_many(entries, dedup=False)
+    hits = store.search("alpha", namespace="slices", limit=3, min_trust="agent")
+    assert len(hits) == 3
+    assert all("owner statement" in h.item.text for h in hits)
+    ranks = [h.ranks["keyword"] for h in hits]
+    assert min(ranks) > 64  # found beyond the first slice
