@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,7 +123,7 @@ class _Base:
     terms: dict[str, int]  # token -> term number
     bounds: Any  # term number -> first posting; postings of t are bounds[t]:bounds[t+1]
     slots: Any  # posting -> slot
-    counts: Any  # posting -> count per column (float64, shape (n, 4))
+    counts: Any  # posting -> count per column (float32, shape (n, 4))
     seq: int  # the last log entry the base reflects
 
     def postings(self, term: str) -> tuple[Any, Any]:
@@ -140,8 +141,8 @@ def _empty_base(seq: int) -> _Base:
         alive=np.zeros(0, dtype=bool),
         terms={},
         bounds=np.zeros(1, dtype=np.int64),
-        slots=np.zeros(0, dtype=np.int64),
-        counts=np.zeros((0, 4), dtype=np.float64),
+        slots=np.zeros(0, dtype=np.int32),
+        counts=np.zeros((0, 4), dtype=np.float32),
         seq=seq,
     )
 
@@ -167,9 +168,7 @@ class KeywordMirror:
             "USING fts5vocab(main, memory_fts, instance)"
         )
         terms: dict[str, int] = {}
-        tids: list[int] = []
-        docs: list[int] = []
-        cols: list[int] = []
+        tids, docs, cols = array("q"), array("q"), array("q")
         get = terms.get
         for term, doc, col in conn.execute("SELECT term, doc, col FROM temp.memory_fts_instance"):
             t = get(term)
@@ -181,9 +180,10 @@ class KeywordMirror:
         if not docs:
             base = _empty_base(seq)
         else:
-            tid = np.asarray(tids, dtype=np.int64)
-            doc = np.asarray(docs, dtype=np.int64)
-            col = np.asarray(cols, dtype=np.int64)
+            tid = np.frombuffer(tids, dtype=np.int64)
+            doc = np.frombuffer(docs, dtype=np.int64)
+            col = np.frombuffer(cols, dtype=np.int64)
+            del tids, docs, cols
             rids, slot = np.unique(doc, return_inverse=True)
             lengths = np.bincount(slot, minlength=len(rids)).astype(np.float64)
             key = tid * len(rids) + slot
@@ -192,7 +192,9 @@ class KeywordMirror:
                 key, tid, slot, col = key[order], tid[order], slot[order], col[order]
             first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
             group = np.cumsum(np.r_[False, key[1:] != key[:-1]])
-            counts = np.bincount(group * 4 + col, minlength=len(first) * 4).astype(np.float64)
+            # float32 holds every count exactly (up to 2**24); the product with the weights
+            # is taken in float64, as FTS5 does
+            counts = np.bincount(group * 4 + col, minlength=len(first) * 4).astype(np.float32)
             bounds = np.searchsorted(tid[first], np.arange(len(terms) + 1))
             base = _Base(
                 rids=rids,
@@ -200,7 +202,7 @@ class KeywordMirror:
                 alive=np.ones(len(rids), dtype=bool),
                 terms=terms,
                 bounds=bounds,
-                slots=slot[first],
+                slots=slot[first].astype(np.int32),
                 counts=counts.reshape(len(first), 4),
                 seq=seq,
             )
