@@ -270,3 +270,24 @@ def test_filtered_candidates_past_the_first_slice_are_still_found(store: MemoryS
     assert all("owner statement" in h.item.text for h in hits)
     ranks = [h.ranks["keyword"] for h in hits]
     assert min(ranks) > 64  # found beyond the first slice
+
+
+def test_dense_search_ranks_like_a_float64_product(index: SQLiteMemoryIndex) -> None:
+    """The dense arm's single-threaded product gives the ranking of an exact float64 one."""
+    import numpy as np
+
+    from holdfast.memory.vectors import VectorCache
+
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((300, 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    rids = [_put(index, "one", f"v{n}", f"row {n}", "", "") for n in range(300)]
+    with index.transaction() as tx:
+        index.add_chunks(
+            tx, "one", "e", [(r, 0, v.tobytes()) for r, v in zip(rids, vecs, strict=True)]
+        )
+    query = rng.standard_normal(16).astype(np.float32)
+    got = VectorCache(index, 16).search("one", "e", query, 20)
+    exact = vecs.astype(np.float64) @ query.astype(np.float64)
+    assert [r for r, _ in got] == [rids[i] for i in np.argsort(-exact)[:20]]
+    assert [s for _, s in got] == pytest.approx(sorted(exact, reverse=True)[:20], abs=1e-5)
