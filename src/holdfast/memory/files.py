@@ -102,6 +102,34 @@ class NamespaceDir:
             out.extend(base / f for f in files if f.endswith(".md"))
         return sorted(out)
 
+    def markdown_stats(self) -> dict[str, tuple[int, int] | None]:
+        """(size, mtime in ns) of every file :meth:`markdown_files` lists, by path relative to
+        the root (None when it vanished between listing and stat): one ``scandir`` walk, the
+        cheap half of the check recall makes on every search."""
+        out: dict[str, tuple[int, int] | None] = {}
+        if not self.path.exists():
+            return out
+        prefix = self.namespace + "/"
+        stack = [(str(self.path), prefix)]
+        while stack:
+            folder, rel = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                if entry.is_dir():
+                    if entry.name != ".holdfast" and not entry.is_symlink():
+                        stack.append((entry.path, rel + entry.name + "/"))
+                elif entry.name.endswith(".md"):
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        out[rel + entry.name] = None
+                        continue
+                    out[rel + entry.name] = (st.st_size, st.st_mtime_ns)
+        return out
+
     def append(
         self, path: Path, items: list[MemoryItem], known: tuple[int, int] | None = None
     ) -> tuple[list[int], int]:

@@ -31,6 +31,7 @@ conversation they gave the figures in docs/benchmarks.md. Nothing at query time 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -64,6 +65,17 @@ class CandidateInfo:
     speaker: str | None
     session: str | None
     has_time: bool
+
+
+_DECIMAL = re.compile(r"\d")
+
+
+def has_digit(text: str) -> bool:
+    """Whether any character of ``text`` is a digit (``str.isdigit``): a regular expression
+    for the decimal digits, the character loop only for non-ASCII text without one."""
+    if _DECIMAL.search(text):
+        return True
+    return not text.isascii() and any(ch.isdigit() for ch in text)
 
 
 def features(
@@ -102,7 +114,7 @@ def features(
                 "len": math.log(1 + len(text.split())),
                 "hastime": 1.0 if meta and meta.has_time else 0.0,
                 "spk": 1.0 if speaker and speaker.lower() in q else 0.0,
-                "num": 1.0 if any(ch.isdigit() for ch in text) else 0.0,
+                "num": 1.0 if has_digit(text) else 0.0,
             }
         )
     best: dict[object, float] = {}

@@ -263,6 +263,11 @@ class MemoryIndex(ABC):
     def rids_missing_vectors(self, namespace: str, embedder: str) -> list[int]: ...
 
     # ----- files and issues
+    def change_token(self) -> object | None:
+        """A value that changes whenever any item of the index is written or removed, or None
+        when the backend keeps none (then every search compares every file with the index)."""
+        return None
+
     @abstractmethod
     def file_state(self, namespace: str) -> dict[str, tuple[int, int, str]]: ...
 

@@ -24,6 +24,7 @@ from typing import Any
 from holdfast.errors import RuntimeFailure
 from holdfast.memory.fusion import CandidateInfo
 from holdfast.memory.index import ItemRow, Link, MemoryIndex, Meta, SharedId, Times, Tx
+from holdfast.memory.keyword_index import KeywordMirror
 from holdfast.store.sqlite import SQLiteDB, migrate
 
 COMPONENT = "memory"
@@ -148,7 +149,19 @@ MIGRATIONS = [
     """
     CREATE INDEX memory_items_kind ON memory_items(namespace, kind, status);
     """,
+    # 4: the row ids of keyword-index rows changed by each write, in commit order, so that an
+    # in-process mirror of the keyword index (holdfast.memory.keyword_index) re-reads only those.
+    """
+    CREATE TABLE memory_kw_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        rid INTEGER NOT NULL
+    );
+    """,
 ]
+
+KW_LOG_KEEP = 50_000
+"""Log entries kept; a process further behind than this rebuilds its keyword mirror."""
+KW_LOG_PRUNE_EVERY = 4_096
 
 
 def ns_token(namespace: str) -> str:
@@ -180,9 +193,17 @@ def _marks(n: int) -> str:
 class SQLiteMemoryIndex(MemoryIndex):
     """The memory index in the shared SQLite store."""
 
-    def __init__(self, db: SQLiteDB) -> None:
+    def __init__(self, db: SQLiteDB, *, keyword_mirror: bool = True) -> None:
         self.db = db
         migrate(db, COMPONENT, MIGRATIONS)
+        self._mirror: KeywordMirror | None = KeywordMirror() if keyword_mirror else None
+
+    def _log_keyword(self, tx: Tx, rids: Iterable[int]) -> None:
+        """Record rows of the keyword index this transaction changes (see migration 4)."""
+        for rid in rids:
+            seq = int(tx.execute("INSERT INTO memory_kw_log (rid) VALUES (?)", (rid,)).lastrowid)
+            if seq % KW_LOG_PRUNE_EVERY == 0:
+                tx.execute("DELETE FROM memory_kw_log WHERE seq <= ?", (seq - KW_LOG_KEEP,))
 
     def _conn(self) -> sqlite3.Connection:
         return self.db.connection()
@@ -191,6 +212,8 @@ class SQLiteMemoryIndex(MemoryIndex):
         return self.db.transaction()
 
     def close(self) -> None:
+        if self._mirror is not None:
+            self._mirror.close()
         self.db.close()
 
     @property
@@ -252,6 +275,7 @@ class SQLiteMemoryIndex(MemoryIndex):
                 "INSERT INTO memory_fts (rowid, body, context, entities, ns) VALUES (?, ?, '', ?, ?)",
                 (rid, body, entities_text, ns_token(data["namespace"])),
             )
+            self._log_keyword(tx, [rid])
         else:
             rid = int(old["rid"])
             tx.execute(
@@ -264,6 +288,7 @@ class SQLiteMemoryIndex(MemoryIndex):
                 "UPDATE memory_fts SET body = ?, entities = ? WHERE rowid = ?",
                 (body, entities_text, rid),
             )
+            self._log_keyword(tx, [rid])
             tx.execute("DELETE FROM memory_item_entities WHERE rid = ?", (rid,))
             tx.execute("DELETE FROM memory_links WHERE rid = ?", (rid,))
             if old["text"] != data["text"]:
@@ -284,11 +309,13 @@ class SQLiteMemoryIndex(MemoryIndex):
 
     def set_context(self, tx: Tx, rid: int, context: str) -> None:
         tx.execute("UPDATE memory_fts SET context = ? WHERE rowid = ?", (context, rid))
+        self._log_keyword(tx, [rid])
 
     def delete_items(self, tx: Tx, namespace: str, rids: Sequence[int]) -> None:
         if not rids:
             return
         self._drop_chunks(tx, namespace, rids)
+        self._log_keyword(tx, rids)
         for rid in rids:
             tx.execute("DELETE FROM memory_fts WHERE rowid = ?", (rid,))
             tx.execute("DELETE FROM memory_item_entities WHERE rid = ?", (rid,))
@@ -448,6 +475,20 @@ class SQLiteMemoryIndex(MemoryIndex):
     ) -> list[tuple[int, float]]:
         if not terms:
             return []
+        if self._mirror is not None:
+            found = self._mirror.search(self._conn(), ns_token(namespace), terms, limit, weights)
+            if found is not None:
+                return found
+        return self.keyword_sql(namespace, terms, limit, weights)
+
+    def keyword_sql(
+        self, namespace: str, terms: Sequence[str], limit: int, weights: tuple[float, float, float]
+    ) -> list[tuple[int, float]]:
+        """The same ranking from FTS5 itself (every matching row scored by ``bm25()``): the
+        fallback for query words FTS5 reads as phrases, and the reference the mirror is
+        tested against."""
+        if not terms:
+            return []
         w = ", ".join(f"{x:.4f}" for x in weights)
         rows = self._conn().execute(
             f"SELECT rowid, bm25(memory_fts, {w}, 0.0) AS score FROM memory_fts "
@@ -473,6 +514,26 @@ class SQLiteMemoryIndex(MemoryIndex):
     def entity_items(self, namespace: str, names: Sequence[str], limit: int) -> list[int]:
         if not names:
             return []
+        conn = self._conn()
+        present = [
+            n
+            for n in sorted(set(names))
+            if conn.execute(
+                "SELECT 1 FROM memory_item_entities WHERE namespace = ? AND canonical = ? LIMIT 1",
+                (namespace, n),
+            ).fetchone()
+        ]
+        if len(present) <= 1:
+            # Each row then names it once: the same order (count, then newest) straight off
+            # the (namespace, canonical, rid) index, not a count over every row that names it.
+            if not present:
+                return []
+            rows = conn.execute(
+                "SELECT rid FROM memory_item_entities WHERE namespace = ? AND canonical = ? "
+                "ORDER BY rid DESC LIMIT ?",
+                (namespace, present[0], limit),
+            )
+            return [int(r[0]) for r in rows]
         q = (
             "SELECT rid, COUNT(*) AS n FROM memory_item_entities WHERE namespace = ? AND canonical "
             f"IN ({_marks(len(names))}) GROUP BY rid ORDER BY n DESC, rid DESC LIMIT ?"
@@ -618,6 +679,11 @@ class SQLiteMemoryIndex(MemoryIndex):
         return [int(r[0]) for r in rows]
 
     # ----- files and issues
+    def change_token(self) -> object | None:
+        return int(
+            self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM memory_kw_log").fetchone()[0]
+        )
+
     def file_state(self, namespace: str) -> dict[str, tuple[int, int, str]]:
         rows = self._conn().execute(
             "SELECT path, size, mtime_ns, sha256 FROM memory_files WHERE namespace = ?",
@@ -679,6 +745,7 @@ class SQLiteMemoryIndex(MemoryIndex):
         ]
         for rid in rids:
             tx.execute("DELETE FROM memory_fts WHERE rowid = ?", (rid,))
+        self._log_keyword(tx, rids)
         tx.execute("DELETE FROM memory_chunks WHERE namespace = ?", (namespace,))
         tx.execute("DELETE FROM memory_item_entities WHERE namespace = ?", (namespace,))
         tx.execute("DELETE FROM memory_links WHERE namespace = ?", (namespace,))
@@ -745,6 +812,8 @@ class SQLiteMemoryIndex(MemoryIndex):
             conn.execute("PRAGMA secure_delete = OFF")
 
     def erase(self) -> AbstractContextManager[None]:
+        if self._mirror is not None:
+            self._mirror.invalidate()  # rebuilt without the erased rows' tokens on next use
         return self._erasing()
 
     def _truncate_wal(self, conn: sqlite3.Connection, timeout_s: float = 10.0) -> None:

@@ -8,7 +8,6 @@ vouches for it explicitly (``holdfast memory trust ID owner`` or ``promote``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -55,6 +54,8 @@ class Indexer:
         self.embedder = embedder
         self.context_window = context_window
         self._resolvers: dict[str, tuple[int, float, EntityResolver]] = {}
+        # per namespace: the files' stats and the index's change token when they last agreed
+        self._clean: dict[str, tuple[dict[str, tuple[int, int] | None], object]] = {}
 
     # ----- entities
     def resolver(self, ns: NamespaceDir) -> EntityResolver:
@@ -273,19 +274,27 @@ class Indexer:
 
     def sync(self, ns: NamespaceDir, *, force: bool = False, locked: bool = False) -> SyncReport:
         """Pick up files changed on disk since they were indexed (by size and mtime, then hash).
-        ``locked``: the caller already holds the namespace lock."""
+        ``locked``: the caller already holds the namespace lock.
+
+        Every file is stat'ed on every call (a hand edit changes only the file). When every
+        stat and the index's change token equal those of the last call that found files and
+        index in agreement, nothing can have changed and the index is not read; otherwise
+        each file is compared with its indexed state as before."""
         report = SyncReport()
+        on_disk = ns.markdown_stats()
+        token = self.index.change_token()
+        clean = self._clean.get(ns.namespace)
+        if not force and token is not None and clean == (on_disk, token):
+            return report
+        self._clean.pop(ns.namespace, None)
         known = self.index.file_state(ns.namespace)
-        files = ns.markdown_files()
-        on_disk = {ns.rel(p): p for p in files}
         stale = []
-        for rel, p in on_disk.items():
-            try:
-                st = os.stat(p)
-            except FileNotFoundError:
+        for rel, st in on_disk.items():
+            if st is None:
                 continue
+            p = ns.abs(rel)
             state = known.get(rel)
-            if force or state is None or state[0] != st.st_size or state[1] != st.st_mtime_ns:
+            if force or state is None or state[0] != st[0] or state[1] != st[1]:
                 unchanged = (
                     not force
                     and state is not None
@@ -296,12 +305,14 @@ class Indexer:
                     continue
                 stale.append(p)
         vanished = [rel for rel in known if rel not in on_disk]
-        if not stale and not vanished:
-            return report
-        with nullcontext() if locked else ns.lock():
-            ledger = ns.trust_ledger()
-            for p in stale:
-                self.sync_file(ns, p, report, ledger)
-            for rel in vanished:
-                self.forget_file(ns, rel, report)
+        if stale or vanished:
+            with nullcontext() if locked else ns.lock():
+                ledger = ns.trust_ledger()
+                for p in sorted(stale):
+                    self.sync_file(ns, p, report, ledger)
+                for rel in vanished:
+                    self.forget_file(ns, rel, report)
+        after = self.index.change_token()
+        if after is not None:
+            self._clean[ns.namespace] = (on_disk, after)
         return report

@@ -147,38 +147,57 @@ def search(
         )
     else:
         fused = cands.fuse(settings)
-    meta = store.index.active_meta(namespace, [rid for rid, _, _ in fused])
     now = as_of_t or datetime.now(UTC)
-    kept: list[tuple[int, float, dict[str, int]]] = []
-    for rid, score, ranks in fused:
-        m = meta.get(rid)
-        if m is None:
-            continue
-        mention, ev_start, ev_end, valid_to, trust = m
-        if scope is not None and rid not in scope:
-            continue
-        if not include_history and not valid_at(mention, valid_to, as_of_t):
-            continue
-        if include_history and as_of_t is not None and mention > as_of_t.timestamp():
-            continue
-        if (lo or hi) and not overlaps(ev_start, ev_end, mention, lo, hi):
-            continue
-        if not trusted_enough(trust, trust_floor):
-            continue
+
+    def keep(
+        part: list[tuple[int, float, dict[str, int]]],
+    ) -> list[tuple[int, float, dict[str, int]]]:
+        """The candidates of ``part`` recall may return (active, valid, in range, trusted)."""
+        meta = store.index.active_meta(namespace, [rid for rid, _, _ in part])
+        kept: list[tuple[int, float, dict[str, int]]] = []
+        for rid, score, ranks in part:
+            m = meta.get(rid)
+            if m is None:
+                continue
+            mention, ev_start, ev_end, valid_to, trust = m
+            if scope is not None and rid not in scope:
+                continue
+            if not include_history and not valid_at(mention, valid_to, as_of_t):
+                continue
+            if include_history and as_of_t is not None and mention > as_of_t.timestamp():
+                continue
+            if (lo or hi) and not overlaps(ev_start, ev_end, mention, lo, hi):
+                continue
+            if not trusted_enough(trust, trust_floor):
+                continue
+            if settings.decay_half_life_days:
+                factor = decay_factor(
+                    datetime.fromtimestamp(mention, UTC), now, settings.decay_half_life_days
+                )
+                # the feature fusion's scores can be negative: older is always lower
+                score = score * factor if score >= 0 else score / max(factor, 1e-9)
+            kept.append((rid, score, ranks))
+        return kept
+
+    if settings.decay_half_life_days or observations_first:
+        kept = keep(fused)
         if settings.decay_half_life_days:
-            factor = decay_factor(
-                datetime.fromtimestamp(mention, UTC), now, settings.decay_half_life_days
+            kept.sort(key=lambda x: (-x[1], x[0]))
+        if observations_first:
+            return _observations_first(
+                store, namespace, kept, limit, kind_set, as_of_t, include_history
             )
-            # the feature fusion's scores can be negative: older is always lower
-            score = score * factor if score >= 0 else score / max(factor, 1e-9)
-        kept.append((rid, score, ranks))
-    if settings.decay_half_life_days:
-        kept.sort(key=lambda x: (-x[1], x[0]))
-    if observations_first:
-        return _observations_first(
-            store, namespace, kept, limit, kind_set, as_of_t, include_history
-        )
-    return _hits(store, kept, limit, kind_set, derived=bool(kind_set))
+        return _hits(store, kept, limit, kind_set, derived=bool(kind_set))
+    # The order is already final: filter the fused list a slice at a time until ``limit``
+    # hits are found, instead of reading the metadata of every candidate.
+    out: list[Hit] = []
+    step = max(4 * limit, 64)
+    for start in range(0, len(fused), step):
+        part = keep(fused[start : start + step])
+        out.extend(_hits(store, part, limit - len(out), kind_set, derived=bool(kind_set)))
+        if len(out) >= limit:
+            break
+    return out
 
 
 def _hits(
