@@ -192,6 +192,36 @@ def test_words_fts5_reads_as_phrases_take_the_sql_path(index: SQLiteMemoryIndex)
     assert got == index.keyword_sql("one", ["billing service"], 10, (1.0, 0.3, 0.5))
 
 
+def test_a_closed_index_searches_again_from_any_thread(index: SQLiteMemoryIndex) -> None:
+    """Closing the index (as a store does when a caller is done with it) leaves it usable, as
+    its database connections are: the next search, from this or another thread, reopens the
+    tokenizer and rebuilds the mirror instead of failing on a closed connection."""
+    import threading
+
+    a = _put(index, "one", "a", "alpha deploy billing", "", "")
+    w = (1.0, 0.3, 0.5)
+    assert [r for r, _ in index.keyword("one", ["alpha"], 10, w)] == [a]
+    index.close()
+    b = _put(index, "one", "b", "alpha again, after the close", "", "")
+    got: list[list[tuple[int, float]]] = []
+    errors: list[BaseException] = []
+
+    def search() -> None:
+        try:
+            got.append(index.keyword("one", ["alphas", "after"], 10, w))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=search)
+    worker.start()
+    worker.join(30)
+    assert not errors, errors
+    assert {r for r, _ in got[0]} == {a, b}
+    _same(got[0], index.keyword_sql("one", ["alphas", "after"], 10, w))
+    index.close()
+    assert {r for r, _ in index.keyword("one", ["deploy"], 10, w)} == {a}
+
+
 def test_mirror_follows_context_and_entities_columns(index: SQLiteMemoryIndex) -> None:
     a = _put(index, "one", "a", "nothing here", "Lovelace", "")
     b = _put(index, "one", "b", "quiet turn", "", "Ada spoke of Lovelace")

@@ -51,17 +51,29 @@ def fts_weights(weights: tuple[float, float, float]) -> tuple[float, float, floa
 
 
 class Tokenizer:
-    """FTS5's ``porter unicode61`` tokenizer, reached through a private in-memory FTS5 table."""
+    """FTS5's ``porter unicode61`` tokenizer, reached through a private in-memory FTS5 table.
+
+    The table's connection is opened on first use and again after :meth:`close`, so a closed
+    tokenizer is only idle, never broken: the store it serves reopens its own database
+    connections on demand the same way, and may be searched after it was closed.
+    """
 
     def __init__(self) -> None:
-        self._conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        self._conn.execute(
-            "CREATE VIRTUAL TABLE scratch USING fts5(body, context, entities, ns, "
-            "tokenize = 'porter unicode61')"
-        )
-        self._conn.execute("CREATE VIRTUAL TABLE scratch_inst USING fts5vocab(scratch, instance)")
+        self._conn: sqlite3.Connection | None = None
         self._words: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        """The scratch connection (call with the lock held)."""
+        if self._conn is None:
+            conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            conn.execute(
+                "CREATE VIRTUAL TABLE scratch USING fts5(body, context, entities, ns, "
+                "tokenize = 'porter unicode61')"
+            )
+            conn.execute("CREATE VIRTUAL TABLE scratch_inst USING fts5vocab(scratch, instance)")
+            self._conn = conn
+        return self._conn
 
     def word(self, word: str) -> tuple[str, ...]:
         """The tokens FTS5 reads ``word`` as (usually one)."""
@@ -69,9 +81,10 @@ class Tokenizer:
         if cached is not None:
             return cached
         with self._lock:
-            self._conn.execute("INSERT INTO scratch (rowid, body) VALUES (1, ?)", (word,))
-            rows = self._conn.execute("SELECT term FROM scratch_inst ORDER BY offset").fetchall()
-            self._conn.execute("DELETE FROM scratch")
+            conn = self._connection()
+            conn.execute("INSERT INTO scratch (rowid, body) VALUES (1, ?)", (word,))
+            rows = conn.execute("SELECT term FROM scratch_inst ORDER BY offset").fetchall()
+            conn.execute("DELETE FROM scratch")
         out = tuple(r[0] for r in rows)
         if len(self._words) >= _TOKEN_CACHE:
             self._words.clear()
@@ -84,21 +97,26 @@ class Tokenizer:
         if not rows:
             return out
         with self._lock:
-            self._conn.execute("BEGIN")
+            conn = self._connection()
+            conn.execute("BEGIN")
             try:
-                self._conn.executemany(
+                conn.executemany(
                     "INSERT INTO scratch (rowid, body, context, entities, ns) VALUES (?,?,?,?,?)",
                     rows,
                 )
-                for term, doc, col in self._conn.execute("SELECT term, doc, col FROM scratch_inst"):
+                for term, doc, col in conn.execute("SELECT term, doc, col FROM scratch_inst"):
                     out[int(doc)].add(term, _COL[col])
-                self._conn.execute("DELETE FROM scratch")
+                conn.execute("DELETE FROM scratch")
             finally:
-                self._conn.execute("COMMIT")
+                conn.execute("COMMIT")
         return out
 
     def close(self) -> None:
-        self._conn.close()
+        """Close the scratch connection; the next use opens a fresh one."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 @dataclass
@@ -352,4 +370,6 @@ class KeywordMirror:
         return scored[:limit]
 
     def close(self) -> None:
+        """Release the scratch connection and the mirrored arrays; a later search rebuilds."""
         self.tokenizer.close()
+        self.invalidate()
