@@ -86,7 +86,7 @@ def main() -> None:
             shutil.rmtree(d)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    meta = {"load_avg": os.getloadavg(), "cpus": os.cpu_count()}
+    meta: dict[str, Any] = {"load_avg": os.getloadavg(), "cpus": os.cpu_count()}
     if args.json:
         print(json.dumps({"rows": rows, **meta}, indent=1))
         return

@@ -74,7 +74,7 @@ def trial(
     while True:
         leases = [r.data() for r in h.receipts(t.id) if r.data()["kind"] == "leased"]
         if len(leases) >= 2:
-            took = leases[1]["ts"] - t_kill
+            took = float(leases[1]["ts"]) - t_kill
             break
         time.sleep(0.005)
     h.stop(t.id)

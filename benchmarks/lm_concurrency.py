@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from holdfast.lm import get_lm
 from holdfast.testing import FakeOpenAIServer
@@ -84,7 +85,7 @@ class Timing:
         self.cpu = time.process_time() - self.cpu0
 
 
-PATHS = {
+PATHS: dict[str, dict[str, Any]] = {
     "sdk": {"lean_http": True},
     "direct": {"direct_http": True},
     "sdk-std": {"lean_http": False},

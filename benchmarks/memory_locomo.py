@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             n, s = ingest(store, conv, f"locomo-{ci}")
             turns += n
             ingest_s += s
-        report = {
+        report: dict[str, Any] = {
             "data": str(args.data),
             "conversations": len(data),
             "turns": turns,

@@ -143,7 +143,7 @@ def run_holdfast(url: str, scenario: str, size: int, path: str = "default") -> d
     from holdfast.store.sqlite import SQLiteDB
 
     store = RLMTraceStore(SQLiteDB(Path(tempfile.mkdtemp()) / "traces.db"))
-    options = {} if PATHS[path] is None else {"direct_http": PATHS[path]}
+    options: dict[str, Any] = {} if PATHS[path] is None else {"direct_http": PATHS[path]}
     lm = get_lm("vllm:m", base_url=url, env={}, **options)
     rlm = RLM(
         lm,

@@ -234,6 +234,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _load_cell(key: str) -> Callable[[dict[str, Any]], str]:
+    """The table cell of one load figure (a function per key, not a late-bound lambda)."""
+
+    def cell(r: dict[str, Any]) -> str:
+        if key not in r:
+            return "-"
+        return f"{r[key]['load_ms']:.0f} ms / {r[key]['host_peak_mb']:.1f} MB"
+
+    return cell
+
+
 def _table(res: dict[str, Any], boxes: int) -> str:
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("start to ready (median / p95)", lambda r: _pair(r["start"])),
@@ -246,16 +257,7 @@ def _table(res: dict[str, Any], boxes: int) -> str:
     keys = sorted(k for k in res["namespace"] if k.startswith("load_"))
     for key in keys:
         label = key.replace("load_", "").replace("mb_", " MB input, ").replace("1024 MB", "1 GB")
-        rows.append(
-            (
-                f"{label}: load time / host peak memory",
-                lambda r, key=key: (
-                    f"{r[key]['load_ms']:.0f} ms / {r[key]['host_peak_mb']:.1f} MB"
-                    if key in r
-                    else "-"
-                ),
-            )
-        )
+        rows.append((f"{label}: load time / host peak memory", _load_cell(key)))
     rows += [
         (f"{boxes} boxes: start all at once", lambda r: f"{r['many']['start_all_ms']:.0f} ms"),
         (

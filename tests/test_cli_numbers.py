@@ -70,6 +70,7 @@ def test_the_harness_api_refuses_non_finite_lifetimes_and_settings(tmp_path: Any
     for field in ("lease_ttl_s", "poll_s", "heartbeat_s", "steer_poll_s"):
         for bad in (math.nan, math.inf, 0.0):
             with pytest.raises(InvalidInput, match=field):
-                WorkerSettings(**{field: bad})
+                options: dict[str, Any] = {field: bad}
+                WorkerSettings(**options)
     with pytest.raises(InvalidInput):
         WorkerSettings(concurrency=0)

@@ -81,6 +81,7 @@ def test_a_model_that_never_finishes_fails_with_its_working_set(tmp_path: Path) 
     h.run_until_idle()
     row = h.get(task.id)
     assert row.status == "failed"
+    assert row.error is not None
     assert row.error["code"] == "budget_exceeded"
     assert "6 turns without calling finish" in row.error["message"]
     vs = session_of(tmp_path, task.id)
@@ -171,6 +172,7 @@ def test_a_context_window_too_small_for_the_working_set_names_the_budget(tmp_pat
     h.run_until_idle()
     row = h.get(task.id)
     assert row.status == "failed"
+    assert row.error is not None
     assert row.error["code"] == "context_window_too_small"
     assert "budget is 400 tokens" in row.error["message"]
     vs = session_of(tmp_path, task.id)
@@ -183,6 +185,7 @@ def test_an_empty_goal_fails_the_task_clearly(tmp_path: Path) -> None:
     task = submit(h, "   ", None)
     h.run_until_idle()
     row = h.get(task.id)
+    assert row.error is not None
     assert row.status == "failed" and row.error["code"] == "invalid_input"
     assert "needs a goal" in row.error["message"]
     assert lm.calls == []

@@ -68,7 +68,7 @@ def render_trl(row: dict[str, Any]) -> str:
         "{% for c in m.tool_calls or [] %}[call {{ c.function.name }} {{ c.function.arguments }}]{% endfor %}"
         "</{{ m.role }}>{% endfor %}"
     )
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")  # type: ignore[no-untyped-call]
     tokenizer.chat_template = template
     out = tokenizer.apply_chat_template(row["messages"], tools=row.get("tools"), tokenize=False)
     return str(out)

@@ -361,7 +361,7 @@ def test_fields_of_the_wrong_type_or_form_are_named() -> None:
     ]
     for change, why in cases:
         data = json.loads(s.rows[1].body)
-        data.update(change)  # type: ignore[arg-type]
+        data.update(change)
         body = canonical_json(data)
         rows = list(s.rows)
         rows[1] = replace(rows[1], body=body, hash=receipt_hash(body))

@@ -150,6 +150,7 @@ def test_non_idempotent_step_with_unknown_outcome_parks_for_review(
     if decision == "approve":
         assert row.status == "succeeded" and ledger.value("c") == 2
     else:
+        assert row.error is not None
         assert row.status == "failed" and row.error["code"] == "permission_denied"
         assert ledger.value("c") == 1
     assert harness.verify(t.id).ok
@@ -202,6 +203,7 @@ def test_denied_and_unknown_tools_are_refused(harness: Harness, workspace: Path)
     harness.run_until_idle(FAST)
     for t in (t1, t2):
         row = harness.get(t.id)
+        assert row.error is not None
         assert row.status == "failed" and row.error["code"] == "permission_denied"
     assert not (workspace.parent / "escape.txt").exists()
     assert EffectLedger(workspace / "effects.db").attempts("c") == 0
@@ -214,6 +216,7 @@ def test_step_budget_fails_with_partial_result_and_intact_receipts(
     t = harness.submit(scripted(workspace, steps, budget={"steps": 2}))
     harness.run_until_idle(FAST)
     row = harness.get(t.id)
+    assert row.error is not None
     assert row.status == "failed" and row.error["code"] == "budget_exceeded"
     assert row.error["details"]["limit"] == "steps"
     assert row.result["next"] == 2 and row.result["results"] == [1, 2]
@@ -229,6 +232,7 @@ def test_wall_clock_budget_cancels_in_flight_work(harness: Harness, workspace: P
     harness.run_until_idle(FAST)
     assert time.monotonic() - start < 5
     row = harness.get(t.id)
+    assert row.error is not None
     assert row.status == "failed" and row.error["code"] == "budget_exceeded"
 
 
@@ -256,6 +260,7 @@ def test_token_budget_and_runner_receipts(harness: Harness) -> None:
     t = harness.submit({"kind": "custom", "goal": "g", "budget": {"tokens": 500}})
     harness.run_until_idle(FAST)
     row = harness.get(t.id)
+    assert row.error is not None
     assert row.status == "failed" and row.error["details"]["limit"] == "tokens"
     assert row.usage["tokens"] == 600
     assert "working_set" in kinds(harness, t.id)

@@ -55,14 +55,14 @@ def tamper(url: str, sql: str, params: tuple[Any, ...] = ()) -> None:
             conn.execute("SET session_replication_role = replica")  # triggers off
             conn.execute(sql.replace("?", "%s"), params)
         return
-    conn = sqlite3.connect(url)
+    lite = sqlite3.connect(url)
     try:
-        conn.execute("DROP TRIGGER IF EXISTS harness_receipts_no_update")
-        conn.execute("DROP TRIGGER IF EXISTS harness_receipts_no_delete")
-        conn.execute(sql, params)
-        conn.commit()
+        lite.execute("DROP TRIGGER IF EXISTS harness_receipts_no_update")
+        lite.execute("DROP TRIGGER IF EXISTS harness_receipts_no_delete")
+        lite.execute(sql, params)
+        lite.commit()
     finally:
-        conn.close()
+        lite.close()
 
 
 def run_signed_lifecycle(h: Harness, workspace: Path) -> list[str]:

@@ -183,7 +183,7 @@ def gemma3_gguf() -> Path | None:
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         gemma.assemble(out)
-    return out
+    return Path(out)
 
 
 def free_port() -> int:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.anyio
 
 
 def test_messages_translate_to_the_messages_api() -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Paris?"},
         {

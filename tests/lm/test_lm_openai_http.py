@@ -33,7 +33,7 @@ from holdfast.lm import (
 )
 from holdfast.testing import FakeOpenAIServer, Fault, reply, tool_call
 
-USER = [{"role": "user", "content": "Say hello."}]
+USER: list[Any] = [{"role": "user", "content": "Say hello."}]
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
 pytestmark = pytest.mark.anyio
 

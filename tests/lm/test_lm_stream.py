@@ -67,7 +67,7 @@ def texts(events: list[Any]) -> str:
 # -- the SSE decoder ---------------------------------------------------------------------------
 
 _field_text = st.text(
-    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=20
+    alphabet=st.characters(exclude_characters="\r\n", exclude_categories=["Cs"]), max_size=20
 )
 
 
@@ -263,7 +263,7 @@ async def test_a_stream_with_a_broken_event_is_malformed(http_path: str) -> None
 
 
 async def test_an_empty_stream_is_an_empty_response_with_its_usage(http_path: str) -> None:
-    chunks = [
+    chunks: list[str | dict[str, Any]] = [
         {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
         {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
         {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 1}},
@@ -287,7 +287,7 @@ async def test_a_stream_that_stalls_times_out(http_path: str) -> None:
 
 
 async def test_usage_missing_from_a_stream_is_estimated(http_path: str) -> None:
-    chunks = [
+    chunks: list[str | dict[str, Any]] = [
         {"choices": [{"index": 0, "delta": {"content": "estimated reply"}}]},
         {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
     ]

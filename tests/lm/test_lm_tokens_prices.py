@@ -20,7 +20,7 @@ from holdfast.lm import (
     estimate_tokens,
 )
 
-words = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
+words = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=200)
 
 
 def test_estimate_tokens_examples() -> None:

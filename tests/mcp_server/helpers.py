@@ -59,3 +59,12 @@ def structured(result: Any) -> dict[str, Any]:
 def error_text(result: Any) -> str:
     assert result.is_error, result
     return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+def resource_text(result: Any) -> str:
+    """The text of a resource read's first content (a resource of text, never a blob)."""
+    from mcp.types import TextResourceContents
+
+    first = result.contents[0]
+    assert isinstance(first, TextResourceContents), first
+    return first.text

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from .helpers import ERRORS_PER_FILE, error_text, stdio_params, structured
+from .helpers import ERRORS_PER_FILE, error_text, resource_text, stdio_params, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -150,10 +150,10 @@ async def test_analyze_over_a_folder_with_progress_and_a_readable_trace(
 ) -> None:
     from mcp import Client
 
-    progress: list[tuple[float, float | None, str | None]] = []
+    reports: list[tuple[float, float | None, str | None]] = []
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append((done, total, message))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reports.append((progress, total, message))
 
     async with Client(stdio_params(server_env, "--root", str(workspace))) as client:
         result = await client.call_tool(
@@ -169,10 +169,10 @@ async def test_analyze_over_a_folder_with_progress_and_a_readable_trace(
         assert out["budget"]["max_seconds"] == 60
         assert out["inputs"] == {"logs": str(workspace / "logs")}
         trace = await client.read_resource(f"holdfast://rlm/trace/{out['trace_id']}")
-        body = trace.contents[0].text
+        body = resource_text(trace)
         assert out["trace_id"] in body and "SUBMIT" in body
-    assert progress, "a long analyze reports progress"
-    assert progress[0][1] == 30.0
+    assert reports, "a long analyze reports progress"
+    assert reports[0][1] == 30.0
 
 
 async def test_analyze_clips_budgets_to_server_caps(
@@ -267,7 +267,7 @@ async def test_task_tools_are_behind_a_flag(server_env: dict[str, str], workspac
         stop = await client.call_tool("task_stop", {"task_id": queued["task"]})
         assert not stop.is_error
         receipts = await client.read_resource(f"holdfast://task/{queued['task']}/receipts")
-        assert '"ok": true' in receipts.contents[0].text
+        assert '"ok": true' in resource_text(receipts)
 
 
 def _descendants(pid: int) -> set[tuple[int, str]]:

@@ -100,7 +100,7 @@ def test_api_refuses_line_breaks_in_every_metadata_field(store: MemoryStore) -> 
         {"source": {"url": "not a url"}},
     ):
         with pytest.raises(InvalidInput):
-            store.add("Some text.", namespace="p", **fields)  # type: ignore[arg-type]
+            store.add("Some text.", namespace="p", **fields)
     assert not (store.root / "p" / "MEMORY.md").exists()
     assert store.export("p") == [] and store.ns("p").trust_ledger() == {}
 

@@ -112,7 +112,7 @@ def test_missing_mention_and_empty_body_are_issues() -> None:
 # Any character a value could hold except lone surrogates (which cannot be written as UTF-8):
 # line breaks of every kind, controls, bidirectional overrides, quotes, separators.
 anything = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)),
+    alphabet=st.characters(exclude_categories=["Cs"]),
     min_size=1,
     max_size=40,
 )

@@ -208,7 +208,7 @@ def test_router_answers_small_inputs_directly(fake_box: Any, store: RLMTraceStor
 
 
 def fake_box_unused(result: Any) -> bool:
-    return result.sub_calls == 0
+    return bool(result.sub_calls == 0)
 
 
 def test_completion_is_text_in_text_out(fake_box: Any, store: RLMTraceStore) -> None:

@@ -119,7 +119,9 @@ def host_listener() -> Iterator[tuple[int, list[bytes]]]:
     srv.close()
 
 
-def test_tcp_to_host_loopback_is_blocked(box: SyncSandbox, host_listener) -> None:
+def test_tcp_to_host_loopback_is_blocked(
+    box: SyncSandbox, host_listener: tuple[int, list[bytes]]
+) -> None:
     port, got = host_listener
     out = run(
         box,

@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ def test_every_request_has_a_deadline_and_a_hung_worker_is_restarted(
     time.sleep(0.6)
     src = tmp_path / "in.txt"
     src.write_text("x")
-    calls = {
+    calls: dict[str, Callable[[], Any]] = {
         "get": lambda: box.get("kept"),
         "set": lambda: box.set("v", 1),
         "snapshot": box.snapshot,
@@ -307,9 +307,14 @@ def test_a_frame_that_breaks_the_decoder_kills_the_box_at_once(box: SyncSandbox)
 
 def test_nan_and_infinity_are_rejected(backend: str) -> None:
     charged: list[Any] = []
+
+    def charge(usd: Any) -> str:
+        charged.append(usd)
+        return "ok"
+
     spec = HostFunctionSpec(
         "charge",
-        lambda usd: charged.append(usd) or "ok",
+        charge,
         schema={
             "type": "object",
             "properties": {"usd": {"type": "number", "minimum": 0, "maximum": 1}},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.sandbox
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("isolation", ["namespace", "process"])
-async def test_timeout_kills_and_restarts_from_the_snapshot(isolation: str, tmp_path) -> None:
+async def test_timeout_kills_and_restarts_from_the_snapshot(isolation: str, tmp_path: Path) -> None:
     src = tmp_path / "in.txt"
     src.write_text("evidence")
     async with open_sandbox(SandboxPolicy(isolation=isolation)) as box:  # type: ignore[arg-type]
@@ -114,7 +115,7 @@ def test_unknown_isolation_level_is_refused() -> None:
         open_sync_sandbox(SandboxPolicy(isolation="container"))  # type: ignore[arg-type]
 
 
-def test_bad_inputs_are_typed_errors(tmp_path) -> None:
+def test_bad_inputs_are_typed_errors(tmp_path: Path) -> None:
     with open_sync_sandbox(SandboxPolicy(isolation="process")) as box:
         with pytest.raises(InvalidInput):
             box.load("not a name", 1)

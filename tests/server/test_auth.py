@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import string
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,14 +43,14 @@ def test_tokens_are_stored_hashed_and_revocable(services: Services) -> None:
 
 
 def test_expired_tokens_are_refused(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    import holdfast.server.tokens as mod
+    import time
 
     tokens = services.tokens
     assert tokens is not None
     _, secret = tokens.create("carol", ttl_s=60)
     assert tokens.authenticate(secret).name == "carol"
-    real = mod.time.time
-    monkeypatch.setattr(mod.time, "time", lambda: real() + 61)
+    real = time.time
+    monkeypatch.setattr("holdfast.server.tokens.time.time", lambda: real() + 61)
     with pytest.raises(Unauthorized):
         tokens.authenticate(secret)
 
@@ -141,7 +142,7 @@ def test_body_cap(services: Services, token: str) -> None:
         r = c.post("/api/v1/memory/items", json={"text": "x" * 5000})
         assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
-        def chunks():  # no Content-Length: the cap applies as the body arrives
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the cap applies as the body arrives
             for _ in range(10):
                 yield b"x" * 1000
 

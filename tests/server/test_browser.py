@@ -207,7 +207,12 @@ def test_hostile_content_never_runs_in_the_browser(
     with ServerThread(app, settings) as server:
         page = browser_page
         alerts: list[str] = []
-        page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
+
+        def on_dialog(dialog: Any) -> None:
+            alerts.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
         for path in (f"/console/tasks/{task.id}", f"/console/tasks/{task.id}/receipts",
                      "/console/memory?q=hostile", "/console/approvals", "/console/"):  # fmt: skip
             page.goto(server.url + path)

@@ -35,7 +35,7 @@ def test_one_long_message_gets_the_generic_question() -> None:
 
 
 def test_a_conversation_stays_a_list_and_an_explicit_query_wins() -> None:
-    msgs = [
+    msgs: list[dict[str, Any]] = [
         {"role": "user", "content": "a"},
         {"role": "assistant", "content": "b"},
         {"role": "user", "content": [{"type": "text", "text": "c"}, {"type": "text", "text": "d"}]},
@@ -88,6 +88,7 @@ def test_schema_becomes_a_validating_model() -> None:
     model = model_from_schema(schema, "failures")
     ok = model.model_validate({"service": "billing", "codes": [{"code": "E42", "n": 3}]})
     assert ok.model_dump()["codes"][0] == {"code": "E42", "n": 3}
+    bad: dict[str, Any]
     for bad in (
         {"service": "mail", "codes": []},
         {"service": "auth", "codes": [{"code": "X1", "n": 1}]},

@@ -54,7 +54,7 @@ def test_good_answers_are_used_and_the_schema_is_strict() -> None:
         pruned = p.select_prune(cands, prompt_tokens=9000, limit=10000)
         queries = p.recall_queries(working_set())
         bodies = [b for b in server.requests if "messages" in b]
-        p.close()  # type: ignore[attr-defined]
+        p.close()
     assert [(i.key, i.text, i.kind) for i in flushed] == [
         ("constraint:c1", "Never touch logs/.", "constraint")
     ]
@@ -141,7 +141,7 @@ def test_configuration_selects_the_policy() -> None:
         {"kind": "model", "model": "vllm:x", "colour": 1},
     ):
         with pytest.raises(InvalidInput):
-            memory_policy_from_config(bad)  # type: ignore[arg-type]
+            memory_policy_from_config(bad)
 
 
 def test_the_agent_runs_with_the_learned_policy_and_survives_its_failure(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_a_duplicate_working_set_version_or_key_is_a_stale_write(open_store: Ope
 def test_only_one_writer_rolls_over_from_a_continuation(open_store: OpenStore) -> None:
     first, second = open_store(), open_store()
     vid = _virtual(first)
-    seed = [({"role": "user", "content": "again"}, None)]
+    seed: list[tuple[dict[str, Any], str | None]] = [({"role": "user", "content": "again"}, None)]
     assert first.roll_over(vid, from_cont=0, reason="limit", seed=seed, start_turn=3) == 1
     with pytest.raises(StaleSessionWrite, match="continuation 0"):
         second.roll_over(vid, from_cont=0, reason="limit", seed=seed, start_turn=3)
@@ -56,7 +57,9 @@ def test_only_one_writer_rolls_over_from_a_continuation(open_store: OpenStore) -
 
 def test_messages_and_seeds_keep_their_key_order(open_store: OpenStore) -> None:
     store = open_store()
-    seed = [({"z": 1, "role": "user", "a": "é", "content": "r"}, None)]
+    seed: list[tuple[dict[str, Any], str | None]] = [
+        ({"z": 1, "role": "user", "a": "é", "content": "r"}, None)
+    ]
     store.create_virtual("vsession-k", task_id=None, system_prompt="s", config={}, seed=seed)
     message = {"tool_call_id": "c1", "role": "tool", "content": "ünïcode", "b": {"y": 1, "x": 2}}
     store.append_message("vsession-k", 0, 1, message, result=("r1", "read", "full"))

@@ -19,6 +19,7 @@ from typing import Any
 
 from holdfast.harness import Harness
 from holdfast.store import StoreFull
+from holdfast.store.sqlite_backend import SQLiteBackend
 from holdfast.testing.effects import EffectLedger
 from holdfast.testing.kinds import kinds_registry
 
@@ -91,7 +92,9 @@ def main() -> int:
         workers = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log) for _ in range(2)]
     try:
         wait(lambda: h.list_tasks(status="running"), 60, "a running task")
-        h.store.backend.db.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        backend = h.store.backend
+        assert isinstance(backend, SQLiteBackend)
+        backend.db.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
         filler = mnt / "filler"
         fill(filler)
 

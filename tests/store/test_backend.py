@@ -26,6 +26,7 @@ from holdfast.store import (
     schema_version,
     upsert,
 )
+from holdfast.store.migrations import Migration
 from holdfast.testing import FakeClock
 from holdfast.testing.postgres import PostgresCluster
 
@@ -94,7 +95,7 @@ def test_a_duplicate_key_is_a_typed_unique_violation(backend: Backend) -> None:
 
 
 def test_migrations_are_versioned_written_once_and_refuse_newer(backend: Backend) -> None:
-    steps = [_table, "ALTER TABLE t ADD COLUMN note TEXT"]
+    steps: list[Migration] = [_table, "ALTER TABLE t ADD COLUMN note TEXT"]
     assert schema_version(backend, "t") == 0
     assert migrate(backend, "t", steps[:1]) == 1
     assert migrate(backend, "t", steps) == 2

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from holdfast.store.urls import redact, scrub, sqlite_path
 
 _any = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
     min_size=1,
     max_size=24,
 )
