@@ -29,6 +29,7 @@ import difflib
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from holdfast.memory.text import claim_words
@@ -130,6 +131,7 @@ _NUMBER_WORDS = frozenset(
 )  # fmt: skip
 
 
+@lru_cache(maxsize=65_536)
 def _stem(word: str) -> str:
     """A light English stemmer: enough that "lives"/"lived"/"living" and "rejects"/"rejected"
     meet, without a dependency. Value words (numbers, dates) are kept as they are."""
@@ -191,6 +193,7 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=65_536)
 def value_class(word: str) -> str | None:
     """The class of a value word (number, weekday, month, year, date, time, colour), if any."""
     if word in _WEEKDAYS:
@@ -218,7 +221,22 @@ _REPEATABLE_STEMS = frozenset(_stem(w) for w in _REPEATABLE)
 
 
 def compare(a: str, b: str) -> Verdict:
-    """How ``b`` relates to ``a``: :data:`CONTRADICTS`, :data:`SUPPORTS` or :data:`UNRELATED`."""
+    """How ``b`` relates to ``a``: :data:`CONTRADICTS`, :data:`SUPPORTS` or :data:`UNRELATED`.
+
+    A pure function of the two texts, remembered for recent pairs: an observation compares
+    every pair of the statements it lists each time one arrives, almost all of them pairs it
+    compared before."""
+    if len(a) + len(b) > 4_000:
+        return _compare(a, b)
+    return _compare_cached(a, b)
+
+
+@lru_cache(maxsize=8_192)
+def _compare_cached(a: str, b: str) -> Verdict:
+    return _compare(a, b)
+
+
+def _compare(a: str, b: str) -> Verdict:
     ta, tb = _tokens(a), _tokens(b)
     neg_a = sum(1 for t in ta if t == "not") % 2
     neg_b = sum(1 for t in tb if t == "not") % 2

@@ -8,6 +8,9 @@ vouches for it explicitly (``holdfast memory trust ID owner`` or ``promote``).
 
 from __future__ import annotations
 
+import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -46,6 +49,34 @@ def index_body(item: MemoryItem) -> str:
     return f"{item.source.speaker}: {item.text}" if item.source.speaker else item.text
 
 
+_CITATION = re.compile(r"\s*\[m-[0-9A-Za-z_-]{1,80}\](?:\s*\[m-[0-9A-Za-z_-]{1,80}\])*")
+CHUNK_CACHE = 8192
+"""Chunk vectors an indexer keeps by text (about 1.5 KB each at 384 dimensions)."""
+
+
+def embed_chunks(item: MemoryItem, max_words: int) -> list[str]:
+    """The texts embedded for an item, each a dense-search chunk of it.
+
+    Most items are embedded as overlapping word windows of their body. An observation is a list
+    of statements about one subject, rewritten whenever one arrives, so it is embedded a line at
+    a time: each statement without its citations (the same text its own item was embedded as),
+    and no conflict lines (ids and a reason, nothing to recall by meaning). Unchanged lines then
+    keep their vectors across rewrites (see :attr:`Indexer.chunk_cache`), and a rewrite embeds
+    only what is new. The keyword index still holds the whole text.
+    """
+    if item.kind is not Kind.OBSERVATION:
+        return chunk_text(index_body(item), max_words=max_words)
+    out: list[str] = []
+    for raw in item.text.splitlines():
+        line = raw.strip()
+        if line.startswith("- conflict:"):
+            continue
+        line = _CITATION.sub("", line.removeprefix("- ")).strip()
+        if line:
+            out.extend(chunk_text(line, max_words=max_words))
+    return out or chunk_text(index_body(item), max_words=max_words)
+
+
 class Indexer:
     """Writes items of one store into the index; shared by writes, sync and reindex."""
 
@@ -56,6 +87,10 @@ class Indexer:
         self._resolvers: dict[str, tuple[int, float, EntityResolver]] = {}
         # per namespace: the files' stats and the index's change token when they last agreed
         self._clean: dict[str, tuple[dict[str, tuple[int, int] | None], object]] = {}
+        # chunk text -> vector bytes, most recently used last: a rewritten observation (or any
+        # text embedded again) reuses what this embedder already computed
+        self.chunk_cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     # ----- entities
     def resolver(self, ns: NamespaceDir) -> EntityResolver:
@@ -77,17 +112,26 @@ class Indexer:
         if self.embedder.dim == 0 or not items:
             return [[] for _ in items]
         max_words = int(getattr(self.embedder, "max_words", 150))
-        texts: list[str] = []
-        owners: list[int] = []
-        for n, item in enumerate(items):
-            for chunk in chunk_text(index_body(item), max_words=max_words):
-                texts.append(chunk)
-                owners.append(n)
-        mat = self.embedder.embed(texts)
-        out: list[list[bytes]] = [[] for _ in items]
-        for row, n in enumerate(owners):
-            out[n].append(mat[row].tobytes())
-        return out
+        chunks = [embed_chunks(item, max_words) for item in items]
+        cache = self.chunk_cache
+        tag = f"{self.embedder.name}\x00"  # an embedder swapped in never reads another's vectors
+        with self._cache_lock:
+            known = {t: cache[tag + t] for c in chunks for t in c if tag + t in cache}
+        todo = list(dict.fromkeys(t for c in chunks for t in c if t not in known))
+        fresh: dict[str, bytes] = {}
+        if todo:
+            mat = self.embedder.embed(todo)
+            fresh = {t: mat[row].tobytes() for row, t in enumerate(todo)}
+        with self._cache_lock:
+            for t in known:
+                if tag + t in cache:
+                    cache.move_to_end(tag + t)
+            for t, v in fresh.items():
+                cache[tag + t] = v
+            while len(cache) > CHUNK_CACHE:
+                cache.popitem(last=False)
+        known.update(fresh)
+        return [[known[t] for t in c] for c in chunks]
 
     # ----- writing rows
     def write(
