@@ -95,6 +95,10 @@ def test_observation_chunks_leave_out_citations_and_conflict_lines(
     fact, _ = store.prepare("Alice lives in Lyon")
     assert embed_chunks(fact, 150) == ["Alice lives in Lyon"]
     long, _ = store.prepare(" ".join(["word"] * 400))
+    # an observation of more lines than a rule-built one is cut into word windows instead, so
+    # a model-written or hand-written one of 10,000 one-word lines costs what its words cost
+    many, _ = store.prepare("\n".join(f"- w{n}" for n in range(10_000)), kind=Kind.OBSERVATION)
+    assert len(embed_chunks(many, 150)) == len(chunk_text(many.text, max_words=150)) < 200
     # other kinds keep the overlapping windows
     assert embed_chunks(long, 150) == chunk_text(long.text, max_words=150)
     assert len(embed_chunks(long, 150)) == 4

@@ -226,7 +226,7 @@ def compare(a: str, b: str) -> Verdict:
     A pure function of the two texts, remembered for recent pairs: an observation compares
     every pair of the statements it lists each time one arrives, almost all of them pairs it
     compared before."""
-    if len(a) + len(b) > 4_000:
+    if len(a) + len(b) > 1_000:  # at most about 8 MB of remembered pairs
         return _compare(a, b)
     return _compare_cached(a, b)
 

@@ -51,6 +51,8 @@ def index_body(item: MemoryItem) -> str:
 
 _CITATION = re.compile(r"\s*\[m-[0-9A-Za-z_-]{1,80}\](?:\s*\[m-[0-9A-Za-z_-]{1,80}\])*")
 CHUNK_CACHE = 8192
+OBSERVATION_LINES_MAX = 64
+"""Lines an observation is embedded by, one chunk each, at most (a rule-built one has 27)."""
 """Chunk vectors an indexer keeps by text (about 1.5 KB each at 384 dimensions)."""
 
 
@@ -74,7 +76,11 @@ def embed_chunks(item: MemoryItem, max_words: int) -> list[str]:
         line = _CITATION.sub("", line.removeprefix("- ")).strip()
         if line:
             out.extend(chunk_text(line, max_words=max_words))
-    return out or chunk_text(index_body(item), max_words=max_words)
+    if not out or len(out) > OBSERVATION_LINES_MAX:
+        # an observation written by a model or by hand may have any number of lines: past the
+        # rule-built size, the windows bound the embedding work by its words, not its lines
+        return chunk_text(index_body(item), max_words=max_words)
+    return out
 
 
 class Indexer:
