@@ -8,7 +8,6 @@ vouches for it explicitly (``holdfast memory trust ID owner`` or ``promote``).
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from holdfast.memory.files import NamespaceDir, file_digest
 from holdfast.memory.index import Link, MemoryIndex, Tx
 from holdfast.memory.items import Kind, MemoryItem, Trust
 from holdfast.memory.markdown import ParseIssue, Section, parse_file
+from holdfast.memory.observations import statements
 from holdfast.memory.text import chunk_text, loose_hash, norm_hash
 
 
@@ -49,37 +49,30 @@ def index_body(item: MemoryItem) -> str:
     return f"{item.source.speaker}: {item.text}" if item.source.speaker else item.text
 
 
-_CITATION = re.compile(r"\s*\[m-[0-9A-Za-z_-]{1,80}\](?:\s*\[m-[0-9A-Za-z_-]{1,80}\])*")
 CHUNK_CACHE = 8192
+"""Chunk vectors an indexer keeps by text (about 1.5 KB each at 384 dimensions)."""
 OBSERVATION_LINES_MAX = 64
 """Lines an observation is embedded by, one chunk each, at most (a rule-built one has 27)."""
-"""Chunk vectors an indexer keeps by text (about 1.5 KB each at 384 dimensions)."""
 
 
 def embed_chunks(item: MemoryItem, max_words: int) -> list[str]:
     """The texts embedded for an item, each a dense-search chunk of it.
 
     Most items are embedded as overlapping word windows of their body. An observation is a list
-    of statements about one subject, rewritten whenever one arrives, so it is embedded a line at
-    a time: each statement without its citations (the same text its own item was embedded as),
-    and no conflict lines (ids and a reason, nothing to recall by meaning). Unchanged lines then
-    keep their vectors across rewrites (see :attr:`Indexer.chunk_cache`), and a rewrite embeds
-    only what is new. The keyword index still holds the whole text.
+    of statements about one subject, rewritten whenever one arrives, so it is embedded a
+    statement at a time (:func:`holdfast.memory.observations.statements`: without citations,
+    the same text its own item was embedded as, and without conflict lines). Unchanged
+    statements then keep their vectors across rewrites (see :attr:`Indexer.chunk_cache`), and a
+    rewrite embeds only what is new. The keyword index still holds the whole text.
     """
+    windows = chunk_text(index_body(item), max_words=max_words)
     if item.kind is not Kind.OBSERVATION:
-        return chunk_text(index_body(item), max_words=max_words)
-    out: list[str] = []
-    for raw in item.text.splitlines():
-        line = raw.strip()
-        if line.startswith("- conflict:"):
-            continue
-        line = _CITATION.sub("", line.removeprefix("- ")).strip()
-        if line:
-            out.extend(chunk_text(line, max_words=max_words))
+        return windows
+    out = [c for line in statements(item.text) for c in chunk_text(line, max_words=max_words)]
     if not out or len(out) > OBSERVATION_LINES_MAX:
         # an observation written by a model or by hand may have any number of lines: past the
         # rule-built size, the windows bound the embedding work by its words, not its lines
-        return chunk_text(index_body(item), max_words=max_words)
+        return windows
     return out
 
 
@@ -118,26 +111,23 @@ class Indexer:
         if self.embedder.dim == 0 or not items:
             return [[] for _ in items]
         max_words = int(getattr(self.embedder, "max_words", 150))
-        chunks = [embed_chunks(item, max_words) for item in items]
+        # cache keys carry the embedder's name: an embedder swapped in never reads another's
+        tag = f"{self.embedder.name}\x00"
+        keys = [[tag + t for t in embed_chunks(i, max_words)] for i in items]
         cache = self.chunk_cache
-        tag = f"{self.embedder.name}\x00"  # an embedder swapped in never reads another's vectors
         with self._cache_lock:
-            known = {t: cache[tag + t] for c in chunks for t in c if tag + t in cache}
-        todo = list(dict.fromkeys(t for c in chunks for t in c if t not in known))
-        fresh: dict[str, bytes] = {}
+            known = {k: cache[k] for ks in keys for k in ks if k in cache}
+        todo = list(dict.fromkeys(k for ks in keys for k in ks if k not in known))
         if todo:
-            mat = self.embedder.embed(todo)
-            fresh = {t: mat[row].tobytes() for row, t in enumerate(todo)}
+            mat = self.embedder.embed([k[len(tag) :] for k in todo])
+            known.update((k, mat[row].tobytes()) for row, k in enumerate(todo))
         with self._cache_lock:
-            for t in known:
-                if tag + t in cache:
-                    cache.move_to_end(tag + t)
-            for t, v in fresh.items():
-                cache[tag + t] = v
+            for k, v in known.items():
+                cache[k] = v
+                cache.move_to_end(k)
             while len(cache) > CHUNK_CACHE:
                 cache.popitem(last=False)
-        known.update(fresh)
-        return [[known[t] for t in c] for c in chunks]
+        return [[known[k] for k in ks] for ks in keys]
 
     # ----- writing rows
     def write(

@@ -31,6 +31,7 @@ from holdfast.errors import InvalidInput
 from holdfast.memory.items import Evidence, Kind, MemoryItem, Trust, least_trusted
 from holdfast.memory.observations import (
     CITE,
+    CONFLICT_LINE,
     DERIVED,
     consolidate,
     derived_trust,
@@ -143,7 +144,7 @@ def _rule_text(subject: str, sources: list[MemoryItem]) -> str:
         for f in reversed(facts):
             lines.append(f"- {f.mention_time.date()}: {' '.join(f.text.split())} [{f.id}]")
     conflicts = [line for o in sources if o.kind is Kind.OBSERVATION for line in o.text.split("\n")]
-    conflicts = [c for c in conflicts if c.startswith("- conflict:")]
+    conflicts = [c for c in conflicts if c.startswith(CONFLICT_LINE)]
     if conflicts:
         lines.append("Unresolved:")
         lines.extend(conflicts)

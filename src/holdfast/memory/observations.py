@@ -109,6 +109,24 @@ def evidence_items(
     return out
 
 
+CONFLICT_LINE = "- conflict:"
+
+
+def statements(text: str) -> list[str]:
+    """The statements of an observation's text, as :func:`render` lists them, without their
+    citations and without conflict lines (ids and a reason): what an observation is embedded
+    as, a statement at a time (see :func:`holdfast.memory.indexer.embed_chunks`)."""
+    out = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith(CONFLICT_LINE):
+            continue
+        line = " ".join(CITE.sub("", line.removeprefix("- ")).split())
+        if line:
+            out.append(line)
+    return out
+
+
 def render(subject: str, items: Sequence[MemoryItem]) -> str:
     """The rule-built observation text: newest first, each statement cited, contradictions
     between them named."""
@@ -133,7 +151,7 @@ def render(subject: str, items: Sequence[MemoryItem]) -> str:
         for b in listed[n + 1 :]:
             verdict = compare(b.text, a.text)
             if verdict.contradicts:
-                lines.append(f"- conflict: [{a.id}] and [{b.id}] disagree ({verdict.reason})")
+                lines.append(f"{CONFLICT_LINE} [{a.id}] and [{b.id}] disagree ({verdict.reason})")
     return "\n".join(lines)
 
 
