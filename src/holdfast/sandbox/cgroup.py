@@ -58,9 +58,16 @@ class BoxCgroup:
             return None
         return None
 
-    def pids(self) -> set[int]:
-        """Host pids of every process in the group (an empty set when it cannot be read)."""
+    def pids(self, fd: int | None = None) -> set[int]:
+        """Host pids of every process in the group (an empty set when it cannot be read).
+
+        With ``fd``, an open descriptor of :attr:`procs` on cgroup v2, the file is read again
+        from its start without opening it (v2 regenerates it on every read at offset 0; v1 keeps
+        the list an open file first read, so there a fresh open is needed to see new processes).
+        """
         try:
+            if fd is not None:
+                return {int(p) for p in os.pread(fd, 1 << 16, 0).split()}
             fd = os.open(self.procs, os.O_RDONLY)
             try:
                 data = os.read(fd, 1 << 16)

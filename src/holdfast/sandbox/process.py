@@ -58,9 +58,10 @@ MAX_CONCURRENT_CALLS = 64
 MAX_CALLS_IN_FLIGHT = 1024
 _STDERR_KEEP = 4000
 # Low-latency wait: while a request is the only one outstanding among this thread's boxes, the
-# host waits for its box's socket directly (select with a timeout: blocked in the kernel, not
-# spinning) for up to _QUIET_S of silence and _BURST_S in all before it goes back to the event
-# loop, so a quick reply (or a host call in a burst of them) costs no event-loop round trip.
+# host waits for its box's socket directly, first polling it without sleeping for the policy's
+# spin_us, then blocked in select, for up to _QUIET_S of silence and _BURST_S in all, before it
+# goes back to the event loop: a quick reply (or a host call in a burst of them) costs no
+# event-loop round trip and, within the spin, no thread wake-up.
 _QUIET_S = 0.0003
 _BURST_S = 0.002
 _active: dict[int, int] = {}
@@ -105,6 +106,11 @@ class BoxProcess:
     def __init__(self, policy: SandboxPolicy, specs: dict[str, HostFunctionSpec]) -> None:
         self.policy = policy
         self.specs = specs
+        self._spin_s = max(0, min(int(policy.spin_us), 10_000)) / 1e6
+        self._rbuf = bytearray(1 << 16)
+        # the box cgroup's process list, kept open: read after every cell
+        self._procs_fd: int | None = None
+        self._fds_closed = False
         self.popen: subprocess.Popen[bytes] | None = None
         self.cgroup: BoxCgroup | None = None
         self.status: dict[str, Any] = {}
@@ -187,6 +193,7 @@ class BoxProcess:
             "max_message_bytes": policy.max_message_bytes,
             "max_host_bytes": policy.max_host_bytes,
             "max_depth": policy.max_depth,
+            "spin_s": self._spin_s,
             "seccomp": base64.b64encode(program).decode() if program else None,
             "signatures": [[s.name, param_names(s)] for s in self.specs.values()],
             "workspace": workspace,
@@ -300,7 +307,8 @@ class BoxProcess:
         data = encode_frame({**message, "id": rid}, self.policy.max_message_bytes)
         fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[rid] = fut
-        timer = loop.call_later(timeout, self._deadline, rid, str(message.get("op")), timeout)
+        started = loop.time()
+        timer: asyncio.TimerHandle | None = None
         key = threading.get_ident()
         _active[key] = _active.get(key, 0) + 1
         try:
@@ -308,15 +316,24 @@ class BoxProcess:
                 await self._write_with_fds(data, fds)
             else:
                 self._transport.write(data)
-            while not fut.done() and _active[key] == 1 and self._wait_directly(fut):
+            # The first direct wait never yields to the loop and lasts at most _BURST_S, so the
+            # deadline's timer is armed only when the reply did not come within it (most do).
+            again = not fut.done() and _active[key] == 1 and self._wait_directly(fut)
+            if fut.done():
+                return fut.result()
+            left = max(0.0, timeout - (loop.time() - started))
+            timer = loop.call_later(left, self._deadline, rid, str(message.get("op")), timeout)
+            while again and not fut.done() and _active[key] == 1:
                 await asyncio.sleep(0)  # a burst of frames: let the loop breathe, then again
+                again = not fut.done() and self._wait_directly(fut)
             return await fut
         except asyncio.CancelledError:
             self._abandoned.add(rid)
             raise
         finally:
             _active[key] -= 1
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._pending.pop(rid, None)
 
     def _wait_directly(self, fut: asyncio.Future[dict[str, Any]]) -> bool:
@@ -327,27 +344,46 @@ class BoxProcess:
             return False
         clock = time.perf_counter
         end = clock() + _BURST_S
+        buf = self._rbuf
         while not fut.done() and self.dead is None:
-            try:
-                ready, _, _ = select.select([sock], [], [], _QUIET_S)
-            except (OSError, ValueError):
-                return False
-            if not ready:
-                return False
-            try:
-                data = sock.recv(1 << 16)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return False
-            if not data:
+            size = self._spin(sock, buf, clock)
+            if size < 0:
+                try:
+                    ready, _, _ = select.select([sock], [], [], _QUIET_S)
+                except (OSError, ValueError):
+                    return False
+                if not ready:
+                    return False
+                try:
+                    size = sock.recv_into(buf)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return False
+            if not size:
                 return False  # the transport sees the end of the stream on the loop
-            self._on_data(data)
+            self._on_data(bytes(buf[:size]))
             if self._tasks:
                 return False  # an async host function must run on the loop: go back to it
             if clock() > end:
                 return not fut.done()
         return False
+
+    def _spin(self, sock: socket.socket, buf: bytearray, clock: Callable[[], float]) -> int:
+        """Polls ``sock`` without sleeping for up to the spin time: the bytes read, 0 at the end
+        of the stream, -1 when nothing came (or reading failed: the caller's select tells)."""
+        if not self._spin_s:
+            return -1
+        end = clock() + self._spin_s
+        recv = sock.recv_into
+        while True:
+            try:
+                return recv(buf)
+            except BlockingIOError:
+                if clock() > end:
+                    return -1
+            except OSError:
+                return -1
 
     def _deadline(self, rid: int, op: str, timeout: float) -> None:
         fut = self._pending.get(rid)
@@ -502,7 +538,13 @@ class BoxProcess:
         """Host pids of every process of the box (its cgroup, else the launcher's tree)."""
         pids: set[int] = set()
         if self.cgroup is not None:
-            pids = self.cgroup.pids()
+            # cgroup v2 regenerates cgroup.procs on every read from its start, so the file stays
+            # open; v1 caches the list an open file first read (for about a second), so it is
+            # opened afresh each time there.
+            if self._procs_fd is None and not self._fds_closed and self.cgroup.version == 2:
+                with contextlib.suppress(OSError):
+                    self._procs_fd = os.open(self.cgroup.procs, os.O_RDONLY | os.O_CLOEXEC)
+            pids = self.cgroup.pids(self._procs_fd)
             if pids:
                 return pids
         if self.popen is not None and self.popen.returncode is None:
@@ -619,6 +661,11 @@ class BoxProcess:
         return bytes(self._stderr_buf[-limit:]).decode("utf-8", "replace").strip()
 
     def _close_fds(self) -> None:
+        self._fds_closed = True
+        if self._procs_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._procs_fd)
+            self._procs_fd = None
         if self._transport is not None:
             with contextlib.suppress(Exception):
                 self._transport.abort()
