@@ -108,7 +108,7 @@ class BoxProcess:
         self.specs = specs
         self._spin_s = max(0, min(int(policy.spin_us), 10_000)) / 1e6
         self._rbuf = bytearray(1 << 16)
-        # the box cgroup's process list, kept open: read after every cell
+        # the box cgroup's process list, read after every cell (kept open on cgroup v2 only)
         self._procs_fd: int | None = None
         self._fds_closed = False
         self.popen: subprocess.Popen[bytes] | None = None
