@@ -4,8 +4,11 @@ and on PostgreSQL (a throwaway local cluster, fsync on, synchronous_commit off),
 Each row starts that many ``holdfast worker`` processes (concurrency 1, the default idle poll),
 waits until every one is up, then measures two things:
 
-* end to end: one process submits the tasks while the workers lease and complete them; the
-  rate is tasks over the time from the first submit to the last task succeeded;
+* end to end: one process submits the tasks one at a time (``Harness.submit``) while the workers
+  lease and complete them; the rate is tasks over the time from the first submit to the last
+  task succeeded;
+* end to end, batched: the same with the tasks submitted 100 to a transaction
+  (``Harness.submit_many``), so one submitting process is not what limits the rate;
 * pre-filled: the tasks are already queued (held on another queue, then moved in one UPDATE),
   so only lease and complete are timed.
 
@@ -44,6 +47,7 @@ class Row:
     tasks: int
     submit_per_s: float
     end_to_end_per_s: float
+    batched_per_s: float
     prefilled_per_s: float
     commits_per_task: float | None
     load_avg: float
@@ -122,17 +126,24 @@ def wait_done(h: Harness, queue: str, tasks: int, timeout_s: float = 900.0) -> N
         time.sleep(0.02)
 
 
-def end_to_end(url: str, workers: int, tasks: int) -> tuple[float, float, float | None]:
-    """(submit/s, end-to-end tasks/s, commits per task)."""
-    queue = f"e2e-{workers}-{time.monotonic_ns()}"
+def end_to_end(
+    url: str, workers: int, tasks: int, batch: int = 1
+) -> tuple[float, float, float | None]:
+    """(submit/s, end-to-end tasks/s, commits per task), submitting ``batch`` tasks at a time."""
+    queue = f"e2e-{workers}-{batch}-{time.monotonic_ns()}"
     h = Harness.open(url, registry=kinds_registry())
     procs = start_workers(url, queue, workers)
     try:
         time.sleep(1.1)  # PostgreSQL publishes a backend's counters at most once a second
         before = commits(h)
         t0 = time.perf_counter()
-        for _ in range(tasks):
-            h.submit({"kind": "noop", "queue": queue})
+        if batch == 1:
+            for _ in range(tasks):
+                h.submit({"kind": "noop", "queue": queue})
+        else:
+            for start in range(0, tasks, batch):
+                n = min(batch, tasks - start)
+                h.submit_many([{"kind": "noop", "queue": queue}] * n)
         t_sub = time.perf_counter()
         wait_done(h, queue, tasks)
         t1 = time.perf_counter()
@@ -192,9 +203,13 @@ def run(backends: list[str], counts: list[int], tasks: int, say: Any) -> list[Ro
                 for w in counts:
                     load = os.getloadavg()[0]
                     sub, e2e, per_task = end_to_end(url, w, tasks)
+                    _, batched, _ = end_to_end(url, w, tasks, batch=100)
                     pre = prefilled(url, w, tasks)
-                    rows.append(Row(backend, w, tasks, sub, e2e, pre, per_task, load))
-                    say(f"  {backend} {w} workers: {e2e:,.0f} tasks/s end to end")
+                    rows.append(Row(backend, w, tasks, sub, e2e, batched, pre, per_task, load))
+                    say(
+                        f"  {backend} {w} workers: {e2e:,.0f} tasks/s end to end, "
+                        f"{batched:,.0f} batched, {pre:,.0f} pre-filled"
+                    )
             finally:
                 if cluster is not None:
                     cluster.destroy()
@@ -203,15 +218,16 @@ def run(backends: list[str], counts: list[int], tasks: int, say: Any) -> list[Ro
 
 def table(rows: list[Row]) -> str:
     out = [
-        "| backend | workers | tasks | submit/s | end-to-end tasks/s | pre-filled tasks/s "
-        "| commits/task | load avg |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| backend | workers | tasks | submit/s | end-to-end tasks/s "
+        "| end-to-end, batched submits | pre-filled tasks/s | commits/task | load avg |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         per = f"{r.commits_per_task:.1f}" if r.commits_per_task is not None else "-"
         out.append(
             f"| {r.backend} | {r.workers} | {r.tasks} | {r.submit_per_s:,.0f} "
-            f"| {r.end_to_end_per_s:,.0f} | {r.prefilled_per_s:,.0f} | {per} | {r.load_avg:.1f} |"
+            f"| {r.end_to_end_per_s:,.0f} | {r.batched_per_s:,.0f} | {r.prefilled_per_s:,.0f} "
+            f"| {per} | {r.load_avg:.1f} |"
         )
     return "\n".join(out)
 

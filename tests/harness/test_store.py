@@ -131,7 +131,7 @@ def test_migrations_are_versioned_and_rerun_safely(store_url: str) -> None:
     b = open_store(store_url)
     with a._reader() as h:
         rows = a._rows(h, "SELECT version FROM schema_migrations WHERE component = 'harness'")
-    assert [int(r["version"]) for r in rows] == [1]
+    assert [int(r["version"]) for r in rows] == [1, 2]
     a.close()
     b.close()
 

@@ -205,20 +205,36 @@ def test_lease_takes_the_best_ready_task_in_one_statement(
         low = h.submit({"kind": "noop", "queue": "q", "priority": 0})
         high = h.submit({"kind": "noop", "queue": "q", "priority": 5})
         h.submit({"kind": "noop", "queue": "other", "priority": 9})
-        statements = 0
-        real = h.store.backend.execute
+        calls: list[list[str]] = []  # each call from the store: the statements it sent
+        depth = 0
+        store_backend = h.store.backend
+        real_execute, real_batch = store_backend.execute, store_backend.batch
 
-        def counting(*a: Any, **k: Any) -> Any:
-            nonlocal statements
-            statements += 1
-            return real(*a, **k)
+        def outer(real: Any, sqls: Any) -> Any:
+            def wrapped(*a: Any, **k: Any) -> Any:
+                nonlocal depth
+                if depth == 0:
+                    calls.append(sqls(*a, **k))
+                depth += 1
+                try:
+                    return real(*a, **k)
+                finally:
+                    depth -= 1
 
-        h.store.backend.execute = counting  # type: ignore[method-assign]
+            return wrapped
+
+        store_backend.execute = outer(  # type: ignore[method-assign]
+            real_execute, lambda h_, sql, *rest: [sql.split()[0]]
+        )
+        store_backend.batch = outer(  # type: ignore[method-assign]
+            real_batch, lambda h_, stmts, **k: [sql.split()[0] for sql, _ in stmts]
+        )
         got = h.store.lease("w", ["q"], 30.0, ["noop"], look_first=False)
         assert got is not None
         task, token = got
-        # the claim, then the receipt (head read, insert, head update): nothing else
-        assert statements == 4, statements
+        # the claim; then one round trip: the receipt (insert, head update) and the reads the
+        # worker verifies before it runs the task (steps, receipts, steering): nothing else
+        assert calls == [["WITH"], ["INSERT", "UPDATE", "SELECT", "SELECT", "SELECT"]], calls
         assert task.id == high.id and task.status == "running" and task.lease_token == token
         assert task.lease_expires == pytest.approx(5_030.0)
         assert task.heartbeat_at == pytest.approx(5_000.0) and task.attempts == 1

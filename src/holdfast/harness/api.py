@@ -31,6 +31,7 @@ from holdfast.harness.rows import (
 from holdfast.harness.signing import Signer, configured_signer
 from holdfast.harness.spec import TaskSpec
 from holdfast.harness.store import SQLHarnessStore
+from holdfast.harness.store_core import NewTask
 from holdfast.harness.verify import Anchor, StepRecord, TaskRecord, VerifyResult, verify_task
 from holdfast.harness.worker import Worker, WorkerSettings
 from holdfast.store import Backend, Clock, open_url
@@ -118,6 +119,31 @@ class Harness:
 
     def submit(self, spec: TaskSpec | dict[str, Any], *, by: str = "api") -> TaskRow:
         """Validate and queue a task; with an idempotency key, a repeat returns the first task."""
+        t = self._new_task(spec, by)
+        row, _ = self.store.submit(
+            kind=t.kind,
+            queue=t.queue,
+            spec=t.spec,
+            priority=t.priority,
+            max_attempts=t.max_attempts,
+            idempotency_key=t.idempotency_key,
+            draft=t.draft,
+        )
+        return row
+
+    def submit_many(
+        self, specs: Sequence[TaskSpec | dict[str, Any]], *, by: str = "api"
+    ) -> list[TaskRow]:
+        """Validate and queue many tasks in one transaction (all or none are stored), each
+        with its own receipt, in order; a spec whose idempotency key is already stored (or
+        given earlier in ``specs``) returns the first task, as :meth:`submit` does. Every spec
+        is validated before anything is written."""
+        if isinstance(specs, TaskSpec | dict):
+            raise InvalidInput("submit_many takes a list of task specs")
+        tasks = [self._new_task(spec, by) for spec in specs]
+        return [row for row, _ in self.store.submit_many(tasks)]
+
+    def _new_task(self, spec: TaskSpec | dict[str, Any], by: str) -> NewTask:
         if not isinstance(spec, TaskSpec):
             spec = TaskSpec.from_dict(spec)
         kind = self.registry.get(spec.kind)
@@ -142,7 +168,7 @@ class Harness:
             digest = hashlib.sha256(canonical_json(data).encode()).hexdigest()
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"the task spec is not JSON: {exc}") from exc
-        row, _ = self.store.submit(
+        return NewTask(
             kind=spec.kind,
             queue=spec.queue,
             spec=data,
@@ -155,7 +181,6 @@ class Harness:
                 actor=by,
             ),
         )
-        return row
 
     def get(self, task_id: str) -> TaskRow:
         return self.store.get(task_id)

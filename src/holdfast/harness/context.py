@@ -33,6 +33,7 @@ from holdfast.harness.rows import (
 )
 from holdfast.harness.spec import TaskSpec
 from holdfast.harness.store import SQLHarnessStore
+from holdfast.harness.store_core import LeaseRead
 from holdfast.harness.verify import (
     ChainFollower,
     ReceiptsBroken,
@@ -129,6 +130,8 @@ class StepContext:
         self._draining = draining or threading.Event()
         self._steer_flag = threading.Event()
         self._steer_flag.set()
+        self._preread: LeaseRead | None = None  # what the lease read, until it is used
+        self._preread_steering: list[SteeringRow] | None = None
         self._lost = threading.Event()
         self._store_retry_s = store_retry_s
         self._follower = ChainFollower(task.id, getattr(store.sealer, "signer", None))
@@ -463,7 +466,9 @@ class StepContext:
             raise LeaseLost(f"the lease on task {self.task_id} was lost", task_id=self.task_id)
         if self._steer_flag.is_set():
             self._steer_flag.clear()
-            pending = self._call(self.store.pending_steering, [self.task_id])
+            pending, self._preread_steering = self._preread_steering, None
+            if pending is None:
+                pending = self._call(self.store.pending_steering, [self.task_id])
             for r in self._trusted_steering(pending):
                 if r.kind == "stop":
                     self.cancel.cancel("stop requested")
@@ -483,6 +488,12 @@ class StepContext:
 
     # -- used by the worker ----------------------------------------------------------------
 
+    def preload(self, read: LeaseRead) -> None:
+        """Use what the lease read in its own transaction (the chain, the steps, the waiting
+        steering) for the first check and the first boundary, instead of reading them again."""
+        self._preread = read
+        self._preread_steering = list(read.steering)
+
     def check_receipts(self) -> None:
         """Verify the task as stored before acting on it: its receipt chain (signed, when this
         worker has a key), its spec against the submission receipt, its checkpoint and steps.
@@ -495,14 +506,24 @@ class StepContext:
         with self._follow_lock:
             if self._follower.count:
                 return
-            with self.store.chain_snapshot(self.task_id) as snap:
+            read, self._preread = self._preread, None
+            if read is not None:
                 result = verify_task(
-                    TaskRecord.from_row(snap.task),
-                    snap.receipts(),
-                    [StepRecord.from_row(s) for s in snap.steps],
+                    TaskRecord.from_row(read.task),
+                    iter(read.receipts),
+                    [StepRecord.from_row(s) for s in read.steps],
                     signer=self._follower.signer,
                     follower=self._follower,
                 )
+            else:
+                with self.store.chain_snapshot(self.task_id) as snap:
+                    result = verify_task(
+                        TaskRecord.from_row(snap.task),
+                        snap.receipts(),
+                        [StepRecord.from_row(s) for s in snap.steps],
+                        signer=self._follower.signer,
+                        follower=self._follower,
+                    )
         if not result.ok:
             where = f"receipt {result.bad_seq}: " if result.bad_seq is not None else ""
             raise ReceiptsBroken(
@@ -554,6 +575,7 @@ class StepContext:
     def notify_steering(self, kind: str | None = None, row: SteeringRow | None = None) -> None:
         """Steering arrived for this task: a stop or pause also cuts off work in flight (when
         ``row`` is given, only if a receipt sent it)."""
+        self._preread_steering = None  # read again at the next boundary: this is newer
         self._steer_flag.set()
         if kind in ("stop", "pause"):
             if row is not None and self.steering_refusal(row) is not None:

@@ -108,4 +108,16 @@ def _v1(d: Dialect) -> str:
     """
 
 
-MIGRATIONS: list[Migration] = [_v1]
+def _v2(d: Dialect) -> str:
+    """The next task to lease, in the lease's own order: without these the claim sorted every
+    queued task on each lease (0.7 ms a lease with 1,000 waiting), with them it reads one entry.
+    Only queued tasks are indexed, so finished ones cost the claim nothing."""
+    return """
+    CREATE INDEX harness_tasks_next ON harness_tasks (priority DESC, created_at, id)
+        WHERE status = 'queued';
+    CREATE INDEX harness_tasks_next_in_queue
+        ON harness_tasks (queue, priority DESC, created_at, id) WHERE status = 'queued';
+    """
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2]

@@ -27,11 +27,13 @@ from holdfast.harness.rows import (
     loads,
 )
 from holdfast.harness.store_core import (
+    _PENDING_STEERING,
     STEERING_CHANNEL,
     TASKS_CHANNEL,
     Row,
     SQLHarnessCore,
     _opt,
+    steering_rows,
     wake_payload,
 )
 
@@ -397,15 +399,10 @@ class SQLHarnessStore(SQLHarnessCore):
         with self._reader() as h:
             rows = self._rows(
                 h,
-                "SELECT id, task_id, kind, message, created_at FROM harness_steering "
-                f"WHERE consumed_at IS NULL AND task_id IN ({', '.join('?' for _ in task_ids)}) "
-                "ORDER BY id",
+                _PENDING_STEERING.format(marks=", ".join("?" for _ in task_ids)),
                 list(task_ids),
             )
-        return [
-            SteeringRow(int(r["id"]), r["task_id"], r["kind"], r["message"], r["created_at"])
-            for r in rows
-        ]
+        return steering_rows(rows)
 
     def consume_steering(
         self, task_id: str, token: str, rows: Sequence[SteeringRow], drafts: Sequence[Draft]

@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from holdfast.harness import store_wake
@@ -22,8 +23,10 @@ from holdfast.harness.rows import (
     TERMINAL_STATUSES,
     Draft,
     LeaseLost,
+    ReceiptRow,
     SealedReceipt,
     Sealer,
+    SteeringRow,
     TaskNotFound,
     TaskRow,
     dumps,
@@ -40,6 +43,50 @@ STEERING_CHANNEL = "holdfast_steering"
 """Where a steering command is announced, with the task id as payload (PostgreSQL)."""
 
 _TASK_JSON = ("spec", "checkpoint", "result", "error", "usage", "waiting")
+
+READ_WITH_LEASE_MAX = 256
+"""A lease reads the chain of a task of at most this many receipts in its own transaction, for
+the worker to verify before it runs the task (longer chains are read in batches afterwards)."""
+
+_PENDING_STEERING = (
+    "SELECT id, task_id, kind, message, created_at FROM harness_steering "
+    "WHERE consumed_at IS NULL AND task_id IN ({marks}) ORDER BY id"
+)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to create (:meth:`SQLHarnessCore.submit_many`), with its ``submitted`` receipt."""
+
+    kind: str
+    queue: str
+    spec: dict[str, Any]
+    priority: int
+    max_attempts: int
+    idempotency_key: str | None
+    draft: Draft
+    task_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LeaseRead:
+    """What a lease read in its own transaction, after its ``leased`` receipt: the task row, its
+    step rows and its receipts as stored (unparsed: the verifier treats them as hostile), and
+    the steering commands waiting for it."""
+
+    task: Row
+    steps: list[Row]
+    receipts: list[ReceiptRow]
+    steering: list[SteeringRow]
+
+
+def steering_rows(rows: Sequence[Row]) -> list[SteeringRow]:
+    return [
+        SteeringRow(int(r["id"]), r["task_id"], r["kind"], r["message"], r["created_at"])
+        for r in rows
+    ]
+
+
 _LIMIT_LOCK = 7_373_001
 
 
@@ -179,25 +226,55 @@ class SQLHarnessCore:
             )
         return row
 
-    def _append(self, handle: Any, task_id: str, draft: Draft, now: float) -> SealedReceipt:
-        head = self._rows(
-            handle, "SELECT head_seq, head_hash, status FROM harness_tasks WHERE id = ?", (task_id,)
-        )[0]
+    def _append(
+        self, handle: Any, task_id: str, draft: Draft, now: float, head: Row | None = None
+    ) -> SealedReceipt:
+        """Seal ``draft`` onto the task's chain and store it. ``head`` is the task's row as this
+        transaction left it (``head_seq``, ``head_hash``, ``status``), when the caller has it."""
+        return self._append_then(handle, task_id, draft, now, head)[0]
+
+    def _append_then(
+        self,
+        handle: Any,
+        task_id: str,
+        draft: Draft,
+        now: float,
+        head: Row | None = None,
+        then: Sequence[tuple[str, Sequence[Any]]] = (),
+        *,
+        commit: bool = False,
+    ) -> tuple[SealedReceipt, list[tuple[list[Row], int]]]:
+        """:meth:`_append`, then the statements ``then`` (their results returned), sent in one
+        round trip with the transaction's commit when ``commit``."""
+        if head is None:
+            head = self._rows(
+                handle,
+                "SELECT head_seq, head_hash, status FROM harness_tasks WHERE id = ?",
+                (task_id,),
+            )[0]
+        sealed, writes = self._sealed_writes(task_id, draft, now, head)
+        results = self.backend.batch(handle, [*writes, *then], commit=commit)
+        return sealed, results[2:]
+
+    def _sealed_writes(
+        self, task_id: str, draft: Draft, now: float, head: Row
+    ) -> tuple[SealedReceipt, list[tuple[str, Sequence[Any]]]]:
+        """``draft`` sealed onto the chain whose head is ``head``, and the two statements that
+        store it (the receipt, and the task's new head)."""
         sealed = self.sealer.seal(
             task_id, int(head["head_seq"]) + 1, head["head_hash"], now, draft, head["status"]
         )
-        self._run(
-            handle,
-            "INSERT INTO harness_receipts (task_id, seq, body, hash, sig, key_id) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (task_id, sealed.seq, sealed.body, sealed.hash, sealed.sig, sealed.key_id),
-        )
-        self._run(
-            handle,
-            "UPDATE harness_tasks SET head_seq = ?, head_hash = ?, head_sig = ? WHERE id = ?",
-            (sealed.seq, sealed.hash, sealed.head_sig, task_id),
-        )
-        return sealed
+        return sealed, [
+            (
+                "INSERT INTO harness_receipts (task_id, seq, body, hash, sig, key_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (task_id, sealed.seq, sealed.body, sealed.hash, sealed.sig, sealed.key_id),
+            ),
+            (
+                "UPDATE harness_tasks SET head_seq = ?, head_hash = ?, head_sig = ? WHERE id = ?",
+                (sealed.seq, sealed.hash, sealed.head_sig, task_id),
+            ),
+        ]
 
     @staticmethod
     def _to_task(row: Row) -> TaskRow:
@@ -257,28 +334,109 @@ class SQLHarnessCore:
                 if found:
                     return self._to_task(self._task(h, found[0]["id"])), False
             new_id = task_id or f"task-{uuid.uuid4().hex[:16]}"
-            clock, clock_params = self.backend.now_sql()  # read inside the INSERT, no round trip
             row = self._rows(
                 h,
-                f"WITH t AS (SELECT {clock} AS now) "
-                "INSERT INTO harness_tasks (id, kind, queue, status, spec, priority, attempts, "
-                "max_attempts, idempotency_key, run_after, usage, head_seq, head_hash, "
-                "created_at, updated_at) SELECT ?, ?, ?, 'queued', ?, ?, 0, ?, ?, 0, '{}', 0, '', "
-                "now, now FROM t RETURNING *",
-                (
-                    *clock_params,
+                *self._insert_task(
+                    NewTask(kind, queue, spec, priority, max_attempts, idempotency_key, draft),
                     new_id,
-                    kind,
-                    queue,
-                    dumps(spec),
-                    priority,
-                    max_attempts,
-                    idempotency_key,
                 ),
             )[0]
-            sealed = self._append(h, new_id, draft, float(row["created_at"]))
+            sealed, _ = self._append_then(
+                h, new_id, draft, float(row["created_at"]), head=row, commit=True
+            )
             row.update(head_seq=sealed.seq, head_hash=sealed.hash, head_sig=sealed.head_sig)
             return self._to_task(row), True
+
+    def _insert_task(self, t: NewTask, task_id: str) -> tuple[str, Sequence[Any]]:
+        """The statement that inserts a new queued task (the clock read inside it)."""
+        clock, clock_params = self.backend.now_sql()
+        return (
+            f"WITH t AS (SELECT {clock} AS now) "
+            "INSERT INTO harness_tasks (id, kind, queue, status, spec, priority, attempts, "
+            "max_attempts, idempotency_key, run_after, usage, head_seq, head_hash, "
+            "created_at, updated_at) SELECT ?, ?, ?, 'queued', ?, ?, 0, ?, ?, 0, '{}', 0, '', "
+            "now, now FROM t RETURNING *",
+            (
+                *clock_params,
+                task_id,
+                t.kind,
+                t.queue,
+                dumps(t.spec),
+                t.priority,
+                t.max_attempts,
+                t.idempotency_key,
+            ),
+        )
+
+    def submit_many(self, tasks: Sequence[NewTask]) -> list[tuple[TaskRow, bool]]:
+        """Create many tasks in one transaction, each with its own ``submitted`` receipt (so a
+        crash keeps all or none); then wake up to that many idle workers that can take them.
+        A task whose idempotency key is already stored, or given earlier in ``tasks``, is not
+        created again: its entry is the first task, with ``False``."""
+        if not tasks:
+            return []
+        try:
+            out = self._submit_many(tasks)
+        except UniqueViolation:
+            if all(t.idempotency_key is None for t in tasks):
+                raise
+            out = self._submit_many(tasks)  # a concurrent submit took a key: return its task
+        created: dict[tuple[str, str], int] = {}
+        for row, new in out:
+            if new:
+                created[(row.queue, row.kind)] = created.get((row.queue, row.kind), 0) + 1
+        for (queue, kind), n in created.items():
+            store_wake.wake_some(self.backend, queue, kind, wake_payload(queue, kind), n)
+        return out
+
+    def _submit_many(self, tasks: Sequence[NewTask]) -> list[tuple[TaskRow, bool]]:
+        with self._tx() as h:
+            keys = sorted({t.idempotency_key for t in tasks if t.idempotency_key is not None})
+            stored: dict[str, Row] = {}
+            for part in range(0, len(keys), 500):
+                chunk = keys[part : part + 500]
+                for r in self._rows(
+                    h,
+                    "SELECT * FROM harness_tasks WHERE idempotency_key IN "
+                    f"({', '.join('?' for _ in chunk)})",
+                    chunk,
+                ):
+                    stored[r["idempotency_key"]] = r
+            inserts: list[tuple[str, Sequence[Any]]] = []
+            fresh: list[NewTask] = []
+            plan: list[tuple[str, Any]] = []  # ("stored", key) | ("new", index) | ("again", i)
+            first: dict[str, int] = {}
+            for t in tasks:
+                key = t.idempotency_key
+                if key is not None and key in stored:
+                    plan.append(("stored", key))
+                elif key is not None and key in first:
+                    plan.append(("again", first[key]))
+                else:
+                    if key is not None:
+                        first[key] = len(fresh)
+                    plan.append(("new", len(fresh)))
+                    inserts.append(
+                        self._insert_task(t, t.task_id or f"task-{uuid.uuid4().hex[:16]}")
+                    )
+                    fresh.append(t)
+            rows = [r[0][0] for r in self.backend.batch(h, inserts)]
+            writes: list[tuple[str, Sequence[Any]]] = []
+            for row, t in zip(rows, fresh, strict=True):
+                sealed, stmts = self._sealed_writes(
+                    row["id"], t.draft, float(row["created_at"]), row
+                )
+                writes.extend(stmts)
+                row.update(head_seq=sealed.seq, head_hash=sealed.hash, head_sig=sealed.head_sig)
+            self.backend.batch(h, writes, commit=True)
+        made = [self._to_task(r) for r in rows]
+        out: list[tuple[TaskRow, bool]] = []
+        for how, ref in plan:
+            if how == "stored":
+                out.append((self._to_task(stored[ref]), False))
+            else:
+                out.append((made[ref], how == "new"))
+        return out
 
     def get(self, task_id: str) -> TaskRow:
         with self._reader() as h:
@@ -335,6 +493,22 @@ class SQLHarnessCore:
         With ``look_first`` (the default) a read outside any write lock checks that there is
         work first, so idle pollers cost one cheap read; a worker told that a task is waiting
         for it leases without it."""
+        got = self.lease_to_run(owner, queues, ttl_s, kinds, task_ids, look_first=look_first)
+        return None if got is None else (got[0], got[1])
+
+    def lease_to_run(
+        self,
+        owner: str,
+        queues: Sequence[str] | None,
+        ttl_s: float,
+        kinds: Sequence[str] | None = None,
+        task_ids: Sequence[str] | None = None,
+        *,
+        look_first: bool = True,
+    ) -> tuple[TaskRow, str, LeaseRead | None] | None:
+        """:meth:`lease`, also returning what a worker reads before it runs the task (its chain,
+        steps and waiting steering; :class:`LeaseRead`), read in the lease's own transaction
+        when the chain is short (else None: the worker reads it afterwards)."""
         if (kinds is not None and not kinds) or (task_ids is not None and not task_ids):
             return None
         where, filters = _ready_filter(queues, kinds, task_ids)
@@ -351,13 +525,17 @@ class SQLHarnessCore:
             if got is not None:
                 return got
             # nothing claimed: the queue emptied meanwhile, or queue limits apply
-            if not self._rows(h, "SELECT 1 AS x FROM harness_queues LIMIT 1"):
+            limited = self.backend.batch(
+                h, [("SELECT 1 AS x FROM harness_queues LIMIT 1", ())], commit=True
+            )[0][0]
+            if not limited:
                 return None
-        return self._lease_limited(owner, ttl_s, where, filters)
+        leased = self._lease_limited(owner, ttl_s, where, filters)
+        return None if leased is None else (leased[0], leased[1], None)
 
     def _claim(
         self, h: Any, owner: str, ttl_s: float, where: str, filters: Sequence[Any]
-    ) -> tuple[TaskRow, str] | None:
+    ) -> tuple[TaskRow, str, LeaseRead | None] | None:
         """Lease the first ready task in one statement (the store's own clock read inside it),
         unless queue limits are set (then :meth:`_lease_limited` counts them first)."""
         clock, clock_params = self.backend.now_sql()
@@ -380,14 +558,38 @@ class SQLHarnessCore:
         if not rows:
             return None
         row = rows[0]
-        sealed = self._append(
+        task_id = row["id"]
+        short = int(row["head_seq"]) < READ_WITH_LEASE_MAX
+        reads: list[tuple[str, Sequence[Any]]] = []
+        if short:
+            reads = [
+                ("SELECT * FROM harness_steps WHERE task_id = ? ORDER BY name", (task_id,)),
+                ("SELECT * FROM harness_receipts WHERE task_id = ? ORDER BY seq", (task_id,)),
+                (_PENDING_STEERING.format(marks="?"), (task_id,)),
+            ]
+        sealed, results = self._append_then(
             h,
-            row["id"],
+            task_id,
             Draft("leased", {"worker": owner, "attempt": int(row["attempts"])}),
             float(row["heartbeat_at"]),
+            head=row,
+            then=reads,
+            commit=True,
         )
         row.update(head_seq=sealed.seq, head_hash=sealed.hash, head_sig=sealed.head_sig)
-        return self._to_task(row), token
+        read = None
+        if short:
+            steps, receipts, steering = (r[0] for r in results)
+            read = LeaseRead(
+                task=dict(row),
+                steps=steps,
+                receipts=[
+                    ReceiptRow(r["task_id"], r["seq"], r["body"], r["hash"], r["sig"], r["key_id"])
+                    for r in receipts
+                ],
+                steering=steering_rows(steering),
+            )
+        return self._to_task(row), token, read
 
     def _lease_limited(
         self, owner: str, ttl_s: float, where: str, filters: Sequence[Any]
@@ -549,26 +751,53 @@ class SQLHarnessCore:
     ) -> None:
         """End the task (succeeded, failed or cancelled) with its result and receipt."""
         assert status in TERMINAL_STATUSES
+        clock, clock_params = self.backend.now_sql()
         with self._tx() as h:
-            self._fenced(h, task_id, token)
-            now = self._now(h)
-            self._consume(h, consume_steering, now)
-            self._run(
+            # fenced in the statement itself: only the holder of the running lease ends it
+            rows = self._rows(
                 h,
+                f"WITH t AS (SELECT {clock} AS now) "
                 "UPDATE harness_tasks SET status = ?, result = ?, error = ?, usage = ?, "
                 "lease_owner = NULL, lease_token = NULL, lease_expires = NULL, waiting = NULL, "
-                "updated_at = ? WHERE id = ?",
-                (status, dumps(result), dumps(error), dumps(usage), now, task_id),
+                "updated_at = (SELECT now FROM t) "
+                "WHERE id = ? AND status = 'running' AND lease_token = ? "
+                "RETURNING head_seq, head_hash, status, updated_at",
+                (
+                    *clock_params,
+                    status,
+                    dumps(result),
+                    dumps(error),
+                    dumps(usage),
+                    task_id,
+                    token,
+                ),
             )
-            self._append(h, task_id, draft, now)
+            if not rows:
+                self._fenced(h, task_id, token)  # raises the reason: gone, or the lease lost
+                raise LeaseLost(f"the lease on task {task_id} was lost", task_id=task_id)
+            now = float(rows[0]["updated_at"])
+            self._append_then(
+                h,
+                task_id,
+                draft,
+                now,
+                head=rows[0],
+                then=self._consuming(consume_steering, now),
+                commit=True,
+            )
 
     def _consume(self, h: Any, ids: Sequence[int], now: float) -> None:
-        for sid in ids:
-            self._run(
-                h,
+        self.backend.batch(h, self._consuming(ids, now))
+
+    @staticmethod
+    def _consuming(ids: Sequence[int], now: float) -> list[tuple[str, Sequence[Any]]]:
+        return [
+            (
                 "UPDATE harness_steering SET consumed_at = ? WHERE id = ? AND consumed_at IS NULL",
                 (now, sid),
             )
+            for sid in ids
+        ]
 
     def checkpoint(
         self, task_id: str, token: str, state: Any, usage: dict[str, float], draft: Draft | None

@@ -101,16 +101,22 @@ def wake_one(backend: Backend, queue: str, kind: str, payload: str) -> bool:
     """Claim one registered worker that can take a task of ``queue`` and ``kind`` and notify
     it (the most recently idle first: the others' registrations may be stale); whether one was.
     Run after the task's transaction committed (see the module docstring)."""
-    if not backend.notifies:
-        return False
+    return wake_some(backend, queue, kind, payload, 1) > 0
+
+
+def wake_some(backend: Backend, queue: str, kind: str, payload: str, n: int) -> int:
+    """:func:`wake_one` for ``n`` tasks committed together: claim and notify up to ``n``
+    registered workers; how many were."""
+    if not backend.notifies or n < 1:
+        return 0
     with backend.reader() as h:
         rows = backend.rows(
             h,
-            "WITH w AS (DELETE FROM harness_idle WHERE worker = ("
+            "WITH w AS (DELETE FROM harness_idle WHERE worker IN ("
             "SELECT worker FROM harness_idle WHERE (queues IS NULL OR strpos(queues, ?) > 0) "
-            "AND strpos(kinds, ?) > 0 ORDER BY since DESC LIMIT 1"
+            "AND strpos(kinds, ?) > 0 ORDER BY since DESC LIMIT ?"
             + backend.dialect.skip_locked
             + ") RETURNING channel) SELECT pg_notify(channel, ?) AS sent FROM w",
-            (_SEP + queue + _SEP, _SEP + kind + _SEP, payload),
+            (_SEP + queue + _SEP, _SEP + kind + _SEP, n, payload),
         )
-    return bool(rows)
+    return len(rows)

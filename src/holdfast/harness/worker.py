@@ -30,7 +30,7 @@ from holdfast.harness.receipts import canonical_json, sha256_json
 from holdfast.harness.registry import Registry
 from holdfast.harness.rows import Draft, LeaseLost, StoreUnavailable, TaskRow
 from holdfast.harness.store import SQLHarnessStore
-from holdfast.harness.store_core import STEERING_CHANNEL, TASKS_CHANNEL, wakes
+from holdfast.harness.store_core import STEERING_CHANNEL, TASKS_CHANNEL, LeaseRead, wakes
 from holdfast.harness.store_wake import STALE_S
 from holdfast.harness.verify import ReceiptsBroken
 from holdfast.store import StoreError
@@ -92,10 +92,13 @@ class WorkerSettings:
 
 
 class _Running:
-    def __init__(self, task: TaskRow, token: str, ctx: StepContext | None) -> None:
+    def __init__(
+        self, task: TaskRow, token: str, ctx: StepContext | None, read: LeaseRead | None = None
+    ) -> None:
         self.task = task
         self.token = token
         self.ctx = ctx
+        self.read = read
 
 
 class Worker:
@@ -116,6 +119,7 @@ class Worker:
         self._listening = threading.Event()
         self._registered_at: float | None = None  # registered as idle (monotonic time), if so
         self._claimed = False  # a submit claimed this worker's registration for its task
+        self._found = False  # the last lease found a task: the next one leases without a look
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         # Set by the SIGTERM/SIGINT handler and acted on by the main loop: a handler runs between
@@ -266,19 +270,21 @@ class Worker:
             if m is not None and self.completed + self._active() >= m:
                 break
             claimed, self._claimed = self._claimed, False
-            got = self.store.lease(
+            got = self.store.lease_to_run(
                 self.id,
                 self.settings.queues,
                 self.settings.lease_ttl_s,
                 self.registry.names(),
                 self.settings.task_ids,
-                look_first=not claimed,  # a submit said a task waits for this worker
+                # a submit said a task waits for this worker, or the queue had work just now
+                look_first=not (claimed or self._found),
             )
+            self._found = got is not None
             if got is None:
                 break
-            task, token = got
+            task, token, read = got
             leased = True
-            entry = _Running(task, token, None)
+            entry = _Running(task, token, None, read)
             with self._lock:
                 self._running[task.id] = entry
             if self._pool is None:
@@ -308,6 +314,9 @@ class Worker:
                 self._finish(task, token, "failed", None, exc.to_dict(), {})
                 return
             entry.ctx = ctx
+            if entry.read is not None:
+                ctx.preload(entry.read)
+                entry.read = None
             try:
                 ctx._call(ctx.check_receipts)
             except ReceiptsBroken as exc:
@@ -333,7 +342,6 @@ class Worker:
         try:
             ctx.boundary()
             result = ctx.kind.run(ctx)
-            ctx._call(ctx.store.get, task.id)  # a last liveness read before success
         except TaskInterrupt as intr:
             self._interrupted(ctx, intr)
             return

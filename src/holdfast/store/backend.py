@@ -119,6 +119,17 @@ class Backend(ABC):
     def execute(self, h: Handle, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         """Run one statement (``?`` placeholders); its rows (as dicts) and row count."""
 
+    def batch(
+        self, h: Handle, statements: Sequence[tuple[str, Sequence[Any]]], *, commit: bool = False
+    ) -> list[tuple[list[Row], int]]:
+        """Run ``statements`` in order (``(sql, params)`` pairs); each one's rows and row count.
+
+        PostgreSQL sends them in one round trip (a pipeline; the first statements of a
+        transaction also carry its ``BEGIN``). With ``commit`` the transaction ``h`` commits
+        right after them, in the same round trip, and runs no further statement. A statement
+        that fails aborts the ones after it and raises, as one run by itself would."""
+        return [self.execute(h, sql, params) for sql, params in statements]
+
     def executemany(self, h: Handle, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one statement for each parameter row."""
         for r in rows:

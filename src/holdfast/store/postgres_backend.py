@@ -32,6 +32,32 @@ def pg_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+_Result = tuple[list[Row], int]
+_TUPLES_OK = 2  # libpq's PGRES_TUPLES_OK: the statement returned rows (maybe none)
+
+
+def _rows_of(cur: Any) -> list[Row]:
+    """The rows a statement returned, or none for one that returns no rows. (Read from the
+    result's status: ``cursor.description`` builds a column object per column each time.)"""
+    res = cur.pgresult
+    if res is None or res.status != _TUPLES_OK:
+        return []
+    rows: list[Row] = cur.fetchall()
+    return rows
+
+
+class _Tx:
+    """A transaction on one connection. Its ``BEGIN`` is sent with its first statements, in one
+    round trip, and not at all when it runs none; ``done`` once committed."""
+
+    __slots__ = ("begin", "conn", "done")
+
+    def __init__(self, conn: Any, begin: str) -> None:
+        self.conn = conn
+        self.begin: str | None = begin
+        self.done = False
+
+
 class PostgresBackend(Backend):
     """One PostgreSQL database; rows are locked with ``FOR UPDATE [SKIP LOCKED]``."""
 
@@ -44,37 +70,96 @@ class PostgresBackend(Backend):
         self._connect_timeout_s = connect_timeout_s
 
     @contextmanager
-    def transaction(self) -> Iterator[Handle]:
-        conn = self._begin()
+    def transaction(self, begin: str = "BEGIN") -> Iterator[Handle]:
+        tx = _Tx(self._connection(), begin)
         try:
             with self.db.guard():
                 try:
-                    yield conn
+                    yield tx
                 except BaseException:
-                    if not conn.broken and not conn.closed:
-                        conn.execute("ROLLBACK")
+                    self._rollback(tx)
                     raise
-                conn.execute("COMMIT")
+                if not tx.done and tx.begin is None:
+                    tx.conn.execute("COMMIT")
+                tx.done = True
         except BaseException:
-            if conn.broken or conn.closed:
+            if tx.conn.broken or tx.conn.closed:
                 self.db.drop()
             raise
 
-    def _begin(self) -> Any:
-        """``BEGIN`` on this thread's connection; a connection found dead before anything was
-        sent is replaced and the ``BEGIN`` tried again (nothing can have been applied)."""
+    def _connection(self) -> Any:
+        with self.db.guard():
+            return self.db.connection()
+
+    @staticmethod
+    def _rollback(tx: _Tx) -> None:
+        conn = tx.conn
+        if conn.broken or conn.closed:
+            return  # the server ends a transaction whose connection is gone
+        from psycopg.pq import TransactionStatus
+
+        # whatever this transaction's own state says: a failed first round trip began it
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+
+    def _ensure_begun(self, tx: _Tx) -> None:
+        """Send a pending ``BEGIN`` by itself (before a statement that cannot be pipelined)."""
+        if tx.begin is not None:
+            self._first(tx, [])
+
+    def _first(self, tx: _Tx, todo: list[tuple[str, Sequence[Any]]]) -> list[_Result]:
+        """Run ``BEGIN`` and ``todo`` in one round trip. A connection found dead is replaced
+        and the round trip tried again: without its ``COMMIT`` the server applied nothing."""
+        assert tx.begin is not None
         for attempt in range(_BEGIN_ATTEMPTS):
-            with self.db.guard():
-                conn = self.db.connection()
             try:
-                with self.db.guard():
-                    conn.execute("BEGIN")
-                return conn
+                results = self._pipeline(tx.conn, [(tx.begin, ()), *todo])
             except StoreUnavailable:
-                if attempt == _BEGIN_ATTEMPTS - 1:
+                if attempt == _BEGIN_ATTEMPTS - 1 or any(s == "COMMIT" for s, _ in todo):
+                    tx.begin = None
                     raise
                 time.sleep(0.05 * (attempt + 1))
+                tx.conn = self._connection()
+                continue
+            except BaseException:
+                tx.begin = None  # begun, then failed: the block's end rolls it back
+                raise
+            tx.begin = None
+            return results[1:]
         raise AssertionError("unreachable")
+
+    def _pipeline(self, conn: Any, todo: Sequence[tuple[str, Sequence[Any]]]) -> list[_Result]:
+        with self.db.guard():
+            if len(todo) == 1:
+                sql, params = todo[0]
+                cur = conn.execute(pg_sql(sql), tuple(params))
+                return [(_rows_of(cur), cur.rowcount)]
+            with conn.pipeline():
+                curs = [conn.execute(pg_sql(sql), tuple(params)) for sql, params in todo]
+            return [(_rows_of(c), c.rowcount) for c in curs]
+
+    def batch(
+        self, h: Handle, statements: Sequence[tuple[str, Sequence[Any]]], *, commit: bool = False
+    ) -> list[tuple[list[Row], int]]:
+        """The statements in one round trip (a pipeline), with the transaction's pending
+        ``BEGIN`` before them and, with ``commit``, its ``COMMIT`` after them."""
+        if not isinstance(h, _Tx):
+            return [self.execute(h, sql, params) for sql, params in statements]
+        if h.done:
+            raise RuntimeError("this transaction has already committed")
+        todo = list(statements)
+        if commit:
+            todo.append(("COMMIT", ()))
+        if h.begin is not None:
+            results = self._first(h, todo)
+        elif todo:
+            results = self._pipeline(h.conn, todo)
+        else:
+            results = []
+        if commit:
+            h.done = True
+            results = results[:-1]
+        return results
 
     def reader(self) -> Any:
         return self.db.reader()
@@ -83,23 +168,35 @@ class PostgresBackend(Backend):
     def snapshot(self) -> Iterator[Handle]:
         # PostgreSQL text is always valid UTF-8 (the database encoding), so only the isolation
         # level is needed: one snapshot for the whole transaction, and no writes.
-        with self.transaction() as conn:
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield conn
+        with self.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY") as tx:
+            yield tx
 
     def execute(self, h: Handle, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
+        if isinstance(h, _Tx):
+            return self.batch(h, [(sql, params)])[0]
         with self.db.guard():
             cur = h.execute(pg_sql(sql), tuple(params))
-            rows: list[Row] = cur.fetchall() if cur.description else []
+            rows = _rows_of(cur)
         return rows, cur.rowcount
 
     def executemany(self, h: Handle, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        with self.db.guard(), h.cursor() as cur:
+        conn = self._conn(h)
+        with self.db.guard(), conn.cursor() as cur:
             cur.executemany(pg_sql(sql), list(rows))
 
     def run_script(self, h: Handle, script: str) -> None:
+        conn = self._conn(h)
         with self.db.guard():
-            h.execute(script)
+            conn.execute(script)
+
+    def _conn(self, h: Handle) -> Any:
+        """The connection behind ``h``, its transaction begun."""
+        if isinstance(h, _Tx):
+            if h.done:
+                raise RuntimeError("this transaction has already committed")
+            self._ensure_begun(h)
+            return h.conn
+        return h
 
     def has_table(self, name: str) -> bool:
         row = self.query_one("SELECT to_regclass(?) IS NOT NULL AS found", (name,))

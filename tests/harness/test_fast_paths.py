@@ -1,0 +1,244 @@
+"""The control plane's fast paths: many tasks submitted in one transaction, a lease that reads
+what the worker verifies in its own transaction, a fenced finish in one statement, the lease's
+index, and PostgreSQL transactions that begin with their first statements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from holdfast.errors import InvalidInput
+from holdfast.harness import Harness
+from holdfast.harness import store_core as core
+from holdfast.harness.receipts import sha256_json
+from holdfast.harness.rows import Draft, LeaseLost
+from holdfast.harness.worker import WorkerSettings
+from holdfast.store import UniqueViolation
+
+FAST = WorkerSettings(poll_s=0.02, notify_poll_s=0.05, lease_ttl_s=5.0, exit_when_idle=True)
+
+
+def _statuses(h: Harness, ids: list[str]) -> list[str]:
+    return [h.get(i).status for i in ids]
+
+
+# -- submit_many ---------------------------------------------------------------------------
+
+
+def test_submit_many_creates_every_task_in_order_with_receipts_that_verify(
+    harness: Harness,
+) -> None:
+    specs = [{"kind": "noop", "queue": "bulk", "goal": f"task {i}"} for i in range(25)]
+    rows = harness.submit_many(specs)
+    assert [r.spec["goal"] for r in rows] == [f"task {i}" for i in range(25)]
+    assert len({r.id for r in rows}) == 25
+    for r in rows:
+        assert r.status == "queued" and r.head_seq == 1
+        assert [x.data()["kind"] for x in harness.receipts(r.id)] == ["submitted"]
+        assert harness.verify(r.id).ok
+    harness.run_until_idle(FAST)
+    assert _statuses(harness, [r.id for r in rows]) == ["succeeded"] * 25
+    assert all(harness.verify(r.id).ok for r in rows)
+
+
+def test_submit_many_keeps_idempotency_keys_within_the_batch_and_against_the_store(
+    harness: Harness,
+) -> None:
+    first = harness.submit({"kind": "noop", "idempotency_key": "k-stored"})
+    rows = harness.submit_many(
+        [
+            {"kind": "noop", "idempotency_key": "k-stored"},
+            {"kind": "noop", "idempotency_key": "k-new"},
+            {"kind": "noop", "idempotency_key": "k-new", "goal": "a repeat"},
+            {"kind": "noop"},
+        ]
+    )
+    assert rows[0].id == first.id
+    assert rows[1].id == rows[2].id and rows[1].id != first.id
+    assert rows[2].spec.get("goal", "") != "a repeat"  # the first spec of the key wins
+    assert len({rows[0].id, rows[1].id, rows[3].id}) == 3
+    assert harness.store.counts() == {"queued": 3}
+    # the same batch again creates nothing new
+    again = harness.submit_many([{"kind": "noop", "idempotency_key": "k-new"}])
+    assert again[0].id == rows[1].id and harness.store.counts() == {"queued": 3}
+
+
+def test_submit_many_validates_everything_before_writing_anything(harness: Harness) -> None:
+    with pytest.raises(InvalidInput):
+        harness.submit_many([{"kind": "noop"}, {"kind": "noop", "max_attempts": 0}])
+    with pytest.raises(InvalidInput, match="list"):
+        harness.submit_many({"kind": "noop"})  # type: ignore[arg-type]
+    assert harness.store.counts() == {}
+    assert harness.submit_many([]) == []
+
+
+def test_submit_many_stores_all_or_none(harness: Harness) -> None:
+    taken = harness.submit({"kind": "noop"})
+    draft = Draft("submitted", {"kind": "noop"})
+    tasks = [
+        core.NewTask("noop", "default", {"kind": "noop"}, 0, 3, None, draft),
+        core.NewTask("noop", "default", {"kind": "noop"}, 0, 3, None, draft, task_id=taken.id),
+    ]
+    with pytest.raises(UniqueViolation):
+        harness.store.submit_many(tasks)
+    assert harness.store.counts() == {"queued": 1}
+    rows = harness.store.backend.query("SELECT COUNT(*) AS n FROM harness_receipts")
+    assert int(rows[0]["n"]) == 1
+
+
+# -- the lease reads what the worker verifies --------------------------------------------------
+
+
+def test_a_lease_reads_the_chain_steps_and_steering_in_its_transaction(harness: Harness) -> None:
+    t = harness.submit({"kind": "noop"})
+    got = harness.store.lease_to_run("w1", None, 30.0, ["noop"])
+    assert got is not None
+    task, _, read = got
+    assert task.id == t.id and task.status == "running" and task.head_seq == 2
+    assert read is not None
+    assert [r.data()["kind"] for r in read.receipts] == ["submitted", "leased"]
+    assert read.task["head_seq"] == 2 and read.task["head_hash"] == read.receipts[-1].hash
+    assert read.steps == [] and read.steering == []
+    stored = harness.store.chain_snapshot(t.id)
+    with stored as snap:
+        assert [r.hash for r in snap.receipts()] == [r.hash for r in read.receipts]
+        assert snap.task["head_hash"] == read.task["head_hash"]
+
+
+def test_a_long_chain_is_read_after_the_lease_not_in_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core, "READ_WITH_LEASE_MAX", 1)
+    t = harness.submit({"kind": "noop"})
+    got = harness.store.lease_to_run("w1", None, 30.0, ["noop"])
+    assert got is not None and got[0].id == t.id and got[2] is None
+    harness.store.release(t.id, got[1], status="queued", draft=Draft("released", {}))
+    harness.run_until_idle(FAST)  # the worker reads the chain itself, and still verifies it
+    assert harness.get(t.id).status == "succeeded" and harness.verify(t.id).ok
+
+
+def test_a_task_tampered_before_its_lease_is_refused_on_the_lease_read(
+    harness: Harness,
+) -> None:
+    t = harness.submit({"kind": "noop", "goal": "harmless"})
+    with harness.store.backend.transaction() as h:
+        harness.store.backend.run(
+            h,
+            "UPDATE harness_tasks SET spec = replace(spec, 'harmless', 'harmful') WHERE id = ?",
+            (t.id,),
+        )
+    harness.run_until_idle(FAST)
+    done = harness.get(t.id)
+    assert done.status == "failed" and done.error is not None
+    assert done.error["code"] == "receipts_broken"
+
+
+# -- finish ------------------------------------------------------------------------------------
+
+
+def test_finish_is_fenced_by_the_lease_token(harness: Harness) -> None:
+    t = harness.submit({"kind": "noop"})
+    got = harness.store.lease("w1", None, 30.0, ["noop"])
+    assert got is not None
+    draft = Draft("succeeded", {"worker": "w1", "result_sha256": sha256_json(1), "usage": {}})
+    with pytest.raises(LeaseLost):
+        harness.store.finish(
+            t.id, "not-the-token", status="succeeded", result=1, error=None, usage={}, draft=draft
+        )
+    assert harness.get(t.id).status == "running"
+    harness.store.finish(
+        t.id, got[1], status="succeeded", result=1, error=None, usage={}, draft=draft
+    )
+    done = harness.get(t.id)
+    assert done.status == "succeeded" and done.result == 1 and done.lease_token is None
+    with pytest.raises(LeaseLost):  # the same token cannot end it twice
+        harness.store.finish(
+            t.id, got[1], status="failed", result=None, error=None, usage={}, draft=draft
+        )
+    assert harness.verify(t.id).ok
+
+
+# -- the lease's index -------------------------------------------------------------------------
+
+
+def _claim_plan(harness: Harness, queue: str | None) -> str:
+    where, filters = core._ready_filter([queue] if queue else None, ["noop"])
+    explain = (
+        "EXPLAIN" if harness.store.backend.dialect.name == "postgres" else "EXPLAIN QUERY PLAN"
+    )
+    rows = harness.store.backend.query(
+        explain
+        + " SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= ?"
+        + where
+        + " ORDER BY priority DESC, created_at, id LIMIT 1",
+        [1e12, *filters],
+    )
+    return "\n".join(str(v) for r in rows for v in r.values())
+
+
+@pytest.mark.parametrize("queue", [None, "q1"])
+def test_the_next_task_is_read_from_an_index_not_sorted(
+    harness: Harness, queue: str | None
+) -> None:
+    harness.submit_many([{"kind": "noop", "queue": f"q{i % 3}"} for i in range(300)])
+    with harness.store.backend.transaction() as h:
+        harness.store.backend.run(h, "ANALYZE harness_tasks")
+    plan = _claim_plan(harness, queue)
+    assert "harness_tasks_next" in plan, plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+# -- PostgreSQL transactions -------------------------------------------------------------------
+
+
+def _pg(harness: Harness) -> Any:
+    if harness.store.backend.dialect.name != "postgres":
+        pytest.skip("PostgreSQL only")
+    return harness.store.backend
+
+
+def test_an_empty_transaction_sends_nothing_and_a_failed_one_leaves_the_connection_usable(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = _pg(harness)
+    harness.submit({"kind": "noop"})
+    sent: list[Any] = []
+    real = backend._pipeline
+
+    def spy(conn: Any, todo: Any) -> Any:
+        sent.append(todo)
+        return real(conn, todo)
+
+    monkeypatch.setattr(backend, "_pipeline", spy)
+    with backend.transaction():
+        pass
+    assert sent == []
+    with backend.transaction() as h:  # BEGIN goes with the first statement, COMMIT alone
+        backend.run(h, "SELECT 1")
+    assert [[sql for sql, _ in todo] for todo in sent] == [["BEGIN", "SELECT 1"]]
+    with pytest.raises(Exception, match="append-only"), backend.transaction() as h:
+        backend.run(h, "DELETE FROM harness_receipts")
+    with backend.transaction() as h:  # the same connection, rolled back cleanly
+        assert backend.one(h, "SELECT 1 AS x") == {"x": 1}
+
+
+def test_a_batch_that_commits_ends_the_transaction(harness: Harness, tmp_path: Path) -> None:
+    backend = _pg(harness)
+    with backend.transaction() as h:
+        backend.batch(h, [("CREATE TABLE t_batch (n INTEGER)", ())])
+        results = backend.batch(
+            h,
+            [("INSERT INTO t_batch VALUES (?)", (1,)), ("SELECT n FROM t_batch", ())],
+            commit=True,
+        )
+        assert results[1][0] == [{"n": 1}]
+        with pytest.raises(RuntimeError, match="already committed"):
+            backend.run(h, "INSERT INTO t_batch VALUES (2)")
+    assert backend.query("SELECT n FROM t_batch") == [{"n": 1}]
+    # a failure after the commit cannot undo it
+    with pytest.raises(ZeroDivisionError), backend.transaction() as h:
+        backend.batch(h, [("INSERT INTO t_batch VALUES (?)", (3,))], commit=True)
+        raise ZeroDivisionError
+    assert [r["n"] for r in backend.query("SELECT n FROM t_batch ORDER BY n")] == [1, 3]
