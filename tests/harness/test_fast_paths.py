@@ -242,3 +242,46 @@ def test_a_batch_that_commits_ends_the_transaction(harness: Harness, tmp_path: P
         backend.batch(h, [("INSERT INTO t_batch VALUES (?)", (3,))], commit=True)
         raise ZeroDivisionError
     assert [r["n"] for r in backend.query("SELECT n FROM t_batch ORDER BY n")] == [1, 3]
+
+
+# -- the worker leases the next task from the thread that finished one -------------------------
+
+
+def test_a_stop_while_tasks_lease_each_other_leaves_no_task_leased(harness: Harness) -> None:
+    import threading
+
+    from holdfast.harness.worker import Worker
+
+    harness.submit_many([{"kind": "noop"} for _ in range(300)])
+    worker = Worker(harness.store, harness.registry, WorkerSettings(poll_s=0.02))
+    done: list[int] = []
+    t = threading.Thread(target=lambda: done.append(worker.run()))
+    t.start()
+    while harness.store.counts().get("succeeded", 0) < 20:
+        threading.Event().wait(0.005)
+    worker.stop()
+    t.join(30)
+    assert not t.is_alive()
+    counts = harness.store.counts()
+    assert "running" not in counts, counts  # nothing leased and left behind at shutdown
+    assert counts.get("succeeded", 0) + counts.get("queued", 0) == 300
+    assert counts.get("succeeded", 0) <= done[0]  # run() also counts a task released at the stop
+
+
+def test_a_submit_wakes_a_worker_after_its_commit_in_the_same_round_trip(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = _pg(harness)
+    harness.store.register_idle("w-idle", None, ["noop"])
+    sent: list[list[str]] = []
+    real = backend._pipeline
+
+    def spy(conn: Any, todo: Any) -> Any:
+        sent.append([sql.split()[0] for sql, _ in todo])
+        return real(conn, todo)
+
+    monkeypatch.setattr(backend, "_pipeline", spy)
+    harness.submit({"kind": "noop"})
+    assert sent == [["BEGIN", "WITH"], ["INSERT", "UPDATE", "COMMIT", "WITH"]], sent
+    # the registration was claimed: the next submit finds nobody to wake
+    assert backend.query("SELECT worker FROM harness_idle") == []

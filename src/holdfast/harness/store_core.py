@@ -243,9 +243,10 @@ class SQLHarnessCore:
         then: Sequence[tuple[str, Sequence[Any]]] = (),
         *,
         commit: bool = False,
+        after: Sequence[tuple[str, Sequence[Any]]] = (),
     ) -> tuple[SealedReceipt, list[tuple[list[Row], int]]]:
         """:meth:`_append`, then the statements ``then`` (their results returned), sent in one
-        round trip with the transaction's commit when ``commit``."""
+        round trip with the transaction's commit when ``commit`` (and ``after`` it)."""
         if head is None:
             head = self._rows(
                 handle,
@@ -253,8 +254,8 @@ class SQLHarnessCore:
                 (task_id,),
             )[0]
         sealed, writes = self._sealed_writes(task_id, draft, now, head)
-        results = self.backend.batch(handle, [*writes, *then], commit=commit)
-        return sealed, results[2:]
+        results = self.backend.batch(handle, [*writes, *then], commit=commit, after=after)
+        return sealed, results[2 : 2 + len(then)]
 
     def _sealed_writes(
         self, task_id: str, draft: Draft, now: float, head: Row
@@ -311,8 +312,6 @@ class SQLHarnessCore:
             row, created = self._submit(
                 kind, queue, spec, priority, max_attempts, idempotency_key, draft, task_id
             )
-        if created:
-            self.wake_one(queue, kind)
         return row, created
 
     def _submit(
@@ -341,8 +340,16 @@ class SQLHarnessCore:
                     new_id,
                 ),
             )[0]
+            # the wake-up runs once the task is committed, in the same round trip
+            wake = store_wake.wake_statement(self.backend, queue, kind, wake_payload(queue, kind))
             sealed, _ = self._append_then(
-                h, new_id, draft, float(row["created_at"]), head=row, commit=True
+                h,
+                new_id,
+                draft,
+                float(row["created_at"]),
+                head=row,
+                commit=True,
+                after=[wake] if wake is not None else (),
             )
             row.update(head_seq=sealed.seq, head_hash=sealed.hash, head_sig=sealed.head_sig)
             return self._to_task(row), True

@@ -23,6 +23,7 @@ which could not take it sleep on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from holdfast.store import Backend, Dialect, Migration
 
@@ -107,16 +108,25 @@ def wake_one(backend: Backend, queue: str, kind: str, payload: str) -> bool:
 def wake_some(backend: Backend, queue: str, kind: str, payload: str, n: int) -> int:
     """:func:`wake_one` for ``n`` tasks committed together: claim and notify up to ``n``
     registered workers; how many were."""
-    if not backend.notifies or n < 1:
+    stmt = wake_statement(backend, queue, kind, payload, n)
+    if stmt is None:
         return 0
     with backend.reader() as h:
-        rows = backend.rows(
-            h,
-            "WITH w AS (DELETE FROM harness_idle WHERE worker IN ("
-            "SELECT worker FROM harness_idle WHERE (queues IS NULL OR strpos(queues, ?) > 0) "
-            "AND strpos(kinds, ?) > 0 ORDER BY since DESC LIMIT ?"
-            + backend.dialect.skip_locked
-            + ") RETURNING channel) SELECT pg_notify(channel, ?) AS sent FROM w",
-            (_SEP + queue + _SEP, _SEP + kind + _SEP, n, payload),
-        )
-    return len(rows)
+        return len(backend.rows(h, *stmt))
+
+
+def wake_statement(
+    backend: Backend, queue: str, kind: str, payload: str, n: int = 1
+) -> tuple[str, tuple[Any, ...]] | None:
+    """The one statement of :func:`wake_some` (to run after the task's commit, in the same
+    round trip), or None where nobody listens."""
+    if not backend.notifies or n < 1:
+        return None
+    return (
+        "WITH w AS (DELETE FROM harness_idle WHERE worker IN ("
+        "SELECT worker FROM harness_idle WHERE (queues IS NULL OR strpos(queues, ?) > 0) "
+        "AND strpos(kinds, ?) > 0 ORDER BY since DESC LIMIT ?"
+        + backend.dialect.skip_locked
+        + ") RETURNING channel) SELECT pg_notify(channel, ?) AS sent FROM w",
+        (_SEP + queue + _SEP, _SEP + kind + _SEP, n, payload),
+    )

@@ -122,6 +122,7 @@ class Worker:
         self._found = False  # the last lease found a task: the next one leases without a look
         self._stopped = threading.Event()
         self._lock = threading.Lock()
+        self._fill_lock = threading.Lock()
         # Set by the SIGTERM/SIGINT handler and acted on by the main loop: a handler runs between
         # two bytecodes of the main thread, possibly while that thread holds an Event's internal
         # lock (Event.wait and Event.clear take it), so it must take no lock itself.
@@ -170,6 +171,8 @@ class Worker:
                 self._pause(self._idle_wait())
         finally:
             self.draining.set()
+            with self._fill_lock:
+                pass  # a lease a task's thread is taking now is handed to the pool before it closes
             self._unregister()
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
@@ -264,6 +267,12 @@ class Worker:
         return self.draining.is_set()
 
     def _fill(self) -> bool:
+        """Lease tasks while a slot is free; whether any was leased. Called by the main loop,
+        and by a task's thread as it finishes (see :meth:`_execute`), one at a time."""
+        with self._fill_lock:
+            return self._fill_locked()
+
+    def _fill_locked(self) -> bool:
         leased = False
         while not self._drain_requested() and self._active() < self.settings.concurrency:
             m = self.settings.max_tasks
@@ -335,7 +344,21 @@ class Worker:
             with self._lock:
                 self._running.pop(task.id, None)
                 self.completed += 1
-            self._wake.set()
+            if not self._next_here():
+                self._wake.set()
+
+    def _next_here(self) -> bool:
+        """Lease the next task from the thread that just finished one, when there is more work
+        (its run is queued to this same pool thread: no wake-up of the main loop, no switch of
+        threads); whether it did. Anything unusual is left to the main loop."""
+        if self._drain_requested() or self._signalled is not None or not self._found:
+            return False
+        if self._done_enough():
+            return False
+        try:
+            return self._fill()
+        except Exception:
+            return False  # the main loop retries, and reports what keeps failing
 
     def _drive(self, ctx: StepContext) -> None:
         task, token = ctx.task, ctx.token

@@ -120,14 +120,24 @@ class Backend(ABC):
         """Run one statement (``?`` placeholders); its rows (as dicts) and row count."""
 
     def batch(
-        self, h: Handle, statements: Sequence[tuple[str, Sequence[Any]]], *, commit: bool = False
+        self,
+        h: Handle,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        commit: bool = False,
+        after: Sequence[tuple[str, Sequence[Any]]] = (),
     ) -> list[tuple[list[Row], int]]:
         """Run ``statements`` in order (``(sql, params)`` pairs); each one's rows and row count.
 
         PostgreSQL sends them in one round trip (a pipeline; the first statements of a
         transaction also carry its ``BEGIN``). With ``commit`` the transaction ``h`` commits
-        right after them, in the same round trip, and runs no further statement. A statement
-        that fails aborts the ones after it and raises, as one run by itself would."""
+        right after them, in the same round trip, and runs no further statement; ``after`` are
+        statements run once the commit is done, each on its own (a wake-up that must follow the
+        commit), also in that round trip. A statement that fails aborts the ones after it and
+        raises, as one run by itself would. Backends whose transaction commits only when its
+        block ends (SQLite) refuse ``after``."""
+        if after:
+            raise ValueError(f"{self.dialect.name} cannot run statements after a commit here")
         return [self.execute(h, sql, params) for sql, params in statements]
 
     def executemany(self, h: Handle, sql: str, rows: Iterable[Sequence[Any]]) -> None:

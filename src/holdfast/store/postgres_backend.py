@@ -139,17 +139,25 @@ class PostgresBackend(Backend):
             return [(_rows_of(c), c.rowcount) for c in curs]
 
     def batch(
-        self, h: Handle, statements: Sequence[tuple[str, Sequence[Any]]], *, commit: bool = False
+        self,
+        h: Handle,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        commit: bool = False,
+        after: Sequence[tuple[str, Sequence[Any]]] = (),
     ) -> list[tuple[list[Row], int]]:
         """The statements in one round trip (a pipeline), with the transaction's pending
-        ``BEGIN`` before them and, with ``commit``, its ``COMMIT`` after them."""
+        ``BEGIN`` before them, with ``commit`` its ``COMMIT`` after them, then ``after``."""
+        if after and not commit:
+            raise ValueError("statements after a commit need commit=True")
         if not isinstance(h, _Tx):
-            return [self.execute(h, sql, params) for sql, params in statements]
+            return [self.execute(h, sql, params) for sql, params in [*statements, *after]]
         if h.done:
             raise RuntimeError("this transaction has already committed")
         todo = list(statements)
         if commit:
             todo.append(("COMMIT", ()))
+        todo.extend(after)
         if h.begin is not None:
             results = self._first(h, todo)
         elif todo:
@@ -158,7 +166,8 @@ class PostgresBackend(Backend):
             results = []
         if commit:
             h.done = True
-            results = results[:-1]
+            n = len(statements)
+            results = results[:n] + results[n + 1 :]
         return results
 
     def reader(self) -> Any:
