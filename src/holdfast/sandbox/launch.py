@@ -263,8 +263,9 @@ def _privilege_drop(prefix: str, cgroup_procs: str | None) -> tuple[list[str], s
     Run as root, bubblewrap maps the box's user to host uid 0, and root-owned files such as
     ``/proc/sys/kernel/core_pattern`` would count as the box's own. So the launcher enters a
     private mount namespace, bind-mounts the interpreter prefix (which may sit under a home
-    directory only root can traverse) onto a private tmpfs, joins the box's cgroup, and runs
-    bubblewrap as a one-off uid with no capabilities. Not as root: bubblewrap runs as the caller.
+    directory only root can traverse) read-only onto a directory everyone can reach (``/mnt``,
+    only in that namespace), joins the box's cgroup, and runs bubblewrap as a one-off uid with
+    no capabilities. Not as root: bubblewrap runs as the caller.
     """
     if os.geteuid() != 0:
         if cgroup_procs is None:
@@ -287,8 +288,8 @@ def _privilege_drop(prefix: str, cgroup_procs: str | None) -> tuple[list[str], s
     script = (
         'cg="$1"; prefix="$2"; mnt="$3"; shift 3; '
         'for f in $cg; do echo 0 > "$f" || exit 125; done; '
-        'mount -t tmpfs -o size=64k,mode=755 holdfast "$mnt" && mkdir "$mnt/p" && '
-        'mount --bind "$prefix" "$mnt/p" && mount -o remount,bind,ro "$mnt/p" && exec "$@"'
+        # one mount(8): a read-only bind (mount binds, then remounts it read-only)
+        'mount --bind -o ro "$prefix" "$mnt" && exec "$@"'
     )
     chain = [
         str(tools["unshare"]),
@@ -309,7 +310,7 @@ def _privilege_drop(prefix: str, cgroup_procs: str | None) -> tuple[list[str], s
         "--inh-caps=-all",
         "--bounding-set=-all",
     ]
-    return chain, f"{mnt}/p"
+    return chain, mnt
 
 
 def _ns_flags() -> list[str]:
