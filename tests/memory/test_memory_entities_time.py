@@ -113,6 +113,19 @@ def test_query_ranges() -> None:
     assert query_range("what is in the box", now) is None
 
 
+def test_a_relative_range_anchored_to_a_date_counts_from_that_date() -> None:
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    # counted from 10 April 2023 (a Monday), up to the end of that day: not the weekend before today
+    lo, hi = query_range("What did Maria do in last weekend before April 10, 2023?", now) or (
+        None,
+        None,
+    )
+    assert lo == datetime(2023, 4, 8, tzinfo=UTC)
+    assert hi is not None and (hi.year, hi.month, hi.day) == (2023, 4, 10)
+    lo, hi = query_range("what did I do in last weekend", now) or (None, None)
+    assert lo == datetime(2026, 11, 28, tzinfo=UTC)  # without an anchor: from today, as before
+
+
 def test_time_filters_in_recall(store: MemoryStore) -> None:
     old = store.add(
         "We chose Postgres for billing.", namespace="p", mention_time="2023-02-01T00:00:00Z"

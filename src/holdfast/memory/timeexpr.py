@@ -175,8 +175,17 @@ def query_range(query: str, now: datetime | None = None) -> Range | None:
 
 
 def _expr_range(text: str, now: datetime) -> Range | None:
-    rel = _RELATIVE.match(text.strip())
+    t = text.strip()
+    rel = _RELATIVE.match(t)
     if rel:
+        # "last weekend before April 10, 2023", "last week, as mentioned on 6 November, 2023":
+        # a relative expression anchored to a date in the same phrase counts from that date
+        # (not from today), and runs up to the end of it, when the words were said.
+        anchor = _ABSOLUTE.search(t, rel.end())
+        day = _absolute(anchor.group("abs"), now) if anchor else None
+        if day is not None:
+            start, end = _relative(rel, day[0])
+            return min(start, day[0]), max(end, day[1])
         return _relative(rel, now)
     ab = _ABSOLUTE.match(text.strip())
     if ab:
