@@ -183,9 +183,10 @@ def _expr_range(text: str, now: datetime) -> Range | None:
         # (not from today), and runs up to the end of it, when the words were said.
         anchor = _ABSOLUTE.search(t, rel.end())
         day = _absolute(anchor.group("abs"), now) if anchor else None
-        if day is not None:
+        if day is not None and day[0] is not None and day[1] is not None:
             start, end = _relative(rel, day[0])
-            return min(start, day[0]), max(end, day[1])
+            if start is not None and end is not None:
+                return min(start, day[0]), max(end, day[1])
         return _relative(rel, now)
     ab = _ABSOLUTE.match(text.strip())
     if ab:
