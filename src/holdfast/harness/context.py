@@ -10,6 +10,7 @@ non-idempotent one parks the task for a person to review. Step boundaries are wh
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -507,23 +508,19 @@ class StepContext:
             if self._follower.count:
                 return
             read, self._preread = self._preread, None
-            if read is not None:
+            with contextlib.ExitStack() as stack:
+                if read is not None:  # what the lease read in its own transaction
+                    task_row, receipts, steps = read.task, iter(read.receipts), read.steps
+                else:
+                    snap = stack.enter_context(self.store.chain_snapshot(self.task_id))
+                    task_row, receipts, steps = snap.task, snap.receipts(), snap.steps
                 result = verify_task(
-                    TaskRecord.from_row(read.task),
-                    iter(read.receipts),
-                    [StepRecord.from_row(s) for s in read.steps],
+                    TaskRecord.from_row(task_row),
+                    receipts,
+                    [StepRecord.from_row(s) for s in steps],
                     signer=self._follower.signer,
                     follower=self._follower,
                 )
-            else:
-                with self.store.chain_snapshot(self.task_id) as snap:
-                    result = verify_task(
-                        TaskRecord.from_row(snap.task),
-                        snap.receipts(),
-                        [StepRecord.from_row(s) for s in snap.steps],
-                        signer=self._follower.signer,
-                        follower=self._follower,
-                    )
         if not result.ok:
             where = f"receipt {result.bad_seq}: " if result.bad_seq is not None else ""
             raise ReceiptsBroken(

@@ -34,6 +34,7 @@ from holdfast.harness.store_core import (
     SQLHarnessCore,
     _opt,
     steering_rows,
+    stored_receipt,
     wake_payload,
 )
 
@@ -183,10 +184,7 @@ class SQLHarnessStore(SQLHarnessCore):
                         "ORDER BY seq LIMIT ?",
                         (task_id, after, batch),
                     )
-                    for r in got:
-                        yield ReceiptRow(
-                            r["task_id"], r["seq"], r["body"], r["hash"], r["sig"], r["key_id"]
-                        )
+                    yield from (stored_receipt(r) for r in got)
                     if len(got) < batch:
                         return
                     after = got[-1]["seq"]

@@ -80,6 +80,15 @@ class LeaseRead:
     steering: list[SteeringRow]
 
 
+def stored_receipt(r: Row) -> ReceiptRow:
+    """A receipt row as stored, unparsed (the verifier treats every value as hostile)."""
+    return ReceiptRow(r["task_id"], r["seq"], r["body"], r["hash"], r["sig"], r["key_id"])
+
+
+def new_task_id() -> str:
+    return f"task-{uuid.uuid4().hex[:16]}"
+
+
 def steering_rows(rows: Sequence[Row]) -> list[SteeringRow]:
     return [
         SteeringRow(int(r["id"]), r["task_id"], r["kind"], r["message"], r["created_at"])
@@ -332,7 +341,7 @@ class SQLHarnessCore:
                 )
                 if found:
                     return self._to_task(self._task(h, found[0]["id"])), False
-            new_id = task_id or f"task-{uuid.uuid4().hex[:16]}"
+            new_id = task_id or new_task_id()
             row = self._rows(
                 h,
                 *self._insert_task(
@@ -423,9 +432,7 @@ class SQLHarnessCore:
                     if key is not None:
                         first[key] = len(fresh)
                     plan.append(("new", len(fresh)))
-                    inserts.append(
-                        self._insert_task(t, t.task_id or f"task-{uuid.uuid4().hex[:16]}")
-                    )
+                    inserts.append(self._insert_task(t, t.task_id or new_task_id()))
                     fresh.append(t)
             rows = [r[0][0] for r in self.backend.batch(h, inserts)]
             writes: list[tuple[str, Sequence[Any]]] = []
@@ -590,10 +597,7 @@ class SQLHarnessCore:
             read = LeaseRead(
                 task=dict(row),
                 steps=steps,
-                receipts=[
-                    ReceiptRow(r["task_id"], r["seq"], r["body"], r["hash"], r["sig"], r["key_id"])
-                    for r in receipts
-                ],
+                receipts=[stored_receipt(r) for r in receipts],
                 steering=steering_rows(steering),
             )
         return self._to_task(row), token, read

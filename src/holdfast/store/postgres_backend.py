@@ -183,10 +183,7 @@ class PostgresBackend(Backend):
     def execute(self, h: Handle, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         if isinstance(h, _Tx):
             return self.batch(h, [(sql, params)])[0]
-        with self.db.guard():
-            cur = h.execute(pg_sql(sql), tuple(params))
-            rows = _rows_of(cur)
-        return rows, cur.rowcount
+        return self._pipeline(h, [(sql, params)])[0]
 
     def executemany(self, h: Handle, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         conn = self._conn(h)
