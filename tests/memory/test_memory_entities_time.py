@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,3 +146,49 @@ def test_time_filters_in_recall(store: MemoryStore) -> None:
     assert [h.item.id for h in in_2024] == [new.item.id]
     as_of = store.search("billing", namespace="p", as_of="2023-12-31T00:00:00Z")
     assert [h.item.id for h in as_of] == [old.item.id]
+
+
+def test_a_range_read_from_the_query_also_keeps_what_was_said_in_it(store: MemoryStore) -> None:
+    """A question like "what did Maria share on 16 June?" names the day she told it; her turn
+    says "last week", so its event time is the week before. A range read from the query's words
+    keeps an item whose event time or mention time meets it; an explicit ``time_range`` filters
+    on event time alone."""
+    told = store.add(
+        "Great news: I joined a gym last week!", namespace="t", mention_time="2023-06-16T10:00:00Z"
+    )
+    assert told.item.event_start == datetime(2023, 6, 5, tzinfo=UTC)
+    choir = store.add("I joined a choir.", namespace="t", mention_time="2023-05-02T10:00:00Z")
+    found = store.search("what did Maria say she joined on 16 June, 2023", namespace="t")
+    assert [h.item.id for h in found] == [told.item.id]
+    strict = store.search("joined", namespace="t", time_range=("2023-06-16", "2023-06-16T23:59:59"))
+    assert strict == []
+    # neither the gym's week (5 to 11 June) nor the day it was told is before June
+    before = store.search("what did she join before June 2023", namespace="t")
+    assert [h.item.id for h in before] == [choir.item.id]
+
+
+def test_every_candidate_in_a_wide_range_gets_the_time_credit(dense_store: MemoryStore) -> None:
+    """The time arm lists only the newest ``depth`` items of a range; the fusion's time
+    feature is read from each candidate's own times, so a range that holds every item ranks
+    exactly as no range does, every score raised by the same time weight."""
+    from holdfast.memory.fusion import WEIGHTS
+    from holdfast.memory.recall import RecallSettings
+
+    for n in range(80):
+        dense_store.add(
+            f"Billing note {n}: invoice batch {n * 7} was {'late' if n % 3 else 'on time'}.",
+            namespace="w",
+            mention_time=f"2023-{1 + n % 12:02d}-{1 + n % 28:02d}T00:00:00Z",
+        )
+    shallow = RecallSettings(depth=30)
+    plain = dense_store.search("billing invoice late", namespace="w", limit=10, settings=shallow)
+    ranged = dense_store.search(
+        "billing invoice late",
+        namespace="w",
+        limit=10,
+        settings=shallow,
+        time_range=("2022-01-01", "2024-12-31"),
+    )
+    assert [h.item.id for h in ranged] == [h.item.id for h in plain]
+    for a, b in zip(plain, ranged, strict=True):
+        assert b.score - a.score == pytest.approx(WEIGHTS["tm"])

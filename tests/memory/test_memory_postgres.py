@@ -329,3 +329,19 @@ def test_an_agent_task_on_postgres_writes_to_the_shared_memory(
     finally:
         other.close()
     assert not (holdfast_home / "memory" / "proj").exists()
+
+
+def test_a_range_from_the_query_keeps_what_was_said_in_it_in_the_database(
+    pg_store: DatabaseMemoryStore,
+) -> None:
+    told = pg_store.add(
+        "Great news: I joined a gym last week!", namespace="t", mention_time="2023-06-16T10:00:00Z"
+    )
+    pg_store.add("I joined a choir.", namespace="t", mention_time="2023-05-02T10:00:00Z")
+    found = pg_store.search("what did Maria say she joined on 16 June, 2023", namespace="t")
+    assert [h.item.id for h in found] == [told.item.id]
+    assert pg_store.search("joined", namespace="t", time_range=("2023-06-16", "2023-06-17")) == []
+    lo, hi = 1686873600.0, 1686959999.0  # 16 June 2023, UTC
+    index = pg_store.db_index
+    assert index.in_time_range("t", lo, hi, 10) == []
+    assert len(index.in_time_range("t", lo, hi, 10, mentioned=True)) == 1

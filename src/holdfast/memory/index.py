@@ -237,7 +237,13 @@ class MemoryIndex(ABC):
 
     @abstractmethod
     def in_time_range(
-        self, namespace: str, lo: float | None, hi: float | None, limit: int
+        self,
+        namespace: str,
+        lo: float | None,
+        hi: float | None,
+        limit: int,
+        *,
+        mentioned: bool = False,
     ) -> list[int]: ...
 
     # ----- vectors

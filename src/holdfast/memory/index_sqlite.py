@@ -610,15 +610,23 @@ class SQLiteMemoryIndex(MemoryIndex):
         return out
 
     def in_time_range(
-        self, namespace: str, lo: float | None, hi: float | None, limit: int
+        self,
+        namespace: str,
+        lo: float | None,
+        hi: float | None,
+        limit: int,
+        *,
+        mentioned: bool = False,
     ) -> list[int]:
         lo_v = lo if lo is not None else -1e18
         hi_v = hi if hi is not None else 1e18
         rows = self._conn().execute(
             "SELECT rid FROM memory_items WHERE namespace = ? AND status = 'active' "
-            "AND COALESCE(event_end, event_start, mention_time) >= ? "
-            "AND COALESCE(event_start, mention_time) <= ? ORDER BY mention_time DESC LIMIT ?",
-            (namespace, lo_v, hi_v, limit),
+            "AND ((COALESCE(event_end, event_start, mention_time) >= ? "
+            "AND COALESCE(event_start, mention_time) <= ?) "
+            "OR (? AND mention_time >= ? AND mention_time <= ?)) "
+            "ORDER BY mention_time DESC LIMIT ?",
+            (namespace, lo_v, hi_v, int(mentioned), lo_v, hi_v, limit),
         )
         return [int(r[0]) for r in rows]
 

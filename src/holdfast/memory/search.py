@@ -49,9 +49,10 @@ def search(
 ) -> list[Hit]:
     """The items of ``namespace`` that best answer ``query``, best first.
 
-    ``as_of`` recalls what was known and valid then; ``time_range`` (or a range read from the query
-    such as "before March 2024", or anchored to an event the namespace holds, "since the
-    migration", see :mod:`holdfast.memory.anchors`) keeps items whose event time meets it; a
+    ``as_of`` recalls what was known and valid then; ``time_range`` keeps items whose event time
+    meets it; a range read from the query such as "before March 2024" or "on 16 June", or
+    anchored to an event the namespace holds, "since the migration" (see
+    :mod:`holdfast.memory.anchors`), keeps items whose event time or mention time meets it; a
     bare "last week" ranks that week's items higher without filtering; ``entity`` scopes recall
     to one entity and its aliases; ``include_history`` also returns superseded items.
     Derived items (observations and mental models) are left out unless ``kinds`` names them or
@@ -73,14 +74,21 @@ def search(
     if time_range is not None:
         lo, hi = parse_time(time_range[0], "after"), parse_time(time_range[1], "before")
     soft: tuple[Any, Any] | None = None
+    # A range read from the query's own words ("in October 2023", "on 16 June", "since the
+    # migration") also keeps what was said in it: a question about what someone shared or did
+    # then names the day they told it as often as the day it happened, and a turn that says
+    # "last week" is dated by its words, not by its session.
+    read_from_query = False
     if time_range is None and parse_time_range:
         found = query_range(query, as_of_t)
         if found:
             lo, hi = found
+            read_from_query = True
         else:
             anchor = resolve_anchor(store, namespace, query, as_of_t)
             if anchor is not None:
                 lo, hi = anchor.range
+                read_from_query = True
             else:
                 soft = bare_range(query, as_of_t or datetime.now(UTC))
     kind_set = {Kind(k).value for k in kinds} if kinds else None
@@ -128,7 +136,11 @@ def search(
     if "time" in arms and (lo or hi or soft):
         a, b = (lo, hi) if (lo or hi) else (soft or (None, None))
         cands.lists["time"] = store.index.in_time_range(
-            namespace, a.timestamp() if a else None, b.timestamp() if b else None, depth
+            namespace,
+            a.timestamp() if a else None,
+            b.timestamp() if b else None,
+            depth,
+            mentioned=read_from_query,
         )
 
     if settings.fusion == "features" and scored.get("keyword") and scored.get("dense"):
@@ -137,12 +149,27 @@ def search(
                 [r for r, _ in scored["keyword"][:POOL]] + [r for r, _ in scored["dense"][:POOL]]
             )
         )
+        in_range = cands.lists.get("time", [])
+        if "time" in arms and (lo or hi or soft):
+            # The time arm's list is the newest ``depth`` items of the range; whether a candidate
+            # meets the range is read from its own times, so a wide range marks them all.
+            a, b = (lo, hi) if (lo or hi) else (soft or (None, None))
+            meta = store.index.active_meta(namespace, pool)
+            in_range = [
+                rid
+                for rid in pool
+                if (m := meta.get(rid)) is not None
+                and (
+                    overlaps(m[1], m[2], m[0], a, b)
+                    or (read_from_query and overlaps(None, None, m[0], a, b))
+                )
+            ] + in_range
         fused = fuse(
             query,
             scored["keyword"],
             scored["dense"],
             cands.lists.get("entity", []),
-            cands.lists.get("time", []),
+            list(dict.fromkeys(in_range)),
             store.index.candidate_info(pool),
         )
     else:
@@ -166,7 +193,11 @@ def search(
                 continue
             if include_history and as_of_t is not None and mention > as_of_t.timestamp():
                 continue
-            if (lo or hi) and not overlaps(ev_start, ev_end, mention, lo, hi):
+            if (
+                (lo or hi)
+                and not overlaps(ev_start, ev_end, mention, lo, hi)
+                and not (read_from_query and overlaps(None, None, mention, lo, hi))
+            ):
                 continue
             if not trusted_enough(trust, trust_floor):
                 continue
