@@ -22,7 +22,7 @@ _ROOT = Path("/sys/fs/cgroup")
 
 @dataclass(frozen=True)
 class BoxCgroup:
-    """A cgroup directory made for one box; ``procs`` is the file a launcher writes ``0`` to."""
+    """A cgroup directory made for one box; the host moves the box's worker in (:meth:`move`)."""
 
     path: Path
     version: int
@@ -34,11 +34,15 @@ class BoxCgroup:
     def procs(self) -> Path:
         return self.path / "cgroup.procs"
 
-    @property
-    def join(self) -> str:
-        """The cgroup.procs files a launcher writes ``0`` to, space-separated."""
-        paths = [self.procs] + ([self.cpuacct / "cgroup.procs"] if self.cpuacct else [])
-        return " ".join(str(p) for p in paths)
+    def move(self, pid: int) -> None:
+        """Moves process ``pid`` (all its threads) into the group, and on v1 into its cpuacct
+        group; the processes it starts afterwards are born there. Raises OSError."""
+        for path in [self.procs] + ([self.cpuacct / "cgroup.procs"] if self.cpuacct else []):
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, str(pid).encode())
+            finally:
+                os.close(fd)
 
     @property
     def counts_cpu(self) -> bool:

@@ -66,10 +66,6 @@ PROC_MASKED = (
 )
 
 
-# Joins the box's cgroups ($0: the cgroup.procs files, space-separated), then runs the command.
-_JOIN_CGROUPS = 'for f in $0; do echo 0 > "$f" || exit 125; done; exec "$@"'
-
-
 def proc_masks() -> list[str]:
     """The masked /proc files that exist on this kernel."""
     return [name for name in PROC_MASKED if os.path.exists(f"/proc/{name}")]
@@ -81,11 +77,14 @@ def pdeathsig_prefix() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
 
 
-# Runs first in the box: reads the marshalled worker (length-prefixed) from the protocol socket
-# and runs it, so a box does not re-compile the worker's source at every start.
+# Runs first in the box: says hello (one zero byte; the kernel attaches this process's pid, which
+# the host moves into the box's cgroups while the worker loads), then reads the marshalled worker
+# (length-prefixed) from the protocol socket and runs it, so a box does not re-compile the
+# worker's source at every start.
 BOOTSTRAP = (
     "import marshal,os,sys\n"
     "fd=int(sys.argv[1])\n"
+    "os.write(fd,b'\\0')\n"
     "def take(n):\n"
     " b=b''\n"
     " while len(b)<n:\n"
@@ -142,7 +141,7 @@ def namespace_problem(bwrap: str) -> str | None:
     """None when bubblewrap can create the namespaces here, else bubblewrap's own complaint."""
     exe, prefix = interpreter()
     try:
-        chain, prefix_src = _privilege_drop(prefix, None)
+        chain, prefix_src = _privilege_drop(prefix)
     except SandboxUnavailable as exc:
         return exc.message
     argv = [*chain, bwrap, *_ns_flags(), *_mounts(prefix, 8, 1, prefix_src)]
@@ -170,21 +169,18 @@ def namespace_remedy(problem: str) -> str:
     return "; ".join(hints)
 
 
-def build_launch(
-    policy: SandboxPolicy, sock_fd: int, cgroup_procs: str | None, seccomp_fd: int | None = None
-) -> Launch:
+def build_launch(policy: SandboxPolicy, sock_fd: int, seccomp_fd: int | None = None) -> Launch:
     """The command that starts one box at the policy's isolation level (fails closed).
 
     ``seccomp_fd`` (namespace level) is a readable descriptor holding the compiled filter, which
-    bubblewrap installs just before it starts the worker.
+    bubblewrap installs just before it starts the worker. The box's cgroups are joined by the
+    host, which moves the worker there before it runs anything but its own start-up
+    (:meth:`holdfast.sandbox.process.BoxProcess.start`).
     """
     exe, prefix = interpreter()
     worker = [exe, "-I", "-S", "-B", "-c", BOOTSTRAP, str(sock_fd)]
     if policy.isolation == "process":
-        argv = worker
-        if cgroup_procs is not None:
-            argv = ["/bin/sh", "-c", _JOIN_CGROUPS, cgroup_procs, *argv]
-        return Launch(argv=[*pdeathsig_prefix(), *argv], env=dict(BOX_ENV), workspace=None)
+        return Launch(argv=[*pdeathsig_prefix(), *worker], env=dict(BOX_ENV), workspace=None)
     if policy.isolation != "namespace":
         raise SandboxUnavailable(
             f"unknown isolation level {policy.isolation!r}",
@@ -213,7 +209,6 @@ def build_launch(
             worker,
             BOX_ENV,
             policy.workspace_mb,
-            cgroup_procs,
             box_uid(),
             shm_mb=policy.shm_mb,
             proc_masks=proc_masks(),
@@ -230,7 +225,7 @@ def build_launch(
     env_flags: list[str] = []
     for key, value in BOX_ENV.items():
         env_flags += ["--setenv", key, value]
-    chain, prefix_src = _privilege_drop(prefix, cgroup_procs)
+    chain, prefix_src = _privilege_drop(prefix)
     argv = [
         *chain,
         bwrap,
@@ -257,20 +252,18 @@ def box_uid() -> int:
     return 1_500_000_000 + secrets.randbelow(100_000_000)
 
 
-def _privilege_drop(prefix: str, cgroup_procs: str | None) -> tuple[list[str], str]:
+def _privilege_drop(prefix: str) -> tuple[list[str], str]:
     """As root, the commands that put bubblewrap under a fresh unprivileged uid.
 
     Run as root, bubblewrap maps the box's user to host uid 0, and root-owned files such as
     ``/proc/sys/kernel/core_pattern`` would count as the box's own. So the launcher enters a
     private mount namespace, bind-mounts the interpreter prefix (which may sit under a home
     directory only root can traverse) read-only onto a directory everyone can reach (``/mnt``,
-    only in that namespace), joins the box's cgroup, and runs bubblewrap as a one-off uid with
-    no capabilities. Not as root: bubblewrap runs as the caller.
+    only in that namespace), and runs bubblewrap as a one-off uid with no capabilities. Not as
+    root: bubblewrap runs as the caller.
     """
     if os.geteuid() != 0:
-        if cgroup_procs is None:
-            return [], prefix
-        return ["/bin/sh", "-c", _JOIN_CGROUPS, cgroup_procs], prefix
+        return [], prefix
     tools = {name: shutil.which(name, path=_TOOL_PATH) for name in ("unshare", "setpriv")}
     missing = [name for name, path in tools.items() if path is None]
     if missing:
@@ -286,8 +279,7 @@ def _privilege_drop(prefix: str, cgroup_procs: str | None) -> tuple[list[str], s
         )
     uid = str(box_uid())
     script = (
-        'cg="$1"; prefix="$2"; mnt="$3"; shift 3; '
-        'for f in $cg; do echo 0 > "$f" || exit 125; done; '
+        'prefix="$1"; mnt="$2"; shift 2; '
         # one mount(8): a read-only bind (mount binds, then remounts it read-only)
         'mount --bind -o ro "$prefix" "$mnt" && exec "$@"'
     )
@@ -300,7 +292,6 @@ def _privilege_drop(prefix: str, cgroup_procs: str | None) -> tuple[list[str], s
         "-c",
         script,
         "holdfast-launch",
-        cgroup_procs or "",
         prefix,
         mnt,
         str(tools["setpriv"]),

@@ -23,12 +23,14 @@ import array
 import asyncio
 import base64
 import contextlib
+import errno
 import inspect
 import os
 import secrets
 import select
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -53,6 +55,7 @@ from holdfast.sandbox.seccomp import compiled_filter
 from holdfast.sandbox.types import HostFunctionSpec, SandboxPolicy
 
 START_TIMEOUT_S = 30.0
+_UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 MAX_CONCURRENT_CALLS = 64
 # Each thread in a box waits for its call, so only forged frames can exceed this.
 MAX_CALLS_IN_FLIGHT = 1024
@@ -142,6 +145,8 @@ class BoxProcess:
         memory = policy.memory_mb * 1024 * 1024 if policy.memory_mb else None
         self.cgroup = await asyncio.to_thread(create_box_cgroup, policy.max_processes, memory)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The box's first byte then carries its sender's pid, as the kernel saw it (_hello).
+        parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         filter_fd = None
         err_r, err_w = os.pipe()
         os.set_blocking(err_r, False)
@@ -150,9 +155,7 @@ class BoxProcess:
         if program is not None and policy.isolation == "namespace":
             filter_fd = _pipe_with(program)
         try:
-            spec = launch.build_launch(
-                policy, child.fileno(), self.cgroup.join if self.cgroup else None, filter_fd
-            )
+            spec = launch.build_launch(policy, child.fileno(), filter_fd)
             self.backend = spec.backend
             if spec.seccomp_in_launcher and filter_fd is not None:
                 fds += (filter_fd,)
@@ -176,10 +179,6 @@ class BoxProcess:
         self._sock = parent
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
-        transport, _ = await loop.create_unix_connection(lambda: _Wire(self), sock=parent)
-        self._transport = transport
-        # Replies wait in host memory only up to this much; past it the host stops reading.
-        transport.set_write_buffer_limits(high=max(2 * policy.max_message_bytes, 1 << 20))
         # In a box's own user namespace RLIMIT_NPROC counts only that box's processes; at the
         # process level it would count every process of the host user, so it is left to the cgroup.
         nproc = policy.max_processes if policy.isolation == "namespace" else None
@@ -199,17 +198,52 @@ class BoxProcess:
             "workspace": workspace,
         }
         code = launch.worker_code()
-        transport.write(len(code).to_bytes(4, "big") + code)
-        self._write({"op": "init", "config": config})
+        init = encode_frame({"op": "init", "config": config}, policy.max_message_bytes)
         timer = loop.call_later(START_TIMEOUT_S, self._start_deadline)
+        moved: asyncio.Future[None] | None = None
         try:
+            # The worker and its configuration go out at once; the box reads them after its
+            # hello, whose sender the host moves into the box's cgroups while the worker loads.
+            try:
+                # about 50 KB, which the socket's buffer takes at once; bounded all the same
+                await asyncio.wait_for(
+                    loop.sock_sendall(parent, len(code).to_bytes(4, "big") + code + init),
+                    START_TIMEOUT_S,
+                )
+            except (OSError, TimeoutError) as exc:
+                raise BoxDied(f"the box did not take its worker: {exc!r}") from None
+            pid = await self._hello(parent)
+            if self.cgroup is not None:
+                moved = asyncio.ensure_future(asyncio.to_thread(self.cgroup.move, pid))
+            transport, _ = await loop.create_unix_connection(lambda: _Wire(self), sock=parent)
+            self._transport = transport
+            # Replies wait in host memory only up to this much; past it the host stops reading.
+            transport.set_write_buffer_limits(high=max(2 * policy.max_message_bytes, 1 << 20))
             ready = await self._ready
+            if moved is not None:
+                # Nothing but the worker's own start-up has run: the host sends no request
+                # before this returns, so user code only ever runs inside the cgroups.
+                await moved
+        except OSError as exc:
+            self.kill(f"the box could not join its cgroup: {exc}")
+            self._drop_ready()
+            await self._wait_exit(0.5)
+            if exc.errno == errno.ESRCH:
+                raise BoxDied(f"the box did not start: {self.stderr_tail() or exc}") from None
+            raise SandboxUnavailable(
+                f"the box could not be moved into its cgroup: {exc}",
+                remedy="check 'holdfast sandbox check'; the box's process and cgroup limits "
+                "need a writable cgroup.procs",
+            ) from None
         except BoxDied as exc:
             self.kill(f"the box did not start: {exc.reason}")
+            self._drop_ready()
             await self._wait_exit(0.5)
             raise BoxDied(f"the box did not start: {self.stderr_tail() or exc.reason}") from None
         finally:
             timer.cancel()
+            if moved is not None and not moved.done():
+                moved.cancel()
         if not ready.get("ok"):
             self.kill("start failed")
             raise BoxDied(f"the box could not apply its limits: {ready.get('error')}")
@@ -226,6 +260,55 @@ class BoxProcess:
         self.infrastructure = frozenset(self.processes())
         if policy.cpu_seconds and self.cgroup is not None and self.cgroup.counts_cpu:
             self._cpu_timer = loop.call_later(_CPU_CHECK_S, self._watch_cpu)
+
+    def _drop_ready(self) -> None:
+        """Marks a failed start's ready future as seen (its error has been raised instead)."""
+        if self._ready is not None and self._ready.done() and not self._ready.cancelled():
+            self._ready.exception()
+
+    async def _hello(self, sock: socket.socket) -> int:
+        """The host pid of the box's worker: the kernel-attested sender of its first byte.
+
+        Bounded by the start deadline (it fails :attr:`_ready`, which this also waits on).
+        """
+        loop = asyncio.get_running_loop()
+        got: asyncio.Future[tuple[bytes, list[tuple[int, int, bytes]]]] = loop.create_future()
+
+        def readable() -> None:
+            if got.done():
+                return
+            try:
+                data, anc, _flags, _addr = sock.recvmsg(1, socket.CMSG_SPACE(_UCRED.size))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                got.set_exception(BoxDied(f"the box's socket failed: {exc}"))
+                return
+            got.set_result((data, anc))
+
+        assert self._ready is not None
+        loop.add_reader(sock.fileno(), readable)
+        try:
+            ready: asyncio.Future[Any] = self._ready
+            await asyncio.wait([got, ready], return_when=asyncio.FIRST_COMPLETED)
+            if not got.done():
+                self._ready.result()  # the start deadline (or a death) as its exception
+                raise BoxDied("no hello from the box")
+            data, anc = got.result()
+        finally:
+            loop.remove_reader(sock.fileno())
+            if not got.done():
+                got.cancel()
+        if not data:
+            raise BoxDied("the box closed its socket before it started")
+        if data != b"\0":
+            raise BoxDied("the box did not start with its hello")
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid, _uid, _gid = _UCRED.unpack_from(payload)
+                if pid > 0:
+                    return int(pid)
+        raise BoxDied("the box's hello carried no process id")
 
     def cpu_exhausted(self, recent_ok: float = 0.0) -> str | None:
         """Why the box must die for CPU (its processes together, by its cgroup), or None.
@@ -535,7 +618,8 @@ class BoxProcess:
     # processes ---------------------------------------------------------------------------------
 
     def processes(self) -> set[int]:
-        """Host pids of every process of the box (its cgroup, else the launcher's tree)."""
+        """Host pids of every process of the box: its cgroup (the worker and all it started)
+        with the launcher, else the launcher's tree."""
         pids: set[int] = set()
         if self.cgroup is not None:
             # cgroup v2 regenerates cgroup.procs on every read from its start, so the file stays
@@ -546,6 +630,8 @@ class BoxProcess:
                     self._procs_fd = os.open(self.cgroup.procs, os.O_RDONLY | os.O_CLOEXEC)
             pids = self.cgroup.pids(self._procs_fd)
             if pids:
+                if self.popen is not None and self.popen.returncode is None:
+                    pids.add(self.popen.pid)
                 return pids
         if self.popen is not None and self.popen.returncode is None:
             pids |= _descendants(self.popen.pid) | {self.popen.pid}

@@ -22,15 +22,15 @@ _PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 
-# $1 the cgroup.procs files to join (space-separated, or ""), $2 interpreter prefix, $3 mount point, $4 tmpfs size, $5 hostname,
-# $6 /dev/shm size ("0": none), $7 the /proc files to mask; the command to run follows.
+# $1 interpreter prefix, $2 mount point, $3 tmpfs size, $4 hostname, $5 /dev/shm size ("0":
+# none), $6 the /proc files to mask; the command to run follows. The host moves the worker into
+# the box's cgroups once it has started.
 # The shell stays as pid 1 of the box (root, outside the worker's user namespace, so nothing in
 # the box can signal or trace it) and waits for the worker: it carries unshare's --kill-child
 # parent-death signal, so the whole pid namespace dies with the launcher, which dies with the host.
 _SCRIPT = r"""
 set -e
-cg="$1"; prefix="$2"; root="$3"; size="$4"; host="$5"; shm="$6"; masks="$7"; shift 7
-for f in $cg; do echo 0 > "$f"; done
+prefix="$1"; root="$2"; size="$3"; host="$4"; shm="$5"; masks="$6"; shift 6
 hostname "$host" 2>/dev/null || true
 mount -t tmpfs -o size=4m,mode=755,nosuid,nodev rootfs "$root"
 for d in usr lib lib64 lib32 bin sbin; do
@@ -78,7 +78,6 @@ def build_unshare_argv(
     worker: list[str],
     env: dict[str, str],
     workspace_mb: int,
-    cgroup_procs: str | None,
     uid: int,
     *,
     shm_mb: int = 16,
@@ -129,7 +128,6 @@ def build_unshare_argv(
         "-c",
         _SCRIPT,
         "holdfast-launch",
-        cgroup_procs or "",
         prefix,
         mnt,
         size,
