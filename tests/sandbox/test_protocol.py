@@ -167,3 +167,45 @@ def test_decoder_failures_of_every_kind_are_protocol_violations() -> None:
     for body in (b"[" * 100_000, b"\xff\xfe", b'{"a": 1' + b"9" * 5000 + b"}", b"{}{}"):
         with pytest.raises(ProtocolViolation):
             decode_frame(body, max_depth=10**6)
+
+
+# The worker's JSON codec (the interpreter's C codec, without importing json) ------------------
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_the_workers_codec_writes_and_reads_what_json_does(value: Any) -> None:
+    from holdfast.sandbox._worker import _dumps, _loads
+
+    expected = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    assert _dumps(value) == expected.encode("utf-8", "surrogatepass")
+    assert _loads(expected.encode("utf-8", "surrogatepass")) == json.loads(expected)
+
+
+def test_the_workers_codec_is_strict() -> None:
+    from holdfast.sandbox._worker import _dumps, _loads
+
+    for bad in (b"NaN", b'{"usd": Infinity}', b"[1] [2]", b"[1,", b"", b" 1"):
+        with pytest.raises(ValueError):
+            _loads(bad)
+    with pytest.raises(ValueError):
+        _dumps(float("nan"))
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        _dumps({"a": {1, 2}})
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match="Circular"):
+        _dumps(looped)
+    assert _dumps({1: "x", "é": "\ud800"}) == '{"1":"x","é":"\ud800"}'.encode(
+        "utf-8", "surrogatepass"
+    )

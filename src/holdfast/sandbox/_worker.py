@@ -10,16 +10,15 @@ applies the limits and the filter to itself before it runs any user code.
 from __future__ import annotations
 
 import _ast
+import _json
+import _signal
 import _socket
 import binascii
 import builtins
 import errno
-import json
 import os
-import re
 import resource
 import select
-import signal
 import struct
 import sys
 import threading
@@ -54,7 +53,6 @@ def decoded_cost(body: bytes) -> int:
     )
 
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _SIGNS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -63,14 +61,52 @@ def too_deep(body: bytes, limit: int) -> bool:
     """Whether JSON text nests deeper than ``limit`` (the host's check, mirrored)."""
     if body.count(b"[") + body.count(b"{") <= limit:
         return False
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS).translate(_SIGNS)
+    import re  # only for a frame with more brackets than the limit: not at every start
+
+    strings = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+    brackets = strings.sub(b"", body).translate(None, _NOT_BRACKETS).translate(_SIGNS)
     return len(brackets) > limit and max(accumulate(array("b", brackets)), default=0) > limit
 
 
+# JSON through the interpreter's own C codec (what the json module itself runs on), without
+# importing json, which imports re and enum: about a fifth of a box's start-up otherwise.
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
-        "utf-8", "surrogatepass"
+    """``json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))``."""
+    encode = _json.make_encoder(
+        {}, _not_json, _json.encode_basestring, None, ":", ",", False, False, False
     )
+    return "".join(encode(value, 0)).encode("utf-8", "surrogatepass")
+
+
+class _StrictJSON:
+    """The scanner's settings: plain numbers, objects as dicts, no NaN or Infinity."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+
+def _loads(body: bytes) -> Any:
+    """One JSON value that fills ``body`` (UTF-8, as the host writes it)."""
+    text = body.decode("utf-8", "surrogatepass")
+    scan = _json.make_scanner(_StrictJSON)  # type: ignore[arg-type]
+    try:
+        value, end = scan(text, 0)
+    except StopIteration as exc:
+        raise ValueError(f"not JSON at character {exc.value}") from None
+    if end != len(text):
+        raise ValueError(f"extra data after JSON at character {end}")
+    return value
 
 
 def _cut(text: str, limit: int, marker: str) -> str:
@@ -146,7 +182,7 @@ class _Channel:
             self._fill()
         body = bytes(self.buf[4 : 4 + size])
         del self.buf[: 4 + size]
-        return json.loads(body)
+        return _loads(body)
 
     def send(self, obj: Any) -> None:
         self.send_body(_dumps(obj))
@@ -649,8 +685,8 @@ def _err(kind: str, message: str, tb: str = "") -> dict[str, str]:
 
 
 def _apply_limits(config: dict[str, Any]) -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
     for key, res in (
         ("cpu_seconds", resource.RLIMIT_CPU),
         ("memory_bytes", resource.RLIMIT_AS),
