@@ -83,6 +83,18 @@ class BoxTimeout(BoxDied):
     """The box did not answer a request within its deadline and was killed."""
 
 
+def _move_worker(cgroup: BoxCgroup, pid: int) -> None:
+    """Moves the worker ``pid`` into ``cgroup``, sure that the pid still named the worker: a
+    descriptor taken first stays bound to that process, and a process alive after the move
+    was never reaped, so its pid could not have been reused meanwhile."""
+    handle = os.pidfd_open(pid)
+    try:
+        cgroup.move(pid)
+        signal.pidfd_send_signal(handle, 0)
+    finally:
+        os.close(handle)
+
+
 class _Wire(asyncio.Protocol):
     def __init__(self, box: BoxProcess) -> None:
         self.box = box
@@ -213,8 +225,9 @@ class BoxProcess:
             except (OSError, TimeoutError) as exc:
                 raise BoxDied(f"the box did not take its worker: {exc!r}") from None
             pid = await self._hello(parent)
+            parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
             if self.cgroup is not None:
-                moved = asyncio.ensure_future(asyncio.to_thread(self.cgroup.move, pid))
+                moved = asyncio.ensure_future(asyncio.to_thread(_move_worker, self.cgroup, pid))
             transport, _ = await loop.create_unix_connection(lambda: _Wire(self), sock=parent)
             self._transport = transport
             # Replies wait in host memory only up to this much; past it the host stops reading.
