@@ -35,6 +35,26 @@ Meta = tuple[float, float | None, float | None, float | None, str]
 """(mention, event start, event end, valid to, trust) of an active item."""
 
 
+# Active items whose event range (their mention time when they have none) meets [lo, hi], or
+# with ``mentioned``, whose mention time falls in it; newest first. One text for both dialects.
+IN_TIME_RANGE_SQL = (
+    "SELECT rid FROM memory_items WHERE namespace = ? AND status = 'active' "
+    "AND ((COALESCE(event_end, event_start, mention_time) >= ? "
+    "AND COALESCE(event_start, mention_time) <= ?) "
+    "OR (? AND mention_time >= ? AND mention_time <= ?)) "
+    "ORDER BY mention_time DESC LIMIT ?"
+)
+
+
+def in_time_range_params(
+    namespace: str, lo: float | None, hi: float | None, limit: int, mentioned: bool
+) -> tuple[Any, ...]:
+    """The parameters of :data:`IN_TIME_RANGE_SQL` (an open end is unbounded)."""
+    lo_v = lo if lo is not None else -1e18
+    hi_v = hi if hi is not None else 1e18
+    return (namespace, lo_v, hi_v, mentioned, lo_v, hi_v, limit)
+
+
 @dataclass(frozen=True)
 class ItemRow:
     """What the index stores about one item (enough to rebuild the item from ``data``)."""

@@ -27,7 +27,17 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from holdfast.memory.fusion import CandidateInfo
-from holdfast.memory.index import ItemRow, Link, MemoryIndex, Meta, SharedId, Times, Tx
+from holdfast.memory.index import (
+    IN_TIME_RANGE_SQL,
+    ItemRow,
+    Link,
+    MemoryIndex,
+    Meta,
+    SharedId,
+    Times,
+    Tx,
+    in_time_range_params,
+)
 from holdfast.store.backend import Backend, Row
 from holdfast.store.migrations import migrate
 
@@ -638,16 +648,8 @@ class PostgresMemoryIndex(MemoryIndex):
         *,
         mentioned: bool = False,
     ) -> list[int]:
-        lo_v = lo if lo is not None else -1e18
-        hi_v = hi if hi is not None else 1e18
-        rows = self.backend.query(
-            "SELECT rid FROM memory_items WHERE namespace = ? AND status = 'active' "
-            "AND ((COALESCE(event_end, event_start, mention_time) >= ? "
-            "AND COALESCE(event_start, mention_time) <= ?) "
-            "OR (? AND mention_time >= ? AND mention_time <= ?)) "
-            "ORDER BY mention_time DESC LIMIT ?",
-            (namespace, lo_v, hi_v, mentioned, lo_v, hi_v, limit),
-        )
+        params = in_time_range_params(namespace, lo, hi, limit, mentioned)
+        rows = self.backend.query(IN_TIME_RANGE_SQL, params)
         return [int(r["rid"]) for r in rows]
 
     # ----- vectors

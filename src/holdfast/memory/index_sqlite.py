@@ -23,7 +23,17 @@ from typing import Any
 
 from holdfast.errors import RuntimeFailure
 from holdfast.memory.fusion import CandidateInfo
-from holdfast.memory.index import ItemRow, Link, MemoryIndex, Meta, SharedId, Times, Tx
+from holdfast.memory.index import (
+    IN_TIME_RANGE_SQL,
+    ItemRow,
+    Link,
+    MemoryIndex,
+    Meta,
+    SharedId,
+    Times,
+    Tx,
+    in_time_range_params,
+)
 from holdfast.memory.keyword_index import KeywordMirror
 from holdfast.store.sqlite import SQLiteDB, migrate
 
@@ -618,16 +628,8 @@ class SQLiteMemoryIndex(MemoryIndex):
         *,
         mentioned: bool = False,
     ) -> list[int]:
-        lo_v = lo if lo is not None else -1e18
-        hi_v = hi if hi is not None else 1e18
-        rows = self._conn().execute(
-            "SELECT rid FROM memory_items WHERE namespace = ? AND status = 'active' "
-            "AND ((COALESCE(event_end, event_start, mention_time) >= ? "
-            "AND COALESCE(event_start, mention_time) <= ?) "
-            "OR (? AND mention_time >= ? AND mention_time <= ?)) "
-            "ORDER BY mention_time DESC LIMIT ?",
-            (namespace, lo_v, hi_v, int(mentioned), lo_v, hi_v, limit),
-        )
+        params = in_time_range_params(namespace, lo, hi, limit, mentioned)
+        rows = self._conn().execute(IN_TIME_RANGE_SQL, params)
         return [int(r[0]) for r in rows]
 
     # ----- vectors
