@@ -91,6 +91,18 @@ def search(
                 read_from_query = True
             else:
                 soft = bare_range(query, as_of_t or datetime.now(UTC))
+    # the range the time arm ranks by: the filter's, else a bare "last week" (ranks, never filters)
+    window: tuple[Any, Any] | None = (lo, hi) if (lo or hi) else soft
+    if "time" not in arms:
+        window = None
+
+    def meets(ev_start: float | None, ev_end: float | None, mention: float, a: Any, b: Any) -> bool:
+        """Whether an item's times meet [a, b]: its event time, or for a range read from the
+        query its mention time too."""
+        return overlaps(ev_start, ev_end, mention, a, b) or (
+            read_from_query and overlaps(None, None, mention, a, b)
+        )
+
     kind_set = {Kind(k).value for k in kinds} if kinds else None
     trust_floor = Trust(min_trust) if min_trust else None
     depth = max(settings.depth, limit * 3)
@@ -133,8 +145,8 @@ def search(
         # Scoped to an entity with nothing to search for ("" or only stop words): list what
         # memory holds about the entity, newest first.
         cands.lists["entity"] = scope_list[:depth]
-    if "time" in arms and (lo or hi or soft):
-        a, b = (lo, hi) if (lo or hi) else (soft or (None, None))
+    if window is not None:
+        a, b = window
         cands.lists["time"] = store.index.in_time_range(
             namespace,
             a.timestamp() if a else None,
@@ -150,19 +162,14 @@ def search(
             )
         )
         in_range = cands.lists.get("time", [])
-        if "time" in arms and (lo or hi or soft):
+        if window is not None:
             # The time arm's list is the newest ``depth`` items of the range; whether a candidate
             # meets the range is read from its own times, so a wide range marks them all.
-            a, b = (lo, hi) if (lo or hi) else (soft or (None, None))
             meta = store.index.active_meta(namespace, pool)
             in_range = [
                 rid
                 for rid in pool
-                if (m := meta.get(rid)) is not None
-                and (
-                    overlaps(m[1], m[2], m[0], a, b)
-                    or (read_from_query and overlaps(None, None, m[0], a, b))
-                )
+                if (m := meta.get(rid)) is not None and meets(m[1], m[2], m[0], *window)
             ] + in_range
         fused = fuse(
             query,
@@ -193,11 +200,7 @@ def search(
                 continue
             if include_history and as_of_t is not None and mention > as_of_t.timestamp():
                 continue
-            if (
-                (lo or hi)
-                and not overlaps(ev_start, ev_end, mention, lo, hi)
-                and not (read_from_query and overlaps(None, None, mention, lo, hi))
-            ):
+            if (lo or hi) and not meets(ev_start, ev_end, mention, lo, hi):
                 continue
             if not trusted_enough(trust, trust_floor):
                 continue

@@ -75,7 +75,10 @@ def _not_json(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> bytes:
-    """``json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))``."""
+    """``json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))``.
+
+    An encoder per call, as ``json.dumps`` makes: its markers (for circular references) must
+    start empty, and an encoding that failed part way can leave some behind."""
     encode = _json.make_encoder(
         {}, _not_json, _json.encode_basestring, None, ":", ",", False, False, False
     )

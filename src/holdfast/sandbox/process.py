@@ -299,13 +299,13 @@ class BoxProcess:
                 return
             got.set_result((data, anc))
 
-        assert self._ready is not None
+        ready: asyncio.Future[Any] | None = self._ready
+        assert ready is not None
         loop.add_reader(sock.fileno(), readable)
         try:
-            ready: asyncio.Future[Any] = self._ready
             await asyncio.wait([got, ready], return_when=asyncio.FIRST_COMPLETED)
             if not got.done():
-                self._ready.result()  # the start deadline (or a death) as its exception
+                ready.result()  # the start deadline (or a death) as its exception
                 raise BoxDied("no hello from the box")
             data, anc = got.result()
         finally:
