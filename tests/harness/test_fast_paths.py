@@ -95,7 +95,8 @@ def test_a_lease_reads_the_chain_steps_and_steering_in_its_transaction(harness: 
     t = harness.submit({"kind": "noop"})
     got = harness.store.lease_to_run("w1", None, 30.0, ["noop"])
     assert got is not None
-    task, _, read = got
+    task, read = got.task, got.read
+    assert not got.more  # the one queued task is the one leased
     assert task.id == t.id and task.status == "running" and task.head_seq == 2
     assert read is not None
     assert [r.data()["kind"] for r in read.receipts] == ["submitted", "leased"]
@@ -107,14 +108,35 @@ def test_a_lease_reads_the_chain_steps_and_steering_in_its_transaction(harness: 
         assert snap.task["head_hash"] == read.task["head_hash"]
 
 
+def test_a_lease_says_whether_more_work_waits_for_the_same_filters(harness: Harness) -> None:
+    later = harness.submit({"kind": "noop", "queue": "a"})
+    held = harness.store.lease("w0", ["a"], 30.0, ["noop"])
+    assert held is not None and held[0].id == later.id
+    # released with a retry delay: queued, but not ready for an hour
+    harness.store.release(
+        later.id, held[1], status="queued", draft=Draft("released", {}), run_after=3600.0
+    )
+    harness.submit({"kind": "noop", "queue": "a"})
+    harness.submit({"kind": "noop", "queue": "a"})
+    harness.submit({"kind": "noop", "queue": "b"})
+    first = harness.store.lease_to_run("w1", ["a"], 30.0, ["noop"])
+    assert first is not None and first.task.queue == "a" and first.more
+    second = harness.store.lease_to_run("w1", ["a"], 30.0, ["noop"], look_first=False)
+    # queue b's task is not for this worker, and the delayed one is not ready yet
+    assert second is not None and not second.more
+    assert harness.store.lease_to_run("w1", ["a"], 30.0, ["noop"], look_first=False) is None
+    third = harness.store.lease_to_run("w2", None, 30.0, ["noop"])
+    assert third is not None and third.task.queue == "b" and not third.more
+
+
 def test_a_long_chain_is_read_after_the_lease_not_in_it(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(core, "READ_WITH_LEASE_MAX", 1)
     t = harness.submit({"kind": "noop"})
     got = harness.store.lease_to_run("w1", None, 30.0, ["noop"])
-    assert got is not None and got[0].id == t.id and got[2] is None
-    harness.store.release(t.id, got[1], status="queued", draft=Draft("released", {}))
+    assert got is not None and got.task.id == t.id and got.read is None
+    harness.store.release(t.id, got.token, status="queued", draft=Draft("released", {}))
     harness.run_until_idle(FAST)  # the worker reads the chain itself, and still verifies it
     assert harness.get(t.id).status == "succeeded" and harness.verify(t.id).ok
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from holdfast.harness import store_wake
 from holdfast.harness.rows import (
     TERMINAL_STATUSES,
     ApprovalRow,
@@ -29,14 +30,13 @@ from holdfast.harness.rows import (
 from holdfast.harness.store_core import (
     _PENDING_STEERING,
     STEERING_CHANNEL,
-    TASKS_CHANNEL,
     Row,
     SQLHarnessCore,
     _opt,
     steering_rows,
     stored_receipt,
-    wake_payload,
 )
+from holdfast.store import StoreError
 
 __all__ = ["ChainSnapshot", "Row", "SQLHarnessStore"]
 
@@ -288,7 +288,7 @@ class SQLHarnessStore(SQLHarnessCore):
                 (now, task_id),
             )
             self._append(h, task_id, draft, now)
-            self._notify(h, TASKS_CHANNEL, wake_payload(task["queue"], task["kind"]))
+            self._announce(h, task["queue"], task["kind"])
             row = self._rows(
                 h, "SELECT * FROM harness_approvals WHERE id = ?", (pending[0]["id"],)
             )[0]
@@ -338,7 +338,17 @@ class SQLHarnessStore(SQLHarnessCore):
     # -- steering --------------------------------------------------------------------------
 
     def steer(self, task_id: str, kind: str, message: str, draft: Draft) -> str:
-        """Apply or queue a steering command; returns ``applied`` or ``queued``."""
+        """Apply or queue a steering command; returns ``applied`` or ``queued``. A command
+        queued for a running task rings its worker's doorbell once committed (PostgreSQL)."""
+        outcome, owner = self._steer(task_id, kind, message, draft)
+        if outcome == "queued" and owner is not None:
+            try:
+                store_wake.ring(self.backend, owner)
+            except StoreError:
+                pass  # the worker still polls steering, and the NOTIFY reaches it
+        return outcome
+
+    def _steer(self, task_id: str, kind: str, message: str, draft: Draft) -> tuple[str, str | None]:
         with self._tx() as h:
             task = self._task(h, task_id, lock=True)
             status = task["status"]
@@ -359,7 +369,7 @@ class SQLHarnessStore(SQLHarnessCore):
             elif kind == "resume":
                 if status == "paused":
                     self._set_status(h, task_id, "queued", now)
-                    self._notify(h, TASKS_CHANNEL, wake_payload(task["queue"], task["kind"]))
+                    self._announce(h, task["queue"], task["kind"])
                     outcome = "applied"
                 elif status == "running" and self._count(
                     h,
@@ -381,7 +391,8 @@ class SQLHarnessStore(SQLHarnessCore):
                 draft = _naming(draft, "steering_id", int(sid))
                 self._notify(h, STEERING_CHANNEL, task_id)
             self._append(h, task_id, draft, now)
-            return outcome
+            owner = task["lease_owner"] if status == "running" else None
+            return outcome, owner
 
     def _set_status(self, h: Any, task_id: str, status: str, now: float) -> None:
         self._run(

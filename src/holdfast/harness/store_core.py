@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from holdfast.errors import RetryableFailure
 from holdfast.harness import store_wake
 from holdfast.harness.rows import (
     TERMINAL_STATUSES,
@@ -80,6 +81,18 @@ class LeaseRead:
     steering: list[SteeringRow]
 
 
+class Lease(NamedTuple):
+    """A task leased to run: the task, its lease token, what the lease read for the worker (or
+    None: see :meth:`SQLHarnessCore.lease_to_run`), and whether another ready task of the same
+    queues and kinds was waiting when the lease committed (the worker's next lease may then
+    skip its look for work)."""
+
+    task: TaskRow
+    token: str
+    read: LeaseRead | None
+    more: bool
+
+
 def stored_receipt(r: Row) -> ReceiptRow:
     """A receipt row as stored, unparsed (the verifier treats every value as hostile)."""
     return ReceiptRow(r["task_id"], r["seq"], r["body"], r["hash"], r["sig"], r["key_id"])
@@ -105,6 +118,7 @@ class SQLHarnessCore:
     def __init__(self, backend: Backend, sealer: Sealer) -> None:
         self.backend = backend
         self.sealer = sealer
+        self._announced: dict[int, list[tuple[str, str]]] = {}  # open transaction -> wakes
         migrate(backend, COMPONENT, MIGRATIONS)
         migrate(backend, store_wake.COMPONENT, store_wake.MIGRATIONS)
 
@@ -128,9 +142,32 @@ class SQLHarnessCore:
 
     # -- backend plumbing ------------------------------------------------------------------
 
-    def _tx(self) -> AbstractContextManager[Any]:
-        """A write transaction; yields the handle passed to :meth:`_run`."""
-        return self.backend.transaction()
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        """A write transaction; yields the handle passed to :meth:`_run`. Once it committed,
+        the work it announced (:meth:`_announce`) wakes one idle worker each."""
+        wakes: list[tuple[str, str]] = []
+        with self.backend.transaction() as h:
+            self._announced[id(h)] = wakes
+            try:
+                yield h
+            finally:
+                self._announced.pop(id(h), None)
+        for queue, kind in wakes:
+            try:
+                store_wake.wake_one(self.backend, queue, kind, wake_payload(queue, kind))
+            except RetryableFailure:
+                pass  # the announcement on the tasks channel still reaches every worker
+
+    def _announce(self, handle: Any, queue: str, kind: str) -> None:
+        """Say that a task of ``queue`` and ``kind`` is ready (a release, a decision, a
+        resume, a reaped lease): announced to every worker when the transaction commits
+        (:data:`TASKS_CHANNEL`, which a waiting worker reads within its doorbell wait), and
+        then one idle worker that can take it is woken at once (:mod:`.store_wake`)."""
+        self._notify(handle, TASKS_CHANNEL, wake_payload(queue, kind))
+        pending = self._announced.get(id(handle))
+        if pending is not None and self.backend.notifies:
+            pending.append((queue, kind))
 
     def _reader(self) -> AbstractContextManager[Any]:
         """A handle for reads outside a write transaction."""
@@ -170,10 +207,26 @@ class SQLHarnessCore:
         callback: Callable[[str, str], None],
         stop: threading.Event,
         ready: threading.Event | None = None,
+        worker_id: str | None = None,
     ) -> None:
         """Call ``callback(channel, payload)`` for each notification until ``stop`` is set
-        (``ready`` is set while notifications are delivered; see :meth:`Backend.listen`)."""
-        self.backend.listen(channels, callback, stop, ready)
+        (``ready`` is set while notifications are delivered; see :meth:`Backend.listen`).
+        With ``worker_id`` the connection is that worker's doorbell (:mod:`.store_wake`):
+        ``callback(RANG, "")`` when a submit or a steering command rings it, and
+        ``callback(WAITED, "registered" | "absent")`` after each wait that was not rung (what
+        it read of the worker's idle registration as that wait began)."""
+        if worker_id is None:
+            self.backend.listen(channels, callback, stop, ready)
+            return
+        self.backend.listen(
+            channels,
+            callback,
+            stop,
+            ready,
+            on_connect=store_wake.doorbell_statements(worker_id),
+            on_close=store_wake.doorbell_gone(worker_id),
+            wait=store_wake.wait_statement(worker_id),
+        )
 
     # -- waking idle workers (PostgreSQL; see store_wake) --------------------------------------
 
@@ -519,10 +572,13 @@ class SQLHarnessCore:
         task_ids: Sequence[str] | None = None,
         *,
         look_first: bool = True,
-    ) -> tuple[TaskRow, str, LeaseRead | None] | None:
+        unregister: bool = False,
+    ) -> Lease | None:
         """:meth:`lease`, also returning what a worker reads before it runs the task (its chain,
         steps and waiting steering; :class:`LeaseRead`), read in the lease's own transaction
-        when the chain is short (else None: the worker reads it afterwards)."""
+        when the chain is short (else None: the worker reads it afterwards), and whether more
+        work was waiting. With ``unregister`` a successful lease also removes ``owner``'s idle
+        registration (:mod:`.store_wake`), in the same round trip."""
         if (kinds is not None and not kinds) or (task_ids is not None and not task_ids):
             return None
         where, filters = _ready_filter(queues, kinds, task_ids)
@@ -535,7 +591,7 @@ class SQLHarnessCore:
         ):
             return None
         with self._tx() as h:
-            got = self._claim(h, owner, ttl_s, where, filters)
+            got = self._claim(h, owner, ttl_s, where, filters, unregister)
             if got is not None:
                 return got
             # nothing claimed: the queue emptied meanwhile, or queue limits apply
@@ -545,13 +601,25 @@ class SQLHarnessCore:
             if not limited:
                 return None
         leased = self._lease_limited(owner, ttl_s, where, filters)
-        return None if leased is None else (leased[0], leased[1], None)
+        if leased is None:
+            return None
+        if unregister:
+            store_wake.unregister_idle(self.backend, owner)
+        return Lease(leased[0], leased[1], None, True)
 
     def _claim(
-        self, h: Any, owner: str, ttl_s: float, where: str, filters: Sequence[Any]
-    ) -> tuple[TaskRow, str, LeaseRead | None] | None:
+        self,
+        h: Any,
+        owner: str,
+        ttl_s: float,
+        where: str,
+        filters: Sequence[Any],
+        unregister: bool = False,
+    ) -> Lease | None:
         """Lease the first ready task in one statement (the store's own clock read inside it),
-        unless queue limits are set (then :meth:`_lease_limited` counts them first)."""
+        unless queue limits are set (then :meth:`_lease_limited` counts them first). The
+        receipt, the worker's reads and the look for more work follow in one round trip with
+        the commit."""
         clock, clock_params = self.backend.now_sql()
         token = uuid.uuid4().hex
         rows = self._rows(
@@ -581,6 +649,17 @@ class SQLHarnessCore:
                 ("SELECT * FROM harness_receipts WHERE task_id = ? ORDER BY seq", (task_id,)),
                 (_PENDING_STEERING.format(marks="?"), (task_id,)),
             ]
+        # this transaction sees its own claim as running: any queued row is more work
+        reads.append(
+            (
+                "SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= ?"
+                + where
+                + " LIMIT 1",
+                [row["heartbeat_at"], *filters],
+            )
+        )
+        if unregister:
+            reads.append(store_wake.unregister_statement(owner))
         sealed, results = self._append_then(
             h,
             task_id,
@@ -590,17 +669,18 @@ class SQLHarnessCore:
             then=reads,
             commit=True,
         )
+        more = bool(results[3 if short else 0][0])
         row.update(head_seq=sealed.seq, head_hash=sealed.hash, head_sig=sealed.head_sig)
         read = None
         if short:
-            steps, receipts, steering = (r[0] for r in results)
+            steps, receipts, steering = (r[0] for r in results[:3])
             read = LeaseRead(
                 task=dict(row),
                 steps=steps,
                 receipts=[stored_receipt(r) for r in receipts],
                 steering=steering_rows(steering),
             )
-        return self._to_task(row), token, read
+        return Lease(self._to_task(row), token, read, more)
 
     def _lease_limited(
         self, owner: str, ttl_s: float, where: str, filters: Sequence[Any]
@@ -718,7 +798,7 @@ class SQLHarnessCore:
                     now,
                 )
                 if not give_up:
-                    self._notify(h, TASKS_CHANNEL, wake_payload(r["queue"], r["kind"]))
+                    self._announce(h, r["queue"], r["kind"])
             return [r["id"] for r in rows]
 
     def release(
@@ -745,7 +825,9 @@ class SQLHarnessCore:
                 (status, now + run_after if run_after else 0.0, _opt(usage), now, task_id),
             )
             self._append(h, task_id, draft, now)
-            if status == "queued":
+            if status == "queued" and not run_after:
+                self._announce(h, held["queue"], held["kind"])
+            elif status == "queued":  # ready later: found by the idle poll then
                 self._notify(h, TASKS_CHANNEL, wake_payload(held["queue"], held["kind"]))
 
     def finish(

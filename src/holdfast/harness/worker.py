@@ -2,8 +2,8 @@
 
 One worker process runs up to ``concurrency`` tasks in threads. A single ticker thread does three
 bounded jobs on a fixed tick (it sleeps on an event between ticks, so it can never spin): it
-extends held leases every ``heartbeat_s``, polls steering for running tasks (on PostgreSQL a
-LISTEN connection also wakes it at once), and cancels in-flight work whose wall-clock budget ran
+extends held leases every ``heartbeat_s``, polls steering for running tasks (on PostgreSQL the
+worker's listening connection, its doorbell, also wakes it at once: see ``store_wake``), and cancels in-flight work whose wall-clock budget ran
 out. The main loop re-queues expired leases (the reaper), leases new work within the concurrency
 limits, and on SIGTERM/SIGINT stops leasing: running tasks give their lease back at their next
 step boundary, after finishing the current step.
@@ -33,7 +33,7 @@ from holdfast.harness.store import SQLHarnessStore
 from holdfast.harness.store_core import STEERING_CHANNEL, TASKS_CHANNEL, LeaseRead, wakes
 from holdfast.harness.store_wake import STALE_S
 from holdfast.harness.verify import ReceiptsBroken
-from holdfast.store import StoreError
+from holdfast.store import RANG, WAITED, StoreError
 
 log = logging.getLogger("holdfast.harness.worker")
 
@@ -119,7 +119,7 @@ class Worker:
         self._listening = threading.Event()
         self._registered_at: float | None = None  # registered as idle (monotonic time), if so
         self._claimed = False  # a submit claimed this worker's registration for its task
-        self._found = False  # the last lease found a task: the next one leases without a look
+        self._found = False  # more work waited at the last lease: the next one skips the look
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._fill_lock = threading.Lock()
@@ -156,8 +156,11 @@ class Worker:
                     if now - last_reap >= self.settings.reap_interval:
                         self.store.reap()
                         last_reap = now
-                    leased = self._fill()
-                    leased = self._idle_or_busy() or leased
+                    if self._claimed or not self._may_register():
+                        leased = self._fill()
+                        leased = self._idle_or_busy() or leased
+                    else:  # about to register: its look for work is the one after it
+                        leased = self._idle_or_busy()
                     backoff = self.settings.poll_s
                 except RetryableFailure as exc:
                     quiet_until = self._log_once("worker", quiet_until, exc.message)
@@ -185,6 +188,16 @@ class Worker:
             restore()
         return self.completed
 
+    def _may_register(self) -> bool:
+        """Whether :meth:`_idle_or_busy` would register this worker as idle now (and then
+        look for work)."""
+        if not self._listening.is_set() or self.draining.is_set():
+            return False
+        if self._active() >= self.settings.concurrency:
+            return False
+        at = self._registered_at
+        return at is None or time.monotonic() - at >= STALE_S / 4
+
     def _idle_or_busy(self) -> bool:
         """Keep this worker's idle registration true (PostgreSQL): registered while it has a
         free slot and found nothing to lease, so a submit wakes it alone; not while full. After
@@ -194,8 +207,7 @@ class Worker:
         if self._active() >= self.settings.concurrency:
             self._unregister()
             return False
-        at = self._registered_at
-        if at is not None and time.monotonic() - at < STALE_S / 4:
+        if not self._may_register():
             return False
         # marked first: a claim's notification may arrive before register_idle returns
         self._registered_at = time.monotonic()
@@ -204,11 +216,8 @@ class Worker:
         except BaseException:
             self._registered_at = None
             raise
-        if self._fill():
-            if self._active() >= self.settings.concurrency:
-                self._unregister()
-            return True
-        return False
+        # a lease that fills the last slot removes the registration in its own round trip
+        return self._fill()
 
     def _unregister(self) -> None:
         if self._registered_at is None:
@@ -279,19 +288,25 @@ class Worker:
             if m is not None and self.completed + self._active() >= m:
                 break
             claimed, self._claimed = self._claimed, False
+            # a lease that fills the last slot ends this worker's idle registration with it
+            full = self._active() + 1 >= self.settings.concurrency
+            registered = self._registered_at is not None and full
             got = self.store.lease_to_run(
                 self.id,
                 self.settings.queues,
                 self.settings.lease_ttl_s,
                 self.registry.names(),
                 self.settings.task_ids,
-                # a submit said a task waits for this worker, or the queue had work just now
+                # a submit said a task waits for this worker, or more work waited at the last
                 look_first=not (claimed or self._found),
+                unregister=registered,
             )
-            self._found = got is not None
+            self._found = got is not None and got.more
             if got is None:
                 break
-            task, token, read = got
+            if registered:
+                self._registered_at = None
+            task, token, read = got.task, got.token, got.read
             leased = True
             entry = _Running(task, token, None, read)
             with self._lock:
@@ -538,11 +553,29 @@ class Worker:
         queues = self.settings.queues
         mine = self.store.worker_channel(self.id)
 
+        waits = [math.inf]  # when the listener's current doorbell wait began (monotonic)
+
         def on_notify(channel: str, payload: str) -> None:
             if channel == mine:  # a submit claimed this worker's registration for its task
                 self._registered_at = None
                 self._claimed = True
                 self._wake.set()
+            elif channel == RANG:  # the doorbell: a submit's claim, or steering for a task here
+                waits[0] = time.monotonic()
+                if self._registered_at is not None:
+                    self._registered_at = None
+                    self._claimed = True
+                self._wake.set()
+                self._poll_now.set()
+            elif channel == WAITED:
+                began, waits[0] = waits[0], time.monotonic()
+                at = self._registered_at
+                if payload == "absent" and at is not None and at < began:
+                    # registered before that wait began, gone by then: a submit claimed it and
+                    # its ring fell between two waits (the server drops such a cancel)
+                    self._registered_at = None
+                    self._claimed = True
+                    self._wake.set()
             elif channel == TASKS_CHANNEL:
                 if wakes(
                     payload, queues, self.registry.names()
@@ -551,6 +584,7 @@ class Worker:
             elif channel == STEERING_CHANNEL:
                 self._poll_now.set()
             else:  # (re)connected: anything announced meanwhile was missed, so look once
+                waits[0] = time.monotonic()
                 self._wake.set()
                 self._poll_now.set()
 
@@ -561,6 +595,7 @@ class Worker:
                 on_notify,
                 self._stopped,
                 self._listening,
+                self.id,
             ),
             name="holdfast-listen",
             daemon=True,

@@ -10,7 +10,9 @@ from typing import Any
 
 from holdfast.store.backend import (
     POSTGRES,
+    RANG,
     SQLITE,
+    WAITED,
     Backend,
     Dialect,
     Handle,
@@ -39,7 +41,9 @@ from holdfast.store.urls import redact
 
 __all__ = [
     "POSTGRES",
+    "RANG",
     "SQLITE",
+    "WAITED",
     "Backend",
     "Clock",
     "Dialect",

@@ -84,6 +84,13 @@ POSTGRES = Dialect(
 )
 
 
+RANG = "\x00rang"
+"""The channel :meth:`Backend.listen` reports when its doorbell rang (not a real channel: a
+channel name cannot hold a NUL character)."""
+WAITED = "\x00waited"
+"""The channel :meth:`Backend.listen` reports when one of its waits ended by itself."""
+
+
 class Backend(ABC):
     """A database the layers run their SQL on; see the module docstring."""
 
@@ -221,12 +228,24 @@ class Backend(ABC):
         callback: Callable[[str, str], None],
         stop: Any,
         ready: Any = None,
+        *,
+        on_connect: Sequence[tuple[str, Sequence[Any]]] = (),
+        on_close: Sequence[tuple[str, Sequence[Any]]] = (),
+        wait: tuple[str, Sequence[Any]] | None = None,
     ) -> None:
         """Call ``callback(channel, payload)`` for each notification until ``stop`` is set.
 
         ``ready`` (a ``threading.Event``), if given, is set while notifications are being
         delivered and cleared while they are not (the connection was lost): a reader may then
-        wait long between polls only while it is set."""
+        wait long between polls only while it is set.
+
+        The listening connection is also a *doorbell*: another session that cancels its
+        current statement (PostgreSQL ``pg_cancel_backend`` of its backend) makes it call
+        ``callback(RANG, "")`` at once. ``on_connect`` statements run on that connection after
+        every (re)connection (to publish where the bell is), ``on_close`` before it closes.
+        ``wait``, if given, is the statement the connection waits in (it must sleep, briefly):
+        each time it ends without being cancelled, ``callback(WAITED, text)`` passes the first
+        column of its first row (what it read as of its start)."""
         raise NotImplementedError(f"{self.dialect.name} delivers no notifications; poll instead")
 
     # -- errors and lifecycle -----------------------------------------------------------------

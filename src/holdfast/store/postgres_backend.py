@@ -3,7 +3,8 @@
 Queries are written with ``?`` placeholders; they are turned into psycopg's ``%s`` once per
 distinct statement. Time is the server's (``clock_timestamp()``), so workers on many machines
 agree on lease expiry, unless a clock is injected. ``NOTIFY`` is delivered when the transaction
-commits; :meth:`PostgresBackend.listen` holds its own connection and reconnects with backoff.
+commits; :meth:`PostgresBackend.listen` holds its own connection, which is also a doorbell another
+session rings by cancelling its wait, and reconnects with backoff.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
-from holdfast.store.backend import POSTGRES, Backend, Handle, Row
+from holdfast.store.backend import POSTGRES, RANG, WAITED, Backend, Handle, Row
 from holdfast.store.clock import Clock
 from holdfast.store.errors import StoreUnavailable
 from holdfast.store.postgres import PostgresDB, classify
@@ -24,6 +25,8 @@ from holdfast.store.postgres import PostgresDB, classify
 log = logging.getLogger("holdfast.store.postgres")
 
 _BEGIN_ATTEMPTS = 3
+BELL_WAIT_S = 0.5
+"""The longest one doorbell wait of :meth:`PostgresBackend.listen` lasts."""
 
 
 @lru_cache(maxsize=4096)
@@ -237,27 +240,55 @@ class PostgresBackend(Backend):
         callback: Callable[[str, str], None],
         stop: threading.Event,
         ready: threading.Event | None = None,
+        *,
+        on_connect: Sequence[tuple[str, Sequence[Any]]] = (),
+        on_close: Sequence[tuple[str, Sequence[Any]]] = (),
+        wait: tuple[str, Sequence[Any]] | None = None,
     ) -> None:
-        """Call ``callback(channel, payload)`` for each NOTIFY until ``stop`` is set.
+        """Call ``callback(channel, payload)`` for each NOTIFY until ``stop`` is set, and
+        ``callback(RANG, "")`` when another session cancels this connection's wait (and
+        ``callback(WAITED, ...)`` after each ``wait`` statement that ends by itself).
 
-        Reconnects with backoff when the server goes away; ``ready`` is cleared meanwhile, so
-        callers poll as a fallback. Notifications sent while disconnected are lost, so after
-        every (re)connection ``callback("", "")`` says: look once, something may have been missed.
-        """
+        The connection waits in ``pg_sleep`` (at most :data:`BELL_WAIT_S` at a time, so a
+        stop is seen that fast), not idle: a ``NOTIFY`` makes the server signal every
+        listening backend of the database, whatever its channels (PostgreSQL 15 and before),
+        so a wake-up sent as a notification cost CPU for every worker; cancelling one backend's
+        sleep signals that backend alone. A cancel that arrives between two waits is dropped by
+        the server (it cancels nothing): a ``wait`` statement that reads, as of its start, what
+        a ring would have changed lets the caller notice such a ring all the same. Notifications sent meanwhile arrive when the sleep
+        ends, within :data:`BELL_WAIT_S`. Reconnects with backoff when the server goes away;
+        ``ready`` is cleared meanwhile, so callers poll as a fallback. Notifications sent while
+        disconnected are lost, so after every (re)connection ``callback("", "")`` says: look
+        once, something may have been missed."""
+        from psycopg import errors as pg_errors
+
         delay = 0.5
         while not stop.is_set():
             conn = None
             try:
                 conn = self.db.connect()
+                conn.add_notify_handler(lambda n: callback(n.channel, n.payload))
                 for ch in channels:
                     conn.execute(f'LISTEN "{ch}"')
+                for sql, params in on_connect:
+                    conn.execute(pg_sql(sql), tuple(params))
                 delay = 0.5
                 if ready is not None:
                     ready.set()
                 callback("", "")
                 while not stop.is_set():
-                    for n in conn.notifies(timeout=0.5):
-                        callback(n.channel, n.payload)
+                    try:
+                        if wait is None:
+                            conn.execute("SELECT pg_sleep(%s)", (BELL_WAIT_S,))
+                            continue
+                        row = conn.execute(pg_sql(wait[0]), tuple(wait[1])).fetchone()
+                    except pg_errors.QueryCanceled:
+                        callback(RANG, "")
+                        continue
+                    first = next(iter(row.values()), "") if row else ""  # rows are dicts
+                    callback(WAITED, str(first))
+                for sql, params in on_close:
+                    conn.execute(pg_sql(sql), tuple(params))
             except Exception as exc:
                 if ready is not None:
                     ready.clear()
