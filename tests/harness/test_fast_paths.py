@@ -304,6 +304,7 @@ def test_a_submit_wakes_a_worker_after_its_commit_in_the_same_round_trip(
 
     monkeypatch.setattr(backend, "_pipeline", spy)
     harness.submit({"kind": "noop"})
-    assert sent == [["BEGIN", "WITH"], ["INSERT", "UPDATE", "COMMIT", "WITH"]], sent
+    # the insert; then its receipt and the head's move (one statement), the commit, the wake-up
+    assert sent == [["BEGIN", "WITH"], ["WITH", "COMMIT", "WITH"]], sent
     # the registration was claimed: the next submit finds nobody to wake
     assert backend.query("SELECT worker FROM harness_idle") == []

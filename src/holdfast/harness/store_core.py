@@ -317,27 +317,27 @@ class SQLHarnessCore:
             )[0]
         sealed, writes = self._sealed_writes(task_id, draft, now, head)
         results = self.backend.batch(handle, [*writes, *then], commit=commit, after=after)
-        return sealed, results[2 : 2 + len(then)]
+        return sealed, results[len(writes) : len(writes) + len(then)]
 
     def _sealed_writes(
         self, task_id: str, draft: Draft, now: float, head: Row
     ) -> tuple[SealedReceipt, list[tuple[str, Sequence[Any]]]]:
-        """``draft`` sealed onto the chain whose head is ``head``, and the two statements that
-        store it (the receipt, and the task's new head)."""
+        """``draft`` sealed onto the chain whose head is ``head``, and the statements that
+        store it: the receipt and the task's new head, as one statement where the dialect
+        allows writes in a ``WITH`` (PostgreSQL), else two."""
         sealed = self.sealer.seal(
             task_id, int(head["head_seq"]) + 1, head["head_hash"], now, draft, head["status"]
         )
-        return sealed, [
-            (
-                "INSERT INTO harness_receipts (task_id, seq, body, hash, sig, key_id) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (task_id, sealed.seq, sealed.body, sealed.hash, sealed.sig, sealed.key_id),
-            ),
-            (
-                "UPDATE harness_tasks SET head_seq = ?, head_hash = ?, head_sig = ? WHERE id = ?",
-                (sealed.seq, sealed.hash, sealed.head_sig, task_id),
-            ),
-        ]
+        receipt = (
+            "INSERT INTO harness_receipts (task_id, seq, body, hash, sig, key_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        receipt_params = (task_id, sealed.seq, sealed.body, sealed.hash, sealed.sig, sealed.key_id)
+        move = "UPDATE harness_tasks SET head_seq = ?, head_hash = ?, head_sig = ? WHERE id = ?"
+        move_params = (sealed.seq, sealed.hash, sealed.head_sig, task_id)
+        if self.backend.dialect.writes_in_with:
+            return sealed, [(f"WITH r AS ({receipt}) {move}", (*receipt_params, *move_params))]
+        return sealed, [(receipt, receipt_params), (move, move_params)]
 
     @staticmethod
     def _to_task(row: Row) -> TaskRow:

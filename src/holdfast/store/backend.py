@@ -56,6 +56,9 @@ class Dialect:
     bigint: str
     serial_pk: str
     """An auto-numbered ``BIGINT`` primary key column."""
+    writes_in_with: bool = False
+    """Whether a ``WITH`` clause may hold ``INSERT``/``UPDATE``/``DELETE`` (PostgreSQL): two
+    writes can then be one statement."""
 
     def octet_length(self, expr: str) -> str:
         """The length in bytes of a text expression."""
@@ -81,6 +84,7 @@ POSTGRES = Dialect(
     float="DOUBLE PRECISION",
     bigint="BIGINT",
     serial_pk="BIGSERIAL PRIMARY KEY",
+    writes_in_with=True,
 )
 
 
