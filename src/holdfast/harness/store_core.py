@@ -583,12 +583,7 @@ class SQLHarnessCore:
             return None
         where, filters = _ready_filter(queues, kinds, task_ids)
         clock, clock_params = self.backend.now_sql()
-        if look_first and not self._any(
-            f"SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= {clock}"
-            + where
-            + " LIMIT 1",
-            [*clock_params, *filters],
-        ):
+        if look_first and not self._any(_ready_probe(clock, where), [*clock_params, *filters]):
             return None
         with self._tx() as h:
             got = self._claim(h, owner, ttl_s, where, filters, unregister)
@@ -650,14 +645,8 @@ class SQLHarnessCore:
                 (_PENDING_STEERING.format(marks="?"), (task_id,)),
             ]
         # this transaction sees its own claim as running: any queued row is more work
-        reads.append(
-            (
-                "SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= ?"
-                + where
-                + " LIMIT 1",
-                [row["heartbeat_at"], *filters],
-            )
-        )
+        probe = len(reads)
+        reads.append((_ready_probe("?", where), [row["heartbeat_at"], *filters]))
         if unregister:
             reads.append(store_wake.unregister_statement(owner))
         sealed, results = self._append_then(
@@ -669,7 +658,7 @@ class SQLHarnessCore:
             then=reads,
             commit=True,
         )
-        more = bool(results[3 if short else 0][0])
+        more = bool(results[probe][0])
         row.update(head_seq=sealed.seq, head_hash=sealed.hash, head_sig=sealed.head_sig)
         read = None
         if short:
@@ -915,6 +904,11 @@ class SQLHarnessCore:
 
 def _opt(value: Any) -> str | None:
     return None if value is None else dumps(value)
+
+
+def _ready_probe(clock: str, where: str) -> str:
+    """One ready task's id, if any, as of ``clock`` (a SQL expression), among ``where``."""
+    return f"SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= {clock}{where} LIMIT 1"
 
 
 def _ready_filter(

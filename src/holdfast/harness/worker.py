@@ -555,16 +555,18 @@ class Worker:
 
         waits = [math.inf]  # when the listener's current doorbell wait began (monotonic)
 
+        def claimed() -> None:  # a submit claimed this worker's registration for its task
+            self._registered_at = None
+            self._claimed = True
+            self._wake.set()
+
         def on_notify(channel: str, payload: str) -> None:
-            if channel == mine:  # a submit claimed this worker's registration for its task
-                self._registered_at = None
-                self._claimed = True
-                self._wake.set()
+            if channel == mine:
+                claimed()
             elif channel == RANG:  # the doorbell: a submit's claim, or steering for a task here
                 waits[0] = time.monotonic()
                 if self._registered_at is not None:
-                    self._registered_at = None
-                    self._claimed = True
+                    claimed()
                 self._wake.set()
                 self._poll_now.set()
             elif channel == WAITED:
@@ -573,9 +575,7 @@ class Worker:
                 if payload == "absent" and at is not None and at < began:
                     # registered before that wait began, gone by then: a submit claimed it and
                     # its ring fell between two waits (the server drops such a cancel)
-                    self._registered_at = None
-                    self._claimed = True
-                    self._wake.set()
+                    claimed()
             elif channel == TASKS_CHANNEL:
                 if wakes(
                     payload, queues, self.registry.names()
