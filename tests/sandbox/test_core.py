@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.sandbox.conftest import BACKENDS
 
-from holdfast.sandbox import SandboxError, SyncSandbox
+from holdfast.sandbox import SandboxError, SandboxPolicy, SyncSandbox, open_sync_sandbox
 
 pytestmark = pytest.mark.sandbox
 
@@ -108,3 +109,32 @@ def test_load_value_and_files_as_text_and_bytes(shared_box: SyncSandbox, tmp_pat
     r = shared_box.execute("(type(blob).__name__, len(blob), blob[:2])")
     assert r.value_repr == "('mmap', 2000, b'\\x00\\xff')"
     assert "doc" not in shared_box.snapshot()  # inputs are re-loaded, never snapshotted
+
+
+@pytest.mark.parametrize(
+    "level", [("process", "auto")] + [("namespace", backend) for backend in BACKENDS]
+)
+def test_a_bytes_input_larger_than_the_box_file_limit_loads(
+    tmp_path: Path, level: tuple[str, str]
+) -> None:
+    """The box's file-size limit bounds what the box writes, not the inputs the host gives it."""
+    raw = tmp_path / "big.bin"
+    raw.write_bytes(bytes(range(256)) * (3 * 4096))  # 3 MB
+    policy = SandboxPolicy(
+        isolation=level[0],  # type: ignore[arg-type]
+        backend=level[1],  # type: ignore[arg-type]
+        max_file_mb=1,
+        cell_timeout_s=20,
+    )
+    box = open_sync_sandbox(policy)
+    try:
+        box.load("blob", path=raw, mode="bytes")
+        r = box.execute("(len(blob), blob[255], blob[-1], blob[256])")
+        assert r.error is None, r.error
+        assert r.value_repr == f"({3 << 20}, 255, 255, 0)"
+        r = box.execute("blob[0] = 1")
+        assert r.error is not None and r.error.type == "TypeError"
+        r = box.execute("open('x', 'wb').write(b'a' * (2 << 20))")  # the limit still holds
+        assert r.error is not None and "File too large" in r.error.message
+    finally:
+        box.shutdown()

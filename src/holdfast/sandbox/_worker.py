@@ -512,12 +512,12 @@ class Worker:
         if fd is None:
             raise ValueError("no file descriptor arrived with the load request")
         # The host's file is never mapped: a mapping would show the file's host path in
-        # /proc/self/maps. Text is read and decoded; bytes are copied by the kernel (sendfile)
-        # into a private memfd, which is mapped read-only.
+        # /proc/self/maps. Text is read and decoded; for bytes the host has copied the file into
+        # a sealed memfd, which is mapped read-only.
         try:
             size = os.fstat(fd).st_size
             if mode == "bytes":
-                value: Any = _copy_to_memory(fd, size)
+                value: Any = _map_read_only(fd, size)
             else:
                 value = str(_read_at_zero(fd, size), "utf-8", "replace")
         finally:
@@ -659,23 +659,13 @@ def _read_at_zero(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _copy_to_memory(fd: int, size: int) -> Any:
-    """A read-only mmap of a private in-memory copy of ``fd`` (``b""`` when empty)."""
+def _map_read_only(fd: int, size: int) -> Any:
+    """A read-only mmap of ``fd`` (``b""`` when empty)."""
     if not size:
         return b""
     import mmap
 
-    mem = os.memfd_create("input", os.MFD_CLOEXEC)
-    try:
-        done = 0
-        while done < size:
-            sent = os.sendfile(mem, fd, done, size - done)
-            if not sent:
-                break
-            done += sent
-        return mmap.mmap(mem, done, prot=mmap.PROT_READ) if done else b""
-    finally:
-        os.close(mem)
+    return mmap.mmap(fd, size, prot=mmap.PROT_READ)
 
 
 def _exit(code: Any = None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import stat
@@ -57,6 +58,31 @@ class SandboxInfo:
     memory_limit: str
     restarts: int
     cpu_limit: str = "RLIMIT_CPU per process"
+
+
+def _sealed_copy(fd: int) -> int:
+    """A memfd holding the bytes of ``fd`` (which it closes), sealed against any change.
+
+    The copy is made here, by the host, because the box's file-size limit (``max_file_mb``)
+    bounds every file write of the box, a memfd's included, and an input is not the box's output.
+    """
+    mem = os.memfd_create("input", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        size = os.fstat(fd).st_size
+        done = 0
+        while done < size:
+            sent = os.sendfile(mem, fd, done, size - done)
+            if not sent:
+                break  # the file shrank since: what was there is the input
+            done += sent
+        seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+        fcntl.fcntl(mem, fcntl.F_ADD_SEALS, seals)
+    except BaseException:
+        os.close(mem)
+        raise
+    finally:
+        os.close(fd)
+    return mem
 
 
 @dataclass
@@ -252,7 +278,9 @@ class IsolatedSandbox:
 
         With ``value`` (JSON-safe) the value is sent once. With ``path`` nothing of the file goes
         through the protocol: a read-only descriptor is passed to the box, which reads it as
-        ``str`` (``mode="text"``) or maps it (``mode="bytes"``: a read-only ``mmap``).
+        ``str`` (``mode="text"``); with ``mode="bytes"`` the host first has the kernel copy the
+        file into a sealed memfd (no write, no resize), which the box maps read-only (``mmap``)
+        and which is kept for the box's restarts.
         """
         _check_name(name)
         if path is not None:
@@ -265,6 +293,11 @@ class IsolatedSandbox:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
                 raise InvalidInput(f"input {path} is not a regular file")
+            if mode == "bytes":
+                try:
+                    fd = await asyncio.to_thread(_sealed_copy, fd)
+                except OSError as exc:
+                    raise InvalidInput(f"cannot copy input {path}: {exc.strerror}") from None
             item = _Input(name, fd=fd, mode=mode)
         else:
             _check_json(value, name)

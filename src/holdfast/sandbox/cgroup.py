@@ -10,6 +10,7 @@ else on a v1 ``pids`` hierarchy. When neither can be created the box runs withou
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -33,6 +34,11 @@ class BoxCgroup:
     @property
     def procs(self) -> Path:
         return self.path / "cgroup.procs"
+
+    @functools.cached_property
+    def procs_name(self) -> str:
+        """:attr:`procs` as a string, made once: it is opened after every cell on v1."""
+        return str(self.procs)
 
     def move(self, pid: int) -> None:
         """Moves process ``pid`` (all its threads) into the group, and on v1 into its cpuacct
@@ -72,7 +78,7 @@ class BoxCgroup:
         try:
             if fd is not None:
                 return {int(p) for p in os.pread(fd, 1 << 16, 0).split()}
-            fd = os.open(self.procs, os.O_RDONLY)
+            fd = os.open(self.procs_name, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 data = os.read(fd, 1 << 16)
             finally:
