@@ -13,6 +13,7 @@ worker installs the seccomp filter itself. The launcher starts with an empty env
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 
 from holdfast.sandbox.errors import SandboxUnavailable
@@ -22,50 +23,91 @@ _PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 
-# $1 interpreter prefix, $2 mount point, $3 tmpfs size, $4 hostname, $5 /dev/shm size ("0":
-# none), $6 the /proc files to mask; the command to run follows. The host moves the worker into
-# the box's cgroups once it has started.
 # The shell stays as pid 1 of the box (root, outside the worker's user namespace, so nothing in
 # the box can signal or trace it) and waits for the worker: it carries unshare's --kill-child
 # parent-death signal, so the whole pid namespace dies with the launcher, which dies with the host.
-_SCRIPT = r"""
-set -e
-prefix="$1"; root="$2"; size="$3"; host="$4"; shm="$5"; masks="$6"; shift 6
-hostname "$host" 2>/dev/null || true
-mount -t tmpfs -o size=4m,mode=755,nosuid,nodev rootfs "$root"
-for d in usr lib lib64 lib32 bin sbin; do
-  if [ -L "/$d" ]; then ln -s "$(readlink "/$d")" "$root/$d";
-  elif [ -d "/$d" ]; then mkdir "$root/$d"; mount --bind "/$d" "$root/$d";
-       mount -o remount,bind,ro,nosuid,nodev "$root/$d"; fi
-done
-case "$prefix" in /usr/*) ;; *)
-  mkdir -p "$root$prefix"; mount --bind "$prefix" "$root$prefix"
-  mount -o remount,bind,ro,nosuid,nodev "$root$prefix";;
-esac
-mkdir -p "$root/etc" "$root/dev" "$root/proc" "$root/workspace" "$root/tmp" "$root/.old"
-for f in /etc/ld.so.cache /etc/localtime; do
-  if [ -e "$f" ]; then : > "$root$f"; mount --bind "$f" "$root$f";
-     mount -o remount,bind,ro "$root$f"; fi
-done
-for d in null zero full random urandom tty; do
-  : > "$root/dev/$d"; mount --bind "/dev/$d" "$root/dev/$d"
-done
-mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
-for f in $masks; do mount --bind /dev/null "$root/proc/$f"; done
-if [ "$shm" != 0 ]; then
-  mkdir "$root/dev/shm"
-  mount -t tmpfs -o "size=$shm,mode=1777,nosuid,nodev" shm "$root/dev/shm"
-fi
-mount -t tmpfs -o "size=$size,mode=1777,nosuid,nodev" workspace "$root/workspace"
-mount -t tmpfs -o "size=$size,mode=1777,nosuid,nodev" tmp "$root/tmp"
-mount -o remount,ro,bind "$root"
-cd "$root"
-pivot_root . .old
-umount -l /.old
-set +e
-chroot . "$@"
-exit $?
-"""
+# Every mount is made by one `mount -a` over a table built here (each program run costs a
+# millisecond or two, and mounting one by one ran some thirty of them before the worker started);
+# the table is read from a scratch tmpfs that the box's root then covers, so no copy of it is
+# left inside the box. The host moves the worker into the box's cgroups once it has started.
+_SYSTEM_DIRS = ("usr", "lib", "lib64", "lib32", "bin", "sbin")
+
+
+def _fstab_field(path: str) -> str:
+    """``path`` as one field of a mount table (libmount reads octal escapes)."""
+    out = []
+    for ch in path:
+        if ch in " \t\n\\#":
+            out.append(f"\\{ord(ch):03o}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _launch_script(prefix: str, root: str, size: str, shm: str | None, masks: list[str]) -> str:
+    """The script pid 1 of the box runs before ``chroot`` into the new root ("$@" follows)."""
+    q = shlex.quote
+    table: list[tuple[str, str, str, str]] = []
+    dirs = ["etc", "dev", "proc", "workspace", "tmp", ".old"]
+    links: dict[str, list[str]] = {}
+    for name in _SYSTEM_DIRS:
+        host = f"/{name}"
+        if os.path.islink(host):
+            target = os.readlink(host)
+            # `ln -s T... DIR` names each link after its target: one run for all that match
+            key = "" if os.path.basename(target.rstrip("/")) == name else name
+            links.setdefault(key, []).append(target)
+        elif os.path.isdir(host):
+            table.append((host, f"{root}/{name}", "none", "bind,ro,nosuid,nodev,X-mount.mkdir"))
+    if not prefix.startswith("/usr/"):
+        table.append((prefix, f"{root}{prefix}", "none", "bind,ro,nosuid,nodev,X-mount.mkdir"))
+    files = []
+    for path in _ETC_FILES:
+        if os.path.exists(path):
+            files.append(path.lstrip("/"))
+            table.append((path, f"{root}{path}", "none", "bind,ro"))
+    for dev in _DEVICES:
+        files.append(f"dev/{dev}")
+        table.append((f"/dev/{dev}", f"{root}/dev/{dev}", "none", "bind"))
+    table.append(("proc", f"{root}/proc", "proc", "nosuid,nodev,noexec"))
+    for name in masks:
+        table.append(("/dev/null", f"{root}/proc/{name}", "none", "bind,ro"))
+    if shm is not None:
+        dirs.append("dev/shm")
+        table.append(("shm", f"{root}/dev/shm", "tmpfs", f"size={shm},mode=1777,nosuid,nodev"))
+    for where in ("workspace", "tmp"):
+        table.append((where, f"{root}/{where}", "tmpfs", f"size={size},mode=1777,nosuid,nodev"))
+    fstab = "".join(
+        f"{_fstab_field(src)} {_fstab_field(dst)} {kind} {opts} 0 0\n"
+        for src, dst, kind, opts in table
+    )
+    lines = [
+        "set -e",
+        "hostname box 2>/dev/null || true",
+        f"mount -t tmpfs -o size=64k,mode=700 holdfast-fstab {q(root)}",
+        f"printf '%s' {q(fstab)} > {q(root + '/fstab')}",
+        f"exec 3< {q(root + '/fstab')}",
+        f"mount -t tmpfs -o size=4m,mode=755,nosuid,nodev rootfs {q(root)}",
+        f"cd {q(root)}",
+        "mkdir -p " + " ".join(q(d) for d in dirs),
+    ]
+    for key, targets in links.items():
+        if key:
+            lines += [f"ln -s {q(t)} {q(key)}" for t in targets]
+        else:
+            lines.append("ln -s " + " ".join(q(t) for t in targets) + " .")
+    lines += [": > " + q(f) for f in files]
+    lines += [
+        "mount -a -T /dev/fd/3",
+        "exec 3<&-",
+        f"mount -o remount,ro,bind {q(root)}",
+        "pivot_root . .old",
+        "umount -l /.old",
+        "set +e",
+        'chroot . "$@"',
+        "exit $?",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def unshare_available() -> bool:
@@ -95,6 +137,9 @@ def build_unshare_argv(
         raise SandboxUnavailable("no directory to build the box root on", remedy="mkdir /mnt")
     unshare = str(shutil.which("unshare", path=_PATH))
     size = f"{max(workspace_mb, 1)}m"
+    script = _launch_script(
+        prefix, mnt, size, f"{shm_mb}m" if shm_mb > 0 else None, list(proc_masks or [])
+    )
     env_args = [f"{k}={v}" for k, v in env.items()]
     inner = [
         "/usr/bin/setpriv",
@@ -126,13 +171,7 @@ def build_unshare_argv(
         "private",
         "/bin/sh",
         "-c",
-        _SCRIPT,
+        script,
         "holdfast-launch",
-        prefix,
-        mnt,
-        size,
-        "box",
-        f"{shm_mb}m" if shm_mb > 0 else "0",
-        " ".join(proc_masks or []),
         *inner,
     ]
