@@ -16,6 +16,11 @@ On PostgreSQL it also reports database commits per task over the end-to-end phas
 ``pg_stat_database.xact_commit`` for the benchmark database, read after every worker exited, so
 idle polling, heartbeats and lease misses all count). SQLite keeps no such counter.
 
+For the pre-filled phase it reports CPU time per task (user and system, from ``/proc``): the
+worker processes' together and, on PostgreSQL, the server's (every child of the cluster's
+postmaster). On a machine with C cores no arrangement of processes goes faster than
+C / (the two together) tasks per second, which says how far a rate is from its CPU bound.
+
 Usage: python benchmarks/harness_queue.py [--tasks N] [--workers 1,4,16,64]
        [--backends sqlite,postgres] [--json]
 Figures go in docs/bench/harness.md. Timings on a shared machine are noisy: the load average
@@ -51,6 +56,8 @@ class Row:
     prefilled_per_s: float
     commits_per_task: float | None
     load_avg: float
+    worker_cpu_ms_per_task: float = 0.0
+    server_cpu_ms_per_task: float | None = None
 
 
 def spawn(url: str, queue: str) -> subprocess.Popen[bytes]:
@@ -158,14 +165,51 @@ def end_to_end(
     return tasks / (t_sub - t0), tasks / (t1 - t0), per_task
 
 
-def prefilled(url: str, workers: int, tasks: int) -> float:
-    """Tasks per second when the queue is already full and the workers already running."""
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user and system, every thread) of each process of ``pids`` still alive."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _children(parent: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                kids.append(int(entry))
+    return kids
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two readings (a process born meanwhile counts whole)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+def prefilled(
+    url: str, workers: int, tasks: int, postmaster: int | None = None
+) -> tuple[float, float, float | None]:
+    """(tasks per second, worker CPU ms per task, server CPU ms per task or None) when the
+    queue is already full and the workers already running."""
     queue = f"pre-{workers}-{time.monotonic_ns()}"
     h = Harness.open(url, registry=kinds_registry())
     for _ in range(tasks):
         h.submit({"kind": "noop", "queue": f"{queue}-held"})
     procs = start_workers(url, queue, workers)
+    pids = [p.pid for p in procs]
     try:
+        serving = _children(postmaster) if postmaster is not None else []
+        cpu0 = _cpu_by_pid(pids + serving)
         t0 = time.perf_counter()
         with h.store.backend.transaction() as tx:
             h.store.backend.run(
@@ -177,10 +221,19 @@ def prefilled(url: str, workers: int, tasks: int) -> float:
             )
         wait_done(h, queue, tasks)
         t1 = time.perf_counter()
+        # read before the workers exit, while their backends are still there
+        serving = _children(postmaster) if postmaster is not None else []
+        cpu1 = _cpu_by_pid(pids + serving)
     finally:
         stop_workers(procs)
     h.close()
-    return tasks / (t1 - t0)
+    worker_s = _spent({p: cpu0.get(p, 0.0) for p in pids}, {p: cpu1[p] for p in pids if p in cpu1})
+    server_s = _spent(cpu0, {p: c for p, c in cpu1.items() if p not in pids})
+    return (
+        tasks / (t1 - t0),
+        worker_s / tasks * 1e3,
+        server_s / tasks * 1e3 if postmaster is not None else None,
+    )
 
 
 def run(backends: list[str], counts: list[int], tasks: int, say: Any) -> list[Row]:
@@ -204,8 +257,24 @@ def run(backends: list[str], counts: list[int], tasks: int, say: Any) -> list[Ro
                     load = os.getloadavg()[0]
                     sub, e2e, per_task = end_to_end(url, w, tasks)
                     _, batched, _ = end_to_end(url, w, tasks, batch=100)
-                    pre = prefilled(url, w, tasks)
-                    rows.append(Row(backend, w, tasks, sub, e2e, batched, pre, per_task, load))
+                    pre, worker_ms, server_ms = prefilled(
+                        url, w, tasks, cluster.postmaster_pid() if cluster else None
+                    )
+                    rows.append(
+                        Row(
+                            backend,
+                            w,
+                            tasks,
+                            sub,
+                            e2e,
+                            batched,
+                            pre,
+                            per_task,
+                            load,
+                            worker_ms,
+                            server_ms,
+                        )
+                    )
                     say(
                         f"  {backend} {w} workers: {e2e:,.0f} tasks/s end to end, "
                         f"{batched:,.0f} batched, {pre:,.0f} pre-filled"
@@ -219,15 +288,17 @@ def run(backends: list[str], counts: list[int], tasks: int, say: Any) -> list[Ro
 def table(rows: list[Row]) -> str:
     out = [
         "| backend | workers | tasks | submit/s | end-to-end tasks/s "
-        "| end-to-end, batched submits | pre-filled tasks/s | commits/task | load avg |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| end-to-end, batched submits | pre-filled tasks/s | commits/task "
+        "| pre-filled CPU ms/task, workers / server | load avg |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         per = f"{r.commits_per_task:.1f}" if r.commits_per_task is not None else "-"
+        server = f"{r.server_cpu_ms_per_task:.2f}" if r.server_cpu_ms_per_task is not None else "-"
         out.append(
             f"| {r.backend} | {r.workers} | {r.tasks} | {r.submit_per_s:,.0f} "
             f"| {r.end_to_end_per_s:,.0f} | {r.batched_per_s:,.0f} | {r.prefilled_per_s:,.0f} "
-            f"| {per} | {r.load_avg:.1f} |"
+            f"| {per} | {r.worker_cpu_ms_per_task:.2f} / {server} | {r.load_avg:.1f} |"
         )
     return "\n".join(out)
 

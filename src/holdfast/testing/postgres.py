@@ -179,6 +179,13 @@ class PostgresCluster:
         self.stop()
         self.start()
 
+    def postmaster_pid(self) -> int | None:
+        """The running server's postmaster pid (first line of ``postmaster.pid``), or None."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@/{dbname}?host={self.socket_dir}"
 
