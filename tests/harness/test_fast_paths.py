@@ -182,6 +182,118 @@ def test_finish_is_fenced_by_the_lease_token(harness: Harness) -> None:
     assert harness.verify(t.id).ok
 
 
+def _lease_one(harness: Harness) -> tuple[Any, str]:
+    got = harness.store.lease_to_run("w1", None, 30.0, ["noop"])
+    assert got is not None
+    return got.task, got.token
+
+
+def _done(result: Any) -> Draft:
+    return Draft("succeeded", {"worker": "w1", "result_sha256": sha256_json(result), "usage": {}})
+
+
+def test_a_finish_at_the_callers_head_is_one_statement_in_one_round_trip(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = _pg(harness)
+    t = harness.submit({"kind": "noop"})
+    task, token = _lease_one(harness)
+    sent: list[list[str]] = []
+    real = backend._pipeline
+
+    def spy(conn: Any, todo: Any) -> Any:
+        sent.append([sql.split()[0] for sql, _ in todo])
+        return real(conn, todo)
+
+    monkeypatch.setattr(backend, "_pipeline", spy)
+    harness.store.finish(
+        t.id,
+        token,
+        status="succeeded",
+        result={"n": 1},
+        error=None,
+        usage={},
+        draft=_done({"n": 1}),
+        head=(task.head_seq, task.head_hash),
+    )
+    assert sent == [["BEGIN", "WITH", "COMMIT"]], sent
+    done = harness.get(t.id)
+    assert done.status == "succeeded" and done.result == {"n": 1} and done.lease_token is None
+    assert done.head_seq == task.head_seq + 1
+    kinds = [r.data()["kind"] for r in harness.receipts(t.id)]
+    assert kinds == ["submitted", "leased", "succeeded"]
+    assert harness.verify(t.id).ok
+
+
+def test_a_finish_at_a_head_someone_else_moved_reads_the_head_and_verifies(
+    harness: Harness,
+) -> None:
+    t = harness.submit({"kind": "noop"})
+    task, token = _lease_one(harness)
+    harness.store.append_receipt(t.id, None, Draft("noted", {"by": "an operator"}))
+    harness.store.finish(
+        t.id,
+        token,
+        status="succeeded",
+        result=2,
+        error=None,
+        usage={},
+        draft=_done(2),
+        head=(task.head_seq, task.head_hash),  # stale: the operator's receipt came after it
+    )
+    kinds = [r.data()["kind"] for r in harness.receipts(t.id)]
+    assert kinds == ["submitted", "leased", "noted", "succeeded"]
+    assert harness.get(t.id).status == "succeeded"
+    assert harness.verify(t.id).ok
+
+
+def test_a_finish_at_the_head_without_the_lease_writes_nothing(harness: Harness) -> None:
+    t = harness.submit({"kind": "noop"})
+    task, _token = _lease_one(harness)
+    before = [r.seq for r in harness.receipts(t.id)]
+    with pytest.raises(LeaseLost):
+        harness.store.finish(
+            t.id,
+            "not-the-token",
+            status="succeeded",
+            result=3,
+            error=None,
+            usage={},
+            draft=_done(3),
+            head=(task.head_seq, task.head_hash),
+        )
+    assert harness.get(t.id).status == "running"
+    assert [r.seq for r in harness.receipts(t.id)] == before
+    assert harness.verify(t.id).ok
+
+
+def test_a_worker_ends_tasks_with_steps_at_the_head_it_left(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's guess of the head (the lease's, then its own steps' receipts) holds, so
+    no end falls back to reading the head; and every chain verifies."""
+    applied: list[bool] = []
+    real = harness.store._finish_at
+
+    def spy(*args: Any, **kwargs: Any) -> bool:
+        applied.append(real(*args, **kwargs))
+        return applied[-1]
+
+    monkeypatch.setattr(harness.store, "_finish_at", spy)
+    steps = [{"tool": "wait", "args": {"seconds": 0}}, {"tool": "wait", "args": {"seconds": 0}}]
+    ids = [harness.submit({"kind": "scripted", "input": {"steps": steps}}).id for _ in range(3)]
+    ids += [harness.submit({"kind": "noop"}).id for _ in range(3)]
+    harness.run_until_idle(FAST)
+    assert _statuses(harness, ids) == ["succeeded"] * 6
+    if harness.store.backend.dialect.writes_in_with:
+        assert applied == [True] * 6
+    for i in ids[:3]:  # the steps' receipts moved the head past the lease's
+        kinds = [r.data()["kind"] for r in harness.receipts(i)]
+        assert len(kinds) > 4 and kinds[:2] == ["submitted", "leased"], kinds
+    for i in ids:
+        assert harness.verify(i).ok
+
+
 # -- the lease's index -------------------------------------------------------------------------
 
 

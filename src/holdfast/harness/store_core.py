@@ -830,9 +830,22 @@ class SQLHarnessCore:
         usage: dict[str, float],
         draft: Draft,
         consume_steering: Sequence[int] = (),
+        head: tuple[int, str] | None = None,
     ) -> None:
-        """End the task (succeeded, failed or cancelled) with its result and receipt."""
+        """End the task (succeeded, failed or cancelled) with its result and receipt.
+
+        ``head`` is the chain head (sequence number and hash) as the caller last left it: with
+        it the end is one statement in one round trip, fenced on that head as well as on the
+        lease; when anyone else moved the head since (or the lease is gone), the end falls back
+        to reading the head first."""
         assert status in TERMINAL_STATUSES
+        if (
+            head is not None
+            and not consume_steering
+            and self.backend.dialect.writes_in_with
+            and self._finish_at(task_id, token, status, result, error, usage, draft, head)
+        ):
+            return
         clock, clock_params = self.backend.now_sql()
         with self._tx() as h:
             # fenced in the statement itself: only the holder of the running lease ends it
@@ -867,6 +880,58 @@ class SQLHarnessCore:
                 then=self._consuming(consume_steering, now),
                 commit=True,
             )
+
+    def _finish_at(
+        self,
+        task_id: str,
+        token: str,
+        status: str,
+        result: Any,
+        error: dict[str, Any] | None,
+        usage: dict[str, float],
+        draft: Draft,
+        head: tuple[int, str],
+    ) -> bool:
+        """:meth:`finish` as one statement, on a dialect with writes in ``WITH``: the task's
+        end, its new head and the receipt, applied only while the lease and the head are as
+        the caller says; whether it applied. The receipt's time is this machine's clock (it
+        records when the task ended; the row's times stay the store's own)."""
+        sealed = self.sealer.seal(
+            task_id, head[0] + 1, head[1], self.backend.local_now(), draft, status
+        )
+        clock, clock_params = self.backend.now_sql()
+        sql = (
+            f"WITH t AS (SELECT {clock} AS now), f AS ("
+            "UPDATE harness_tasks SET status = ?, result = ?, error = ?, usage = ?, "
+            "lease_owner = NULL, lease_token = NULL, lease_expires = NULL, waiting = NULL, "
+            "updated_at = (SELECT now FROM t), head_seq = ?, head_hash = ?, head_sig = ? "
+            "WHERE id = ? AND status = 'running' AND lease_token = ? AND head_seq = ? "
+            "AND head_hash = ? RETURNING id) "
+            "INSERT INTO harness_receipts (task_id, seq, body, hash, sig, key_id) "
+            "SELECT id, ?, ?, ?, ?, ? FROM f"
+        )
+        params = (
+            *clock_params,
+            status,
+            dumps(result),
+            dumps(error),
+            dumps(usage),
+            sealed.seq,
+            sealed.hash,
+            sealed.head_sig,
+            task_id,
+            token,
+            head[0],
+            head[1],
+            sealed.seq,
+            sealed.body,
+            sealed.hash,
+            sealed.sig,
+            sealed.key_id,
+        )
+        with self._tx() as h:
+            done = self.backend.batch(h, [(sql, params)], commit=True)[0][1]
+        return done == 1
 
     def _consume(self, h: Any, ids: Sequence[int], now: float) -> None:
         self.backend.batch(h, self._consuming(ids, now))

@@ -488,7 +488,19 @@ class Worker:
             usage=usage,
             draft=Draft(status, payload),
             consume_steering=consume or (),
+            head=self._head(task),
         )
+
+    def _head(self, task: TaskRow) -> tuple[int, str] | None:
+        """The task's chain head as this worker last left it: the lease's, or a later receipt
+        this thread sealed since (a step's). A guess the store checks: when anyone else moved
+        the head meanwhile, the end reads it first."""
+        head = (task.head_seq, task.head_hash) if task.head_hash else None
+        last_sealed = getattr(self.store.sealer, "last_sealed", None)
+        mine = last_sealed(task.id) if last_sealed is not None else None
+        if mine is not None and (head is None or mine[0] > head[0]):
+            head = (int(mine[0]), str(mine[1]))
+        return head
 
     # -- the ticker --------------------------------------------------------------------------
 
