@@ -24,6 +24,13 @@ log = logging.getLogger("holdfast.cli.worker")
 @click.option("--exit-when-idle", is_flag=True, help="Exit once no task is ready.")
 @click.option("--max-tasks", type=int, default=None, help="Exit after running this many.")
 @click.option(
+    "--prefetch",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Tasks one lease may take while work waits and tasks end quickly (1: off).",
+)
+@click.option(
     "--queue-limit", multiple=True, metavar="QUEUE=N", help="Cap running tasks (* = all)."
 )
 @click.option("--load", multiple=True, metavar="MODULE:ATTR", help="Register a task kind.")
@@ -50,6 +57,7 @@ def worker(
     poll: float,
     exit_when_idle: bool,
     max_tasks: int | None,
+    prefetch: int,
     queue_limit: tuple[str, ...],
     load: tuple[str, ...],
     sign_key: str | None,
@@ -86,6 +94,7 @@ def worker(
             poll_s=poll,
             exit_when_idle=exit_when_idle,
             max_tasks=max_tasks,
+            prefetch=prefetch,
         )
         w = h.worker(settings)
         click.echo(escape_control(f"worker {w.id} on {h.store.url}"), err=True)

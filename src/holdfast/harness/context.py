@@ -489,11 +489,12 @@ class StepContext:
 
     # -- used by the worker ----------------------------------------------------------------
 
-    def preload(self, read: LeaseRead) -> None:
+    def preload(self, read: LeaseRead, *, steering: bool = True) -> None:
         """Use what the lease read in its own transaction (the chain, the steps, the waiting
-        steering) for the first check and the first boundary, instead of reading them again."""
+        steering) for the first check and the first boundary, instead of reading them again;
+        with ``steering=False`` the first boundary reads the steering afresh."""
         self._preread = read
-        self._preread_steering = list(read.steering)
+        self._preread_steering = list(read.steering) if steering else None
 
     def check_receipts(self) -> None:
         """Verify the task as stored before acting on it: its receipt chain (signed, when this

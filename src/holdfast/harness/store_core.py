@@ -91,6 +91,9 @@ class Lease(NamedTuple):
     token: str
     read: LeaseRead | None
     more: bool
+    also: tuple[Lease, ...] = ()
+    """With ``limit`` above one, the further tasks leased in the same transaction, in the
+    order the queue gives them (each with its own token and read)."""
 
 
 def stored_receipt(r: Row) -> ReceiptRow:
@@ -573,12 +576,15 @@ class SQLHarnessCore:
         *,
         look_first: bool = True,
         unregister: bool = False,
+        limit: int = 1,
     ) -> Lease | None:
         """:meth:`lease`, also returning what a worker reads before it runs the task (its chain,
         steps and waiting steering; :class:`LeaseRead`), read in the lease's own transaction
         when the chain is short (else None: the worker reads it afterwards), and whether more
         work was waiting. With ``unregister`` a successful lease also removes ``owner``'s idle
-        registration (:mod:`.store_wake`), in the same round trip."""
+        registration (:mod:`.store_wake`), in the same round trip. With ``limit`` above one,
+        up to that many ready tasks are leased in the one transaction (:attr:`Lease.also`),
+        when no queue limits apply."""
         if (kinds is not None and not kinds) or (task_ids is not None and not task_ids):
             return None
         where, filters = _ready_filter(queues, kinds, task_ids)
@@ -586,7 +592,7 @@ class SQLHarnessCore:
         if look_first and not self._any(_ready_probe(clock, where), [*clock_params, *filters]):
             return None
         with self._tx() as h:
-            got = self._claim(h, owner, ttl_s, where, filters, unregister)
+            got = self._claim(h, owner, ttl_s, where, filters, unregister, max(1, limit))
             if got is not None:
                 return got
             # nothing claimed: the queue emptied meanwhile, or queue limits apply
@@ -610,66 +616,96 @@ class SQLHarnessCore:
         where: str,
         filters: Sequence[Any],
         unregister: bool = False,
+        limit: int = 1,
     ) -> Lease | None:
-        """Lease the first ready task in one statement (the store's own clock read inside it),
-        unless queue limits are set (then :meth:`_lease_limited` counts them first). The
-        receipt, the worker's reads and the look for more work follow in one round trip with
-        the commit."""
+        """Lease the first ready tasks (up to ``limit``) in one statement (the store's own clock
+        read inside it), unless queue limits are set (then :meth:`_lease_limited` counts them
+        first). The receipts, the worker's reads and the look for more work follow in one round
+        trip with the commit."""
         clock, clock_params = self.backend.now_sql()
         token = uuid.uuid4().hex
         rows = self._rows(
             h,
-            f"WITH t AS (SELECT {clock} AS now) "
-            "UPDATE harness_tasks SET status = 'running', lease_owner = ?, lease_token = ?, "
-            "lease_expires = (SELECT now FROM t) + ?, heartbeat_at = (SELECT now FROM t), "
-            "attempts = attempts + 1, updated_at = (SELECT now FROM t) "
-            "WHERE id = (SELECT id FROM harness_tasks WHERE status = 'queued' "
+            # the pick is materialized: a subquery under IN may be run again for each row
+            # compared with it, and each run's LIMIT (with SKIP LOCKED) would lease more
+            f"WITH t AS (SELECT {clock} AS now), picked AS MATERIALIZED ("
+            "SELECT id FROM harness_tasks WHERE status = 'queued' "
             "AND run_after <= (SELECT now FROM t)"
             + where
-            + " ORDER BY priority DESC, created_at, id LIMIT 1"
+            + " ORDER BY priority DESC, created_at, id LIMIT ?"
             + self.skip_locked
-            + ") AND status = 'queued' AND NOT EXISTS (SELECT 1 FROM harness_queues) "
-            "RETURNING *",
-            [*clock_params, owner, token, ttl_s, *filters],
+            + ") UPDATE harness_tasks SET status = 'running', lease_owner = ?, "
+            "lease_token = ? || id, "
+            "lease_expires = (SELECT now FROM t) + ?, heartbeat_at = (SELECT now FROM t), "
+            "attempts = attempts + 1, updated_at = (SELECT now FROM t) "
+            "WHERE id IN (SELECT id FROM picked) AND status = 'queued' "
+            "AND NOT EXISTS (SELECT 1 FROM harness_queues) RETURNING *",
+            [*clock_params, *filters, limit, owner, token, ttl_s],
         )
         if not rows:
             return None
-        row = rows[0]
-        task_id = row["id"]
-        short = int(row["head_seq"]) < READ_WITH_LEASE_MAX
+        rows.sort(key=lambda r: (-int(r["priority"]), float(r["created_at"]), str(r["id"])))
+        # one token per task (a token fences one lease, never a batch of them): the fresh
+        # random part, then the task's id
+        tokens = [str(row["lease_token"]) for row in rows]
+        writes: list[tuple[str, Sequence[Any]]] = []
+        sealed = []
+        for row in rows:
+            seal, stored = self._sealed_writes(
+                row["id"],
+                Draft("leased", {"worker": owner, "attempt": int(row["attempts"])}),
+                float(row["heartbeat_at"]),
+                row,
+            )
+            sealed.append(seal)
+            writes += stored
+        short = [row["id"] for row in rows if int(row["head_seq"]) < READ_WITH_LEASE_MAX]
         reads: list[tuple[str, Sequence[Any]]] = []
         if short:
+            marks = ", ".join("?" * len(short))
             reads = [
-                ("SELECT * FROM harness_steps WHERE task_id = ? ORDER BY name", (task_id,)),
-                ("SELECT * FROM harness_receipts WHERE task_id = ? ORDER BY seq", (task_id,)),
-                (_PENDING_STEERING.format(marks="?"), (task_id,)),
+                (
+                    f"SELECT * FROM harness_steps WHERE task_id IN ({marks}) "
+                    "ORDER BY task_id, name",
+                    short,
+                ),
+                (
+                    f"SELECT * FROM harness_receipts WHERE task_id IN ({marks}) "
+                    "ORDER BY task_id, seq",
+                    short,
+                ),
+                (_PENDING_STEERING.format(marks=marks), short),
             ]
-        # this transaction sees its own claim as running: any queued row is more work
+        # this transaction sees its own claims as running: any queued row is more work
         probe = len(reads)
-        reads.append((_ready_probe("?", where), [row["heartbeat_at"], *filters]))
+        reads.append((_ready_probe("?", where), [rows[0]["heartbeat_at"], *filters]))
         if unregister:
             reads.append(store_wake.unregister_statement(owner))
-        sealed, results = self._append_then(
-            h,
-            task_id,
-            Draft("leased", {"worker": owner, "attempt": int(row["attempts"])}),
-            float(row["heartbeat_at"]),
-            head=row,
-            then=reads,
-            commit=True,
-        )
+        results = self.backend.batch(h, [*writes, *reads], commit=True)[len(writes) :]
         more = bool(results[probe][0])
-        row.update(head_seq=sealed.seq, head_hash=sealed.hash, head_sig=sealed.head_sig)
-        read = None
+        by_task: dict[str, tuple[list[Row], list[Row], list[Row]]] = {
+            t: ([], [], []) for t in short
+        }
         if short:
-            steps, receipts, steering = (r[0] for r in results[:3])
-            read = LeaseRead(
-                task=dict(row),
-                steps=steps,
-                receipts=[stored_receipt(r) for r in receipts],
-                steering=steering_rows(steering),
+            for n, part in enumerate(results[:3]):
+                for r in part[0]:
+                    by_task[r["task_id"]][n].append(r)
+        leases = []
+        for row, tok, seal in zip(rows, tokens, sealed, strict=True):
+            row.update(
+                lease_token=tok, head_seq=seal.seq, head_hash=seal.hash, head_sig=seal.head_sig
             )
-        return Lease(self._to_task(row), token, read, more)
+            read = None
+            if row["id"] in by_task:
+                steps, receipts, steering = by_task[row["id"]]
+                read = LeaseRead(
+                    task=dict(row),
+                    steps=steps,
+                    receipts=[stored_receipt(r) for r in receipts],
+                    steering=steering_rows(steering),
+                )
+            leases.append(Lease(self._to_task(row), tok, read, more))
+        return leases[0]._replace(also=tuple(leases[1:]))
 
     def _lease_limited(
         self, owner: str, ttl_s: float, where: str, filters: Sequence[Any]
@@ -800,8 +836,11 @@ class SQLHarnessCore:
         run_after: float = 0.0,
         usage: dict[str, float] | None = None,
         consume_steering: Sequence[int] = (),
+        unstarted: bool = False,
     ) -> None:
-        """Give the lease back, leaving the task ``queued`` or ``paused``."""
+        """Give the lease back, leaving the task ``queued`` or ``paused``. ``unstarted``: the
+        task never ran under this lease (a prefetched one), so the lease's attempt does not
+        count against ``max_attempts``."""
         with self._tx() as h:
             held = self._fenced(h, task_id, token)
             now = self._now(h)
@@ -809,9 +848,16 @@ class SQLHarnessCore:
             self._run(
                 h,
                 "UPDATE harness_tasks SET status = ?, lease_owner = NULL, lease_token = NULL, "
-                "lease_expires = NULL, run_after = ?, usage = COALESCE(?, usage), updated_at = ? "
-                "WHERE id = ?",
-                (status, now + run_after if run_after else 0.0, _opt(usage), now, task_id),
+                "lease_expires = NULL, run_after = ?, usage = COALESCE(?, usage), updated_at = ?, "
+                "attempts = attempts - ? WHERE id = ?",
+                (
+                    status,
+                    now + run_after if run_after else 0.0,
+                    _opt(usage),
+                    now,
+                    1 if unstarted else 0,
+                    task_id,
+                ),
             )
             self._append(h, task_id, draft, now)
             if status == "queued" and not run_after:

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
@@ -58,6 +59,13 @@ class WorkerSettings:
     worker_id: str | None = None
     task_ids: tuple[str, ...] | None = None
     """Lease only these tasks (``holdfast run`` runs the task it created, nobody else's)."""
+    prefetch: int = 4
+    """How many ready tasks one lease may take while work keeps waiting and tasks end quickly
+    (the last one ran under ``prefetch_below_s``): the further ones wait here, heartbeated,
+    and go back to the queue if they wait past ``prefetch_hold_s`` or the worker stops. 1 turns
+    it off."""
+    prefetch_below_s: float = 0.05
+    prefetch_hold_s: float = 1.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -67,6 +75,8 @@ class WorkerSettings:
             "notify_poll_s",
             "steer_poll_s",
             "reap_every_s",
+            "prefetch_below_s",
+            "prefetch_hold_s",
         ):
             value = getattr(self, name)
             if value is not None and not _positive(value):
@@ -75,7 +85,7 @@ class WorkerSettings:
                 )
         if not _positive(self.store_retry_s) and self.store_retry_s != 0:
             raise InvalidInput(f"store_retry_s must be a number >= 0, got {self.store_retry_s!r}")
-        for name in ("concurrency", "max_tasks"):
+        for name in ("concurrency", "max_tasks", "prefetch"):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
@@ -99,6 +109,11 @@ class _Running:
         self.token = token
         self.ctx = ctx
         self.read = read
+        # a prefetched task, until it starts: when it was leased, whether steering came for it
+        # (its lease's read of the steering is then stale), whether its lease was lost
+        self.waiting_since: float | None = None
+        self.steered = False
+        self.lost = False
 
 
 class Worker:
@@ -128,6 +143,8 @@ class Worker:
         # lock (Event.wait and Event.clear take it), so it must take no lock itself.
         self._signalled: int | None = None
         self._running: dict[str, _Running] = {}
+        self._ready: deque[_Running] = deque()  # prefetched, not started (also in _running)
+        self._last_run_s = math.inf  # how long the last task ran (prefetch only after short ones)
         self._pool: ThreadPoolExecutor | None = None
         self.completed = 0
 
@@ -180,6 +197,10 @@ class Worker:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
+            with self._fill_lock:
+                left = list(self._ready)
+                self._ready.clear()
+            self._give_back(left, "the worker stopped before it started the task")
             self._stopped.set()
             self._poll_now.set()
             ticker.join(timeout=5)
@@ -193,7 +214,7 @@ class Worker:
         look for work)."""
         if not self._listening.is_set() or self.draining.is_set():
             return False
-        if self._active() >= self.settings.concurrency:
+        if self._started() >= self.settings.concurrency or self._ready:
             return False
         at = self._registered_at
         return at is None or time.monotonic() - at >= STALE_S / 4
@@ -204,7 +225,7 @@ class Worker:
         registering it looks for work once more (see ``store_wake``); whether that leased."""
         if not self._listening.is_set() or self.draining.is_set():
             return False
-        if self._active() >= self.settings.concurrency:
+        if self._started() >= self.settings.concurrency or self._ready:
             self._unregister()
             return False
         if not self._may_register():
@@ -241,8 +262,14 @@ class Worker:
         return m is not None and self.completed >= m and not self._active()
 
     def _active(self) -> int:
+        """Tasks this worker holds a lease on: running, or prefetched and waiting to start."""
         with self._lock:
             return len(self._running)
+
+    def _started(self) -> int:
+        """Tasks running now (each takes a slot of ``concurrency``)."""
+        with self._lock:
+            return len(self._running) - len(self._ready)
 
     def _install_signals(self) -> Any:
         if threading.current_thread() is not threading.main_thread():
@@ -283,13 +310,19 @@ class Worker:
 
     def _fill_locked(self) -> bool:
         leased = False
-        while not self._drain_requested() and self._active() < self.settings.concurrency:
+        while not self._drain_requested() and self._started() < self.settings.concurrency:
+            if self._ready:  # a prefetched task: no round trip to start it
+                with self._lock:
+                    entry = self._ready.popleft()
+                self._start(entry)
+                leased = True
+                continue
             m = self.settings.max_tasks
             if m is not None and self.completed + self._active() >= m:
                 break
             claimed, self._claimed = self._claimed, False
             # a lease that fills the last slot ends this worker's idle registration with it
-            full = self._active() + 1 >= self.settings.concurrency
+            full = self._started() + 1 >= self.settings.concurrency
             registered = self._registered_at is not None and full
             got = self.store.lease_to_run(
                 self.id,
@@ -300,23 +333,81 @@ class Worker:
                 # a submit said a task waits for this worker, or more work waited at the last
                 look_first=not (claimed or self._found),
                 unregister=registered,
+                limit=self._prefetch_limit(),
             )
             self._found = got is not None and got.more
             if got is None:
                 break
             if registered:
                 self._registered_at = None
-            task, token, read = got.task, got.token, got.read
             leased = True
-            entry = _Running(task, token, None, read)
+            entry = _Running(got.task, got.token, None, got.read)
+            now = time.monotonic()
             with self._lock:
-                self._running[task.id] = entry
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    self.settings.concurrency, thread_name_prefix="holdfast-task"
-                )
-            self._pool.submit(self._execute, entry)
+                self._running[got.task.id] = entry
+                for extra in got.also:
+                    waiting = _Running(extra.task, extra.token, None, extra.read)
+                    waiting.waiting_since = now
+                    self._running[extra.task.id] = waiting
+                    self._ready.append(waiting)
+            self._start(entry)
         return leased
+
+    def _prefetch_limit(self) -> int:
+        """How many tasks the next lease may take: more than one only while work keeps
+        waiting (the last lease saw more) and tasks end quickly, within ``max_tasks``."""
+        s = self.settings
+        if s.prefetch <= 1 or not self._found or self._last_run_s >= s.prefetch_below_s:
+            return 1
+        limit = s.prefetch
+        if s.max_tasks is not None:
+            limit = min(limit, s.max_tasks - self.completed - self._active())
+        return max(1, limit)
+
+    def _start(self, entry: _Running) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self.settings.concurrency, thread_name_prefix="holdfast-task"
+            )
+        self._pool.submit(self._execute, entry)
+
+    def _give_back(self, entries: list[_Running], reason: str) -> None:
+        """Release prefetched tasks that did not start, so another worker can take them."""
+        for entry in entries:
+            try:
+                self.store.release(
+                    entry.task.id,
+                    entry.token,
+                    status="queued",
+                    draft=Draft(
+                        "released", {"worker": self.id, "reason": reason, "started": False}
+                    ),
+                    unstarted=True,
+                )
+            except (LeaseLost, StoreError, RetryableFailure) as exc:
+                # the lease runs out by itself and the reaper queues the task again
+                log.warning("task %s: could not give back its lease: %s", entry.task.id, exc)
+            finally:
+                with self._lock:
+                    self._running.pop(entry.task.id, None)
+
+    def _give_back_stale(self) -> None:
+        """Prefetched tasks that waited past ``prefetch_hold_s`` (the task before them runs
+        long) go back to the queue."""
+        hold = self.settings.prefetch_hold_s
+        now = time.monotonic()
+        if not self._ready or not self._fill_lock.acquire(timeout=0.05):
+            return
+        try:
+            stale = [e for e in self._ready if now - (e.waiting_since or now) > hold]
+            with self._lock:
+                for e in stale:
+                    self._ready.remove(e)
+        finally:
+            self._fill_lock.release()
+        if stale:
+            self._give_back(stale, f"it waited {hold:g} s behind a longer task on this worker")
+            self._wake.set()
 
     # -- running one task ------------------------------------------------------------------
 
@@ -339,8 +430,11 @@ class Worker:
                 return
             entry.ctx = ctx
             if entry.read is not None:
-                ctx.preload(entry.read)
+                # steering that came while it waited makes the lease's read of it stale
+                ctx.preload(entry.read, steering=not entry.steered)
                 entry.read = None
+            if entry.lost:
+                ctx.lose_lease()
             try:
                 ctx._call(ctx.check_receipts)
             except ReceiptsBroken as exc:
@@ -348,7 +442,9 @@ class Worker:
                 log.error("task %s: %s", task.id, exc.message)
                 self._finish(task, token, "failed", None, exc.to_dict(), ctx.budget.used(), ctx)
                 return
+            began = time.monotonic()
             self._drive(ctx)
+            self._last_run_s = time.monotonic() - began
         except LeaseLost:
             log.warning("task %s: lease lost; leaving it to its new holder", task.id)
         except (StoreUnavailable, RetryableFailure) as exc:
@@ -366,7 +462,9 @@ class Worker:
         """Lease the next task from the thread that just finished one, when there is more work
         (its run is queued to this same pool thread: no wake-up of the main loop, no switch of
         threads); whether it did. Anything unusual is left to the main loop."""
-        if self._drain_requested() or self._signalled is not None or not self._found:
+        if self._drain_requested() or self._signalled is not None:
+            return False
+        if not self._found and not self._ready:
             return False
         if self._done_enough():
             return False
@@ -529,6 +627,8 @@ class Worker:
                         ctx = running[tid].ctx
                         if ctx is not None:
                             ctx.lose_lease()
+                        else:
+                            running[tid].lost = True
                 # with steering announced (LISTEN), poll for it only as a fallback
                 if announced or not self._listening.is_set() or time.monotonic() >= next_steer:
                     next_steer = time.monotonic() + s.notify_poll_s
@@ -540,6 +640,9 @@ class Worker:
                     if ctx is not None:
                         # a stop or pause a receipt sent cancels work in flight
                         ctx.notify_steering(row.kind, row)
+                    else:  # prefetched: it reads its steering afresh when it starts
+                        running[row.task_id].steered = True
+                self._give_back_stale()
             except RetryableFailure as exc:
                 quiet_until = self._log_once("ticker", quiet_until, exc.message)
             except Exception:
