@@ -415,8 +415,15 @@ def test_a_submit_wakes_a_worker_after_its_commit_in_the_same_round_trip(
         return real(conn, todo)
 
     monkeypatch.setattr(backend, "_pipeline", spy)
-    harness.submit({"kind": "noop"})
-    # the insert; then its receipt and the head's move (one statement), the commit, the wake-up
-    assert sent == [["BEGIN", "WITH"], ["WITH", "COMMIT", "WITH"]], sent
+    t = harness.submit({"kind": "noop"})
+    # the task born with its receipt as its head (one statement), the commit, the wake-up
+    assert sent == [["BEGIN", "WITH", "COMMIT", "WITH"]], sent
+    assert t.head_seq == 1 and harness.verify(t.id).ok
+    assert [r.data()["kind"] for r in harness.receipts(t.id)] == ["submitted"]
+    sent.clear()
+    keyed = harness.submit({"kind": "noop", "idempotency_key": "k1"})
+    # a key is looked up first; then the insert; then the receipt, the commit, the wake-up
+    assert sent == [["BEGIN", "SELECT"], ["WITH"], ["WITH", "COMMIT", "WITH"]], sent
+    assert harness.submit({"kind": "noop", "idempotency_key": "k1"}).id == keyed.id
     # the registration was claimed: the next submit finds nobody to wake
     assert backend.query("SELECT worker FROM harness_idle") == []

@@ -390,6 +390,9 @@ class SQLHarnessCore:
         draft: Draft,
         task_id: str | None,
     ) -> tuple[TaskRow, bool]:
+        new = NewTask(kind, queue, spec, priority, max_attempts, idempotency_key, draft)
+        if idempotency_key is None and self.backend.dialect.writes_in_with:
+            return self._submit_at_once(new, task_id or new_task_id()), True
         with self._tx() as h:
             if idempotency_key is not None:
                 found = self._rows(
@@ -418,6 +421,50 @@ class SQLHarnessCore:
             )
             row.update(head_seq=sealed.seq, head_hash=sealed.hash, head_sig=sealed.head_sig)
             return self._to_task(row), True
+
+    def _submit_at_once(self, t: NewTask, task_id: str) -> TaskRow:
+        """A submit without an idempotency key as one statement, on a dialect with writes in
+        ``WITH``: the task, born with its ``submitted`` receipt as its chain head, and the
+        receipt; the commit and the wake-up follow in the same round trip. The receipt's time
+        is this machine's clock (it records when the task was submitted; the row's times are
+        the store's own)."""
+        sealed = self.sealer.seal(task_id, 1, "", self.backend.local_now(), t.draft, "queued")
+        clock, clock_params = self.backend.now_sql()
+        sql = (
+            f"WITH t AS (SELECT {clock} AS now), ins AS ("
+            "INSERT INTO harness_tasks (id, kind, queue, status, spec, priority, attempts, "
+            "max_attempts, idempotency_key, run_after, usage, head_seq, head_hash, head_sig, "
+            "created_at, updated_at) SELECT ?, ?, ?, 'queued', ?, ?, 0, ?, NULL, 0, '{}', "
+            "?, ?, ?, now, now FROM t RETURNING *), "
+            "r AS (INSERT INTO harness_receipts (task_id, seq, body, hash, sig, key_id) "
+            "SELECT id, ?, ?, ?, ?, ? FROM ins) SELECT * FROM ins"
+        )
+        params = (
+            *clock_params,
+            task_id,
+            t.kind,
+            t.queue,
+            dumps(t.spec),
+            t.priority,
+            t.max_attempts,
+            sealed.seq,
+            sealed.hash,
+            sealed.head_sig,
+            sealed.seq,
+            sealed.body,
+            sealed.hash,
+            sealed.sig,
+            sealed.key_id,
+        )
+        # the wake-up runs once the task is committed, in the same round trip
+        wake = store_wake.wake_statement(
+            self.backend, t.queue, t.kind, wake_payload(t.queue, t.kind)
+        )
+        with self._tx() as h:
+            rows = self.backend.batch(
+                h, [(sql, params)], commit=True, after=[wake] if wake is not None else ()
+            )[0][0]
+        return self._to_task(rows[0])
 
     def _insert_task(self, t: NewTask, task_id: str) -> tuple[str, Sequence[Any]]:
         """The statement that inserts a new queued task (the clock read inside it)."""
