@@ -275,9 +275,10 @@ def test_a_worker_ends_tasks_with_steps_at_the_head_it_left(
     applied: list[bool] = []
     real = harness.store._finish_at
 
-    def spy(*args: Any, **kwargs: Any) -> bool:
-        applied.append(real(*args, **kwargs))
-        return applied[-1]
+    def spy(*args: Any, **kwargs: Any) -> tuple[bool, bool | None]:
+        done = real(*args, **kwargs)
+        applied.append(done[0])
+        return done
 
     monkeypatch.setattr(harness.store, "_finish_at", spy)
     steps = [{"tool": "wait", "args": {"seconds": 0}}, {"tool": "wait", "args": {"seconds": 0}}]
@@ -427,3 +428,51 @@ def test_a_submit_wakes_a_worker_after_its_commit_in_the_same_round_trip(
     assert harness.submit({"kind": "noop", "idempotency_key": "k1"}).id == keyed.id
     # the registration was claimed: the next submit finds nobody to wake
     assert backend.query("SELECT worker FROM harness_idle") == []
+
+
+def test_a_task_end_that_leaves_the_worker_idle_registers_it_and_looks_in_its_round_trip(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from holdfast.harness.worker import Worker
+
+    backend = _pg(harness)
+    sent: list[list[str]] = []
+    real = backend._pipeline
+
+    def spy(conn: Any, todo: Any) -> Any:
+        sent.append([sql.split()[0] for sql, _ in todo])
+        return real(conn, todo)
+
+    # idle polls far apart: only the doorbell can wake the worker quickly
+    worker = Worker(harness.store, harness.registry, WorkerSettings(poll_s=5.0, notify_poll_s=5.0))
+    t = threading.Thread(target=worker.run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not backend.query("SELECT worker FROM harness_idle"):
+            assert time.monotonic() < deadline
+            threading.Event().wait(0.01)
+        monkeypatch.setattr(backend, "_pipeline", spy)
+        first = harness.submit({"kind": "noop"})
+        while harness.get(first.id).status != "succeeded":
+            assert time.monotonic() < deadline
+            threading.Event().wait(0.005)
+        # the end, its commit, then the idle registration and the look, in one round trip
+        assert ["BEGIN", "WITH", "COMMIT", "WITH", "SELECT"] in sent, sent
+        while [r["worker"] for r in backend.query("SELECT worker FROM harness_idle")] != [
+            worker.id
+        ]:
+            assert time.monotonic() < deadline
+            threading.Event().wait(0.005)
+        began = time.monotonic()
+        second = harness.submit({"kind": "noop"})  # claims that registration: rings the worker
+        while harness.get(second.id).status != "succeeded":
+            assert time.monotonic() - began < 3.0, "the registered worker was not woken"
+            threading.Event().wait(0.005)
+    finally:
+        worker.stop()
+        t.join(30)
+    assert harness.verify(first.id).ok and harness.verify(second.id).ok

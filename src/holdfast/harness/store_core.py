@@ -81,6 +81,14 @@ class LeaseRead:
     steering: list[SteeringRow]
 
 
+class IdleAfter(NamedTuple):
+    """A worker that will be idle once a task ends: its id and what it can take."""
+
+    worker: str
+    queues: Sequence[str] | None
+    kinds: Sequence[str]
+
+
 class Lease(NamedTuple):
     """A task leased to run: the task, its lease token, what the lease read for the worker (or
     None: see :meth:`SQLHarnessCore.lease_to_run`), and whether another ready task of the same
@@ -924,21 +932,56 @@ class SQLHarnessCore:
         draft: Draft,
         consume_steering: Sequence[int] = (),
         head: tuple[int, str] | None = None,
-    ) -> None:
+        idle: IdleAfter | None = None,
+    ) -> bool | None:
         """End the task (succeeded, failed or cancelled) with its result and receipt.
 
         ``head`` is the chain head (sequence number and hash) as the caller last left it: with
         it the end is one statement in one round trip, fenced on that head as well as on the
         lease; when anyone else moved the head since (or the lease is gone), the end falls back
-        to reading the head first."""
+        to reading the head first.
+
+        ``idle``: the worker will have nothing to run once this task ends. After the end
+        commits, it is registered as idle (:mod:`.store_wake`) and looks for work once more,
+        in the same round trip on the fast path; returns whether work waited (None when the
+        store wakes nobody, SQLite)."""
         assert status in TERMINAL_STATUSES
-        if (
-            head is not None
-            and not consume_steering
-            and self.backend.dialect.writes_in_with
-            and self._finish_at(task_id, token, status, result, error, usage, draft, head)
-        ):
-            return
+        after: list[tuple[str, Sequence[Any]]] = []
+        if idle is not None and self.backend.notifies:
+            where, filters = _ready_filter(idle.queues, idle.kinds)
+            clock, clock_params = self.backend.now_sql()
+            after = [
+                store_wake.register_statement(self.backend, idle.worker, idle.queues, idle.kinds),
+                (_ready_probe(clock, where), [*clock_params, *filters]),
+            ]
+        if head is not None and not consume_steering and self.backend.dialect.writes_in_with:
+            done, looked = self._finish_at(
+                task_id, token, status, result, error, usage, draft, head, after
+            )
+            if done:
+                return looked
+            after_done = looked  # registered and looked, though the end itself did not apply
+        else:
+            after_done = None
+        self._finish_reading_head(
+            task_id, token, status, result, error, usage, draft, consume_steering
+        )
+        if not after or after_done is not None:
+            return after_done
+        store_wake.register_idle(self.backend, idle.worker, idle.queues, idle.kinds)  # type: ignore[union-attr]
+        return self._any(*after[1])
+
+    def _finish_reading_head(
+        self,
+        task_id: str,
+        token: str,
+        status: str,
+        result: Any,
+        error: dict[str, Any] | None,
+        usage: dict[str, float],
+        draft: Draft,
+        consume_steering: Sequence[int],
+    ) -> None:
         clock, clock_params = self.backend.now_sql()
         with self._tx() as h:
             # fenced in the statement itself: only the holder of the running lease ends it
@@ -984,11 +1027,14 @@ class SQLHarnessCore:
         usage: dict[str, float],
         draft: Draft,
         head: tuple[int, str],
-    ) -> bool:
+        after: Sequence[tuple[str, Sequence[Any]]] = (),
+    ) -> tuple[bool, bool | None]:
         """:meth:`finish` as one statement, on a dialect with writes in ``WITH``: the task's
         end, its new head and the receipt, applied only while the lease and the head are as
-        the caller says; whether it applied. The receipt's time is this machine's clock (it
-        records when the task ended; the row's times stay the store's own)."""
+        the caller says; whether it applied, and with ``after`` (an idle registration and a
+        look, run once the end committed) whether the look found work. The receipt's time is
+        this machine's clock (it records when the task ended; the row's times stay the store's
+        own)."""
         sealed = self.sealer.seal(
             task_id, head[0] + 1, head[1], self.backend.local_now(), draft, status
         )
@@ -1023,8 +1069,9 @@ class SQLHarnessCore:
             sealed.key_id,
         )
         with self._tx() as h:
-            done = self.backend.batch(h, [(sql, params)], commit=True)[0][1]
-        return done == 1
+            results = self.backend.batch(h, [(sql, params)], commit=True, after=after)
+        looked = bool(results[-1][0]) if after else None
+        return results[0][1] == 1, looked
 
     def _consume(self, h: Any, ids: Sequence[int], now: float) -> None:
         self.backend.batch(h, self._consuming(ids, now))

@@ -89,25 +89,35 @@ def register_idle(
     registrations of vanished workers are dropped on the way."""
     if not backend.notifies:
         return
-    clock, clock_params = backend.now_sql()
     with backend.reader() as h:  # one statement, so one transaction of its own
-        backend.run(
-            h,
-            f"WITH t AS (SELECT {clock} AS now), "
-            "gone AS (DELETE FROM harness_idle WHERE since < (SELECT now FROM t) - ?) "
-            "INSERT INTO harness_idle (worker, channel, queues, kinds, since) "
-            "SELECT ?, ?, ?, ?, now FROM t ON CONFLICT (worker) DO UPDATE SET "
-            "channel = excluded.channel, queues = excluded.queues, kinds = excluded.kinds, "
-            "since = excluded.since",
-            (
-                *clock_params,
-                STALE_S,
-                worker_id,
-                worker_channel(worker_id),
-                _names(queues) if queues else None,
-                _names(kinds),
-            ),
-        )
+        backend.run(h, *register_statement(backend, worker_id, queues, kinds))
+
+
+def register_statement(
+    backend: Backend,
+    worker_id: str,
+    queues: Sequence[str] | None,
+    kinds: Sequence[str],
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement of :func:`register_idle`, to ride in another round trip (after a
+    finish's commit)."""
+    clock, clock_params = backend.now_sql()
+    return (
+        f"WITH t AS (SELECT {clock} AS now), "
+        "gone AS (DELETE FROM harness_idle WHERE since < (SELECT now FROM t) - ?) "
+        "INSERT INTO harness_idle (worker, channel, queues, kinds, since) "
+        "SELECT ?, ?, ?, ?, now FROM t ON CONFLICT (worker) DO UPDATE SET "
+        "channel = excluded.channel, queues = excluded.queues, kinds = excluded.kinds, "
+        "since = excluded.since",
+        (
+            *clock_params,
+            STALE_S,
+            worker_id,
+            worker_channel(worker_id),
+            _names(queues) if queues else None,
+            _names(kinds),
+        ),
+    )
 
 
 def unregister_idle(backend: Backend, worker_id: str) -> None:

@@ -31,7 +31,13 @@ from holdfast.harness.receipts import canonical_json, sha256_json
 from holdfast.harness.registry import Registry
 from holdfast.harness.rows import Draft, LeaseLost, StoreUnavailable, TaskRow
 from holdfast.harness.store import SQLHarnessStore
-from holdfast.harness.store_core import STEERING_CHANNEL, TASKS_CHANNEL, LeaseRead, wakes
+from holdfast.harness.store_core import (
+    STEERING_CHANNEL,
+    TASKS_CHANNEL,
+    IdleAfter,
+    LeaseRead,
+    wakes,
+)
 from holdfast.harness.store_wake import STALE_S
 from holdfast.harness.verify import ReceiptsBroken
 from holdfast.store import RANG, WAITED, StoreError
@@ -135,6 +141,9 @@ class Worker:
         self._registered_at: float | None = None  # registered as idle (monotonic time), if so
         self._claimed = False  # a submit claimed this worker's registration for its task
         self._found = False  # more work waited at the last lease: the next one skips the look
+        # a task's end registered this worker as idle and looked for work: found none, and no
+        # announcement came since (the main loop need not look again)
+        self._looked_idle = False
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._fill_lock = threading.Lock()
@@ -173,7 +182,10 @@ class Worker:
                     if now - last_reap >= self.settings.reap_interval:
                         self.store.reap()
                         last_reap = now
-                    if self._claimed or not self._may_register():
+                    looked, self._looked_idle = self._looked_idle, False
+                    if looked and not self._claimed and not self._found:
+                        leased = False  # the task's end just registered and looked
+                    elif self._claimed or not self._may_register():
                         leased = self._fill()
                         leased = self._idle_or_busy() or leased
                     else:  # about to register: its look for work is the one after it
@@ -576,18 +588,47 @@ class Worker:
         if consume:
             payload["steering_id"] = consume[0]
         call = ctx._call if ctx is not None else _direct
-        call(
-            self.store.finish,
-            task.id,
-            token,
-            status=status,
-            result=stored,
-            error=error,
-            usage=usage,
-            draft=Draft(status, payload),
-            consume_steering=consume or (),
-            head=self._head(task),
-        )
+        idle = self._idle_after()
+        if idle is not None:
+            # marked first: a claim's notification may arrive before the finish returns
+            self._registered_at = time.monotonic()
+        try:
+            looked = call(
+                self.store.finish,
+                task.id,
+                token,
+                status=status,
+                result=stored,
+                error=error,
+                usage=usage,
+                draft=Draft(status, payload),
+                consume_steering=consume or (),
+                head=self._head(task),
+                idle=idle,
+            )
+        except BaseException:
+            if idle is not None:
+                self._registered_at = None  # not known to be registered: the loop registers
+            raise
+        if looked:
+            self._found = True  # work waited at the look: lease it next, no look first
+        elif looked is False:
+            self._looked_idle = True
+
+    def _idle_after(self) -> IdleAfter | None:
+        """Whether the task now ending leaves this worker idle with nothing known to wait (so
+        its end registers it and looks for work once more, in the same round trip)."""
+        if self._found or self._ready or self._signalled is not None:
+            return None
+        if not self._listening.is_set() or self.draining.is_set():
+            return None
+        m = self.settings.max_tasks
+        if m is not None and self.completed + self._active() >= m:
+            return None  # this worker stops after it
+        at = self._registered_at
+        if at is not None and time.monotonic() - at < STALE_S / 4:
+            return None  # registered, and recently
+        return IdleAfter(self.id, self.settings.queues, self.registry.names())
 
     def _head(self, task: TaskRow) -> tuple[int, str] | None:
         """The task's chain head as this worker last left it: the lease's, or a later receipt
@@ -673,6 +714,7 @@ class Worker:
         def claimed() -> None:  # a submit claimed this worker's registration for its task
             self._registered_at = None
             self._claimed = True
+            self._looked_idle = False
             self._wake.set()
 
         def on_notify(channel: str, payload: str) -> None:
@@ -695,11 +737,13 @@ class Worker:
                 if wakes(
                     payload, queues, self.registry.names()
                 ):  # only work this worker could lease
+                    self._looked_idle = False
                     self._wake.set()
             elif channel == STEERING_CHANNEL:
                 self._poll_now.set()
             else:  # (re)connected: anything announced meanwhile was missed, so look once
                 waits[0] = time.monotonic()
+                self._looked_idle = False
                 self._wake.set()
                 self._poll_now.set()
 
