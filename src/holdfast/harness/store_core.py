@@ -966,9 +966,9 @@ class SQLHarnessCore:
         self._finish_reading_head(
             task_id, token, status, result, error, usage, draft, consume_steering
         )
-        if not after or after_done is not None:
+        if idle is None or not after or after_done is not None:
             return after_done
-        store_wake.register_idle(self.backend, idle.worker, idle.queues, idle.kinds)  # type: ignore[union-attr]
+        store_wake.register_idle(self.backend, idle.worker, idle.queues, idle.kinds)
         return self._any(*after[1])
 
     def _finish_reading_head(
