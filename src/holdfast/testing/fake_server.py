@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import inspect
 import json
 import threading
@@ -87,6 +88,8 @@ class FakeOpenAIServer:
         n_ctx: int | None = None,
         tools: str = "supported",
         embedding_batch: int | None = None,
+        gather: int | None = None,
+        gather_timeout_s: float = 10.0,
     ) -> None:
         if tools not in ("supported", "refused", "ignored"):
             raise ValueError(f"tools must be supported, refused or ignored, not {tools!r}")
@@ -111,6 +114,11 @@ class FakeOpenAIServer:
         self.n_ctx = n_ctx
         self.tools = tools
         self.embedding_batch = embedding_batch
+        # with ``gather``, each chat reply waits until that many are in flight together (or
+        # ``gather_timeout_s`` passed): a client's concurrency is then measured, not raced
+        self.gather = gather
+        self.gather_timeout_s = gather_timeout_s
+        self._gathered: asyncio.Event | None = None
         self.request_log: list[RequestRecord] = []
         self.disconnects: list[float] = []
         self.in_flight = 0
@@ -351,7 +359,15 @@ class FakeOpenAIServer:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            gathered = self.gather is not None and self.in_flight >= self.gather
         try:
+            if self.gather is not None:
+                if self._gathered is None:
+                    self._gathered = asyncio.Event()
+                if gathered:
+                    self._gathered.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._gathered.wait(), self.gather_timeout_s)
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
             item = await self._next_reply(body)
