@@ -351,6 +351,16 @@ class SQLHarnessCore:
         return sealed, [(receipt, receipt_params), (move, move_params)]
 
     @staticmethod
+    def _receipt_from(source: str, sealed: SealedReceipt) -> tuple[str, tuple[Any, ...]]:
+        """The insert of ``sealed`` for the task ``source`` (a ``WITH`` query) returned, if it
+        returned one: the receipt rides in the statement that wrote the task."""
+        return (
+            "INSERT INTO harness_receipts (task_id, seq, body, hash, sig, key_id) "
+            f"SELECT id, ?, ?, ?, ?, ? FROM {source}",
+            (sealed.seq, sealed.body, sealed.hash, sealed.sig, sealed.key_id),
+        )
+
+    @staticmethod
     def _to_task(row: Row) -> TaskRow:
         data = dict(row)
         for key in _TASK_JSON:
@@ -438,14 +448,13 @@ class SQLHarnessCore:
         the store's own)."""
         sealed = self.sealer.seal(task_id, 1, "", self.backend.local_now(), t.draft, "queued")
         clock, clock_params = self.backend.now_sql()
+        receipt, receipt_params = self._receipt_from("ins", sealed)
         sql = (
             f"WITH t AS (SELECT {clock} AS now), ins AS ("
             "INSERT INTO harness_tasks (id, kind, queue, status, spec, priority, attempts, "
             "max_attempts, idempotency_key, run_after, usage, head_seq, head_hash, head_sig, "
             "created_at, updated_at) SELECT ?, ?, ?, 'queued', ?, ?, 0, ?, NULL, 0, '{}', "
-            "?, ?, ?, now, now FROM t RETURNING *), "
-            "r AS (INSERT INTO harness_receipts (task_id, seq, body, hash, sig, key_id) "
-            "SELECT id, ?, ?, ?, ?, ? FROM ins) SELECT * FROM ins"
+            f"?, ?, ?, now, now FROM t RETURNING *), r AS ({receipt}) SELECT * FROM ins"
         )
         params = (
             *clock_params,
@@ -458,11 +467,7 @@ class SQLHarnessCore:
             sealed.seq,
             sealed.hash,
             sealed.head_sig,
-            sealed.seq,
-            sealed.body,
-            sealed.hash,
-            sealed.sig,
-            sealed.key_id,
+            *receipt_params,
         )
         # the wake-up runs once the task is committed, in the same round trip
         wake = store_wake.wake_statement(
@@ -699,10 +704,9 @@ class SQLHarnessCore:
         )
         if not rows:
             return None
-        rows.sort(key=lambda r: (-int(r["priority"]), float(r["created_at"]), str(r["id"])))
         # one token per task (a token fences one lease, never a batch of them): the fresh
-        # random part, then the task's id
-        tokens = [str(row["lease_token"]) for row in rows]
+        # random part, then the task's id, as RETURNING gives it
+        rows.sort(key=lambda r: (-int(r["priority"]), float(r["created_at"]), str(r["id"])))
         writes: list[tuple[str, Sequence[Any]]] = []
         sealed = []
         for row in rows:
@@ -746,10 +750,8 @@ class SQLHarnessCore:
                 for r in part[0]:
                     by_task[r["task_id"]][n].append(r)
         leases = []
-        for row, tok, seal in zip(rows, tokens, sealed, strict=True):
-            row.update(
-                lease_token=tok, head_seq=seal.seq, head_hash=seal.hash, head_sig=seal.head_sig
-            )
+        for row, seal in zip(rows, sealed, strict=True):
+            row.update(head_seq=seal.seq, head_hash=seal.hash, head_sig=seal.head_sig)
             read = None
             if row["id"] in by_task:
                 steps, receipts, steering = by_task[row["id"]]
@@ -759,7 +761,7 @@ class SQLHarnessCore:
                     receipts=[stored_receipt(r) for r in receipts],
                     steering=steering_rows(steering),
                 )
-            leases.append(Lease(self._to_task(row), tok, read, more))
+            leases.append(Lease(self._to_task(row), str(row["lease_token"]), read, more))
         return leases[0]._replace(also=tuple(leases[1:]))
 
     def _lease_limited(
@@ -954,20 +956,19 @@ class SQLHarnessCore:
                 store_wake.register_statement(self.backend, idle.worker, idle.queues, idle.kinds),
                 (_ready_probe(clock, where), [*clock_params, *filters]),
             ]
+        looked: bool | None = None
         if head is not None and not consume_steering and self.backend.dialect.writes_in_with:
             done, looked = self._finish_at(
                 task_id, token, status, result, error, usage, draft, head, after
             )
             if done:
                 return looked
-            after_done = looked  # registered and looked, though the end itself did not apply
-        else:
-            after_done = None
+            # else registered and looked already, though the end itself did not apply
         self._finish_reading_head(
             task_id, token, status, result, error, usage, draft, consume_steering
         )
-        if idle is None or not after or after_done is not None:
-            return after_done
+        if idle is None or not after or looked is not None:
+            return looked
         store_wake.register_idle(self.backend, idle.worker, idle.queues, idle.kinds)
         return self._any(*after[1])
 
@@ -1039,15 +1040,14 @@ class SQLHarnessCore:
             task_id, head[0] + 1, head[1], self.backend.local_now(), draft, status
         )
         clock, clock_params = self.backend.now_sql()
+        receipt, receipt_params = self._receipt_from("f", sealed)
         sql = (
             f"WITH t AS (SELECT {clock} AS now), f AS ("
             "UPDATE harness_tasks SET status = ?, result = ?, error = ?, usage = ?, "
             "lease_owner = NULL, lease_token = NULL, lease_expires = NULL, waiting = NULL, "
             "updated_at = (SELECT now FROM t), head_seq = ?, head_hash = ?, head_sig = ? "
             "WHERE id = ? AND status = 'running' AND lease_token = ? AND head_seq = ? "
-            "AND head_hash = ? RETURNING id) "
-            "INSERT INTO harness_receipts (task_id, seq, body, hash, sig, key_id) "
-            "SELECT id, ?, ?, ?, ?, ? FROM f"
+            f"AND head_hash = ? RETURNING id) {receipt}"
         )
         params = (
             *clock_params,
@@ -1062,11 +1062,7 @@ class SQLHarnessCore:
             token,
             head[0],
             head[1],
-            sealed.seq,
-            sealed.body,
-            sealed.hash,
-            sealed.sig,
-            sealed.key_id,
+            *receipt_params,
         )
         with self._tx() as h:
             results = self.backend.batch(h, [(sql, params)], commit=True, after=after)

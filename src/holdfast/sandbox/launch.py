@@ -20,6 +20,7 @@ from pathlib import Path
 
 from holdfast.sandbox.errors import SandboxUnavailable
 from holdfast.sandbox.types import SandboxPolicy
+from holdfast.sandbox.unshare_launch import SYSTEM_DIRS as _SYSTEM_DIRS
 from holdfast.sandbox.unshare_launch import build_unshare_argv, unshare_available
 
 WORKSPACE = "/workspace"
@@ -31,7 +32,6 @@ BOX_ENV = {
     "MALLOC_ARENA_MAX": "2",
 }
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")
-_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 _TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"
 _MOUNT_POINTS = ("/mnt", "/media", "/srv", "/opt")
 # Kernel-wide /proc files a box has no use for: the boot command line, kernel symbols and memory,

@@ -30,7 +30,8 @@ _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 # millisecond or two, and mounting one by one ran some thirty of them before the worker started);
 # the table is read from a scratch tmpfs that the box's root then covers, so no copy of it is
 # left inside the box. The host moves the worker into the box's cgroups once it has started.
-_SYSTEM_DIRS = ("usr", "lib", "lib64", "lib32", "bin", "sbin")
+# The host's system directories a box sees read-only (or as the same symlinks), at both backends.
+SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 
 
 def _fstab_field(path: str) -> str:
@@ -50,8 +51,8 @@ def _launch_script(prefix: str, root: str, size: str, shm: str | None, masks: li
     table: list[tuple[str, str, str, str]] = []
     dirs = ["etc", "dev", "proc", "workspace", "tmp", ".old"]
     links: dict[str, list[str]] = {}
-    for name in _SYSTEM_DIRS:
-        host = f"/{name}"
+    for host in SYSTEM_DIRS:
+        name = host.lstrip("/")
         if os.path.islink(host):
             target = os.readlink(host)
             # `ln -s T... DIR` names each link after its target: one run for all that match
