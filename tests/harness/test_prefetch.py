@@ -162,3 +162,31 @@ def test_prefetch_off_leases_one_task_at_a_time(harness: Harness) -> None:
     harness.run_until_idle(WorkerSettings(poll_s=0.02, prefetch=1))
     assert all(harness.get(i).status == "succeeded" for i in ids)
     assert all(_kinds(harness, i) == ["submitted", "leased", "succeeded"] for i in ids)
+
+
+def test_a_slow_finish_does_not_turn_prefetch_off(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether tasks are short is the kind's own run time: a store whose round trips are slow
+    (a busy server) must not make no-op tasks look long and lease one at a time."""
+    store = harness.store
+    finish, lease = store.finish, store.lease_to_run
+    batches: list[int] = []
+
+    def slow_finish(*args: Any, **kwargs: Any) -> Any:
+        threading.Event().wait(0.08)  # longer than prefetch_below_s
+        return finish(*args, **kwargs)
+
+    def counted_lease(*args: Any, **kwargs: Any) -> Any:
+        got = lease(*args, **kwargs)
+        if got is not None:
+            batches.append(1 + len(got.also))
+        return got
+
+    monkeypatch.setattr(store, "finish", slow_finish)
+    monkeypatch.setattr(store, "lease_to_run", counted_lease)
+    ids = [harness.submit({"kind": "noop"}).id for _ in range(9)]
+    harness.run_until_idle(WorkerSettings(poll_s=0.02, prefetch=4, prefetch_below_s=0.05))
+    assert all(harness.get(i).status == "succeeded" for i in ids)
+    assert max(batches) > 1, batches
+    assert all(harness.verify(i).ok for i in ids)
