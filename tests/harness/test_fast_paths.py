@@ -418,8 +418,11 @@ def test_a_submit_wakes_a_worker_after_its_commit_in_the_same_round_trip(
     # a key is looked up first; then the insert; then the receipt, the commit, the wake-up
     assert sent == [["BEGIN", "SELECT"], ["WITH"], ["WITH", "COMMIT", "WITH"]], sent
     assert harness.submit({"kind": "noop", "idempotency_key": "k1"}).id == keyed.id
-    # the registration was claimed: the next submit finds nobody to wake
-    assert backend.query("SELECT worker FROM harness_idle") == []
+    # the registration was claimed (marked for the first task): the next submits found nobody
+    # to wake
+    assert backend.query("SELECT worker, rung_for FROM harness_idle") == [
+        {"worker": "w-idle", "rung_for": t.id}
+    ]
 
 
 def test_a_task_end_that_leaves_the_worker_idle_registers_it_and_looks_in_its_round_trip(

@@ -113,6 +113,50 @@ def test_a_registration_made_after_the_claim_still_finds_the_task(harness: Harne
 
 
 @pg
+def test_a_task_a_submit_woke_a_worker_for_is_left_to_that_worker(pg_url: str) -> None:
+    """Other workers' looks skip it while the woken worker has not leased, for at most
+    ANNOUNCED_S; a lease that does not look first still takes it; the woken worker's lease
+    ends the mark, and its own look sees what it was woken for."""
+    clock = FakeClock(1_000_000.0)
+    h = Harness.open(pg_url, registry=kinds_registry(), clock=clock)
+    store = h.store
+    try:
+        store.register_idle("woken", ["q"], ["noop"])
+        task = h.submit({"kind": "noop", "queue": "q"})
+        clock.advance(0.01)  # the queue's order (created_at), then the ids
+        rows = store.backend.query("SELECT rung_at, rung_for FROM harness_idle")
+        assert [r["rung_for"] for r in rows] == [task.id] and rows[0]["rung_at"] is not None
+        # another worker looks (a registration, a task's end): nothing for it
+        assert store.lease_to_run("other", ["q"], 30.0, ["noop"]) is None
+        # the woken worker's wait sees its registration claimed
+        sql, params = store_wake.wait_statement("woken")
+        seen = store.backend.query(sql.replace("pg_sleep(?)", "1"), params[:1])
+        assert seen[0]["seen"] == "absent"
+        # a claim marks a registration once: a second submit wakes nobody else
+        second = h.submit({"kind": "noop", "queue": "q"})
+        clock.advance(0.01)
+        assert [
+            r["rung_for"] for r in store.backend.query("SELECT rung_for FROM harness_idle")
+        ] == [task.id]
+        # past ANNOUNCED_S the woken worker is presumed slow or gone: any look takes it
+        clock.advance(store_wake.ANNOUNCED_S + 0.1)
+        got = store.lease_to_run("other", ["q"], 30.0, ["noop"])
+        assert got is not None and got.task.id == task.id
+        # the woken worker leases without a look, ending its registration and the mark
+        store.register_idle("woken", ["q"], ["noop"])
+        third = h.submit({"kind": "noop", "queue": "q"})
+        clock.advance(0.01)
+        mine = store.lease_to_run("woken", ["q"], 30.0, ["noop"], look_first=False, unregister=True)
+        assert mine is not None and mine.task.id == second.id
+        assert mine.more  # the task it was woken for (third) is not hidden from its own look
+        assert store.backend.query("SELECT worker FROM harness_idle") == []
+        got = store.lease_to_run("other", ["q"], 30.0, ["noop"])
+        assert got is not None and got.task.id == third.id
+    finally:
+        h.close()
+
+
+@pg
 def test_stale_registrations_are_dropped(pg_url: str) -> None:
     clock = FakeClock(1_000_000.0)
     h = Harness.open(pg_url, registry=kinds_registry(), clock=clock)

@@ -427,7 +427,9 @@ class SQLHarnessCore:
                 ),
             )[0]
             # the wake-up runs once the task is committed, in the same round trip
-            wake = store_wake.wake_statement(self.backend, queue, kind, wake_payload(queue, kind))
+            wake = store_wake.wake_statement(
+                self.backend, queue, kind, wake_payload(queue, kind), task_id=new_id
+            )
             sealed, _ = self._append_then(
                 h,
                 new_id,
@@ -471,7 +473,7 @@ class SQLHarnessCore:
         )
         # the wake-up runs once the task is committed, in the same round trip
         wake = store_wake.wake_statement(
-            self.backend, t.queue, t.kind, wake_payload(t.queue, t.kind)
+            self.backend, t.queue, t.kind, wake_payload(t.queue, t.kind), task_id=task_id
         )
         with self._tx() as h:
             rows = self.backend.batch(
@@ -649,7 +651,7 @@ class SQLHarnessCore:
             return None
         where, filters = _ready_filter(queues, kinds, task_ids)
         clock, clock_params = self.backend.now_sql()
-        if look_first and not self._any(_ready_probe(clock, where), [*clock_params, *filters]):
+        if look_first and not self._any(*_look(self.backend, clock, clock_params, where, filters)):
             return None
         with self._tx() as h:
             got = self._claim(h, owner, ttl_s, where, filters, unregister, max(1, limit))
@@ -735,11 +737,13 @@ class SQLHarnessCore:
                 ),
                 (_PENDING_STEERING.format(marks=marks), short),
             ]
-        # this transaction sees its own claims as running: any queued row is more work
-        probe = len(reads)
-        reads.append((_ready_probe("?", where), [rows[0]["heartbeat_at"], *filters]))
+        # The registration goes first, so that a submit's mark on it (the task it woke this
+        # worker for) does not hide that task from this look.
         if unregister:
             reads.append(store_wake.unregister_statement(owner))
+        # this transaction sees its own claims as running: any queued row is more work
+        probe = len(reads)
+        reads.append(_look(self.backend, "?", [rows[0]["heartbeat_at"]], where, filters))
         results = self.backend.batch(h, [*writes, *reads], commit=True)[len(writes) :]
         more = bool(results[probe][0])
         by_task: dict[str, tuple[list[Row], list[Row], list[Row]]] = {
@@ -954,7 +958,7 @@ class SQLHarnessCore:
             clock, clock_params = self.backend.now_sql()
             after = [
                 store_wake.register_statement(self.backend, idle.worker, idle.queues, idle.kinds),
-                (_ready_probe(clock, where), [*clock_params, *filters]),
+                _look(self.backend, clock, clock_params, where, filters),
             ]
         looked: bool | None = None
         if head is not None and not consume_steering and self.backend.dialect.writes_in_with:
@@ -1110,6 +1114,17 @@ def _opt(value: Any) -> str | None:
 def _ready_probe(clock: str, where: str) -> str:
     """One ready task's id, if any, as of ``clock`` (a SQL expression), among ``where``."""
     return f"SELECT id FROM harness_tasks WHERE status = 'queued' AND run_after <= {clock}{where} LIMIT 1"
+
+
+def _look(
+    backend: Backend, clock: str, clock_params: Sequence[Any], where: str, filters: Sequence[Any]
+) -> tuple[str, list[Any]]:
+    """A worker's look for work: :func:`_ready_probe`, leaving out (where workers are woken)
+    a task a submit just woke another worker for (:func:`store_wake.announced`)."""
+    if not backend.notifies:
+        return _ready_probe(clock, where), [*clock_params, *filters]
+    sql = _ready_probe(clock, where + store_wake.announced(clock))
+    return sql, [*clock_params, *filters, *clock_params]
 
 
 def _ready_filter(

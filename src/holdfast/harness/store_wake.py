@@ -4,8 +4,12 @@ A ``NOTIFY`` reaches every listener, so announcing each submitted task on one ch
 idle worker, and all but one of them then look for work in vain: the cost of a task grew with the
 number of workers. Instead an idle worker *registers* (a row of ``harness_idle``: its own
 notification channel and the queues and kinds it takes) and a submit, after its transaction
-committed, *claims* one registered worker that can take the task (``DELETE ... RETURNING``, so two
-submits never wake the same worker for two tasks) and wakes that worker alone.
+committed, *claims* one registered worker that can take the task (an ``UPDATE ... RETURNING`` that
+marks the registration as rung, for that task, so two submits never wake the same worker for two
+tasks) and wakes that worker alone. Until the woken worker leases (which removes its
+registration), or for :data:`ANNOUNCED_S` at most, other workers' looks for work leave that task
+to it: otherwise every worker that looks at the moment (one whose task just ended, one that just
+registered) races the woken one for it, and the losers lease in vain, register and look again.
 
 It wakes it by ringing its *doorbell*, not by a notification: PostgreSQL (15 and before) signals
 every listening backend of the database on every ``NOTIFY``, whatever its channel, and each of
@@ -21,7 +25,7 @@ No task is left unannounced. A worker registers first and then looks for work on
 submit commits its task first and then claims a worker. If the claim saw no registration, it ran
 before the registration committed, so the worker's second look came after the task committed,
 and found it. (A worker that is busy is not registered: it looks for work as soon as it is free.)
-A worker that died while registered is claimed at most once (then its row is gone); rows not
+A worker that died while registered is claimed at most once (then its row is marked); rows not
 refreshed for :data:`STALE_S` are removed by the next registration. Whatever else goes wrong,
 idle workers still poll every ``notify_poll_s``.
 
@@ -65,7 +69,21 @@ def _v2(d: Dialect) -> str:
     """
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2]
+def _v3(d: Dialect) -> str:
+    """A claim marks the registration instead of deleting it: when and for which task its
+    worker was woken, so other workers' looks leave that task to it (:func:`announced`)."""
+    return f"""
+    ALTER TABLE harness_idle ADD COLUMN rung_at {d.float};
+    ALTER TABLE harness_idle ADD COLUMN rung_for TEXT;
+    """
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
+
+ANNOUNCED_S = 0.5
+"""How long a task a submit woke a worker for is left to that worker by the looks of others
+(unless it leases meanwhile, which ends that): past this the worker is presumed slow or gone
+and any look takes the task."""
 
 
 def worker_channel(worker_id: str) -> str:
@@ -108,7 +126,7 @@ def register_statement(
         "INSERT INTO harness_idle (worker, channel, queues, kinds, since) "
         "SELECT ?, ?, ?, ?, now FROM t ON CONFLICT (worker) DO UPDATE SET "
         "channel = excluded.channel, queues = excluded.queues, kinds = excluded.kinds, "
-        "since = excluded.since",
+        "since = excluded.since, rung_at = NULL, rung_for = NULL",
         (
             *clock_params,
             STALE_S,
@@ -129,8 +147,22 @@ def unregister_idle(backend: Backend, worker_id: str) -> None:
 
 
 def unregister_statement(worker_id: str) -> tuple[str, tuple[Any, ...]]:
-    """The statement of :func:`unregister_idle`, to ride in another round trip (a lease's)."""
+    """The statement of :func:`unregister_idle`, to ride in another round trip (a lease's):
+    it also ends a claim's mark, so the task it was for is any worker's to find again."""
     return "DELETE FROM harness_idle WHERE worker = ?", (worker_id,)
+
+
+def announced(clock: str) -> str:
+    """The ``AND ...`` clause a look for work adds (PostgreSQL): not a task some submit just
+    woke another worker for, while that worker has not leased (its registration still carries
+    the claim's mark) and for at most :data:`ANNOUNCED_S`. Without it the woken worker and
+    every worker that happens to look (a task's end, a registration) race for each new task,
+    and all but one lease in vain, then register and look again. ``clock`` is the look's
+    time (a SQL expression whose parameters the caller passes once more)."""
+    return (
+        " AND NOT EXISTS (SELECT 1 FROM harness_idle r WHERE r.rung_for = harness_tasks.id "
+        f"AND r.rung_at > {clock} - {ANNOUNCED_S})"
+    )
 
 
 # The backend of ``d`` (a row of harness_doorbells), when it still is the one that published the
@@ -172,8 +204,8 @@ def wait_statement(worker_id: str) -> tuple[str, tuple[Any, ...]]:
     claimed meanwhile is gone by the next wait's start, so the worker learns of it within
     :data:`BELL_WAIT_S` all the same."""
     return (
-        "SELECT CASE WHEN EXISTS (SELECT 1 FROM harness_idle WHERE worker = ?) "
-        "THEN 'registered' ELSE 'absent' END AS seen, pg_sleep(?)",
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM harness_idle WHERE worker = ? "
+        "AND rung_at IS NULL) THEN 'registered' ELSE 'absent' END AS seen, pg_sleep(?)",
         (worker_id, BELL_WAIT_S),
     )
 
@@ -198,11 +230,18 @@ def ring(backend: Backend, worker_id: str) -> bool:
     return any(r["rang"] for r in rows)
 
 
-def wake_one(backend: Backend, queue: str, kind: str, payload: str) -> bool:
+def wake_one(
+    backend: Backend, queue: str, kind: str, payload: str, task_id: str | None = None
+) -> bool:
     """Claim one registered worker that can take a task of ``queue`` and ``kind`` and notify
     it (the most recently idle first: the others' registrations may be stale); whether one was.
-    Run after the task's transaction committed (see the module docstring)."""
-    return wake_some(backend, queue, kind, payload, 1) > 0
+    Run after the task's transaction committed (see the module docstring). With ``task_id``
+    the claim marks it as that task's, so other workers' looks leave it to the woken one."""
+    stmt = wake_statement(backend, queue, kind, payload, 1, task_id)
+    if stmt is None:
+        return False
+    with backend.reader() as h:
+        return len(backend.rows(h, *stmt)) > 0
 
 
 def wake_some(backend: Backend, queue: str, kind: str, payload: str, n: int) -> int:
@@ -216,21 +255,30 @@ def wake_some(backend: Backend, queue: str, kind: str, payload: str, n: int) -> 
 
 
 def wake_statement(
-    backend: Backend, queue: str, kind: str, payload: str, n: int = 1
+    backend: Backend,
+    queue: str,
+    kind: str,
+    payload: str,
+    n: int = 1,
+    task_id: str | None = None,
 ) -> tuple[str, tuple[Any, ...]] | None:
     """The one statement of :func:`wake_some` (to run after the task's commit, in the same
-    round trip), or None where nobody listens."""
+    round trip), or None where nobody listens. A claimed registration is marked (when, and
+    for ``task_id`` if given), not deleted: the woken worker's lease removes it, and until
+    then it is claimed no more and other workers' looks leave ``task_id`` to it."""
     if not backend.notifies or n < 1:
         return None
+    clock, clock_params = backend.now_sql()
     # ring each claimed worker's bell; notify its channel where that cannot be done
     return (
-        "WITH w AS (DELETE FROM harness_idle WHERE worker IN ("
-        "SELECT worker FROM harness_idle WHERE (queues IS NULL OR strpos(queues, ?) > 0) "
+        f"WITH w AS (UPDATE harness_idle SET rung_at = {clock}, rung_for = ? WHERE worker IN ("
+        "SELECT worker FROM harness_idle WHERE rung_at IS NULL "
+        "AND (queues IS NULL OR strpos(queues, ?) > 0) "
         "AND strpos(kinds, ?) > 0 ORDER BY since DESC LIMIT ?"
         + backend.dialect.skip_locked
-        + ") RETURNING worker, channel) "
+        + ") AND rung_at IS NULL RETURNING worker, channel) "
         "SELECT CASE WHEN pg_cancel_backend(a.pid) THEN 'rang' "
         "ELSE 'notified' || COALESCE(pg_notify(w.channel, ?)::text, '') END AS sent "
         "FROM w LEFT JOIN harness_doorbells d ON d.worker = w.worker " + _BELL,
-        (_SEP + queue + _SEP, _SEP + kind + _SEP, n, payload),
+        (*clock_params, task_id, _SEP + queue + _SEP, _SEP + kind + _SEP, n, payload),
     )

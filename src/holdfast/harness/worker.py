@@ -333,9 +333,11 @@ class Worker:
             if m is not None and self.completed + self._active() >= m:
                 break
             claimed, self._claimed = self._claimed, False
-            # a lease that fills the last slot ends this worker's idle registration with it
+            # a lease that fills the last slot ends this worker's idle registration with it,
+            # and so does one a submit woke it for (which marked the registration, see
+            # store_wake: the lease ends the mark)
             full = self._started() + 1 >= self.settings.concurrency
-            registered = self._registered_at is not None and full
+            registered = (self._registered_at is not None and full) or claimed
             got = self.store.lease_to_run(
                 self.id,
                 self.settings.queues,
