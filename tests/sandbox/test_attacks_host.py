@@ -261,6 +261,42 @@ def test_host_call_arguments_are_bounded_in_decoded_bytes(backend: str) -> None:
         assert active["peak"] == 1
 
 
+def test_calls_in_flight_are_charged_what_they_can_cost_not_the_worst_case(backend: str) -> None:
+    """Four calls with a 20 KB string each are in flight (about 60 KB each to decode) when a
+    fifth brings 450 KB (about 1.35 MB): all fit an 8 MB budget. Charged at the worst a byte can
+    cost (89 times its size), the four would hold 7 MB and the fifth would be refused."""
+    active = {"now": 0, "peak": 0}
+
+    async def hold(x: str) -> int:
+        active["now"] += 1
+        active["peak"] = max(active["peak"], active["now"])
+        await asyncio.sleep(0.5)
+        active["now"] -= 1
+        return len(x)
+
+    with open_sync_sandbox(
+        _policy(backend, max_host_bytes=8 << 20), [HostFunctionSpec("hold", hold)]
+    ) as box:
+        r = box.execute(
+            "import time\n"
+            "from concurrent.futures import ThreadPoolExecutor\n"
+            "def big():\n"
+            "    try:\n"
+            "        return hold('b' * 450_000)\n"
+            "    except HostCallError as e:\n"
+            "        return str(e)\n"
+            "with ThreadPoolExecutor(5) as ex:\n"
+            "    small = [ex.submit(hold, 'a' * 20_000) for _ in range(4)]\n"
+            "    time.sleep(0.2)\n"
+            "    last = ex.submit(big)\n"
+            "    out = [f.result() for f in small] + [last.result()]\n"
+            "out"
+        )
+        assert r.ok, r.error
+        assert r.value_repr == str([20_000] * 4 + [450_000])
+        assert active["peak"] == 5
+
+
 def test_forged_frames_never_grow_host_memory(backend: str) -> None:
     """Frames of millions of [] decode to twenty times their size: they are refused from their
     raw bytes, before any decoding."""

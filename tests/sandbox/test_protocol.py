@@ -192,6 +192,25 @@ def test_the_workers_codec_writes_and_reads_what_json_does(value: Any) -> None:
     assert _loads(expected.encode("utf-8", "surrogatepass")) == json.loads(expected)
 
 
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_the_hosts_codec_and_the_workers_replies_write_what_json_does(value: Any) -> None:
+    from holdfast.sandbox._worker import _dumps_reply
+
+    message = {"op": "result", "value": value}
+    expected = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    data = expected.encode("utf-8", "surrogatepass")
+    assert encode_frame(message, 1 << 20) == HEADER.pack(len(data)) + data
+    assert _dumps_reply(message) == data
+    assert decode_frame(data) == json.loads(expected)
+
+
+def test_the_hosts_decoder_refuses_anything_around_the_one_value() -> None:
+    for bad in (b"[1] ", b" [1]", b"[1][2]", b"{} x", b"\n{}"):
+        with pytest.raises(ProtocolViolation):
+            decode_frame(bad)
+
+
 def test_the_workers_codec_is_strict() -> None:
     from holdfast.sandbox._worker import _dumps, _loads
 

@@ -85,6 +85,18 @@ def _dumps(value: Any) -> bytes:
     return "".join(encode(value, 0)).encode("utf-8", "surrogatepass")
 
 
+# The worker's own replies: every value in one has been through _dumps already (or is the
+# worker's own text), so a cycle cannot be in it and one encoder without cycle markers serves
+# them all (what is not JSON still raises, and the caller answers with an error instead).
+_REPLY_ENCODE = _json.make_encoder(
+    None, _not_json, _json.encode_basestring, None, ":", ",", False, False, False
+)
+
+
+def _dumps_reply(value: dict[str, Any]) -> bytes:
+    return "".join(_REPLY_ENCODE(value, 0)).encode("utf-8", "surrogatepass")
+
+
 class _StrictJSON:
     """The scanner's settings: plain numbers, objects as dicts, no NaN or Infinity."""
 
@@ -99,12 +111,16 @@ class _StrictJSON:
         raise ValueError(f"{name} is not JSON")
 
 
+# One scanner for the life of the box: it clears its memo after every call and never lets go of
+# the interpreter lock while it runs (its hooks are all C), so threads cannot interleave in it.
+_SCAN = _json.make_scanner(_StrictJSON)  # type: ignore[arg-type]
+
+
 def _loads(body: bytes) -> Any:
     """One JSON value that fills ``body`` (UTF-8, as the host writes it)."""
     text = body.decode("utf-8", "surrogatepass")
-    scan = _json.make_scanner(_StrictJSON)  # type: ignore[arg-type]
     try:
-        value, end = scan(text, 0)
+        value, end = _SCAN(text, 0)
     except StopIteration as exc:
         raise ValueError(f"not JSON at character {exc.value}") from None
     if end != len(text):
@@ -187,8 +203,8 @@ class _Channel:
         del self.buf[: 4 + size]
         return _loads(body)
 
-    def send(self, obj: Any) -> None:
-        self.send_body(_dumps(obj))
+    def send(self, obj: dict[str, Any]) -> None:
+        self.send_body(_dumps_reply(obj))
 
     def send_body(self, body: bytes) -> None:
         if len(body) > self.max_bytes:
@@ -217,7 +233,14 @@ class _Capture:
             if len(self.tail) > 2 * self.half:
                 del self.tail[: len(self.tail) - self.half]
 
+    def reset(self) -> None:
+        self.head.clear()
+        self.tail.clear()
+        self.total = 0
+
     def result(self) -> tuple[str, bool]:
+        if not self.total:
+            return "", False
         tail = bytes(self.tail[-self.half :]) if self.tail else b""
         kept = len(self.head) + len(tail)
         if self.total > kept:
@@ -563,9 +586,11 @@ class Worker:
         return out
 
     def execute(self, code: str, echo: bool, want_snapshot: bool) -> dict[str, Any]:
+        captures = self.captures
         with self.lock:
             self._drain()
-            self.captures = {1: _Capture(self.max_output), 2: _Capture(self.max_output)}
+            captures[1].reset()
+            captures[2].reset()
         start = time.perf_counter()
         error = None
         value_repr = None
@@ -595,18 +620,20 @@ class Worker:
             sys.stderr = _Stream(self, 2)
         with self.lock:
             self._drain()
-            out, out_cut = self.captures[1].result()
-            err, err_cut = self.captures[2].result()
-        reply = {
-            "ok": True,
-            "stdout": out,
-            "stderr": err,
-            "stdout_truncated": out_cut,
-            "stderr_truncated": err_cut,
-            "error": error,
-            "value_repr": value_repr,
-            "duration_s": duration,
-        }
+            out, out_cut = captures[1].result()
+            err, err_cut = captures[2].result()
+        # Only what the cell produced: the host reads a missing field as empty.
+        reply: dict[str, Any] = {"ok": True, "duration_s": duration}
+        if out:
+            reply["stdout"] = out
+            reply["stdout_truncated"] = out_cut
+        if err:
+            reply["stderr"] = err
+            reply["stderr_truncated"] = err_cut
+        if error is not None:
+            reply["error"] = error
+        if value_repr is not None:
+            reply["value_repr"] = value_repr
         if want_snapshot:
             reply["snapshot"] = self.snapshot()
         return reply

@@ -193,7 +193,9 @@ class IsolatedSandbox:
         """Runs one cell. Never hangs: past ``timeout`` the worker is killed and restarted."""
         if not isinstance(code, str):
             raise InvalidInput("code must be a string")
-        proc = await self._ready()
+        proc = self._proc
+        if proc is None or self._fatal is not None or self._needs_restart or proc.dead is not None:
+            proc = await self._ready()
         limit = timeout if timeout is not None else self.policy.cell_timeout_s
         started = time.perf_counter()
         msg = {"op": "exec", "code": code, "echo": self.policy.echo_last_expression}
@@ -239,8 +241,10 @@ class IsolatedSandbox:
             self._snapshot = snap
         # the worker keeps head and tail within the limit and adds a marker between them
         limit_out = self.policy.max_output_bytes + _MARKER_ROOM
-        stdout, out_cut = cap_text(reply.get("stdout", ""), limit_out)
-        stderr, err_cut = cap_text(reply.get("stderr", ""), limit_out)
+        out = reply.get("stdout")
+        stdout, out_cut = cap_text(out, limit_out) if out else ("", False)
+        err_text = reply.get("stderr")
+        stderr, err_cut = cap_text(err_text, limit_out) if err_text else ("", False)
         err = reply.get("error")
         error = None
         if err:

@@ -15,6 +15,7 @@ is untrusted, and the host must stay healthy whatever it is:
 
 from __future__ import annotations
 
+import _json
 import json
 import re
 import struct
@@ -30,10 +31,24 @@ class ProtocolViolation(Exception):
     """A box sent something that is not a well-formed, expected message."""
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encode(message: Any) -> str:
+    """``json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))``
+    through the C encoder directly: ``json.dumps`` with options builds an encoder object per
+    call, which is a good part of a small frame's cost. A fresh C encoder per call, as
+    ``json.dumps`` makes, so that its circular-reference markers start empty."""
+    encode = _json.make_encoder(
+        {}, _not_json, _json.encode_basestring, None, ":", ",", False, False, False
+    )
+    return "".join(encode(message, 0))
+
+
 def encode_frame(message: dict[str, Any], max_bytes: int) -> bytes:
     """One frame for ``message``; raises ValueError when it is not JSON or over the cap."""
-    body = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    data = body.encode("utf-8", "surrogatepass")
+    data = _encode(message).encode("utf-8", "surrogatepass")
     if len(data) > max_bytes:
         raise ValueError(f"message of {len(data)} bytes exceeds the {max_bytes}-byte cap")
     return HEADER.pack(len(data)) + data
@@ -47,6 +62,11 @@ _COST_CONTAINER = 80
 _COST_SEPARATOR = 48
 _COST_KEY = 64
 _COST_QUOTE = 32
+
+
+# No byte of a frame costs more than this to decode (a bracket: its share of the text and one
+# container), so a frame this many times its length under a budget needs no counting.
+COST_PER_BYTE_MAX = 9 + _COST_CONTAINER
 
 
 def decoded_cost(body: bytes) -> int:
@@ -71,7 +91,7 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 def nesting_depth_exceeds(body: bytes, limit: int) -> bool:
     """Whether the JSON text nests arrays and objects deeper than ``limit`` (strings ignored)."""
-    if body.count(b"[") + body.count(b"{") <= limit:
+    if len(body) <= limit or body.count(b"[") + body.count(b"{") <= limit:
         return False
     brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS).translate(_SIGNS)
     if len(brackets) <= limit:
@@ -84,6 +104,9 @@ def _no_constants(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
+# The C scanner over the decoder's settings (what JSONDecoder.decode runs on, without its
+# whitespace skipping): it clears its memo after each call and never releases the GIL.
+_SCAN = _json.make_scanner(_DECODER)  # type: ignore[arg-type]
 
 
 def decode_frame(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
@@ -91,9 +114,17 @@ def decode_frame(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     if nesting_depth_exceeds(body, max_depth):
         raise ProtocolViolation(f"frame nests deeper than {max_depth} levels")
     try:
-        return _DECODER.decode(body.decode("utf-8", "surrogatepass"))
+        text = body.decode("utf-8", "surrogatepass")
+        # The scanner itself, not JSONDecoder.decode: the box writes no whitespace outside
+        # strings, so none is skipped, and anything after the one value is refused.
+        value, end = _SCAN(text, 0)
+    except StopIteration as exc:
+        raise ProtocolViolation(f"frame is not strict JSON at character {exc.value}") from None
     except Exception as exc:  # RecursionError, MemoryError, ValueError, UnicodeDecodeError...
         raise ProtocolViolation(f"frame is not strict JSON: {type(exc).__name__}: {exc}") from None
+    if end != len(text):
+        raise ProtocolViolation(f"frame is not strict JSON: extra data at character {end}")
+    return value
 
 
 class FrameReader:
