@@ -52,6 +52,30 @@ async def test_os_exit_is_reported_and_the_box_restarts() -> None:
 
 
 @pytest.mark.anyio
+async def test_the_snapshot_each_cell_carries_is_the_globals_as_they_are_now() -> None:
+    """Each cell's snapshot is the state after that cell: a value rebound to a new object (or
+    to an equal one), a list changed in place, names that need escaping, text outside ASCII;
+    a restart brings back exactly that."""
+    async with open_sandbox() as box:
+        await box.execute(
+            "s = 'first'\nn = 1\nf = 0.5\nxs = [1, 2]\nglobals()['we\"ird\\n'] = 'é\\ud800'"
+        )
+        await box.execute("s = 'second'\nn = 2\nf = 0.5 + 0\nxs.append(3)\ngone = 1")
+        await box.execute("del gone")
+        r = await box.execute("import os; os._exit(3)")
+        assert r.error is not None and r.error.type == "SandboxDied"
+        after = await box.execute("(s, n, f, xs, globals()['we\"ird\\n'], 'gone' in globals())")
+        assert after.value_repr == "('second', 2, 0.5, [1, 2, 3], 'é\\ud800', False)"
+        assert await box.snapshot() == {
+            "s": "second",
+            "n": 2,
+            "f": 0.5,
+            "xs": [1, 2, 3],
+            'we"ird\n': "é\ud800",
+        }
+
+
+@pytest.mark.anyio
 async def test_cancelling_execute_kills_the_cell_promptly() -> None:
     async with open_sandbox() as box:
         await box.execute("n = 5")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 _HEADER = struct.Struct(">I")
 _JSON_TYPES = (dict, list, tuple, str, int, float, bool, type(None))
+_IMMUTABLE = frozenset((str, int, float, bool, type(None)))
 _ONLY_AST = 0x400  # ast.PyCF_ONLY_AST, without importing the ast module at start-up
 _EXCLUDED = {"__builtins__", "__name__", "__doc__", "__loader__", "__spec__", "__package__"}
 # The real exit, kept before any user code can replace os._exit.
@@ -95,6 +96,20 @@ _REPLY_ENCODE = _json.make_encoder(
 
 def _dumps_reply(value: dict[str, Any]) -> bytes:
     return "".join(_REPLY_ENCODE(value, 0)).encode("utf-8", "surrogatepass")
+
+
+# A reply's field whose JSON text is already made (a snapshot): (its name, the text), spliced in
+# as the last field instead of being serialised a second time.
+_RAW = "\x00raw"
+
+
+def _reply_body(reply: dict[str, Any]) -> bytes:
+    raw = reply.pop(_RAW, None)
+    body = _dumps_reply(reply)
+    if raw is None:
+        return body
+    name, text = raw
+    return b'%s,"%s":%s}' % (body[:-1], name.encode(), text)
 
 
 class _StrictJSON:
@@ -307,6 +322,9 @@ class Worker:
         self.max_output = int(config.get("max_output_bytes", 64000))
         self.globals: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         self.inputs: set[str] = set()
+        # The text of each immutable global at the last snapshot, by name: a value that is still
+        # the same object is not serialised again.
+        self._known: dict[str, tuple[Any, bytes, int]] = {}
         self.lock = threading.Lock()
         self.captures = {1: _Capture(self.max_output), 2: _Capture(self.max_output)}
         self.max_message = int(config.get("max_message_bytes", 1 << 24))
@@ -479,7 +497,7 @@ class Worker:
             reply["id"] = msg.get("id")
             reply["op"] = "result"
             try:
-                self.chan.send(reply)
+                self.chan.send_body(_reply_body(reply))
             except (TypeError, ValueError, RecursionError) as exc:
                 self.chan.send(
                     {
@@ -523,7 +541,7 @@ class Worker:
                     return {"ok": False, "error": _err("ValueError", f"{name}: {problem}")}
                 return {"ok": True, "value": value}
             if op == "snapshot":
-                return {"ok": True, "value": self.snapshot()}
+                return {"ok": True, _RAW: ("value", self.snapshot())}
             if op == "restore":
                 self.globals.update(msg.get("value") or {})
                 return {"ok": True}
@@ -559,31 +577,44 @@ class Worker:
             return f"nests deeper than {self.max_depth - 4} levels"
         return None
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> bytes:
+        """The JSON-safe globals that fit, as the text of one JSON object: each value is
+        serialised once, to measure it and to send it."""
         cap = self.max_message // 2
         budget = self.max_host // 4
-        out: dict[str, Any] = {}
+        parts: list[bytes] = []
         used = 0
         cost = 0
+        known = self._known
+        fresh: dict[str, tuple[Any, bytes, int]] = {}
         for key, value in list(self.globals.items()):
-            if key in _EXCLUDED or key in self.inputs or key.startswith("__"):
+            if not isinstance(value, _JSON_TYPES) or not isinstance(key, str):
                 continue
-            if not isinstance(value, _JSON_TYPES):
+            if key in _EXCLUDED or key in self.inputs or key.startswith("__"):
                 continue
             if isinstance(value, (str, list, dict, tuple)) and len(value) > cap - used:
                 continue  # cannot fit: skip it without serialising it
-            try:
-                body = _dumps(value)
-            except (TypeError, ValueError, RecursionError):
-                continue
-            if used + len(body) > cap or cost + decoded_cost(body) > budget:
-                continue
-            if too_deep(body, self.max_depth - 4):
+            seen = known.get(key)
+            if seen is not None and seen[0] is value:
+                body, price = seen[1], seen[2]  # the same immutable object: the same text
+            else:
+                try:
+                    body = _dumps(value)
+                except (TypeError, ValueError, RecursionError):
+                    continue
+                if too_deep(body, self.max_depth - 4):
+                    continue
+                price = decoded_cost(body)
+            if type(value) in _IMMUTABLE:
+                fresh[key] = (value, body, price)
+            if used + len(body) > cap or cost + price > budget:
                 continue
             used += len(body)
-            cost += decoded_cost(body)
-            out[key] = value
-        return out
+            cost += price
+            name = _json.encode_basestring(key).encode("utf-8", "surrogatepass")
+            parts.append(name + b":" + body)
+        self._known = fresh
+        return b"{" + b",".join(parts) + b"}"
 
     def execute(self, code: str, echo: bool, want_snapshot: bool) -> dict[str, Any]:
         captures = self.captures
@@ -635,7 +666,7 @@ class Worker:
         if value_repr is not None:
             reply["value_repr"] = value_repr
         if want_snapshot:
-            reply["snapshot"] = self.snapshot()
+            reply[_RAW] = ("snapshot", self.snapshot())
         return reply
 
     def describe(self, exc: BaseException) -> dict[str, str]:
