@@ -227,74 +227,66 @@ def test_the_blocking_api_never_lets_a_box_outlive_its_host(backend: str, tmp_pa
 # 2. host memory -------------------------------------------------------------------------------------
 
 
-def test_host_call_arguments_are_bounded_in_decoded_bytes(backend: str) -> None:
-    """Threads calling a slow host function with [[]]*200_000 (25 MB decoded each): only what
-    fits the box's budget is decoded at once, and the others are told why."""
+def _holding(backend: str, budget: int, code: str) -> tuple[list[Any], int]:
+    """Runs ``code`` in a box with ``budget`` bytes of host memory and a host function
+    ``hold(x)`` that takes half a second to return ``len(x)``; the code may call ``tried(x)``,
+    which returns a refusal's text instead of raising it, and must leave its answer in ``out``.
+    Returns ``out`` and how many calls of ``hold`` ran at once at most."""
     active = {"now": 0, "peak": 0}
 
-    async def hold(x: list[Any]) -> int:
+    async def hold(x: Any) -> int:
         active["now"] += 1
         active["peak"] = max(active["peak"], active["now"])
         await asyncio.sleep(0.5)
         active["now"] -= 1
         return len(x)
 
-    with open_sync_sandbox(
-        _policy(backend, max_host_bytes=32 << 20), [HostFunctionSpec("hold", hold)]
-    ) as box:
-        r = box.execute(
-            "from concurrent.futures import ThreadPoolExecutor\n"
-            "def go(_):\n"
-            "    try:\n"
-            "        return hold([[]] * 200_000)\n"
-            "    except HostCallError as e:\n"
-            "        return str(e)\n"
-            "with ThreadPoolExecutor(8) as ex:\n"
-            "    out = list(ex.map(go, range(8)))\n"
-            "out"
-        )
+    prelude = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "def tried(x):\n"
+        "    try:\n"
+        "        return hold(x)\n"
+        "    except HostCallError as e:\n"
+        "        return str(e)\n"
+    )
+    policy = _policy(backend, max_host_bytes=budget)
+    with open_sync_sandbox(policy, [HostFunctionSpec("hold", hold)]) as box:
+        r = box.execute(prelude + code)
         assert r.ok, r.error
-        out = eval(r.value_repr or "[]")
-        assert out.count(200_000) >= 1
-        refused = [o for o in out if isinstance(o, str)]
-        assert refused and all("max_host_bytes" in o for o in refused)
-        assert active["peak"] == 1
+        return box.get("out"), active["peak"]
+
+
+def test_host_call_arguments_are_bounded_in_decoded_bytes(backend: str) -> None:
+    """Threads calling a slow host function with [[]]*200_000 (25 MB decoded each): only what
+    fits the box's budget is decoded at once, and the others are told why."""
+    out, peak = _holding(
+        backend,
+        32 << 20,
+        "with ThreadPoolExecutor(8) as ex:\n"
+        "    out = list(ex.map(lambda _: tried([[]] * 200_000), range(8)))\n",
+    )
+    assert out.count(200_000) >= 1
+    refused = [o for o in out if isinstance(o, str)]
+    assert refused and all("max_host_bytes" in o for o in refused)
+    assert peak == 1
 
 
 def test_calls_in_flight_are_charged_what_they_can_cost_not_the_worst_case(backend: str) -> None:
     """Four calls with a 20 KB string each are in flight (about 60 KB each to decode) when a
     fifth brings 450 KB (about 1.35 MB): all fit an 8 MB budget. Charged at the worst a byte can
     cost (89 times its size), the four would hold 7 MB and the fifth would be refused."""
-    active = {"now": 0, "peak": 0}
-
-    async def hold(x: str) -> int:
-        active["now"] += 1
-        active["peak"] = max(active["peak"], active["now"])
-        await asyncio.sleep(0.5)
-        active["now"] -= 1
-        return len(x)
-
-    with open_sync_sandbox(
-        _policy(backend, max_host_bytes=8 << 20), [HostFunctionSpec("hold", hold)]
-    ) as box:
-        r = box.execute(
-            "import time\n"
-            "from concurrent.futures import ThreadPoolExecutor\n"
-            "def big():\n"
-            "    try:\n"
-            "        return hold('b' * 450_000)\n"
-            "    except HostCallError as e:\n"
-            "        return str(e)\n"
-            "with ThreadPoolExecutor(5) as ex:\n"
-            "    small = [ex.submit(hold, 'a' * 20_000) for _ in range(4)]\n"
-            "    time.sleep(0.2)\n"
-            "    last = ex.submit(big)\n"
-            "    out = [f.result() for f in small] + [last.result()]\n"
-            "out"
-        )
-        assert r.ok, r.error
-        assert r.value_repr == str([20_000] * 4 + [450_000])
-        assert active["peak"] == 5
+    out, peak = _holding(
+        backend,
+        8 << 20,
+        "import time\n"
+        "with ThreadPoolExecutor(5) as ex:\n"
+        "    small = [ex.submit(hold, 'a' * 20_000) for _ in range(4)]\n"
+        "    time.sleep(0.2)\n"
+        "    last = ex.submit(tried, 'b' * 450_000)\n"
+        "    out = [f.result() for f in small] + [last.result()]\n",
+    )
+    assert out == [20_000] * 4 + [450_000]
+    assert peak == 5
 
 
 def test_forged_frames_never_grow_host_memory(backend: str) -> None:
