@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -176,6 +177,20 @@ async def test_snapshot_skips_values_too_big_to_carry() -> None:
         assert r.timed_out
         after = await box.execute("('big' in globals(), small)")
         assert after.value_repr == "(False, {'k': 'v'})"
+
+
+@pytest.mark.anyio
+async def test_snapshot_counts_the_names_of_what_it_carries() -> None:
+    """4,000 globals with 200-character names and one-digit values: 0.8 MB of names, over a
+    1 MB message cap's half. The snapshot keeps what fits, names counted, and cells go on."""
+    policy = SandboxPolicy(isolation="process", max_message_bytes=1 << 20)
+    async with open_sandbox(policy) as box:
+        r = await box.execute("for i in range(4000):\n    globals()['v%0199d' % i] = 1")
+        assert r.ok, r.error
+        snap = await box.snapshot()
+        assert 1000 < len(snap) < 4000
+        assert len(json.dumps(snap, separators=(",", ":"))) <= (1 << 20) // 2
+        assert (await box.execute("len([k for k in globals() if k.startswith('v')])")).ok
 
 
 @pytest.mark.anyio

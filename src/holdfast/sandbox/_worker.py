@@ -605,14 +605,15 @@ class Worker:
                 if too_deep(body, self.max_depth - 4):
                     continue
                 price = decoded_cost(body)
-            if type(value) in _IMMUTABLE:
-                fresh[key] = (value, body, price)
-            if used + len(body) > cap or cost + price > budget:
-                continue
-            used += len(body)
-            cost += price
             name = _json.encode_basestring(key).encode("utf-8", "surrogatepass")
+            size = len(name) + 2 + len(body)  # the name, its colon and a comma
+            if used + size > cap or cost + price > budget:
+                continue
+            used += size
+            cost += price
             parts.append(name + b":" + body)
+            if type(value) in _IMMUTABLE:  # kept only for what is sent: at most the cap
+                fresh[key] = (value, body, price)
         self._known = fresh
         return b"{" + b",".join(parts) + b"}"
 
